@@ -1,0 +1,25 @@
+"""The intelligence family: providers that turn findings into an analysis."""
+from __future__ import annotations
+
+from apps.registry import Registry
+
+
+class Provider:
+    """Base class of an analysis provider.
+
+    ``analyze`` receives the incident an ingest node produced (or None) and
+    the check results context nodes produced (dicts as made by
+    ``CheckResult.to_dict``) and returns a dict with at least ``summary``,
+    ``probable_cause``, ``recommendations`` (list of str) and ``severity``.
+    """
+
+    name: str = ""
+
+    def validate_config(self, config: dict) -> list[str]:
+        return []
+
+    def analyze(self, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
+        raise NotImplementedError
+
+
+providers: Registry[type[Provider]] = Registry("intelligence provider")

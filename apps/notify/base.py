@@ -1,0 +1,49 @@
+"""The notify family: drivers that deliver a message to people."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from apps.registry import Registry
+
+
+@dataclass
+class Message:
+    """A notification built from what a run found."""
+
+    title: str
+    body: str
+    severity: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Delivery:
+    """The outcome of delivering to one channel. ``detail`` never holds a secret."""
+
+    channel: str
+    ok: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DeliveryError(Exception):
+    """Raised by a driver when a channel cannot be reached or configured."""
+
+
+class Driver:
+    """Base class of a notify driver. ``send`` returns one Delivery per channel
+    attempted; ``validate_config`` reports config problems as messages (values
+    that may come from the worker's environment are checked at send time)."""
+
+    name: str = ""
+
+    def validate_config(self, config: dict) -> list[str]:
+        return []
+
+    def send(self, *, message: Message, config: dict) -> list[Delivery]:
+        raise NotImplementedError
+
+
+drivers: Registry[type[Driver]] = Registry("notify driver")

@@ -1,0 +1,112 @@
+"""Pipeline definitions, the runs made from them, and one row per node executed."""
+from django.db import models
+from django.db.models import Q
+
+
+class PipelineDefinition(models.Model):
+    name = models.SlugField(max_length=100, unique=True, help_text="Name used with --definition.")
+    description = models.TextField(blank=True, default="")
+    version = models.CharField(max_length=20, default="1.0", help_text="Definition format version.")
+    config = models.JSONField(help_text="The definition itself: version, defaults and nodes.")
+    tags = models.JSONField(default=list, blank=True, help_text="Free-form labels.")
+    is_active = models.BooleanField(default=True, help_text="Inactive definitions cannot be run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class PipelineRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    trace_id = models.CharField(max_length=64, db_index=True, help_text="Correlates logs of one run.")
+    definition = models.ForeignKey(
+        PipelineDefinition,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The stored definition this run came from, if any.",
+    )
+    definition_name = models.CharField(max_length=100, blank=True, default="")
+    origin = models.CharField(
+        max_length=500,
+        help_text="Where the definition came from: its name, a config file path, or 'builtin'.",
+    )
+    origin_kind = models.CharField(
+        max_length=20,
+        choices=[("definition", "Definition"), ("config", "Config file"), ("builtin", "Built-in")],
+        default="definition",
+    )
+    config_snapshot = models.JSONField(help_text="The definition as it was when the run was created.")
+    source = models.CharField(max_length=50, default="cli", help_text="Alert source / launcher.")
+    environment = models.CharField(max_length=50, default="development")
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    current_node = models.CharField(max_length=100, blank=True, default="")
+    result = models.JSONField(default=dict, blank=True, help_text="Per-node outcome, kept current.")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running"]) | Q(finished_at__isnull=False),
+                name="pipelinerun_terminal_has_finished_at",
+            ),
+        ]
+
+    def __str__(self):
+        return f"run {self.pk} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class StageExecution(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages")
+    node_id = models.CharField(max_length=100)
+    node_type = models.CharField(max_length=50)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True
+    )
+    attempt = models.PositiveIntegerField(default=1)
+    output = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "node_id", "attempt"], name="stage_unique_run_node_attempt"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.node_id}#{self.attempt} ({self.status})"
