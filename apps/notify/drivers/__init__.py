@@ -1,0 +1,2 @@
+"""Notify drivers: importing this package registers every driver in ``drivers``."""
+from apps.notify.drivers import console, webhook  # noqa: F401

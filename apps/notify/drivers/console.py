@@ -1,0 +1,21 @@
+"""The console driver: writes the message to the log of whoever runs the node."""
+from __future__ import annotations
+
+import logging
+
+from apps.notify.base import Delivery, Driver, Message, drivers
+
+logger = logging.getLogger("apps.notify.console")
+
+
+@drivers.register("console")
+class ConsoleDriver(Driver):
+    name = "console"
+
+    def validate_config(self, config: dict) -> list[str]:
+        return [f"unknown option for driver console: {key}" for key in sorted(config)]
+
+    def send(self, *, message: Message, config: dict) -> list[Delivery]:
+        """Logs the title and body at INFO on ``apps.notify.console``."""
+        logger.info("%s\n%s", message.title, message.body)
+        return [Delivery(self.name, True, "written to log")]

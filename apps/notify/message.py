@@ -1,0 +1,70 @@
+"""Building the notification message from what a run found."""
+from __future__ import annotations
+
+import socket
+
+from apps.notify.base import Message
+
+# "ok" sits below "info" so a run with only informational findings is not reported as OK.
+SEVERITY_RANK = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
+
+
+def _worst(severities: list) -> str:
+    known = [s.lower() for s in severities if isinstance(s, str) and s.lower() in SEVERITY_RANK]
+    return max(known, key=SEVERITY_RANK.__getitem__, default="ok")
+
+
+def message_build(
+    *, run_info: dict, incident: dict | None, checks: list[dict], analysis: dict | None
+) -> Message:
+    """A Message summarising a run: a title with the worst severity and what it
+    is about, a body with the incident, each check and the analysis, and the
+    same facts as structured ``data``."""
+    incident_open = bool(incident) and incident.get("status") != "resolved"
+    severity = _worst(
+        [c.get("status") for c in checks]
+        + ([incident.get("severity")] if incident_open else [])
+        + ([analysis.get("severity")] if analysis else [])
+    )
+    pipeline = run_info.get("pipeline") or "pipeline"
+    if incident:
+        label = severity.upper() if incident_open else "RESOLVED"
+        title = f"[{label}] {incident.get('title', '')}"
+    else:
+        title = f"[{severity.upper()}] {pipeline} on {socket.gethostname()}"
+
+    lines = [
+        f"Pipeline: {pipeline} (run {run_info.get('run_id')}, trace {run_info.get('trace_id')}, "
+        f"environment {run_info.get('environment')})"
+    ]
+    if incident:
+        lines.append(
+            f"Incident #{incident.get('id')}: {incident.get('title', '')} "
+            f"({incident.get('severity', '')}, {incident.get('status', '')}, "
+            f"{incident.get('alert_count', 0)} alert(s))"
+        )
+    if checks:
+        lines.append("Checks:")
+        for check in checks:
+            text = check.get("message") or f"{check.get('value')}{check.get('unit') or ''}"
+            lines.append(
+                f"  - [{str(check.get('status', '')).upper()}] {check.get('name', '')}: {text}"
+            )
+    if analysis:
+        provider = analysis.get("provider")
+        lines.append(
+            f"Analysis{f' ({provider})' if provider else ''}: {analysis.get('summary', '')}"
+        )
+        if analysis.get("probable_cause"):
+            lines.append(f"Probable cause: {analysis['probable_cause']}")
+        recommendations = analysis.get("recommendations") or []
+        if recommendations:
+            lines.append("Recommendations:")
+            lines.extend(f"  - {r}" for r in recommendations)
+
+    return Message(
+        title=title,
+        body="\n".join(lines),
+        severity=severity,
+        data={"run": run_info, "incident": incident, "checks": checks, "analysis": analysis},
+    )

@@ -1,0 +1,197 @@
+"""The one execution engine.
+
+Walks a run's definition snapshot from the first node along ``next``,
+records a StageExecution per attempt, and keeps the PipelineRun's status,
+current node, result and timings current. Execution is idempotent: a run
+that is already finished is left alone, and nodes that already succeeded
+(a task delivered twice) are not executed again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db.models import Max
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.nodes import NodeContext, NodeError, node_types
+
+logger = logging.getLogger("apps.orchestration.engine")
+
+DEFAULT_TIMEOUT_SECONDS = 60
+
+
+def _log(event: str, run: PipelineRun, **fields) -> None:
+    """One log line per event, carrying the run's identity so `grep <trace id>` finds it."""
+    data = {
+        "event": event,
+        "run_id": run.pk,
+        "trace_id": run.trace_id,
+        "definition": run.origin,
+        **fields,
+    }
+    text = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
+    logger.info(text, extra={"pipeline": data})
+
+
+def _path(nodes: list[dict]) -> list[dict]:
+    """The nodes in execution order: the first one, then along ``next``."""
+    by_id = {node["id"]: node for node in nodes}
+    ordered, current = [], nodes[0]["id"] if nodes else None
+    while current is not None and current in by_id and by_id[current] not in ordered:
+        ordered.append(by_id[current])
+        current = by_id[current].get("next")
+    return ordered
+
+
+def _claim(run_id: int) -> bool:
+    """Move a queued (or interrupted running) run to running; False when it is finished."""
+    now = timezone.now()
+    return bool(
+        PipelineRun.objects.filter(
+            pk=run_id, status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING]
+        ).update(status=PipelineRun.Status.RUNNING, started_at=Coalesce("started_at", now))
+    )
+
+
+def run_execute(*, run_id: int) -> PipelineRun | None:
+    """Execute run ``run_id`` to a terminal status and return it.
+
+    Returns None when the run does not exist; returns the run unchanged when
+    it is already terminal. Never raises for a node's failure: failures are
+    recorded on the run.
+    """
+    if not PipelineRun.objects.filter(pk=run_id).exists():
+        return None
+    if not _claim(run_id):
+        return PipelineRun.objects.get(pk=run_id)
+    run = PipelineRun.objects.get(pk=run_id)
+    _log("run.start", run, status=run.status)
+    try:
+        _walk(run)
+    except Exception as exc:  # anything unexpected still ends the run as failed
+        logger.exception("run %s crashed", run.pk)
+        run.status = PipelineRun.Status.FAILED
+        run.error = f"Internal error: {type(exc).__name__}: {exc}"
+    _finish(run)
+    return run
+
+
+def _walk(run: PipelineRun) -> None:
+    snapshot = run.config_snapshot
+    defaults = snapshot.get("defaults") or {}
+    max_retries = defaults.get("max_retries", 0)
+    timeout = defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    path = _path(snapshot["nodes"])
+
+    ctx = NodeContext(
+        run_id=run.pk,
+        trace_id=run.trace_id,
+        pipeline=run.origin,
+        source=run.source,
+        environment=run.environment,
+        payload=run.payload,
+        timeout_seconds=timeout,
+    )
+    result = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
+    succeeded = {
+        stage.node_id: stage
+        for stage in run.stages.filter(status=StageExecution.Status.SUCCEEDED)
+    }
+
+    failed_required = False
+    for node in path:
+        node_id, node_type = node["id"], node["type"]
+        if failed_required:
+            result["skipped_nodes"].append(node_id)
+            continue
+        required = node.get("required", True)
+        if node_id in succeeded:
+            # Delivered twice: reuse what the earlier delivery produced.
+            stage = succeeded[node_id]
+            entry = _entry(node_type, required, stage, reused=True)
+        else:
+            stage = _execute_node(run, node, ctx, max_retries)
+            entry = _entry(node_type, required, stage)
+        result["executed_nodes"].append(node_id)
+        result["node_results"][node_id] = entry
+        if stage.status == StageExecution.Status.SUCCEEDED:
+            ctx.results[node_id] = {"type": node_type, "output": stage.output}
+        elif required:
+            failed_required = True
+            run.error = f"Node '{node_id}' failed: {entry['error']}"
+        run.result = result
+        run.save(update_fields=["result", "error"])
+
+    run.status = PipelineRun.Status.FAILED if failed_required else PipelineRun.Status.COMPLETED
+    run.current_node = ""
+
+
+def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool = False) -> dict:
+    entry = {
+        "type": node_type,
+        "status": stage.status,
+        "required": required,
+        "attempts": stage.attempt,
+        "duration_ms": stage.duration_ms,
+        "output": stage.output,
+        "error": stage.errors[-1] if stage.errors else None,
+    }
+    if reused:
+        entry["reused"] = True
+    return entry
+
+
+def _execute_node(run: PipelineRun, node: dict, ctx: NodeContext, max_retries: int) -> StageExecution:
+    """Run one node, retrying up to ``max_retries`` times; returns its last StageExecution."""
+    node_id, node_type = node["id"], node["type"]
+    handler = node_types.get(node_type)()
+    config = node.get("config") or {}
+    run.current_node = node_id
+    run.save(update_fields=["current_node"])
+    previous = run.stages.filter(node_id=node_id).aggregate(last=Max("attempt"))["last"] or 0
+
+    for attempt in range(previous + 1, previous + max_retries + 2):
+        stage = StageExecution.objects.create(
+            run=run, node_id=node_id, node_type=node_type, attempt=attempt
+        )
+        _log("node.start", run, node=node_id, type=node_type, attempt=attempt)
+        started = time.perf_counter()
+        try:
+            stage.output = handler.run(config, ctx)
+            stage.status = StageExecution.Status.SUCCEEDED
+        except NodeError as exc:
+            stage.output, stage.errors = exc.output, [str(exc)]
+            stage.status = StageExecution.Status.FAILED
+        except Exception as exc:  # a handler bug must not take the run down unrecorded
+            logger.exception("node %s of run %s raised", node_id, run.pk)
+            stage.errors = [f"{type(exc).__name__}: {exc}"]
+            stage.status = StageExecution.Status.FAILED
+        stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        stage.finished_at = timezone.now()
+        stage.save(update_fields=["output", "errors", "status", "duration_ms", "finished_at"])
+        _log(
+            "node.end",
+            run,
+            node=node_id,
+            type=node_type,
+            attempt=attempt,
+            status=stage.status,
+            duration_ms=stage.duration_ms,
+            error=stage.errors[-1] if stage.errors else None,
+        )
+        if stage.status == StageExecution.Status.SUCCEEDED:
+            break
+    return stage
+
+
+def _finish(run: PipelineRun) -> None:
+    run.finished_at = timezone.now()
+    started = run.started_at or run.created_at
+    run.duration_ms = round((run.finished_at - started).total_seconds() * 1000, 2)
+    run.save(
+        update_fields=["status", "current_node", "result", "error", "finished_at", "duration_ms"]
+    )
+    _log("run.end", run, status=run.status, duration_ms=run.duration_ms, error=run.error or None)

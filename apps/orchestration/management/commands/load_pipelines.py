@@ -1,0 +1,36 @@
+"""load_pipelines: store the shipped pipeline definitions (idempotent)."""
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.orchestration.services import LaunchError, definitions_load
+
+
+class Command(BaseCommand):
+    help = "Validate and store every pipelines/*.json definition; invalid files are refused."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--dir", default=None, help=f"Folder of definitions (default: {settings.PIPELINES_DIR})."
+        )
+
+    def handle(self, *args, **options):
+        folder = Path(options["dir"] or settings.PIPELINES_DIR)
+        try:
+            report = definitions_load(folder=folder)
+        except LaunchError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        for name, action in report.loaded:
+            self.stdout.write(f"{action}: {name}")
+        for path, messages in report.refused:
+            self.stderr.write(f"refused: {path}")
+            for message in messages:
+                self.stderr.write(f"  - {message}")
+        self.stdout.write(
+            f"{len(report.loaded)} loaded, {len(report.refused)} refused"
+        )
+        if report.refused:
+            raise CommandError(
+                f"{len(report.refused)} definition file(s) refused", returncode=2
+            )

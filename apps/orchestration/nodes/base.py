@@ -1,0 +1,57 @@
+"""The node-type family: what each kind of pipeline node does."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from apps.registry import Registry
+
+
+class NodeError(Exception):
+    """Raised by a node handler when the node fails; ``output`` keeps what it
+    produced before failing (for example delivery results)."""
+
+    def __init__(self, message: str, output: dict | None = None):
+        super().__init__(message)
+        self.output = output or {}
+
+
+@dataclass
+class NodeContext:
+    """What a node sees of its run: the run's identity, the payload, and the
+    outputs of the nodes that succeeded before it, in order."""
+
+    run_id: int
+    trace_id: str
+    pipeline: str
+    source: str
+    environment: str
+    payload: dict
+    timeout_seconds: float = 60  # upper bound for any network call a node makes
+    results: dict[str, dict] = field(default_factory=dict)  # node id -> {"type", "output"}
+
+    def outputs_of_type(self, node_type: str) -> list[dict]:
+        return [r["output"] for r in self.results.values() if r["type"] == node_type]
+
+
+class NodeType:
+    """Base class of a node type.
+
+    ``validate`` checks the node's config and returns messages (no node prefix,
+    never raises); ``run`` executes the node and returns a JSON-serialisable
+    output or raises NodeError; ``display_lines`` gives the result display's
+    lines for a successful output.
+    """
+
+    name: str = ""
+
+    def validate(self, config: dict) -> list[str]:
+        return []
+
+    def run(self, config: dict, ctx: NodeContext) -> dict:
+        raise NotImplementedError
+
+    def display_lines(self, output: dict) -> list[str]:
+        return []
+
+
+node_types: Registry[type[NodeType]] = Registry("node type")

@@ -1,0 +1,143 @@
+"""Text and JSON views of a run, drawn from the PipelineRun record alone,
+and the dry-run listing of a definition."""
+from __future__ import annotations
+
+import json
+
+from apps.orchestration.builtin import BUILTIN_STAGES
+from apps.orchestration.models import PipelineRun
+from apps.orchestration.nodes import node_types
+from apps.orchestration.services import ResolvedDefinition, exit_code_for
+
+RULE = "=" * 60
+
+
+def _origin_line(kind: str, origin: str, *, dry_run: bool) -> str:
+    if dry_run:
+        return {
+            "definition": f"Pipeline Definition: {origin}",
+            "config": f"Pipeline Config: {origin}",
+        }.get(kind, "Pipeline: built-in (INGEST → CHECK → ANALYZE → NOTIFY)")
+    return {"definition": f"Definition: {origin}", "config": f"Config: {origin}"}.get(
+        kind, "Pipeline: built-in (INGEST → CHECK → ANALYZE → NOTIFY)"
+    )
+
+
+def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, environment: str) -> str:
+    """The dry-run listing: where the definition came from, its nodes, and the payload."""
+    nodes = resolved.config["nodes"]
+    lines = [
+        "=== DRY RUN ===",
+        "",
+        _origin_line(resolved.kind, resolved.origin, dry_run=True),
+        f"Source: {source}",
+        f"Environment: {environment}",
+        "",
+    ]
+    if resolved.kind == "builtin":
+        lines.append(f"Stages ({len(nodes)}):")
+        for index, node in enumerate(nodes, start=1):
+            lines.append(f"  {index}. {node['id'].upper()} [{node['type']}]")
+            lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
+            lines.append("")
+    else:
+        lines.append(f"Nodes ({len(nodes)}):")
+        for index, node in enumerate(nodes, start=1):
+            lines.append(f"  {index}. [{node['type']}] {node['id']}")
+            lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
+            if node.get("required") is False:
+                lines.append("     Required: no (a failure does not stop the run)")
+            nxt = node.get("next")
+            lines.append(f"     → next: {nxt}" if nxt else "     → end")
+            lines.append("")
+    lines += ["Payload:", json.dumps(payload, indent=2), "", "Use without --dry-run to execute"]
+    return "\n".join(lines)
+
+
+def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
+    if run.origin_kind == "builtin" and node_id in BUILTIN_STAGES:
+        return f"--- {node_id.upper()} ---"
+    return f"--- {node_type} ({node_id}) ---"
+
+
+def _node_lines(entry: dict) -> list[str]:
+    node_type = entry["type"]
+    output = entry.get("output") or {}
+    lines: list[str] = []
+    if node_type in node_types and output:
+        lines += node_types.get(node_type)().display_lines(output)
+    if entry["status"] != "succeeded":
+        lines.insert(0, f"Status: {entry['status'].upper()}")
+        note = "" if entry.get("required", True) else " (not required; the run went on)"
+        lines.append(f"Error: {entry.get('error') or 'unknown error'}{note}")
+    if entry.get("duration_ms") is not None:
+        lines.append(f"Duration: {entry['duration_ms']:.2f}ms")
+    return [f"  {line}" for line in lines]
+
+
+def render_result(run: PipelineRun) -> str:
+    """The result display of ``run``, as a person reads it."""
+    result = run.result or {}
+    lines = [
+        RULE,
+        "PIPELINE RESULT",
+        RULE,
+        "",
+        f"Status: {run.status.upper()}",
+        _origin_line(run.origin_kind, run.origin, dry_run=False),
+        f"Trace ID: {run.trace_id}",
+        f"Run ID: {run.pk}",
+    ]
+    if run.duration_ms is not None:
+        lines.append(f"Duration: {run.duration_ms:.2f}ms")
+    if run.error:
+        lines.append(f"Error: {run.error}")
+    lines.append("")
+    node_results = result.get("node_results", {})
+    for node_id in result.get("executed_nodes", []):
+        entry = node_results[node_id]
+        lines.append(_section_header(run, node_id, entry["type"]))
+        lines += _node_lines(entry)
+        lines.append("")
+    skipped = result.get("skipped_nodes", [])
+    if skipped:
+        lines += [f"Skipped: {', '.join(skipped)}", ""]
+    lines.append(final_line(run))
+    return "\n".join(lines)
+
+
+def final_line(run: PipelineRun) -> str:
+    return {
+        PipelineRun.Status.COMPLETED: "✓ Pipeline completed successfully",
+        PipelineRun.Status.FAILED: "✗ Pipeline failed",
+        PipelineRun.Status.CANCELLED: "✗ Pipeline cancelled",
+    }.get(run.status, f"… Pipeline {run.status}")
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_as_dict(run: PipelineRun) -> dict:
+    """The run record as a JSON-serialisable dict (the ``--json`` output)."""
+    result = run.result or {}
+    return {
+        "run_id": run.pk,
+        "trace_id": run.trace_id,
+        "definition": run.definition_name or None,
+        "config": run.origin if run.origin_kind == "config" else None,
+        "origin": run.origin,
+        "source": run.source,
+        "environment": run.environment,
+        "status": run.status,
+        "current_node": run.current_node or None,
+        "duration_ms": run.duration_ms,
+        "error": run.error or None,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "executed_nodes": result.get("executed_nodes", []),
+        "skipped_nodes": result.get("skipped_nodes", []),
+        "node_results": result.get("node_results", {}),
+        "exit_code": exit_code_for(run),
+    }

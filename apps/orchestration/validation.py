@@ -1,0 +1,122 @@
+"""Validation of a pipeline definition: a pure function returning messages.
+
+It touches nothing and never raises on a bad shape, so the CLI can run it
+before anything is stored or enqueued. Values a node may take from the
+worker's environment (webhook URLs, API keys) are checked when the node runs.
+"""
+from __future__ import annotations
+
+from apps.orchestration.nodes import node_types
+
+SUPPORTED_VERSIONS = ("1.0",)
+TOP_LEVEL_FIELDS = {"version", "description", "tags", "defaults", "nodes"}
+
+
+def _node_label(node: dict, index: int) -> str:
+    node_id = node.get("id") if isinstance(node, dict) else None
+    return f"'{node_id}'" if isinstance(node_id, str) and node_id else f"#{index + 1}"
+
+
+def _validate_defaults(defaults) -> list[str]:
+    if defaults is None:
+        return []
+    if not isinstance(defaults, dict):
+        return ["'defaults' must be an object"]
+    messages = []
+    timeout = defaults.get("timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        messages.append("defaults.timeout_seconds must be a positive number")
+    retries = defaults.get("max_retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        messages.append("defaults.max_retries must be a whole number of 0 or more")
+    for key in sorted(set(defaults) - {"timeout_seconds", "max_retries"}):
+        messages.append(f"unknown field in defaults: {key}")
+    return messages
+
+
+def validate_definition(config) -> list[str]:
+    """Return every problem found in ``config`` (empty when it is valid)."""
+    if not isinstance(config, dict):
+        return ["Pipeline definition must be a JSON object"]
+    messages: list[str] = []
+    version = config.get("version")
+    if version is None:
+        messages.append("Missing required field: version")
+    elif str(version) not in SUPPORTED_VERSIONS:
+        messages.append(f"Unsupported version: {version} (supported: {', '.join(SUPPORTED_VERSIONS)})")
+    messages += _validate_defaults(config.get("defaults"))
+    for key in sorted(set(config) - TOP_LEVEL_FIELDS):
+        messages.append(f"Unknown top-level field: {key}")
+
+    nodes = config.get("nodes")
+    if nodes is None:
+        return messages + ["Pipeline has no nodes"]
+    if not isinstance(nodes, list):
+        return messages + ["'nodes' must be a list"]
+    if not nodes:
+        return messages + ["Pipeline has no nodes"]
+
+    ids: list[str] = []
+    by_id: dict[str, dict] = {}
+    for index, node in enumerate(nodes):
+        label = _node_label(node, index)
+        if not isinstance(node, dict):
+            messages.append(f"Node {label} must be an object")
+            continue
+        node_id = node.get("id")
+        if not isinstance(node_id, str) or not node_id:
+            messages.append(f"Node {label} has no id")
+        elif node_id in by_id:
+            messages.append(f"Duplicate node id: '{node_id}'")
+        else:
+            ids.append(node_id)
+            by_id[node_id] = node
+        messages += _validate_node(node, label)
+
+    # Graph checks need every node to have a usable id.
+    for node_id in ids:
+        nxt = by_id[node_id].get("next")
+        if nxt is not None and (not isinstance(nxt, str) or nxt not in by_id):
+            messages.append(f"Node '{node_id}' references non-existent next: '{nxt}'")
+    if ids and isinstance(nodes[0], dict) and nodes[0].get("id") == ids[0]:
+        messages += _graph_messages(ids, by_id)
+    return messages
+
+
+def _validate_node(node: dict, label: str) -> list[str]:
+    messages = []
+    node_type = node.get("type")
+    for key in sorted(set(node) - {"id", "type", "config", "next", "required", "description"}):
+        messages.append(f"Node {label} has unknown field: {key}")
+    if "required" in node and not isinstance(node["required"], bool):
+        messages.append(f"Node {label} field 'required' must be true or false")
+    config = node.get("config", {})
+    if not isinstance(config, dict):
+        messages.append(f"Node {label} config must be an object")
+        config = None
+    if node_type is None or node_type == "":
+        messages.append(f"Node {label} has no type")
+    elif not isinstance(node_type, str) or node_type not in node_types:
+        messages.append(f"Node {label} has unknown type: {node_type}")
+    elif config is not None:
+        handler = node_types.get(node_type)()
+        messages += [f"Node {label}: {message}" for message in handler.validate(config)]
+    return messages
+
+
+def _graph_messages(ids: list[str], by_id: dict[str, dict]) -> list[str]:
+    """Cycles along `next` from the first node, and nodes never reached."""
+    messages = []
+    seen: list[str] = []
+    current = ids[0]
+    while isinstance(current, str) and current in by_id:
+        if current in seen:
+            loop = seen[seen.index(current):] + [current]
+            messages.append(f"Cycle detected: {' -> '.join(loop)}")
+            break
+        seen.append(current)
+        current = by_id[current].get("next")
+    for node_id in ids:
+        if node_id not in seen:
+            messages.append(f"Node '{node_id}' is unreachable from the first node '{ids[0]}'")
+    return messages

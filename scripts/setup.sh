@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv, install the pinned requirements, migrate, and load the shipped pipelines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+.venv/bin/python manage.py migrate --verbosity 0
+.venv/bin/python manage.py load_pipelines

@@ -1,0 +1,84 @@
+"""Shared fixtures: running the CLI in-process and as a real subprocess."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def run_command():
+    """Run a management command in-process; returns its exit code and output."""
+
+    def _run(*args: str) -> CommandResult:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command(*args, stdout=out, stderr=err)
+            code = 0
+        except CommandError as exc:
+            err.write(f"CommandError: {exc}\n")
+            code = exc.returncode
+        return CommandResult(code, out.getvalue(), err.getvalue())
+
+    return _run
+
+
+def database_url() -> str:
+    """A DATABASE_URL naming the database the tests are using right now."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] or ""
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    host = f"{auth}@" if auth else ""
+    return f"postgres://{host}{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def subprocess_env(transactional_db) -> dict:
+    """Environment for a child process that shares this test's (committed) database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url()
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture
+def manage(subprocess_env):
+    """Run ``manage.py`` as a real child process (bounded by a timeout)."""
+
+    def _run(*args: str, timeout: float = 120, env: dict | None = None) -> CommandResult:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env={**subprocess_env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return _run

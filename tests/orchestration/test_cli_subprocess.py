@@ -1,0 +1,72 @@
+"""run_pipeline as a real child process: exit codes and messages scripts rely on."""
+import json
+
+import pytest
+
+from apps.orchestration.models import PipelineDefinition, PipelineRun
+
+pytestmark = pytest.mark.subprocess
+
+NODES = [
+    {"id": "metrics", "type": "context", "config": {"include": ["cpu", "memory", "disk"]}, "next": "analyze"},
+    {"id": "analyze", "type": "intelligence", "config": {"provider": "local"}, "next": "notify"},
+    {"id": "notify", "type": "notify", "config": {"driver": "console"}},
+]
+
+
+@pytest.fixture
+def health_check(transactional_db):
+    return PipelineDefinition.objects.create(name="health-check", config={"version": "1.0", "nodes": NODES})
+
+
+def test_completed_run_exits_0_and_prints_the_display(manage, health_check):
+    result = manage("run_pipeline", "--definition", "health-check")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("=" * 60 + "\nPIPELINE RESULT\n")
+    assert result.stdout.endswith("✓ Pipeline completed successfully\n")
+    # The console driver writes the notification to the run's log.
+    assert "health-check" in result.stderr
+    assert PipelineRun.objects.get().status == "completed"
+
+
+def test_failed_run_exits_1(manage, tmp_path):
+    path = tmp_path / "fails.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": [
+        {"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.nothing"}}}]}))
+    result = manage("run_pipeline", "--config", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("CommandError: Pipeline failed: Node 't' failed: Path not found: payload.nothing")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--definition", "nonexistent"], "CommandError: Pipeline definition not found: nonexistent"),
+        (["--config", "missing.json"], "CommandError: Config file not found: missing.json"),
+        (["--definition", "a", "--config", "b"], "CommandError: Cannot specify both --definition and --config"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(manage, args, message):
+    result = manage("run_pipeline", *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == message
+    assert "Traceback" not in result.stderr
+
+
+def test_json_output_is_pure_json_on_stdout(manage, health_check):
+    result = manage("run_pipeline", "--definition", "health-check", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed" and data["exit_code"] == 0
+
+
+def test_load_pipelines_is_idempotent_and_shipped_definitions_run(manage):
+    first = manage("load_pipelines")
+    assert first.exit_code == 0, first.stderr
+    assert "created: health-check" in first.stdout and "created: alert-triage" in first.stdout
+    second = manage("load_pipelines")
+    assert "unchanged: health-check" in second.stdout
+    assert PipelineDefinition.objects.count() == 2
+    run = manage("run_pipeline", "--definition", "alert-triage", "--sample", "--source", "alertmanager")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert "--- ingest (ingest) ---" in run.stdout

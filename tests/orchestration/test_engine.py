@@ -1,0 +1,67 @@
+"""The engine: snapshots, idempotent re-delivery, outputs flowing between nodes."""
+import pytest
+
+from apps.orchestration import engine, services
+from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+
+pytestmark = pytest.mark.django_db
+
+NODES = [
+    {"id": "metrics", "type": "context", "config": {"include": ["memory"]}, "next": "shape"},
+    {"id": "shape", "type": "transform", "config": {"mapping": {"mem": "metrics.checks.memory.value", "who": "payload.server"}}},
+]
+
+
+def make_run(nodes=NODES, payload=None):
+    definition = PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": nodes})
+    resolved = services.definition_resolve(name="p")
+    return services.pipeline_run_create(resolved=resolved, payload=payload or {"server": "web-01"})
+
+
+def test_each_node_sees_earlier_outputs_and_the_payload():
+    run = engine.run_execute(run_id=make_run().pk)
+    shape = run.result["node_results"]["shape"]["output"]
+    assert shape["who"] == "web-01"
+    assert shape["mem"] == run.result["node_results"]["metrics"]["output"]["checks"]["memory"]["value"]
+    assert run.status == "completed" and run.current_node == "" and run.finished_at is not None
+
+
+def test_run_executes_its_snapshot_not_the_edited_definition():
+    run = make_run()
+    PipelineDefinition.objects.filter(name="p").update(
+        config={"version": "1.0", "nodes": [{"id": "other", "type": "context"}]}
+    )
+    run = engine.run_execute(run_id=run.pk)
+    assert run.result["executed_nodes"] == ["metrics", "shape"]
+
+
+def test_redelivered_run_does_not_re_execute_succeeded_nodes():
+    run = make_run()
+    # A first delivery finished `metrics` and then its worker died.
+    PipelineRun.objects.filter(pk=run.pk).update(status="running")
+    StageExecution.objects.create(
+        run=run, node_id="metrics", node_type="context", status="succeeded",
+        output={"checks": {"memory": {"name": "memory", "value": 12.5}}},
+    )
+    run = engine.run_execute(run_id=run.pk)
+    assert run.status == "completed"
+    assert StageExecution.objects.filter(run=run, node_id="metrics").count() == 1
+    assert run.result["node_results"]["metrics"]["reused"] is True
+    assert run.result["node_results"]["shape"]["output"]["mem"] == 12.5
+
+
+def test_finished_run_is_never_run_again():
+    run = engine.run_execute(run_id=make_run().pk)
+    stages = StageExecution.objects.count()
+    again = engine.run_execute(run_id=run.pk)
+    assert again.status == "completed" and StageExecution.objects.count() == stages
+
+
+def test_missing_run_returns_none():
+    assert engine.run_execute(run_id=999999) is None
+
+
+def test_node_results_keep_execution_order_in_the_record():
+    run = engine.run_execute(run_id=make_run().pk)
+    run.refresh_from_db()
+    assert run.result["executed_nodes"] == ["metrics", "shape"]
