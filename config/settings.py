@@ -106,3 +106,40 @@ LOGGING = {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+
+# --- Celery -----------------------------------------------------------------
+# With no CELERY_BROKER_URL, the CLI and workers share the embedded broker: a
+# private Redis server on a unix socket under var/broker (see workers/embedded.py).
+EMBEDDED_BROKER_DIR = env.path("EMBEDDED_BROKER_DIR", VAR_DIR / "broker")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", "") or f"redis+socket://{EMBEDDED_BROKER_DIR / 'redis.sock'}"
+CELERY_BROKER_IS_EMBEDDED = not env.str("CELERY_BROKER_URL", "")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# The PipelineRun row is the result; nothing reads Celery results.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# Acknowledge after the run, and requeue when the worker process dies, so a
+# run is redelivered instead of lost; execution is idempotent, so that is safe.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One run at a time per process: a run waiting behind a long one on a busy
+# worker should go to an idle worker instead.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A run longer than this is stopped (the soft limit lets the engine record it).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("RUN_TIME_LIMIT_SECONDS", 3600)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
+# Unacknowledged messages of a worker that vanished are redelivered after this;
+# it must exceed the longest run, which the run lease below protects anyway.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 60),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Our loggers have their own handlers and format (LOG_FORMAT); keep Celery off the root logger.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+
+# A worker holding a run refreshes its lease this often; another delivery of
+# the run takes it over only when the lease is older than RUN_LEASE_SECONDS.
+RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0)
+# `run_pipeline --wait` says no worker took the run after this many seconds.
+RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)

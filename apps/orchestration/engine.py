@@ -9,12 +9,21 @@ that is already finished is left alone, and nodes that already succeeded
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
+from datetime import timedelta
 
+import psutil
+from django.conf import settings
+from django.db import connection
 from django.db.models import Max
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.orchestration import events
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
 
@@ -46,36 +55,105 @@ def _path(nodes: list[dict]) -> list[dict]:
     return ordered
 
 
-def _claim(run_id: int) -> bool:
-    """Move a queued (or interrupted running) run to running; False when it is finished."""
+class RunBusy(Exception):
+    """Another live process is executing the run; try again after its lease."""
+
+
+def _new_token() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lease_lost(run: PipelineRun, now) -> bool:
+    """Whether the process holding ``run`` is gone: it died on this host, or its
+    heartbeat is older than the lease."""
+    host, _, rest = run.claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+        return True
+    lease = timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    return run.heartbeat_at is None or now - run.heartbeat_at > lease
+
+
+def _claim(run_id: int, token: str) -> PipelineRun | None:
+    """Take the run for this process; None when it is already finished.
+
+    A queued run is taken with a conditional update, so of two deliveries
+    only one wins. A running run is taken over only when its holder is gone;
+    otherwise RunBusy is raised.
+    """
     now = timezone.now()
-    return bool(
-        PipelineRun.objects.filter(
-            pk=run_id, status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING]
-        ).update(status=PipelineRun.Status.RUNNING, started_at=Coalesce("started_at", now))
+    taken = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+        status=PipelineRun.Status.RUNNING,
+        claimed_by=token,
+        heartbeat_at=now,
+        started_at=Coalesce("started_at", now),
     )
+    run = PipelineRun.objects.get(pk=run_id)
+    if taken:
+        return run
+    if run.is_terminal:
+        return None
+    if _lease_lost(run, now) and PipelineRun.objects.filter(
+        pk=run_id, status=PipelineRun.Status.RUNNING, claimed_by=run.claimed_by
+    ).update(claimed_by=token, heartbeat_at=now):
+        logger.warning("run %s taken over from %s", run_id, run.claimed_by or "an unknown process")
+        return PipelineRun.objects.get(pk=run_id)
+    raise RunBusy(f"run {run_id} is being executed by {run.claimed_by}")
+
+
+class _Heartbeat:
+    """Refreshes the run's lease from a background thread while the run executes."""
+
+    def __init__(self, run_id: int, token: str):
+        self.run_id, self.token = run_id, token
+        self.interval = settings.RUN_LEASE_SECONDS / 3
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:  # a missed beat only risks a takeover, never the run itself
+            logger.exception("heartbeat of run %s failed", self.run_id)
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def run_execute(*, run_id: int) -> PipelineRun | None:
     """Execute run ``run_id`` to a terminal status and return it.
 
-    Returns None when the run does not exist; returns the run unchanged when
-    it is already terminal. Never raises for a node's failure: failures are
-    recorded on the run.
+    Returns None when the run does not exist, and the run unchanged when it
+    is already terminal; raises RunBusy when another live process holds it.
+    Never raises for a node's failure: failures are recorded on the run.
     """
     if not PipelineRun.objects.filter(pk=run_id).exists():
         return None
-    if not _claim(run_id):
+    token = _new_token()
+    run = _claim(run_id, token)
+    if run is None:
         return PipelineRun.objects.get(pk=run_id)
-    run = PipelineRun.objects.get(pk=run_id)
-    _log("run.start", run, status=run.status)
-    try:
-        _walk(run)
-    except Exception as exc:  # anything unexpected still ends the run as failed
-        logger.exception("run %s crashed", run.pk)
-        run.status = PipelineRun.Status.FAILED
-        run.error = f"Internal error: {type(exc).__name__}: {exc}"
-    _finish(run)
+    _log("run.start", run, status=run.status, worker=token)
+    events.run_event_publish(run_id=run.pk, status=run.status)
+    with _Heartbeat(run.pk, token):
+        try:
+            _walk(run)
+        except Exception as exc:  # anything unexpected still ends the run as failed
+            logger.exception("run %s crashed", run.pk)
+            run.status = PipelineRun.Status.FAILED
+            run.error = f"Internal error: {type(exc).__name__}: {exc}"
+        _finish(run)
+    events.run_event_publish(run_id=run.pk, status=run.status)
     return run
 
 

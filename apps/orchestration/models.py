@@ -59,6 +59,13 @@ class PipelineRun(models.Model):
     current_node = models.CharField(max_length=100, blank=True, default="")
     result = models.JSONField(default=dict, blank=True, help_text="Per-node outcome, kept current.")
     error = models.TextField(blank=True, default="")
+    claimed_by = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="host:pid:token of the process executing the run.",
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the executing process."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

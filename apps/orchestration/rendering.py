@@ -141,3 +141,38 @@ def run_as_dict(run: PipelineRun) -> dict:
         "node_results": result.get("node_results", {}),
         "exit_code": exit_code_for(run),
     }
+
+
+def follow_hint(run: PipelineRun) -> str:
+    return (
+        f"Follow it:  python manage.py show_run {run.pk} --wait\n"
+        f"Worker log: grep {run.trace_id} <worker log>"
+    )
+
+
+def render_queued(run: PipelineRun) -> str:
+    """What a fire-and-forget launch prints."""
+    return f"Run {run.pk} queued (trace id {run.trace_id}).\n{follow_hint(run)}"
+
+
+def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> str:
+    """Why --wait stopped waiting, and how to follow the run that goes on."""
+    if reason == "no_worker":
+        from django.conf import settings
+
+        return (
+            f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s.\n"
+            "Start one with:  celery -A workers worker -l info\n"
+            f"The run stays queued and runs when a worker starts.\n{follow_hint(run)}"
+        )
+    return (
+        f"Gave up waiting for run {run.pk} after {timeout:g}s (status: {run.status}).\n"
+        f"The run goes on in the background.\n{follow_hint(run)}"
+    )
+
+
+def render_detached(run_id: int) -> str:
+    return (
+        f"Detached from run {run_id}; it goes on in the background.\n"
+        f"Follow it:  python manage.py show_run {run_id} --wait"
+    )

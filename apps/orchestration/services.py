@@ -6,15 +6,18 @@ for bad input, before anything is written.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
-from apps.orchestration import engine
+from apps.orchestration import engine, events
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.selectors import pipeline_definition_get
@@ -145,6 +148,116 @@ def pipeline_run_create(
 def pipeline_run_execute(*, run_id: int) -> PipelineRun | None:
     """Execute the run in this process; returns it in its terminal state."""
     return engine.run_execute(run_id=run_id)
+
+
+EXECUTE_RUN_TASK = "orchestration.execute_run"
+
+
+def pipeline_run_launch(
+    *,
+    resolved: ResolvedDefinition,
+    payload: dict,
+    source: str = "cli",
+    environment: str = "development",
+    trace_id: str | None = None,
+) -> PipelineRun:
+    """Validate, store the run as queued, and enqueue it for a worker once committed.
+
+    Raises LaunchError for an invalid definition (nothing stored) and, with
+    exit code 1, when the broker cannot take the run (the run is then marked
+    failed, so no run is left queued with no message behind it).
+    """
+    definition_check(resolved=resolved)
+    from workers.celery import app
+    from workers.embedded import EmbeddedBrokerError, ensure_broker
+
+    try:
+        ensure_broker()
+    except EmbeddedBrokerError as exc:
+        raise LaunchError(str(exc), exit_code=EXIT_FAILED) from exc
+
+    sent = {}
+
+    def enqueue(run_id: int) -> None:
+        try:
+            app.send_task(EXECUTE_RUN_TASK, args=[run_id])
+            sent["ok"] = True
+        except Exception as exc:  # kombu raises several kinds for an unreachable broker
+            sent["error"] = f"{type(exc).__name__}: {exc}"
+
+    with transaction.atomic():
+        run = pipeline_run_create(
+            resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id
+        )
+        transaction.on_commit(lambda: enqueue(run.pk))
+    if "error" in sent:
+        message = f"Could not enqueue run {run.pk}: the broker did not take it ({sent['error']})"
+        run_mark_failed(run_id=run.pk, error=message)
+        raise LaunchError(message, exit_code=EXIT_FAILED)
+    return run
+
+
+def run_mark_failed(*, run_id: int, error: str) -> None:
+    """Mark a run that never started as failed with ``error``."""
+    now = timezone.now()
+    PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+        status=PipelineRun.Status.FAILED, error=error, finished_at=now, duration_ms=0
+    )
+
+
+@dataclass
+class WaitOutcome:
+    run: PipelineRun
+    reason: str  # "finished", "timeout" or "no_worker"
+    queries: int  # reads of the run row while waiting
+
+
+def pipeline_run_wait(
+    *, run_id: int, timeout: float | None = None, pickup_timeout: float | None = None
+) -> WaitOutcome:
+    """Watch run ``run_id`` until it is terminal, ``timeout`` passes, or no
+    worker has taken it within ``pickup_timeout`` seconds.
+
+    The row is read once at the start, once per wake-up event that says the
+    run finished, and as a safety net at intervals that double up to 30 s
+    (from 1 s with an event channel, 50 ms without one).
+    KeyboardInterrupt propagates: the run itself goes on.
+    """
+    pickup_timeout = settings.RUN_PICKUP_TIMEOUT_SECONDS if pickup_timeout is None else pickup_timeout
+    start = time.monotonic()
+    deadline = start + timeout if timeout is not None else None
+    pickup_deadline = start + pickup_timeout
+    with events.run_events(run_id=run_id) as subscription:
+        run = PipelineRun.objects.get(pk=run_id)
+        queries = 1
+        interval = 1.0 if events.has_channel() else 0.05
+        next_check = start + interval
+        picked_up = run.status != PipelineRun.Status.QUEUED
+        while not run.is_terminal:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return WaitOutcome(run, "timeout", queries)
+            if not picked_up and now >= pickup_deadline:
+                run.refresh_from_db()
+                queries += 1
+                if run.status == PipelineRun.Status.QUEUED:
+                    return WaitOutcome(run, "no_worker", queries)
+                picked_up = True
+                continue
+            wake_at = min(t for t in (deadline, next_check, None if picked_up else pickup_deadline) if t is not None)
+            event = subscription.wait(wake_at - now)
+            if event == PipelineRun.Status.RUNNING:
+                picked_up = True
+                continue
+            if event is None and time.monotonic() < next_check:
+                continue
+            run.refresh_from_db()
+            queries += 1
+            picked_up = picked_up or run.status != PipelineRun.Status.QUEUED
+            if event is None:
+                interval = min(interval * 2, 30.0)
+                next_check = time.monotonic() + interval
+    return WaitOutcome(run, "finished", queries)
 
 
 def exit_code_for(run: PipelineRun) -> int:

@@ -20,7 +20,7 @@ def health_check(transactional_db):
 
 
 def test_completed_run_exits_0_and_prints_the_display(manage, health_check):
-    result = manage("run_pipeline", "--definition", "health-check")
+    result = manage("run_pipeline", "--inline", "--definition", "health-check")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("=" * 60 + "\nPIPELINE RESULT\n")
     assert result.stdout.endswith("✓ Pipeline completed successfully\n")
@@ -33,7 +33,7 @@ def test_failed_run_exits_1(manage, tmp_path):
     path = tmp_path / "fails.json"
     path.write_text(json.dumps({"version": "1.0", "nodes": [
         {"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.nothing"}}}]}))
-    result = manage("run_pipeline", "--config", str(path))
+    result = manage("run_pipeline", "--inline", "--config", str(path))
     assert result.exit_code == 1
     assert result.stderr.strip().endswith("CommandError: Pipeline failed: Node 't' failed: Path not found: payload.nothing")
 
@@ -47,14 +47,14 @@ def test_failed_run_exits_1(manage, tmp_path):
     ],
 )
 def test_bad_input_exits_2_without_traceback(manage, args, message):
-    result = manage("run_pipeline", *args)
+    result = manage("run_pipeline", "--inline", *args)
     assert result.exit_code == 2
     assert result.stderr.strip() == message
     assert "Traceback" not in result.stderr
 
 
 def test_json_output_is_pure_json_on_stdout(manage, health_check):
-    result = manage("run_pipeline", "--definition", "health-check", "--json")
+    result = manage("run_pipeline", "--inline", "--definition", "health-check", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["status"] == "completed" and data["exit_code"] == 0
@@ -67,6 +67,6 @@ def test_load_pipelines_is_idempotent_and_shipped_definitions_run(manage):
     second = manage("load_pipelines")
     assert "unchanged: health-check" in second.stdout
     assert PipelineDefinition.objects.count() == 2
-    run = manage("run_pipeline", "--definition", "alert-triage", "--sample", "--source", "alertmanager")
+    run = manage("run_pipeline", "--inline", "--definition", "alert-triage", "--sample", "--source", "alertmanager")
     assert run.exit_code == 0, run.stdout + run.stderr
     assert "--- ingest (ingest) ---" in run.stdout

@@ -34,7 +34,7 @@ def config_file(tmp_path):
 
 
 def test_dry_run_prints_the_spec_layout(run_command, health_check):
-    result = run_command("run_pipeline", "--definition", "health-check", "--dry-run", "--payload", '{"server": "web-01"}')
+    result = run_command("run_pipeline", "--inline", "--definition", "health-check", "--dry-run", "--payload", '{"server": "web-01"}')
     assert result.exit_code == 0
     assert result.stdout == (
         "=== DRY RUN ===\n"
@@ -68,14 +68,14 @@ def test_dry_run_prints_the_spec_layout(run_command, health_check):
 
 def test_dry_run_of_a_config_file_names_the_file(run_command, config_file):
     path = config_file({"version": "1.0", "nodes": SPEC_NODES})
-    result = run_command("run_pipeline", "--config", path, "--dry-run", "--environment", "production", "--source", "grafana")
+    result = run_command("run_pipeline", "--inline", "--config", path, "--dry-run", "--environment", "production", "--source", "grafana")
     assert result.exit_code == 0
     assert f"\nPipeline Config: {path}\nSource: grafana\nEnvironment: production\n" in result.stdout
     assert "Payload:\n{}\n" in result.stdout
 
 
 def test_run_prints_the_result_display_with_real_readings(run_command, health_check):
-    result = run_command("run_pipeline", "--definition", "health-check", "--trace-id", "abc-123")
+    result = run_command("run_pipeline", "--inline", "--definition", "health-check", "--trace-id", "abc-123")
     assert result.exit_code == 0, result.stderr
     run = PipelineRun.objects.get()
     pattern = (
@@ -98,13 +98,13 @@ def test_run_prints_the_result_display_with_real_readings(run_command, health_ch
 
 def test_config_run_says_config_path(run_command, config_file):
     path = config_file({"version": "1.0", "nodes": SPEC_NODES})
-    result = run_command("run_pipeline", "--config", path)
+    result = run_command("run_pipeline", "--inline", "--config", path)
     assert result.exit_code == 0
     assert f"\nStatus: COMPLETED\nConfig: {path}\nTrace ID: " in result.stdout
 
 
 def test_json_output_has_the_run_record(run_command, health_check):
-    result = run_command("run_pipeline", "--definition", "health-check", "--json")
+    result = run_command("run_pipeline", "--inline", "--definition", "health-check", "--json")
     assert result.exit_code == 0
     data = result.json()
     run = PipelineRun.objects.get()
@@ -125,7 +125,7 @@ def test_failed_required_node_fails_the_run_and_skips_the_rest(run_command, conf
         {"id": "metrics", "type": "context", "config": {"include": ["disk"], "options": {"disk": {"paths": ["/no/such/mount"]}}}, "next": "analyze"},
         {"id": "analyze", "type": "intelligence", "config": {"provider": "local"}},
     ]
-    result = run_command("run_pipeline", "--config", config_file({"version": "1.0", "nodes": nodes}))
+    result = run_command("run_pipeline", "--inline", "--config", config_file({"version": "1.0", "nodes": nodes}))
     assert result.exit_code == 1
     run = PipelineRun.objects.get()
     assert run.status == "failed"
@@ -143,7 +143,7 @@ def test_optional_node_may_fail_without_failing_the_run(run_command, config_file
         {"id": "flaky", "type": "transform", "required": False, "config": {"mapping": {"x": "nowhere.value"}}, "next": "shape"},
         {"id": "shape", "type": "transform", "config": {"mapping": {"mem": "metrics.checks.memory.value"}}},
     ]
-    result = run_command("run_pipeline", "--config", config_file({"version": "1.0", "nodes": nodes}), "--json")
+    result = run_command("run_pipeline", "--inline", "--config", config_file({"version": "1.0", "nodes": nodes}), "--json")
     assert result.exit_code == 0, result.stdout
     data = result.json()
     assert data["status"] == "completed"
@@ -154,7 +154,7 @@ def test_optional_node_may_fail_without_failing_the_run(run_command, config_file
 
 def test_failed_run_json_repeats_exit_code(run_command, config_file):
     nodes = [{"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.missing"}}}]
-    result = run_command("run_pipeline", "--config", config_file({"version": "1.0", "nodes": nodes}), "--json")
+    result = run_command("run_pipeline", "--inline", "--config", config_file({"version": "1.0", "nodes": nodes}), "--json")
     assert result.exit_code == 1
     data = result.json()
     assert data["status"] == "failed" and data["exit_code"] == 1
@@ -167,13 +167,13 @@ def test_max_retries_records_each_attempt(run_command, config_file):
         "defaults": {"max_retries": 2},
         "nodes": [{"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.nope"}}}],
     }
-    result = run_command("run_pipeline", "--config", config_file(config))
+    result = run_command("run_pipeline", "--inline", "--config", config_file(config))
     assert result.exit_code == 1
     assert list(StageExecution.objects.values_list("attempt", flat=True).order_by("attempt")) == [1, 2, 3]
 
 
 def test_builtin_pipeline_runs_ingest_check_analyze_notify(run_command):
-    result = run_command("run_pipeline", "--sample", "--source", "grafana")
+    result = run_command("run_pipeline", "--inline", "--sample", "--source", "grafana")
     assert result.exit_code == 0, result.stdout + result.stderr
     for header in ("--- INGEST ---", "--- CHECK ---", "--- ANALYZE ---", "--- NOTIFY ---"):
         assert f"\n{header}\n" in result.stdout
@@ -183,7 +183,7 @@ def test_builtin_pipeline_runs_ingest_check_analyze_notify(run_command):
 
 
 def test_builtin_dry_run_lists_its_stages(run_command):
-    result = run_command("run_pipeline", "--sample", "--source", "alertmanager", "--dry-run", "--notify-driver", "webhook")
+    result = run_command("run_pipeline", "--inline", "--sample", "--source", "alertmanager", "--dry-run", "--notify-driver", "webhook")
     assert result.exit_code == 0, result.stderr
     assert "Pipeline: built-in (INGEST → CHECK → ANALYZE → NOTIFY)\nSource: alertmanager\n" in result.stdout
     assert "  4. NOTIFY [notify]\n     Config: {\"driver\": \"webhook\"}\n" in result.stdout
@@ -204,14 +204,14 @@ def test_builtin_dry_run_lists_its_stages(run_command):
     ],
 )
 def test_bad_input_gets_the_spec_error_and_exit_code_2(run_command, args, message):
-    result = run_command("run_pipeline", *args)
+    result = run_command("run_pipeline", "--inline", *args)
     assert result.exit_code == 2
     assert result.stderr == f"CommandError: {message}\n"
     assert PipelineRun.objects.count() == 0
 
 
 def test_invalid_json_config_file(run_command, config_file):
-    result = run_command("run_pipeline", "--config", config_file('{"version": "1.0",'))
+    result = run_command("run_pipeline", "--inline", "--config", config_file('{"version": "1.0",'))
     assert result.exit_code == 2
     assert result.stderr.startswith("CommandError: Invalid JSON in config file: Expecting property name")
 
@@ -222,7 +222,7 @@ def test_invalid_definition_lists_every_message_and_changes_nothing(run_command,
     nodes[2]["next"] = "missing"
     path = config_file({"version": "1.0", "nodes": nodes})
     for extra in ([], ["--dry-run"]):
-        result = run_command("run_pipeline", "--config", path, *extra)
+        result = run_command("run_pipeline", "--inline", "--config", path, *extra)
         assert result.exit_code == 2
         assert result.stderr == (
             "CommandError: Pipeline definition invalid:\n"
@@ -235,7 +235,7 @@ def test_invalid_definition_lists_every_message_and_changes_nothing(run_command,
 def test_inactive_definition_is_refused(run_command, health_check):
     health_check.is_active = False
     health_check.save()
-    result = run_command("run_pipeline", "--definition", "health-check")
+    result = run_command("run_pipeline", "--inline", "--definition", "health-check")
     assert result.exit_code == 2
     assert result.stderr == "CommandError: Pipeline definition is inactive: health-check\n"
 
@@ -243,7 +243,7 @@ def test_inactive_definition_is_refused(run_command, health_check):
 def test_payload_file_is_used(run_command, tmp_path):
     payload = tmp_path / "alert.json"
     payload.write_text(json.dumps({"name": "DiskFull", "host": "db-02", "severity": "critical"}))
-    result = run_command("run_pipeline", "--file", str(payload), "--json")
+    result = run_command("run_pipeline", "--inline", "--file", str(payload), "--json")
     assert result.exit_code == 0, result.stdout
     ingest = result.json()["node_results"]["ingest"]["output"]
     assert ingest["source"] == "generic"

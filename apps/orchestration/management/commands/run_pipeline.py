@@ -1,17 +1,18 @@
-"""run_pipeline: validate a pipeline definition, run it, and show what happened."""
-import json
-
+"""run_pipeline: validate a pipeline definition, enqueue it for a worker (or run it
+inline), and show what happened."""
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.orchestration import rendering, services
-from apps.orchestration.services import EXIT_OK, LaunchError
+from apps.orchestration.management.output import RunOutputMixin
+from apps.orchestration.services import LaunchError
 
 
-class Command(BaseCommand):
+class Command(RunOutputMixin, BaseCommand):
     help = (
         "Run a pipeline: a stored definition (--definition), a JSON file (--config), "
-        "or the built-in ingest -> check -> analyze -> notify pipeline. "
-        "Exit codes: 0 completed, 1 failed, 2 bad input, 3 gave up waiting, 4 cancelled."
+        "or the built-in ingest -> check -> analyze -> notify pipeline. The run is "
+        "validated here and executed by a Celery worker (--inline: in this process). "
+        "Exit codes: 0 completed or queued, 1 failed, 2 bad input, 3 gave up waiting, 4 cancelled."
     )
 
     def add_arguments(self, parser):
@@ -31,9 +32,21 @@ class Command(BaseCommand):
         parser.add_argument("--trace-id", help="Trace id for the run (default: a new UUID).")
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
         parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
+        how = parser.add_argument_group("execution")
+        how.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
+        how.add_argument(
+            "--timeout", type=float, help="With --wait: give up after this many seconds (exit 3; the run goes on)."
+        )
+        how.add_argument("--inline", action="store_true", help="Run in this process, without a broker or worker.")
 
     def handle(self, *args, **options):
         try:
+            if options["timeout"] is not None and not options["wait"]:
+                raise LaunchError("--timeout applies only with --wait")
+            if options["timeout"] is not None and options["timeout"] <= 0:
+                raise LaunchError("--timeout must be a positive number of seconds")
+            if options["inline"] and options["wait"]:
+                raise LaunchError("Cannot specify both --inline and --wait (an inline run always waits)")
             resolved = services.definition_resolve(
                 name=options["definition"],
                 config_path=options["config"],
@@ -45,39 +58,24 @@ class Command(BaseCommand):
                 sample=options["sample"],
                 source=options["source"],
             )
-            if options["dry_run"]:
-                services.definition_check(resolved=resolved)
-                self.stdout.write(
-                    rendering.render_dry_run(
-                        resolved=resolved,
-                        payload=payload,
-                        source=options["source"],
-                        environment=options["environment"],
-                    )
-                )
-                return
-            run = services.pipeline_run_create(
+            launch = dict(
                 resolved=resolved,
                 payload=payload,
                 source=options["source"],
                 environment=options["environment"],
-                trace_id=options["trace_id"],
             )
+            if options["dry_run"]:
+                services.definition_check(resolved=resolved)
+                self.stdout.write(rendering.render_dry_run(**launch))
+                return
+            if options["inline"]:
+                run = services.pipeline_run_create(**launch, trace_id=options["trace_id"])
+                run = services.pipeline_run_execute(run_id=run.pk)
+                return self.show(run, as_json=options["json"])
+            run = services.pipeline_run_launch(**launch, trace_id=options["trace_id"])
         except LaunchError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
 
-        run = services.pipeline_run_execute(run_id=run.pk)
-        self._show(run, as_json=options["json"])
-
-    def _show(self, run, *, as_json: bool) -> None:
-        """Print the run and leave with its exit code."""
-        code = services.exit_code_for(run)
-        if as_json:
-            self.stdout.write(json.dumps(rendering.run_as_dict(run), indent=2))
-        else:
-            head, last = rendering.render_result(run).rsplit("\n", 1)
-            self.stdout.write(head + "\n")
-            style = self.style.SUCCESS if code == EXIT_OK else self.style.ERROR
-            self.stdout.write(style(last))
-        if code != EXIT_OK:
-            raise CommandError(f"Pipeline failed: {run.error}", returncode=code)
+        if not options["wait"]:
+            return self.show_queued(run, as_json=options["json"])
+        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])

@@ -1,0 +1,97 @@
+"""Wake-ups for processes watching a run.
+
+The PipelineRun row is the truth; these events only tell a waiting CLI when
+to read it again, so it need not poll the database. They travel over the
+broker when it is Redis (the embedded broker included) as pub/sub messages on
+one channel per run. With any other broker there is no event channel and
+watchers fall back to polling the row.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger("apps.orchestration.events")
+
+
+def _channel(run_id: int) -> str:
+    return f"pipeline-run:{run_id}"
+
+
+@lru_cache(maxsize=1)
+def _client() -> redis.Redis | None:
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("redis+socket://"):
+        return redis.Redis(unix_socket_path=url[len("redis+socket://"):].split("?")[0], socket_timeout=5)
+    if url.startswith(("redis://", "rediss://")):
+        return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return None
+
+
+def has_channel() -> bool:
+    """Whether watchers can be woken up (otherwise they poll)."""
+    return _client() is not None
+
+
+def run_event_publish(*, run_id: int, status: str) -> None:
+    """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
+    client = _client()
+    if client is None:
+        return
+    try:
+        client.publish(_channel(run_id), status)
+    except redis.RedisError as exc:
+        # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
+        logger.warning("could not publish status of run %s: %s", run_id, exc)
+
+
+class _Subscription:
+    def __init__(self, pubsub):
+        self._pubsub = pubsub
+
+    def wait(self, timeout: float) -> str | None:
+        """The next status published for the run, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._pubsub is None:
+                if remaining > 0:
+                    time.sleep(remaining)
+                return None
+            try:
+                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(remaining, 0))
+            except redis.RedisError:
+                self._pubsub = None  # fall back to sleeping; the caller polls the row
+                continue
+            if message is not None:
+                data = message["data"]
+                return data.decode() if isinstance(data, bytes) else str(data)
+            if remaining <= 0:
+                return None
+
+
+@contextmanager
+def run_events(*, run_id: int):
+    """Subscribe to ``run_id``'s events; subscribe before reading the row so no event is missed."""
+    client = _client()
+    pubsub = None
+    if client is not None:
+        try:
+            pubsub = client.pubsub()
+            pubsub.subscribe(_channel(run_id))
+        except redis.RedisError as exc:
+            logger.warning("could not subscribe to run %s events: %s", run_id, exc)
+            pubsub = None
+    try:
+        yield _Subscription(pubsub)
+    finally:
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except redis.RedisError:
+                pass

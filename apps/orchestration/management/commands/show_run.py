@@ -1,0 +1,24 @@
+"""show_run: show a run by id, optionally waiting for it to finish."""
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.orchestration import services
+from apps.orchestration.management.output import RunOutputMixin
+from apps.orchestration.selectors import pipeline_run_get
+
+
+class Command(RunOutputMixin, BaseCommand):
+    help = "Show a pipeline run by its id. Exit codes as run_pipeline's."
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_id", type=int, help="The run's id (the Run ID of run_pipeline).")
+        parser.add_argument("--wait", action="store_true", help="Wait until the run is finished.")
+        parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3).")
+        parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
+
+    def handle(self, *args, **options):
+        run = pipeline_run_get(run_id=options["run_id"])
+        if run is None:
+            raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=services.EXIT_BAD_INPUT)
+        if options["wait"] and not run.is_terminal:
+            return self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])
+        self.show(run, as_json=options["json"])
