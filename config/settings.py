@@ -93,17 +93,26 @@ PIPELINES_DIR = env.path("PIPELINES_DIR", BASE_DIR / "pipelines")
 LOG_FORMAT = env.str("LOG_FORMAT", "text", validate=lambda v: v in ("text", "json"))
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 
+# One line per event on stderr; LOG_FORMAT=json makes each line a JSON object
+# whose fields (run_id, trace_id, node, status...) tools can filter on.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
+        },
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "text"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "loggers": {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "workers": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "celery": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 

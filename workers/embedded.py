@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 START_TIMEOUT_SECONDS = 10.0
 # Unix socket paths are limited to about 107 bytes on Linux.
@@ -59,7 +61,9 @@ class EmbeddedBroker:
         return f"unix://{self.socket_path}"
 
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket_path), **kwargs)
+        """A client of this broker that fails at once instead of retrying:
+        its callers probe whether the server is up, or shut it down."""
+        return redis.Redis(unix_socket_path=str(self.socket_path), retry=Retry(NoBackoff(), 0), **kwargs)
 
     def is_running(self) -> bool:
         """Whether a server answers on the socket."""

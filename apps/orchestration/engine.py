@@ -42,7 +42,7 @@ def _log(event: str, run: PipelineRun, **fields) -> None:
         **fields,
     }
     text = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
-    logger.info(text, extra={"pipeline": data})
+    logger.info(text, extra=data)
 
 
 def _path(nodes: list[dict]) -> list[dict]:
@@ -97,6 +97,12 @@ def _claim(run_id: int, token: str) -> PipelineRun | None:
         pk=run_id, status=PipelineRun.Status.RUNNING, claimed_by=run.claimed_by
     ).update(claimed_by=token, heartbeat_at=now):
         logger.warning("run %s taken over from %s", run_id, run.claimed_by or "an unknown process")
+        # Nodes the lost process was executing never finished: say so in their records.
+        run.stages.filter(status=StageExecution.Status.RUNNING).update(
+            status=StageExecution.Status.FAILED,
+            errors=[f"interrupted: the process executing it ({run.claimed_by}) was lost"],
+            finished_at=now,
+        )
         return PipelineRun.objects.get(pk=run_id)
     raise RunBusy(f"run {run_id} is being executed by {run.claimed_by}")
 

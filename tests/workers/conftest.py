@@ -1,0 +1,179 @@
+"""Real worker processes and brokers for end-to-end tests.
+
+Each test module gets a broker namespace of its own (a private embedded
+broker directory, or a spare Redis database) and a real Celery worker on it;
+both are stopped at the end, even when a test fails.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import ROOT, CommandResult, database_url
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Databases 10-15 of the local Redis are used by tests, one per broker namespace.
+_redis_dbs = iter(range(10, 16))
+
+
+def require_redis() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        message = f"Redis not reachable at {REDIS_URL}: {exc}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class BrokerNamespace:
+    """Environment variables that put processes on one broker, and its cleanup."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.env: dict[str, str] = {}
+        self._dir = None
+        if kind == "embedded":
+            # Short path: unix socket paths are limited to ~107 bytes.
+            self._dir = tempfile.mkdtemp(prefix="eb", dir="/tmp")
+            self.env["EMBEDDED_BROKER_DIR"] = self._dir
+            self.env["CELERY_BROKER_URL"] = ""
+        else:
+            require_redis()
+            self.url = f"{REDIS_URL}/{next(_redis_dbs)}"
+            redis.Redis.from_url(self.url).flushdb()
+            self.env["CELERY_BROKER_URL"] = self.url
+
+    def close(self) -> None:
+        if self.kind == "embedded":
+            from workers.embedded import EmbeddedBroker
+
+            EmbeddedBroker(Path(self._dir)).stop()
+            shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            redis.Redis.from_url(self.url).flushdb()
+
+
+class Worker:
+    """A real `celery -A workers worker` process whose output is collected."""
+
+    def __init__(self, env: dict, concurrency: int = 2):
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
+             "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-n", f"test{os.getpid()}-{id(self)}@%h"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("worker did not become ready:\n" + self.log())
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if " ready." in line:
+                self._ready.set()
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # The whole process group: the main process and its pool children.
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def broker(request, django_db_setup, django_db_blocker):
+    namespace = BrokerNamespace(request.param)
+    try:
+        yield namespace
+    finally:
+        namespace.close()
+
+
+@pytest.fixture(scope="module")
+def base_env(broker, django_db_setup) -> dict:
+    env = dict(os.environ)
+    env.update(broker.env)
+    env["DATABASE_URL"] = database_url()
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["RUN_PICKUP_TIMEOUT_SECONDS"] = "20"
+    return env
+
+
+@pytest.fixture(scope="module")
+def worker(base_env):
+    """One worker shared by a module's tests, stopped at the module's end."""
+    shared = Worker(base_env)
+    try:
+        yield shared
+    finally:
+        shared.stop()
+
+
+@pytest.fixture
+def start_worker(base_env):
+    """Start workers for one test; each is stopped when the test ends."""
+    started: list[Worker] = []
+
+    def _start(concurrency: int = 2, **extra_env) -> Worker:
+        worker = Worker({**base_env, **extra_env}, concurrency=concurrency)
+        started.append(worker)
+        return worker
+
+    try:
+        yield _start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture
+def cli(base_env, transactional_db):
+    """Run manage.py in a child process on this module's broker and database."""
+
+    def _run(*args: str, timeout: float = 90, **extra_env) -> CommandResult:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT, env={**base_env, **extra_env}, capture_output=True, text=True, timeout=timeout,
+        )
+        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def _popen(*args: str, **extra_env) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT, env={**base_env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    _run.popen = _popen
+    return _run
