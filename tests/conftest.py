@@ -82,3 +82,16 @@ def manage(subprocess_env):
         return CommandResult(proc.returncode, proc.stdout, proc.stderr)
 
     return _run
+
+
+@pytest.fixture
+def http_server(settings):
+    """A recording HTTP server on 127.0.0.1, allowed as an outbound target; stopped after the test."""
+    from tests.httpserver import start_server
+
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    state, stop = start_server()
+    try:
+        yield state
+    finally:
+        stop()

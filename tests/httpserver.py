@@ -1,0 +1,85 @@
+"""A real HTTP server on 127.0.0.1 for tests of code that calls other services.
+
+It records every request and answers with what the test set: a status, a
+JSON or raw body, or no answer until the test ends (to trigger timeouts).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class RecordingServer:
+    port: int = 0
+    status: int = 200
+    body: bytes = b"{}"
+    content_type: str = "application/json"
+    slow: bool = False
+    requests: list = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answer_json(self, data, status: int = 200) -> None:
+        self.status, self.body, self.content_type = status, json.dumps(data).encode(), "application/json"
+
+    def answer_raw(self, body: bytes, status: int = 200, content_type: str = "text/plain") -> None:
+        self.status, self.body, self.content_type = status, body, content_type
+
+    @property
+    def last(self) -> dict:
+        return self.requests[-1]
+
+
+def start_server() -> tuple[RecordingServer, callable]:
+    """Start a server; returns its state and a function that stops it."""
+    state = RecordingServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                parsed = json.loads(raw) if raw else None
+            except ValueError:
+                parsed = None
+            state.requests.append({
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": raw,
+                "json": parsed,
+            })
+            if state.slow:
+                state.release.wait(timeout=10)  # until the test ends: the client times out first
+            try:
+                self.send_response(state.status)
+                self.send_header("Content-Type", state.content_type)
+                self.send_header("Content-Length", str(len(state.body)))
+                self.end_headers()
+                self.wfile.write(state.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_POST = do_GET = do_PUT = _handle
+
+        def log_message(self, format, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def stop():
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return state, stop
