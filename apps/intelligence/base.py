@@ -4,6 +4,16 @@ from __future__ import annotations
 from apps.registry import Registry
 
 
+class ProviderUnavailable(Exception):
+    """A provider could not give an analysis this time: unreachable, refused,
+    timed out, missing its key, or answered something unusable.
+
+    ``analysis_run`` answers it by running the fallback provider instead. The
+    message is the short reason shown to people (``fallback_reason``): it must
+    never contain a secret or a full URL.
+    """
+
+
 class Provider:
     """Base class of an analysis provider.
 
@@ -11,6 +21,8 @@ class Provider:
     the check results context nodes produced (dicts as made by
     ``CheckResult.to_dict``) and returns a dict with at least ``summary``,
     ``probable_cause``, ``recommendations`` (list of str) and ``severity``.
+    A provider that depends on another service raises ProviderUnavailable
+    when that service cannot answer.
     """
 
     name: str = ""

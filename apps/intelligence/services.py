@@ -1,10 +1,17 @@
 """Running and validating analyses by provider name."""
 from __future__ import annotations
 
+import logging
+
 from apps.intelligence import providers as _providers  # noqa: F401  (registers every provider outside Django too)
-from apps.intelligence.base import providers
+from apps.intelligence.base import ProviderUnavailable, providers
+from apps.secrets import scrub
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PROVIDER = "local"
+# Runs instead of a provider that is unavailable: offline, so it always answers.
+FALLBACK_PROVIDER = "local"
 
 # Keys of an intelligence node's config that belong to the node, not to the provider.
 NODE_KEYS = {"provider", "required"}
@@ -15,9 +22,12 @@ def analysis_run(*, provider: str, config: dict, incident: dict | None, checks: 
 
     ``config`` is the node's config; its ``provider`` key is ignored in favour
     of ``provider``. Returns the provider's analysis (summary, probable_cause,
-    recommendations, severity, provider, ...). Raises ValueError for an
-    unknown provider or a config the provider rejects; network providers may
-    raise OSError.
+    recommendations, severity, provider, ...), with known secret values
+    scrubbed. When the provider is unavailable, returns the fallback
+    provider's analysis of the same inputs instead, marked with
+    ``requested_provider``, ``fallback_used: true`` and ``fallback_reason``
+    (and logs a warning). Raises ValueError for an unknown provider or a
+    config the provider rejects.
     """
     if not isinstance(provider, str) or provider not in providers:
         raise ValueError(f"unknown provider: {provider}")
@@ -26,8 +36,29 @@ def analysis_run(*, provider: str, config: dict, incident: dict | None, checks: 
     problems = instance.validate_config(options)
     if problems:
         raise ValueError("; ".join(problems))
-    result = instance.analyze(incident=incident, checks=list(checks or []), config=options)
-    return {**result, "provider": provider}
+    checks = list(checks or [])
+    try:
+        result = instance.analyze(incident=incident, checks=checks, config=options)
+    except ProviderUnavailable as exc:
+        if provider == FALLBACK_PROVIDER:
+            raise
+        return scrub(_fallback_run(requested=provider, reason=str(exc), incident=incident, checks=checks))
+    # A remote answer could echo anything it was sent; nothing secret leaves here.
+    return scrub({**result, "provider": provider})
+
+
+def _fallback_run(*, requested: str, reason: str, incident: dict | None, checks: list[dict]) -> dict:
+    """The fallback provider's analysis, saying which provider it stands in for and why."""
+    reason = scrub(reason)
+    logger.warning("Provider %s unavailable (%s); analysing with %s instead", requested, reason, FALLBACK_PROVIDER)
+    result = providers.get(FALLBACK_PROVIDER)().analyze(incident=incident, checks=checks, config={})
+    return {
+        **result,
+        "provider": FALLBACK_PROVIDER,
+        "requested_provider": requested,
+        "fallback_used": True,
+        "fallback_reason": reason,
+    }
 
 
 def analysis_validate(*, config: object) -> list[str]:

@@ -39,12 +39,41 @@ LEGACY_GRAFANA = {
 }
 
 
-@pytest.mark.parametrize("name", ["alertmanager", "grafana", "generic"])
+SOURCES = ["alertmanager", "datadog", "generic", "grafana", "pagerduty"]
+# Parsers that must only claim their own format; generic, the fallback, accepts most objects.
+SPECIFIC = [name for name in SOURCES if name != "generic"]
+
+
+def test_every_source_has_a_registered_parser():
+    assert parsers.keys() == SOURCES
+
+
+@pytest.mark.parametrize("name", SOURCES)
 def test_every_sample_is_detected_as_its_own_source(name):
     assert alert_source_detect(payload=parser(name).sample()) == name
 
 
-@pytest.mark.parametrize("name", ["alertmanager", "grafana", "generic"])
+@pytest.mark.parametrize("name", SPECIFIC)
+@pytest.mark.parametrize("other", SOURCES)
+def test_a_specific_parser_claims_no_other_sources_sample(name, other):
+    assert parser(name).detect(parser(other).sample()) is (name == other)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"title": "Deploy finished", "event_type": "deploy", "host": "web-01"},
+        {"name": "Backup failed", "event": "backup", "host": "db-01"},
+        {"alert": "Disk full", "org": {"name": "ops"}, "hostname": "db-02"},
+        {"name": "Queue backlog", "state": "alerting", "alerts": []},
+    ],
+    ids=["event_type", "event-string", "org-without-event_type", "state-without-rule"],
+)
+def test_generic_stays_the_fallback_for_lookalike_payloads(payload):
+    assert alert_source_detect(payload=payload) == "generic"
+
+
+@pytest.mark.parametrize("name", SOURCES)
 def test_every_sample_parses_to_a_firing_high_cpu_alert_on_web_01(name):
     [alert] = parser(name).parse(parser(name).sample())
     assert alert.status == "firing"

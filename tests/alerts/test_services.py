@@ -17,7 +17,14 @@ def generic(name="High CPU usage", host="web-01", status="firing", severity="cri
 
 
 def test_sources_are_the_registered_parsers():
-    assert alert_sources() == ["alertmanager", "generic", "grafana"]
+    assert alert_sources() == ["alertmanager", "datadog", "generic", "grafana", "pagerduty"]
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "datadog", "generic", "grafana", "pagerduty"])
+def test_every_source_has_a_sample_that_ingests_as_that_source(source):
+    result = alert_ingest(payload=alert_sample(source=source), source="auto")
+    assert result["source"] == source
+    assert result["incident"]["status"] == "open"
 
 
 def test_cli_sample_is_the_generic_sample():
@@ -25,7 +32,7 @@ def test_cli_sample_is_the_generic_sample():
 
 
 def test_sample_of_unknown_source_lists_the_known_ones():
-    with pytest.raises(PayloadError, match="Unknown alert source: nagios .*alertmanager, generic, grafana"):
+    with pytest.raises(PayloadError, match="Unknown alert source: nagios .*alertmanager, datadog, generic, grafana, pagerduty"):
         alert_sample(source="nagios")
 
 
@@ -144,7 +151,7 @@ def test_payload_without_alerts_is_rejected(payload):
 
 
 def test_unknown_source_is_rejected_with_the_known_ones():
-    with pytest.raises(PayloadError, match=r"Unknown alert source: zabbix \(known: alertmanager, generic, grafana, auto\)"):
+    with pytest.raises(PayloadError, match=r"Unknown alert source: zabbix \(known: alertmanager, datadog, generic, grafana, pagerduty, auto\)"):
         alert_ingest(payload=generic(), source="zabbix")
 
 
@@ -157,3 +164,58 @@ def test_a_bad_alert_stores_nothing_from_the_payload():
     with pytest.raises(PayloadError):
         alert_ingest(payload={"alerts": [generic(), {"name": "x", "status": "??"}]}, source="cli")
     assert Alert.objects.count() == 0 and Incident.objects.count() == 0
+
+
+def resolved_sample(source: str) -> dict:
+    """The sample of ``source`` as that source reports the alert over."""
+    payload = alert_sample(source=source)
+    if source in ("alertmanager", "grafana"):
+        payload["status"] = "resolved"
+        for alert in payload["alerts"]:
+            alert["status"] = "resolved"
+    elif source == "generic":
+        payload["status"] = "resolved"
+    elif source == "pagerduty":
+        payload["event"]["event_type"] = "incident.resolved"
+        payload["event"]["data"]["status"] = "resolved"
+    elif source == "datadog":
+        payload.update(
+            alert_transition="Recovered",
+            alert_type="success",
+            title=payload["title"].replace("[Triggered", "[Recovered"),
+        )
+    return payload
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "datadog", "generic", "grafana", "pagerduty"])
+def test_resolved_payload_of_each_source_closes_its_alert_and_incident(source):
+    opened = alert_ingest(payload=alert_sample(source=source), source="auto")
+    closed = alert_ingest(payload=resolved_sample(source), source="auto")
+    assert closed["source"] == source
+    assert closed["alerts"][0]["id"] == opened["alerts"][0]["id"]
+    alert = Alert.objects.get()
+    assert (alert.source, alert.status, alert.occurrences) == (source, "resolved", 2)
+    assert alert.resolved_at is not None
+    incident = Incident.objects.get()
+    assert incident.pk == opened["incident"]["id"]
+    assert incident.status == "resolved" and incident.resolved_at is not None
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "grafana"])
+def test_grouped_alerts_of_a_source_resolve_the_incident_only_when_all_are_resolved(source):
+    payload = alert_sample(source=source)
+    second = json.loads(json.dumps(payload["alerts"][0]))
+    second["labels"] = {**second["labels"], "instance": "web-02:9100"}
+    second["fingerprint"] = "0f0e0d0c0b0a0908"
+    payload["alerts"].append(second)
+    opened = alert_ingest(payload=payload, source="auto")
+    assert opened["incident"]["alert_count"] == 2
+
+    one = resolved_sample(source)  # resolves only the first alert
+    assert alert_ingest(payload=one, source="auto")["incident"]["status"] == "open"
+    both = resolved_sample(source)
+    both["alerts"].append({**second, "status": "resolved"})
+    result = alert_ingest(payload=both, source="auto")
+    assert result["incident"]["status"] == "resolved"
+    assert result["incident"]["id"] == opened["incident"]["id"]
+    assert set(Alert.objects.values_list("status", flat=True)) == {"resolved"}

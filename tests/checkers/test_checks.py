@@ -8,7 +8,7 @@ import pytest
 
 from apps.checkers.base import checkers
 from apps.checkers.checks.cpu import CpuChecker
-from apps.checkers.checks.disk import DiskChecker
+from apps.checkers.checks.disk import DiskChecker, physical_filesystems
 from apps.checkers.checks.load import LoadChecker
 from apps.checkers.checks.memory import MemoryChecker
 
@@ -19,7 +19,7 @@ FORCE_OK = {"warning": 1e9, "critical": 1e9}
 
 
 def test_every_checker_is_registered_under_its_name():
-    assert checkers.keys() == ["cpu", "disk", "load", "memory"]
+    assert checkers.keys() == ["cpu", "disk", "load", "memory", "network", "processes", "swap"]
     for key, checker_class in checkers.items():
         assert checker_class.name == key
 
@@ -99,8 +99,58 @@ def test_memory_takes_no_options():
     assert MemoryChecker().validate_options({"paths": ["/"]}) == ["unknown option for check memory: paths"]
 
 
-def test_disk_checks_root_by_default():
+def test_disk_checks_every_physical_filesystem_by_default():
+    result = DiskChecker().run(thresholds={"warning": 1000, "critical": 1000}, options={})
+    mounts = physical_filesystems(psutil.disk_partitions(all=False))
+    expected = [part.mountpoint for part in mounts] or ["/"]
+    paths = result.details["paths"]
+    assert list(paths) == expected
+    assert result.value == max(p["percent"] for p in paths.values())
+    assert paths[result.details["path"]]["percent"] == result.value
+    for part in mounts:
+        entry = paths[part.mountpoint]
+        assert (entry["device"], entry["fstype"]) == (part.device, part.fstype)
+        usage = psutil.disk_usage(part.mountpoint)
+        assert entry["total_bytes"] == usage.total
+        assert abs(entry["percent"] - usage.percent) < 1
+    among = f"; fullest of {len(paths)} filesystems" if len(paths) > 1 else ""
+    assert result.message == (
+        f"Disk usage {result.value:.1f}% on {result.details['path']} (ok, warning at 1000%){among}"
+    )
+
+
+def test_default_disk_check_leaves_out_pseudo_image_and_snap_mounts():
     result = DiskChecker().run(thresholds={}, options={})
+    skipped = {"tmpfs", "devtmpfs", "squashfs", "overlay", "proc", "sysfs"}
+    for path, entry in result.details["paths"].items():
+        assert entry.get("fstype", "ext4") not in skipped
+        assert not path.startswith("/snap/")
+
+
+def test_physical_filesystems_keep_one_real_mount_per_device(tmp_path):
+    for name in ("bind", "data", "cdrom", "shm"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    part = type(psutil.disk_partitions(all=True)[0])
+    partitions = [
+        part("/dev/vdc", str(tmp_path / "data"), "xfs", "rw"),
+        part("/dev/vda1", str(tmp_path / "bind"), "ext4", "rw"),  # bind mount of the root device
+        part("/dev/vda1", "/", "ext4", "rw"),
+        part("/dev/loop3", "/snap/core22/1380", "squashfs", "ro,nodev"),
+        part("/dev/loop4", "/", "squashfs", "ro"),  # a read-only image, whatever its mount point
+        part("tmpfs", str(tmp_path / "shm"), "tmpfs", "rw"),
+        part("/dev/sr0", str(tmp_path / "cdrom"), "iso9660", "ro"),
+        part("/dev/vdb", str(tmp_path / "hosts"), "ext4", "rw"),  # a file bind-mounted into a container
+    ]
+    kept = physical_filesystems(partitions)
+    assert [(p.device, p.mountpoint) for p in kept] == [
+        ("/dev/vda1", "/"),
+        ("/dev/vdc", str(tmp_path / "data")),
+    ]
+
+
+def test_disk_paths_restrict_the_check_to_their_filesystems():
+    result = DiskChecker().run(thresholds={}, options={"paths": ["/"]})
     usage = psutil.disk_usage("/")
     assert abs(result.value - usage.percent) < 1
     assert result.details["path"] == "/"

@@ -8,11 +8,14 @@ import pytest
 from apps.checkers.services import checks_run, checks_validate
 
 FAST = {"cpu": {"interval": 0.05}}
+EVERY_CHECK = ["memory", "cpu", "disk", "load", "swap", "network", "processes"]
 
 
 def test_checks_run_returns_one_result_per_check_in_include_order():
-    results = checks_run(include=["memory", "cpu", "disk", "load"], thresholds={}, options=FAST)
-    assert [r["name"] for r in results] == ["memory", "cpu", "disk", "load"]
+    results = checks_run(
+        include=EVERY_CHECK, thresholds={}, options={**FAST, "processes": {"interval": 0.05}}
+    )
+    assert [r["name"] for r in results] == EVERY_CHECK
     for result in results:
         assert set(result) == {"name", "status", "value", "unit", "message", "details"}
         assert result["status"] in {"ok", "warning", "critical"}
@@ -63,6 +66,30 @@ def test_a_valid_configuration_has_no_messages():
     ) == []
 
 
+def test_options_of_the_new_checks_validate_by_name():
+    assert checks_validate(
+        include=["swap", "network", "processes", "disk"],
+        thresholds={"swap": {"warning": 40}, "network": {"critical": 3}, "processes": {"warning": 60}},
+        options={"network": {"interfaces": ["lo"], "error_percent": 2}, "processes": {"top": 3, "interval": 1}},
+    ) == []
+    assert checks_validate(
+        include=["swap", "network", "processes"],
+        thresholds={"network": {"warning": 3}},
+        options={"swap": {"x": 1}, "network": {"interfaces": []}, "processes": {"top": 0}},
+    ) == [
+        "threshold network.warning (3) must not be above network.critical (2)",
+        "unknown option for check swap: x",
+        "option interfaces for check network must name at least one interface",
+        "option top for check processes must be a whole number from 1 to 50 (got 0)",
+    ]
+
+
+def test_checks_run_reports_a_missing_network_interface():
+    with pytest.raises(ValueError) as excinfo:
+        checks_run(include=["network"], thresholds={}, options={"network": {"interfaces": ["nope0"]}})
+    assert str(excinfo.value) == "Network interface not found: nope0"
+
+
 def test_unknown_check_is_reported_by_name():
     assert checks_validate(include=["cpu", "gpu"], thresholds={}, options={}) == ["unknown check: gpu"]
 
@@ -76,7 +103,7 @@ def test_include_must_be_a_list_of_names(include):
 
 def test_empty_include_is_reported_with_the_known_checks():
     assert checks_validate(include=[], thresholds={}, options={}) == [
-        "include must name at least one check (known: cpu, disk, load, memory)"
+        "include must name at least one check (known: cpu, disk, load, memory, network, processes, swap)"
     ]
 
 

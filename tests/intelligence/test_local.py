@@ -244,7 +244,7 @@ def test_local_rejects_unknown_options():
         ({"provider": "local"}, []),
         ({"provider": "local", "required": False}, []),
         ({"provider": "gpt"}, ["unknown provider: gpt"]),
-        ({"provider": 3}, ["provider must be a string naming a provider (known: local)"]),
+        ({"provider": 3}, ["provider must be a string naming a provider (known: local, openai)"]),
         ({"provider": "local", "temperature": 0}, ["unknown option for provider local: temperature"]),
         ({"temperature": 0}, ["unknown option for provider local: temperature"]),
         ([], ["intelligence config must be an object"]),

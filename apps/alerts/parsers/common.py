@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from apps.alerts.parsers.base import PayloadError
+from apps.alerts.parsers.base import PayloadError, fingerprint_for
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -88,3 +88,12 @@ def label_dict(value: object, what: str) -> dict:
     if not isinstance(value, dict):
         raise PayloadError(f"{what} must be an object")
     return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+
+
+def source_fingerprint(source: str, key: str) -> str:
+    """A fingerprint from a source's own identifier for an alert (``pagerduty:PGR0VU2``);
+    too long an identifier is hashed so the result always fits the fingerprint column."""
+    fingerprint = f"{source}:{key}"
+    if len(fingerprint) <= 128:
+        return fingerprint
+    return fingerprint_for(source, "", {"key": key})

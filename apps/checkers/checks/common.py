@@ -36,3 +36,29 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a finite int or float (JSON true/false do not count)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
+
+def interval_problems(check: str, options: dict, maximum: float) -> list[str]:
+    """A message when the ``interval`` option is given but is not a number of
+    seconds in (0, maximum]."""
+    if "interval" not in options:
+        return []
+    interval = options["interval"]
+    if is_number(interval) and 0 < interval <= maximum:
+        return []
+    return [
+        f"option interval for check {check} must be a number of seconds above 0 "
+        f"and at most {maximum:g} (got {interval!r})"
+    ]
+
+
+def string_list_problems(check: str, option: str, options: dict, noun: str) -> list[str]:
+    """A message when ``option`` is given but is not a non-empty list of
+    non-empty strings (``noun`` names one item: path, interface)."""
+    if option not in options:
+        return []
+    items = options[option]
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        return [f"option {option} for check {check} must be a list of non-empty strings"]
+    if not items:
+        return [f"option {option} for check {check} must name at least one {noun}"]
+    return []

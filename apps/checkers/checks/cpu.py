@@ -4,7 +4,7 @@ from __future__ import annotations
 import psutil
 
 from apps.checkers.base import Checker, CheckResult, checkers
-from apps.checkers.checks.common import is_number, limits, unknown_options, verdict
+from apps.checkers.checks.common import interval_problems, limits, unknown_options, verdict
 
 DEFAULT_INTERVAL = 0.2
 MAX_INTERVAL = 10.0
@@ -19,15 +19,9 @@ class CpuChecker(Checker):
     default_thresholds = {"warning": 80.0, "critical": 95.0}
 
     def validate_options(self, options: dict) -> list[str]:
-        messages = unknown_options(self.name, options, {"interval"})
-        if "interval" in options:
-            interval = options["interval"]
-            if not is_number(interval) or not 0 < interval <= MAX_INTERVAL:
-                messages.append(
-                    f"option interval for check cpu must be a number of seconds above 0 "
-                    f"and at most {MAX_INTERVAL:g} (got {interval!r})"
-                )
-        return messages
+        return unknown_options(self.name, options, {"interval"}) + interval_problems(
+            self.name, options, MAX_INTERVAL
+        )
 
     def run(self, *, thresholds: dict, options: dict) -> CheckResult:
         """Sample CPU usage for ``interval`` seconds (blocks that long).

@@ -1,2 +1,2 @@
 """Every intelligence provider, imported so their registrations run."""
-from apps.intelligence.providers import local  # noqa: F401
+from apps.intelligence.providers import local, openai  # noqa: F401
