@@ -177,3 +177,13 @@ SECRET_ENV_VARS = [
 # this is set; reusing them for up to this many tasks saves a new database
 # session per run (Django still drops broken or CONN_MAX_AGE-old connections).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 200)
+
+# Email (the `email` notify driver sends through Django's SMTP backend).
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "pipelines@localhost")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from apps.registry import Registry
+from apps.secrets import inline_secret_messages
 
 
 @dataclass
@@ -38,9 +39,17 @@ class Driver:
     that may come from the worker's environment are checked at send time)."""
 
     name: str = ""
+    # The options the driver accepts, and the secrets it refuses inline: a secret
+    # ``key`` is read from the variable its ``<key>_env`` option names.
+    options: frozenset[str] = frozenset()
+    secret_keys: tuple[str, ...] = ()
 
     def validate_config(self, config: dict) -> list[str]:
         return []
+
+    def secret_problems(self, config: dict) -> list[str]:
+        """Messages for secrets written inline in ``config`` (a subset of validate_config's)."""
+        return inline_secret_messages(config, self.secret_keys)
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
         raise NotImplementedError

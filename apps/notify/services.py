@@ -1,20 +1,91 @@
-"""Notify services: validating driver configs and sending messages through drivers."""
+"""Notify services: validating notify configs, sending messages through drivers,
+and the named notification channels a notify node can use instead of a driver."""
 from __future__ import annotations
+
+import re
 
 import apps.notify.drivers  # noqa: F401  (registers the drivers outside Django's app loading)
 from apps.notify.base import Delivery, DeliveryError, Message, drivers
+from apps.notify.models import NotificationChannel
+from apps.notify.selectors import notification_channel_get
 
-# Keys of a notify node's config that belong to the node, not the driver.
-NODE_KEYS = ("driver", "required")
+# Keys of a notify node's config that belong to the node, not the driver. With
+# `driver` (or neither form) the other keys are the driver's options, so Slack's
+# own `channel` option stays usable; without it, `channel` / `channels` name
+# NotificationChannel rows and the other keys override their options.
+DRIVER_NODE_KEYS = ("driver", "required")
+CHANNEL_NODE_KEYS = ("channel", "channels", "required")
+_CHANNEL_NAME = re.compile(r"[-a-zA-Z0-9_]+")
+
+
+def uses_channels(config: dict) -> bool:
+    """Whether a notify node's config names notification channels rather than a driver."""
+    return "driver" not in config and ("channel" in config or "channels" in config)
+
+
+def node_options(config: dict) -> dict:
+    """The options a notify node passes on: to its driver, or over its channels' own."""
+    node_keys = CHANNEL_NODE_KEYS if uses_channels(config) else DRIVER_NODE_KEYS
+    return {k: v for k, v in config.items() if k not in node_keys}
+
+
+class ChannelUnavailable(Exception):
+    """A notification channel a node names does not exist or is inactive."""
+
+
+def _is_channel_name(value: object) -> bool:
+    return isinstance(value, str) and bool(_CHANNEL_NAME.fullmatch(value))
+
+
+def channel_config_validate(*, driver: object, config: object) -> dict[str, list[str]]:
+    """Problems with a channel's ``driver`` and ``config``, keyed by field (empty when valid)."""
+    if not isinstance(driver, str) or driver not in drivers:
+        return {"driver": [f"unknown driver: {driver}"]}
+    if not isinstance(config, dict):
+        return {"config": ["config must be an object"]}
+    messages = drivers.get(driver)().validate_config(config)
+    return {"config": messages} if messages else {}
 
 
 def notification_validate(*, config: dict) -> list[str]:
-    """Problems with a notify config (``driver`` defaults to console) as messages."""
-    driver = config.get("driver", "console")
-    if driver not in drivers:
-        return [f"unknown driver: {driver}"]
-    driver_config = {k: v for k, v in config.items() if k not in NODE_KEYS}
-    return drivers.get(driver)().validate_config(driver_config)
+    """Problems with a notify node's config as messages; touches nothing.
+
+    With ``driver`` (default console) the other options are the driver's and
+    are checked in full. Without it, ``channel`` / ``channels`` name channels
+    stored in the database, looked up only when the node runs: here their names
+    must be well-formed, and options overriding the channels' own must be
+    options of some driver and never inline secrets."""
+    if not uses_channels(config):
+        driver = config.get("driver", "console")
+        if driver not in drivers:
+            return [f"unknown driver: {driver}"]
+        if "channels" in config:
+            return ["use either driver or channels, not both (a channel sets its driver)"]
+        return drivers.get(driver)().validate_config(node_options(config))
+
+    messages = []
+    if "channel" in config and "channels" in config:
+        messages.append("use either channel or channels, not both")
+    if "channel" in config and not _is_channel_name(config["channel"]):
+        messages.append("channel must be the name of a notification channel (letters, digits, - and _)")
+    if "channels" in config:
+        names = config["channels"]
+        if not (isinstance(names, list) and names and all(_is_channel_name(n) for n in names)):
+            messages.append("channels must be a non-empty list of notification channel names")
+        else:
+            messages += [f"channels lists {n} more than once" for n in sorted({n for n in names if names.count(n) > 1})]
+    # The channels' drivers are unknown here: every driver checks the overrides it
+    # could receive for inline secrets, and an option no driver has is a typo.
+    overrides = node_options(config)
+    known: set[str] = set()
+    for _, driver in drivers.items():
+        accepted = set(driver.options) | set(driver.secret_keys)
+        known |= accepted
+        for problem in driver().secret_problems({k: v for k, v in overrides.items() if k in accepted}):
+            if problem not in messages:
+                messages.append(problem)
+    messages += [f"unknown option for notify channel: {key}" for key in sorted(set(overrides) - known)]
+    return messages
 
 
 def notification_send(*, driver: str, config: dict, message: Message) -> dict:
@@ -41,3 +112,82 @@ def notification_send(*, driver: str, config: dict, message: Message) -> dict:
         "failed": len(deliveries) - succeeded,
         "deliveries": [d.to_dict() for d in deliveries],
     }
+
+
+def notification_channel_resolve(*, name: str, overrides: dict) -> tuple[str, dict]:
+    """The driver of channel ``name`` and its config with ``overrides`` applied.
+
+    Reads the database; raises ChannelUnavailable when the channel does not
+    exist or is inactive."""
+    channel = notification_channel_get(name=name)
+    if channel is None:
+        raise ChannelUnavailable(f"Notification channel not found: {name}")
+    if not channel.is_active:
+        raise ChannelUnavailable(f"Notification channel is inactive: {name}")
+    return channel.driver, {**(channel.config or {}), **overrides}
+
+
+def notification_channel_send(*, name: str, overrides: dict, message: Message) -> dict:
+    """Deliver ``message`` through channel ``name`` (see notification_send); the
+    summary also names the channel. Raises ChannelUnavailable."""
+    driver, config = notification_channel_resolve(name=name, overrides=overrides)
+    return {"channel": name, **notification_send(driver=driver, config=config, message=message)}
+
+
+def notification_channels_send(*, names: list[str], overrides: dict, message: Message) -> dict:
+    """Deliver ``message`` through each channel of ``names`` and summarise them all.
+
+    Never raises: a missing or inactive channel is one failed delivery, and
+    the other channels are still notified."""
+    results = []
+    for name in names:
+        try:
+            results.append(notification_channel_send(name=name, overrides=overrides, message=message))
+        except ChannelUnavailable as exc:
+            results.append(
+                {
+                    "channel": name,
+                    "driver": "",
+                    "channels_attempted": 1,
+                    "succeeded": 0,
+                    "failed": 1,
+                    "deliveries": [Delivery(name, False, str(exc)).to_dict()],
+                }
+            )
+    return {
+        "driver": ", ".join(dict.fromkeys(r["driver"] for r in results if r["driver"])),
+        "channels": results,
+        "channels_attempted": sum(r["channels_attempted"] for r in results),
+        "succeeded": sum(r["succeeded"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+    }
+
+
+def notification_channel_create(
+    *, name: str, driver: str, config: dict | None = None, description: str = "", is_active: bool = True
+) -> NotificationChannel:
+    """Store a new channel. Raises django ValidationError for a bad name, an
+    unknown driver or a config its driver refuses (inline secrets included)."""
+    channel = NotificationChannel(
+        name=name, driver=driver, config=config or {}, description=description, is_active=is_active
+    )
+    channel.full_clean()
+    channel.save()
+    return channel
+
+
+def notification_channel_update(
+    *,
+    channel: NotificationChannel,
+    driver: str | None = None,
+    config: dict | None = None,
+    description: str | None = None,
+    is_active: bool | None = None,
+) -> NotificationChannel:
+    """Change the given fields of ``channel`` and save it; raises ValidationError as on create."""
+    for field, value in (("driver", driver), ("config", config), ("description", description), ("is_active", is_active)):
+        if value is not None:
+            setattr(channel, field, value)
+    channel.full_clean()
+    channel.save()
+    return channel

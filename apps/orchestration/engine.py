@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -69,6 +70,34 @@ def _progress_transaction():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         yield
+
+
+class NodeTimeout(BaseException):
+    """Raised inside a node that ran past its time limit. A BaseException so
+    that a handler's broad ``except Exception`` cannot swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the node after ``seconds`` with NodeTimeout.
+
+    Works where signals can be used: the main thread of a worker's pool
+    process or of the CLI. Elsewhere the node's own per-call timeouts apply.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise NodeTimeout(f"timed out after {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class RunBusy(Exception):
@@ -269,8 +298,12 @@ def _execute_node(run, node: dict, ctx: NodeContext, max_retries: int, previous:
         _log("node.start", run, node=node_id, type=node_type, attempt=attempt)
         started = time.perf_counter()
         try:
-            stage.output = handler.run(config, ctx)
+            with _time_limit(ctx.timeout_seconds):
+                stage.output = handler.run(config, ctx)
             stage.status = StageExecution.Status.SUCCEEDED
+        except NodeTimeout as exc:
+            stage.output, stage.errors = {}, [str(exc)]
+            stage.status = StageExecution.Status.FAILED
         except NodeError as exc:
             stage.output, stage.errors = exc.output, [str(exc)]
             stage.status = StageExecution.Status.FAILED

@@ -8,6 +8,7 @@ from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
 from apps.orchestration.services import ResolvedDefinition, exit_code_for
+from apps.secrets import scrub
 
 RULE = "=" * 60
 
@@ -51,7 +52,7 @@ def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, 
             lines.append(f"     → next: {nxt}" if nxt else "     → end")
             lines.append("")
     lines += ["Payload:", json.dumps(payload, indent=2), "", "Use without --dry-run to execute"]
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
@@ -103,7 +104,7 @@ def render_result(run: PipelineRun) -> str:
     if skipped:
         lines += [f"Skipped: {', '.join(skipped)}", ""]
     lines.append(final_line(run))
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def final_line(run: PipelineRun) -> str:
@@ -121,7 +122,7 @@ def _iso(value) -> str | None:
 def run_as_dict(run: PipelineRun) -> dict:
     """The run record as a JSON-serialisable dict (the ``--json`` output)."""
     result = run.result or {}
-    return {
+    return scrub({
         "run_id": run.pk,
         "trace_id": run.trace_id,
         "definition": run.definition_name or None,
@@ -140,7 +141,7 @@ def run_as_dict(run: PipelineRun) -> dict:
         "skipped_nodes": result.get("skipped_nodes", []),
         "node_results": result.get("node_results", {}),
         "exit_code": exit_code_for(run),
-    }
+    })
 
 
 def follow_hint(run: PipelineRun) -> str:

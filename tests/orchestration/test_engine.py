@@ -65,3 +65,15 @@ def test_node_results_keep_execution_order_in_the_record():
     run = engine.run_execute(run_id=make_run().pk)
     run.refresh_from_db()
     assert run.result["executed_nodes"] == ["metrics", "shape"]
+
+
+def test_node_past_its_time_limit_fails_with_a_timeout():
+    nodes = [{"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 3}}}}]
+    definition = PipelineDefinition.objects.create(
+        name="slow", config={"version": "1.0", "defaults": {"timeout_seconds": 0.3}, "nodes": nodes}
+    )
+    run = services.pipeline_run_create(resolved=services.definition_resolve(name=definition.name), payload={})
+    run = engine.run_execute(run_id=run.pk)
+    assert run.status == "failed"
+    assert run.error == "Node 'slow' failed: timed out after 0.3s"
+    assert run.result["node_results"]["slow"]["duration_ms"] < 3000

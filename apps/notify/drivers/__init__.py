@@ -1,2 +1,2 @@
 """Notify drivers: importing this package registers every driver in ``drivers``."""
-from apps.notify.drivers import console, webhook  # noqa: F401
+from apps.notify.drivers import console, email, pagerduty, slack, webhook  # noqa: F401

@@ -1,83 +1,83 @@
 """The webhook driver: POSTs the message as JSON to a URL.
 
-Webhook URLs often embed a token (Slack, Teams, Discord), so no message this
-driver produces ever contains the URL.
+Webhook URLs often embed a token (Slack, Teams, Discord), so the URL is a
+secret: it comes from the variable named by ``url_env`` or from
+NOTIFY_WEBHOOK_URL, and no message this driver produces contains it.
+Header values that authenticate (``Authorization``, ``X-Api-Key``...) are
+secrets too: ``headers_env`` maps such a header to the variable holding it.
 """
 from __future__ import annotations
 
 import os
+import re
 
-import httpx
+from apps.notify.base import Delivery, DeliveryError, Driver, Message, drivers
+from apps.notify.drivers.common import (
+    DEFAULT_TIMEOUT,
+    post_json,
+    secret,
+    timeout_messages,
+    unknown_options,
+)
+from apps.secrets import env_name_messages, remember
 
-from apps.notify.base import Delivery, Driver, DeliveryError, Message, drivers
-
-OPTIONS = {"url", "url_env", "timeout_seconds", "headers"}
 DEFAULT_ENV = "NOTIFY_WEBHOOK_URL"
-DEFAULT_TIMEOUT = 10
+# Header names whose values are credentials: refused in ``headers``, allowed in ``headers_env``.
+_SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|signature|password|cookie|session", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _is_http_url(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
-
-
-def _is_positive_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+def _is_string_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 @drivers.register("webhook")
 class WebhookDriver(Driver):
     name = "webhook"
+    options = frozenset({"url_env", "timeout_seconds", "headers", "headers_env"})
+    secret_keys = ("url",)
 
     def validate_config(self, config: dict) -> list[str]:
-        messages = [
-            f"unknown option for driver webhook: {key}" for key in sorted(set(config) - OPTIONS)
-        ]
-        if "url" in config and not _is_http_url(config["url"]):
-            messages.append("url must be a string starting with http:// or https://")
-        if "url_env" in config and not (
-            isinstance(config["url_env"], str) and config["url_env"].strip()
-        ):
-            messages.append("url_env must be a non-empty string")
-        if "timeout_seconds" in config and not _is_positive_number(config["timeout_seconds"]):
-            messages.append("timeout_seconds must be a positive number")
-        headers = config.get("headers")
-        if "headers" in config and not (
-            isinstance(headers, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-        ):
+        messages = unknown_options(config, set(self.options) | set(self.secret_keys), self.name)
+        messages += self.secret_problems(config) + env_name_messages(config, self.secret_keys)
+        messages += timeout_messages(config)
+        if "headers" in config and not _is_string_map(config["headers"]):
             messages.append("headers must be an object of strings")
+        if "headers_env" in config and not (
+            _is_string_map(config["headers_env"])
+            and all(_ENV_NAME.fullmatch(v) for v in config["headers_env"].values())
+        ):
+            messages.append("headers_env must be an object of header name -> environment variable name")
         return messages
 
-    def _url(self, config: dict) -> str:
-        """The URL to post to; raises DeliveryError when none is configured."""
-        if config.get("url"):
-            return config["url"]
-        if config.get("url_env"):
-            # A named variable that is unset is a deployment mistake: do not fall
-            # back to the default channel and notify the wrong people.
-            url = os.environ.get(config["url_env"], "").strip()
-            if not url:
-                raise DeliveryError(
-                    f"No webhook URL: environment variable {config['url_env']} is not set"
-                )
-            source = f"environment variable {config['url_env']}"
-        else:
-            url = os.environ.get(DEFAULT_ENV, "").strip()
-            if not url:
-                raise DeliveryError(
-                    "No webhook URL: set NOTIFY_WEBHOOK_URL or the node's url/url_env"
-                )
-            source = f"environment variable {DEFAULT_ENV}"
-        if not _is_http_url(url):
-            raise DeliveryError(f"The webhook URL in {source} must start with http:// or https://")
-        return url
+    def secret_problems(self, config: dict) -> list[str]:
+        headers = config.get("headers")
+        return super().secret_problems(config) + [
+            f"header {name} looks like a credential and must not be written in the "
+            f"definition: put it in an environment variable and name it in headers_env"
+            for name in (sorted(headers) if isinstance(headers, dict) else [])
+            if isinstance(name, str) and _SENSITIVE_HEADER.search(name)
+        ]
+
+    def _headers(self, config: dict) -> dict:
+        """The request headers, with secret ones read from the environment; raises DeliveryError."""
+        headers = dict(config.get("headers") or {})
+        for header, variable in (config.get("headers_env") or {}).items():
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                raise DeliveryError(f"No value for header {header}: environment variable {variable} is not set")
+            remember(value)
+            headers[header] = value
+        return headers
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
-        """POSTs {"title", "body", "severity", "data"} and reports the outcome.
+        """POSTs {"title", "body", "severity", "data"}; a 2xx answer is a success.
 
-        Raises DeliveryError when no URL is configured; HTTP errors, timeouts
-        and connection failures are returned as a failed Delivery."""
-        url = self._url(config)
+        Raises DeliveryError when the URL or a header variable is not set, the
+        URL is refused by apps.outbound, or the request times out or cannot
+        connect; a non-2xx answer is a failed Delivery."""
+        url = secret(config, "url", default_env=DEFAULT_ENV, what="webhook URL")
+        headers = self._headers(config)
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)
         body = {
             "title": message.title,
@@ -85,16 +85,5 @@ class WebhookDriver(Driver):
             "severity": message.severity,
             "data": message.data,
         }
-        try:
-            response = httpx.post(
-                url, json=body, headers=config.get("headers") or {}, timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
-            return [Delivery(self.name, False, f"timeout after {timeout}s ({type(exc).__name__})")]
-        except httpx.TransportError as exc:
-            return [Delivery(self.name, False, f"connection failed ({type(exc).__name__})")]
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            # httpx's own messages include the URL, so only the error class is kept.
-            return [Delivery(self.name, False, f"request failed ({type(exc).__name__})")]
-        ok = response.is_success
-        return [Delivery(self.name, ok, f"HTTP {response.status_code}")]
+        response = post_json(url, body, headers=headers, timeout=timeout)
+        return [Delivery(self.name, response.is_success, f"HTTP {response.status_code}")]

@@ -26,7 +26,7 @@ class NodeContext:
     source: str
     environment: str
     payload: dict
-    timeout_seconds: float = 60  # upper bound for any network call a node makes
+    timeout_seconds: float = 60  # the node's time limit (the definition's defaults.timeout_seconds)
     results: dict[str, dict] = field(default_factory=dict)  # node id -> {"type", "output"}
 
     def outputs_of_type(self, node_type: str) -> list[dict]:

@@ -28,4 +28,10 @@ class IntelligenceNode(NodeType):
         summary = str(output.get("summary", ""))
         if len(summary) > SUMMARY_DISPLAY_LIMIT:
             summary = summary[: SUMMARY_DISPLAY_LIMIT - 3].rstrip() + "..."
-        return [f"Summary: {summary}", f"Provider: {output.get('provider', '')}"]
+        lines = [f"Summary: {summary}", f"Provider: {output.get('provider', '')}"]
+        if output.get("fallback_used"):
+            lines.append(
+                f"Fallback: {output.get('requested_provider', 'the provider')} unavailable "
+                f"({output.get('fallback_reason', 'no reason given')}); local analysis used"
+            )
+        return lines

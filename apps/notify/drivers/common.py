@@ -1,0 +1,94 @@
+"""Helpers shared by notify drivers: config checks, secrets, and one JSON POST."""
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from apps.notify.base import DeliveryError
+from apps.outbound import OutboundBlocked, http_post
+from apps.secrets import SecretMissing, secret_get
+
+DEFAULT_TIMEOUT = 10
+# Slack channel / header names and the like: short labels, never free text.
+_LABEL_MAX = 255
+
+
+def unknown_options(config: dict, allowed: set[str], driver: str) -> list[str]:
+    """Messages for config keys ``driver`` does not know (typos otherwise pass silently)."""
+    return [f"unknown option for driver {driver}: {key}" for key in sorted(set(config) - allowed)]
+
+
+def is_positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def is_label(value: object) -> bool:
+    """A short non-empty single-line string."""
+    return (
+        isinstance(value, str)
+        and bool(value.strip())
+        and len(value) <= _LABEL_MAX
+        and not re.search(r"[\r\n]", value)
+    )
+
+
+def timeout_messages(config: dict) -> list[str]:
+    if "timeout_seconds" in config and not is_positive_number(config["timeout_seconds"]):
+        return ["timeout_seconds must be a positive number"]
+    return []
+
+
+def label_messages(config: dict, keys: tuple[str, ...]) -> list[str]:
+    return [
+        f"{key} must be a non-empty single-line string" for key in keys if key in config and not is_label(config[key])
+    ]
+
+
+def http_url_messages(config: dict, key: str) -> list[str]:
+    """A message when ``config[key]`` (a non-secret URL) is not an http(s) URL."""
+    value = config.get(key)
+    if key in config and not (isinstance(value, str) and re.match(r"https?://[^/\s]+", value)):
+        return [f"{key} must be a string starting with http:// or https://"]
+    return []
+
+
+def secret(config: dict, key: str, *, default_env: str | None, what: str) -> str:
+    """The secret ``key`` read from the environment (see apps.secrets.secret_get).
+
+    Raises DeliveryError naming the variable, never the value, when it is unset.
+    """
+    try:
+        return secret_get(config, key, default_env=default_env, what=what)
+    except SecretMissing as exc:
+        raise DeliveryError(str(exc)) from exc
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def post_json(url: str, body: dict, *, headers: dict | None = None, timeout: float) -> httpx.Response:
+    """POST ``body`` to ``url`` through apps.outbound and return the response (any status).
+
+    Raises DeliveryError for a refused URL, a timeout or a transport failure;
+    its message never contains the URL (URLs often embed tokens).
+    """
+    try:
+        return http_post(url, json=body, headers=headers, timeout=timeout)
+    except OutboundBlocked as exc:
+        raise DeliveryError(str(exc)) from exc
+    except httpx.TimeoutException as exc:
+        raise DeliveryError(f"timeout after {timeout}s ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise DeliveryError(f"connection failed ({type(exc).__name__})") from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        # httpx's own messages include the URL, so only the error class is kept.
+        raise DeliveryError(f"request failed ({type(exc).__name__})") from exc
+
+
+def error_code(text: str) -> str:
+    """``text`` when it looks like a short machine error code (``invalid_token``), else ""."""
+    text = text.strip()
+    return text if re.fullmatch(r"[A-Za-z0-9_.\- ]{1,80}", text) else ""

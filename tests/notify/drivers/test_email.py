@@ -1,0 +1,212 @@
+"""The email driver through Django's SMTP backend against a real SMTP server (aiosmtpd)."""
+from __future__ import annotations
+
+import email
+from email.policy import default as default_policy
+
+import pytest
+from django.core import mail
+
+from apps.notify.base import DeliveryError, drivers
+from apps.notify.services import notification_send, notification_validate
+from tests.notify.support import BODY, assert_not_in, make_message
+
+PASSWORD = "hunter2-smtp-s3cr3t"
+
+
+def parsed(received: dict):
+    return email.message_from_bytes(received["content"], policy=default_policy)
+
+
+def test_email_sends_one_message_per_recipient(smtp_server, message):
+    result = notification_send(
+        driver="email", config={"to": ["alice@example.com", "bob@example.com"]}, message=message
+    )
+    assert result == {
+        "driver": "email",
+        "channels_attempted": 2,
+        "succeeded": 2,
+        "failed": 0,
+        "deliveries": [
+            {"channel": "email:alice@example.com", "ok": True, "detail": "sent"},
+            {"channel": "email:bob@example.com", "ok": True, "detail": "sent"},
+        ],
+    }
+    assert [(m["mail_from"], m["rcpt_tos"]) for m in smtp_server.messages] == [
+        ("pipelines@example.com", ["alice@example.com"]),
+        ("pipelines@example.com", ["bob@example.com"]),
+    ]
+    first = parsed(smtp_server.messages[0])
+    assert first["Subject"] == "[CRITICAL] High CPU on web-01"
+    assert first["To"] == "alice@example.com"
+    assert first["From"] == "pipelines@example.com"
+    assert first["X-Pipeline-Severity"] == "critical"
+    assert first["X-Pipeline-Trace"] == "abc-123"
+    assert first.get_content().replace("\r\n", "\n").rstrip("\n") == BODY
+
+
+def test_email_recipients_default_to_notify_email_to(smtp_server, monkeypatch, message):
+    monkeypatch.setenv("NOTIFY_EMAIL_TO", " oncall@example.com, sre@example.com ,")
+    result = notification_send(driver="email", config={"from_email": "Monitor <mon@example.com>"}, message=message)
+    assert result["succeeded"] == 2
+    assert [m["rcpt_tos"] for m in smtp_server.messages] == [["oncall@example.com"], ["sre@example.com"]]
+    assert smtp_server.messages[0]["mail_from"] == "mon@example.com"
+    assert parsed(smtp_server.messages[0])["From"] == "Monitor <mon@example.com>"
+
+
+def test_email_server_from_config_overrides_the_settings(smtp_server, settings, closed_port, message):
+    settings.EMAIL_PORT = closed_port
+    config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": smtp_server.port}
+    assert notification_send(driver="email", config=config, message=message)["succeeded"] == 1
+    assert len(smtp_server.messages) == 1
+
+
+def test_email_logs_in_with_the_password_from_the_named_variable(smtp_server, monkeypatch, message):
+    monkeypatch.setenv("OPS_SMTP_PASSWORD", PASSWORD)
+    config = {"to": ["alice@example.com"], "username": "mailer", "password_env": "OPS_SMTP_PASSWORD"}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["succeeded"] == 1
+    assert smtp_server.logins == [("mailer", PASSWORD)]
+    assert_not_in(result, PASSWORD)
+
+
+def test_email_password_defaults_to_email_host_password(smtp_server, settings, monkeypatch, message):
+    monkeypatch.setenv("EMAIL_HOST_PASSWORD", PASSWORD)
+    settings.EMAIL_HOST_USER = "mailer"
+    result = notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
+    assert result["succeeded"] == 1
+    assert smtp_server.logins == [("mailer", PASSWORD)]
+
+
+def test_email_login_refused_fails_every_recipient_without_the_password(smtp_server, monkeypatch, message):
+    smtp_server.password = "the-right-one"
+    monkeypatch.setenv("OPS_SMTP_PASSWORD", PASSWORD)
+    config = {"to": ["alice@example.com", "bob@example.com"], "username": "mailer", "password_env": "OPS_SMTP_PASSWORD"}
+    result = notification_send(driver="email", config=config, message=message)
+    assert (result["succeeded"], result["failed"]) == (0, 2)
+    detail = result["deliveries"][0]["detail"]
+    assert detail.startswith("SMTPAuthenticationError (535 ")
+    assert smtp_server.messages == []
+    assert_not_in(result, PASSWORD)
+
+
+def test_email_refused_recipient_fails_only_its_own_delivery(smtp_server, message):
+    config = {"to": ["nobody@refused.example", "alice@example.com"]}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"] == [
+        {
+            "channel": "email:nobody@refused.example",
+            "ok": False,
+            "detail": "recipient refused (550 5.1.1 Mailbox unavailable)",
+        },
+        {"channel": "email:alice@example.com", "ok": True, "detail": "sent"},
+    ]
+    assert [m["rcpt_tos"] for m in smtp_server.messages] == [["alice@example.com"]]
+
+
+def test_email_invalid_address_from_the_environment_fails_only_itself(smtp_server, monkeypatch, message):
+    monkeypatch.setenv("NOTIFY_EMAIL_TO", "not-an-address,alice@example.com")
+    result = notification_send(driver="email", config={}, message=message)
+    assert result["deliveries"] == [
+        {"channel": "email:not-an-address", "ok": False, "detail": "invalid email address"},
+        {"channel": "email:alice@example.com", "ok": True, "detail": "sent"},
+    ]
+
+
+def test_email_server_down_is_a_failed_delivery_naming_the_server(settings, closed_port, message):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": closed_port}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"] == [
+        {
+            "channel": "email:alice@example.com",
+            "ok": False,
+            "detail": f"cannot connect to 127.0.0.1:{closed_port} (ConnectionRefusedError)",
+        }
+    ]
+
+
+def test_email_slow_server_times_out(smtp_server, message):
+    smtp_server.delay = 2
+    config = {"to": ["alice@example.com"], "timeout_seconds": 0.3}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"][0]["ok"] is False
+    assert result["deliveries"][0]["detail"] == f"timeout after 0.3s talking to 127.0.0.1:{smtp_server.port}"
+
+
+def test_email_title_with_line_breaks_becomes_a_one_line_subject(smtp_server):
+    message = make_message(title="[CRITICAL] Disk full\r\non db-01")
+    assert notification_send(driver="email", config={"to": ["a@example.com"]}, message=message)["succeeded"] == 1
+    assert parsed(smtp_server.messages[0])["Subject"] == "[CRITICAL] Disk full on db-01"
+
+
+def test_email_uses_djangos_configured_backend(settings, message):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox = []
+    result = notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
+    assert result["succeeded"] == 1
+    [sent] = mail.outbox
+    assert (sent.subject, sent.to, sent.body) == ("[CRITICAL] High CPU on web-01", ["alice@example.com"], BODY)
+
+
+def test_email_without_recipients_raises_delivery_error(message):
+    with pytest.raises(DeliveryError, match=r"^No email recipients: set NOTIFY_EMAIL_TO or the node's to$"):
+        drivers.get("email")().send(message=message, config={})
+
+
+def test_email_password_variable_unset_is_a_failed_delivery(smtp_server, message):
+    config = {"to": ["alice@example.com"], "username": "mailer", "password_env": "OPS_SMTP_PASSWORD"}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"] == [
+        {"channel": "email", "ok": False, "detail": "No SMTP password: environment variable OPS_SMTP_PASSWORD is not set"}
+    ]
+    assert smtp_server.messages == []
+
+
+def test_email_valid_config_has_no_messages():
+    assert notification_validate(config={"driver": "email"}) == []
+    config = {
+        "driver": "email",
+        "to": ["alice@example.com"],
+        "from_email": "Monitor <mon@example.com>",
+        "host": "smtp.example.com",
+        "port": 587,
+        "username": "mailer",
+        "password_env": "OPS_SMTP_PASSWORD",
+        "use_tls": True,
+        "timeout_seconds": 5,
+    }
+    assert notification_validate(config=config) == []
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (
+            {"password": PASSWORD},
+            "password is a secret and must not be written in the definition: "
+            "put it in an environment variable and name it with password_env",
+        ),
+        ({"to": "alice@example.com"}, "to must be a non-empty list of email addresses"),
+        ({"to": []}, "to must be a non-empty list of email addresses"),
+        ({"to": ["alice@example.com", "bob"]}, "to has an invalid email address: bob"),
+        ({"from_email": "nobody"}, "from_email must be an email address"),
+        ({"port": "25"}, "port must be a whole number from 1 to 65535"),
+        ({"port": 70000}, "port must be a whole number from 1 to 65535"),
+        ({"use_tls": "yes"}, "use_tls must be true or false"),
+        ({"use_tls": True, "use_ssl": True}, "use_tls and use_ssl cannot both be true"),
+        ({"host": ""}, "host must be a non-empty single-line string"),
+        ({"cc": ["a@example.com"]}, "unknown option for driver email: cc"),
+    ],
+)
+def test_email_bad_config_is_reported(config, expected):
+    assert notification_validate(config={"driver": "email", **config}) == [expected]
+
+
+def test_email_ssl_in_config_turns_off_tls_from_the_settings(settings, closed_port, message):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_USE_TLS = True
+    config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": closed_port, "use_ssl": True}
+    result = notification_send(driver="email", config=config, message=message)
+    # It got as far as connecting: the two settings did not clash.
+    assert result["deliveries"][0]["detail"] == f"cannot connect to 127.0.0.1:{closed_port} (ConnectionRefusedError)"
