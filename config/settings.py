@@ -119,7 +119,12 @@ LOGGING = {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "workers": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "celery": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        # httpx logs every request with its full URL, and URLs carry tokens.
+        "httpx": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+        "httpcore": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
     },
+    # Everything else goes through the same handler, so secrets are scrubbed there too.
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
 }
 
 # --- Celery -----------------------------------------------------------------

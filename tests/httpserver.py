@@ -19,6 +19,7 @@ class RecordingServer:
     content_type: str = "application/json"
     slow: bool = False
     requests: list = field(default_factory=list)
+    queued: list = field(default_factory=list)  # (status, body, content_type) for the next requests
     release: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str = "/") -> str:
@@ -29,6 +30,13 @@ class RecordingServer:
 
     def answer_raw(self, body: bytes, status: int = 200, content_type: str = "text/plain") -> None:
         self.status, self.body, self.content_type = status, body, content_type
+
+    def queue_json(self, data, status: int = 200) -> None:
+        """Answer the next unanswered request with ``data`` (then fall back to the default)."""
+        self.queued.append((status, json.dumps(data).encode(), "application/json"))
+
+    def queue_raw(self, body: bytes, status: int = 200, content_type: str = "text/plain") -> None:
+        self.queued.append((status, body, content_type))
 
     @property
     def last(self) -> dict:
@@ -56,12 +64,15 @@ def start_server() -> tuple[RecordingServer, callable]:
             })
             if state.slow:
                 state.release.wait(timeout=10)  # until the test ends: the client times out first
+            status, body, content_type = (
+                state.queued.pop(0) if state.queued else (state.status, state.body, state.content_type)
+            )
             try:
-                self.send_response(state.status)
-                self.send_header("Content-Type", state.content_type)
-                self.send_header("Content-Length", str(len(state.body)))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(state.body)
+                self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

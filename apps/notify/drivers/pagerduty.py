@@ -9,6 +9,7 @@ closes the alert its trigger opened.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 
 from apps.notify.base import Delivery, Driver, Message, drivers
@@ -154,7 +155,9 @@ class PagerDutyDriver(Driver):
         routing_key = secret(config, "routing_key", default_env=DEFAULT_ENV, what="PagerDuty routing key")
         event = pagerduty_event(message, config, routing_key)
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)
-        response = post_json(config.get("events_url") or DEFAULT_EVENTS_URL, event, timeout=timeout)
+        # PAGERDUTY_EVENTS_URL serves accounts on another region, or a relay.
+        events_url = config.get("events_url") or os.environ.get("PAGERDUTY_EVENTS_URL") or DEFAULT_EVENTS_URL
+        response = post_json(events_url, event, timeout=timeout)
         if response.status_code == 202:
             return [Delivery(self.name, True, f"HTTP 202 ({event['event_action']} {event['dedup_key']})")]
         try:
