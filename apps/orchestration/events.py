@@ -9,12 +9,15 @@ watchers fall back to polling the row.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from functools import lru_cache
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger("apps.orchestration.events")
 
@@ -23,14 +26,29 @@ def _channel(run_id: int) -> str:
     return f"pipeline-run:{run_id}"
 
 
+# A wake-up is a hint: fail fast instead of retrying, the row is read anyway.
+_FAST = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+
+
 @lru_cache(maxsize=1)
 def _client() -> redis.Redis | None:
     url = settings.CELERY_BROKER_URL
     if url.startswith("redis+socket://"):
-        return redis.Redis(unix_socket_path=url[len("redis+socket://"):].split("?")[0], socket_timeout=5)
+        return redis.Redis(unix_socket_path=_socket_path(url), **_FAST)
     if url.startswith(("redis://", "rediss://")):
-        return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        return redis.Redis.from_url(url, **_FAST)
     return None
+
+
+def _socket_path(url: str) -> str:
+    return url[len("redis+socket://"):].split("?")[0]
+
+
+def _reachable() -> bool:
+    """False when the broker is a unix socket that does not exist (an inline
+    run with no broker started): nobody can be waiting, so do not try."""
+    url = settings.CELERY_BROKER_URL
+    return not url.startswith("redis+socket://") or os.path.exists(_socket_path(url))
 
 
 def has_channel() -> bool:
@@ -41,7 +59,7 @@ def has_channel() -> bool:
 def run_event_publish(*, run_id: int, status: str) -> None:
     """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
     client = _client()
-    if client is None:
+    if client is None or not _reachable():
         return
     try:
         client.publish(_channel(run_id), status)

@@ -70,3 +70,11 @@ def test_load_pipelines_is_idempotent_and_shipped_definitions_run(manage):
     run = manage("run_pipeline", "--inline", "--definition", "alert-triage", "--sample", "--source", "alertmanager")
     assert run.exit_code == 0, run.stdout + run.stderr
     assert "--- ingest (ingest) ---" in run.stdout
+
+
+def test_unreachable_broker_fails_the_run_instead_of_leaving_it_queued(manage, health_check):
+    result = manage("run_pipeline", "--definition", "health-check", env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    run = PipelineRun.objects.get()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"CommandError: Could not enqueue run {run.pk}: the broker did not take it (")
+    assert run.status == "failed" and run.error.startswith("Could not enqueue run")
