@@ -119,8 +119,9 @@ def _lease_lost(run: PipelineRun, now) -> bool:
     return run.heartbeat_at is None or now - run.heartbeat_at > lease
 
 
-def _claim(run_id: int, token: str) -> PipelineRun | None:
-    """Take the run for this process; None when it is already finished.
+def _claim(run_id: int, token: str) -> tuple[PipelineRun, bool] | None:
+    """Take the run for this process: returns it and whether it had been
+    started before (a takeover); None when it is already finished.
 
     The run's row is locked while it is examined, so of two deliveries only
     one takes a queued run. A running run is taken over only when its holder
@@ -128,7 +129,9 @@ def _claim(run_id: int, token: str) -> PipelineRun | None:
     RunBusy is raised. Raises PipelineRun.DoesNotExist for an unknown id.
     """
     now = timezone.now()
-    with transaction.atomic():
+    # Losing this commit in a database crash only leaves the run queued, and
+    # its unacknowledged message is delivered again: no need to wait for the flush.
+    with _progress_transaction():
         run = PipelineRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal:
             return None
@@ -143,12 +146,13 @@ def _claim(run_id: int, token: str) -> PipelineRun | None:
                 finished_at=now,
             )
         nodes = run.config_snapshot.get("nodes") or []
+        resumed = run.status == PipelineRun.Status.RUNNING
         run.status = PipelineRun.Status.RUNNING
         run.claimed_by, run.heartbeat_at = token, now
         run.started_at = run.started_at or now
         run.current_node = run.current_node or (nodes[0]["id"] if nodes else "")
         run.save(update_fields=["status", "claimed_by", "heartbeat_at", "started_at", "current_node"])
-    return run
+    return run, resumed
 
 
 class _Heartbeat:
@@ -189,16 +193,17 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     """
     token = _new_token()
     try:
-        run = _claim(run_id, token)
+        claimed = _claim(run_id, token)
     except PipelineRun.DoesNotExist:
         return None
-    if run is None:
+    if claimed is None:
         return PipelineRun.objects.get(pk=run_id)
+    run, resumed = claimed
     _log("run.start", run, status=run.status, worker=token)
     events.run_event_publish(run_id=run.pk, status=run.status)
     with _Heartbeat(run.pk, token):
         try:
-            _walk(run)
+            _walk(run, resumed=resumed)
         except Exception as exc:  # anything unexpected still ends the run as failed
             logger.exception("run %s crashed", run.pk)
             run.status = PipelineRun.Status.FAILED
@@ -208,7 +213,7 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     return run
 
 
-def _walk(run: PipelineRun) -> None:
+def _walk(run: PipelineRun, *, resumed: bool) -> None:
     snapshot = run.config_snapshot
     defaults = snapshot.get("defaults") or {}
     max_retries = defaults.get("max_retries", 0)
@@ -228,7 +233,8 @@ def _walk(run: PipelineRun) -> None:
     # One read of what earlier deliveries did: their successes and attempt numbers.
     succeeded: dict[str, StageExecution] = {}
     last_attempt: dict[str, int] = {}
-    for stage in run.stages.all():
+    # A run taken straight from the queue has never been executed: nothing to read back.
+    for stage in run.stages.all() if resumed else ():
         last_attempt[stage.node_id] = max(last_attempt.get(stage.node_id, 0), stage.attempt)
         if stage.status == StageExecution.Status.SUCCEEDED:
             succeeded[stage.node_id] = stage
