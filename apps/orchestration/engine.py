@@ -162,14 +162,17 @@ class _Heartbeat:
         self.run_id, self.token = run_id, token
         self.interval = settings.RUN_LEASE_SECONDS / 3
         self._stop = threading.Event()
+        # Set when someone asks to cancel the run; the engine stops before its next node.
+        self.cancelled = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
     def _beat(self) -> None:
         try:
             while not self._stop.wait(self.interval):
-                PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token).update(
-                    heartbeat_at=timezone.now()
-                )
+                mine = PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token)
+                mine.update(heartbeat_at=timezone.now())
+                if mine.filter(cancel_requested_at__isnull=False).exists():
+                    self.cancelled.set()
         except Exception:  # a missed beat only risks a takeover, never the run itself
             logger.exception("heartbeat of run %s failed", self.run_id)
         finally:
@@ -201,9 +204,9 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     run, resumed = claimed
     _log("run.start", run, status=run.status, worker=token)
     events.run_event_publish(run_id=run.pk, status=run.status)
-    with _Heartbeat(run.pk, token):
+    with _Heartbeat(run.pk, token) as heartbeat:
         try:
-            _walk(run, resumed=resumed)
+            _walk(run, resumed=resumed, cancelled=heartbeat.cancelled)
         except Exception as exc:  # anything unexpected still ends the run as failed
             logger.exception("run %s crashed", run.pk)
             run.status = PipelineRun.Status.FAILED
@@ -213,7 +216,7 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     return run
 
 
-def _walk(run: PipelineRun, *, resumed: bool) -> None:
+def _walk(run: PipelineRun, *, resumed: bool, cancelled: threading.Event) -> None:
     snapshot = run.config_snapshot
     defaults = snapshot.get("defaults") or {}
     max_retries = defaults.get("max_retries", 0)
@@ -239,10 +242,14 @@ def _walk(run: PipelineRun, *, resumed: bool) -> None:
         if stage.status == StageExecution.Status.SUCCEEDED:
             succeeded[stage.node_id] = stage
 
-    failed_required = False
+    failed_required = stopped = False
     for index, node in enumerate(path):
         node_id, node_type = node["id"], node["type"]
-        if failed_required:
+        if not (failed_required or stopped) and (cancelled.is_set() or run.cancel_requested_at):
+            stopped = True
+            run.error = f"Cancelled on request before node '{node_id}'"
+            _log("run.cancel", run, node=node_id)
+        if failed_required or stopped:
             result["skipped_nodes"].append(node_id)
             continue
         required = node.get("required", True)
@@ -269,7 +276,13 @@ def _walk(run: PipelineRun, *, resumed: bool) -> None:
         else:
             _execute_node(run, node, ctx, max_retries, last_attempt.get(node_id, 0), record)
 
-    run.status = PipelineRun.Status.FAILED if failed_required else PipelineRun.Status.COMPLETED
+    if stopped:
+        run.status = PipelineRun.Status.CANCELLED
+    elif failed_required:
+        run.status = PipelineRun.Status.FAILED
+    else:
+        run.status = PipelineRun.Status.COMPLETED
+    run.result = result
     run.current_node = ""
 
 

@@ -66,6 +66,9 @@ class PipelineRun(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life of the executing process."
     )
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When cancellation of the running run was asked for."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -205,6 +205,31 @@ def run_mark_failed(*, run_id: int, error: str) -> None:
     )
 
 
+def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
+    """Cancel run ``run_id``: a queued run is cancelled at once (a worker that
+    receives it later leaves it alone); a running run is asked to stop, which
+    its worker does before its next node. Raises LaunchError for an unknown
+    or finished run."""
+    now = timezone.now()
+    if PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+        status=PipelineRun.Status.CANCELLED,
+        error="Cancelled on request before it started",
+        finished_at=now,
+        duration_ms=0,
+    ):
+        events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
+    else:
+        PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.RUNNING).update(
+            cancel_requested_at=now
+        )
+    run = PipelineRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
+    if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
+        raise LaunchError(f"Run {run_id} has already finished ({run.status})")
+    return run
+
+
 @dataclass
 class WaitOutcome:
     run: PipelineRun

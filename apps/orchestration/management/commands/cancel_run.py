@@ -1,0 +1,25 @@
+"""cancel_run: cancel a queued run, or stop a running one before its next node."""
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.orchestration import services
+from apps.orchestration.services import LaunchError
+
+
+class Command(BaseCommand):
+    help = "Cancel a pipeline run by id. A running run stops before its next node."
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_id", type=int, help="The run's id (the Run ID of run_pipeline).")
+
+    def handle(self, *args, **options):
+        try:
+            run = services.pipeline_run_cancel(run_id=options["run_id"])
+        except LaunchError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        if run.status == run.Status.CANCELLED:
+            self.stdout.write(f"Run {run.pk} cancelled.")
+        else:
+            self.stdout.write(
+                f"Cancellation of run {run.pk} requested: it stops before its next node "
+                f"(now at '{run.current_node}')."
+            )
