@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from apps.options import unknown_option_messages
 from apps.registry import Registry
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -32,9 +33,10 @@ class Checker:
     name: str = ""
     unit: str = "%"
     default_thresholds: dict = {"warning": 80.0, "critical": 95.0}
+    options: frozenset[str] = frozenset()  # the options the check takes
 
     def validate_options(self, options: dict) -> list[str]:
-        return []
+        return unknown_option_messages(options, self.options, f"check {self.name}")
 
     def run(self, *, thresholds: dict, options: dict) -> CheckResult:
         raise NotImplementedError

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from apps.checkers import checks  # noqa: F401  (registers every checker outside Django too)
 from apps.checkers.base import checkers
-from apps.checkers.checks.common import is_number, number
+from apps.checkers.checks.common import number
+from apps.options import is_number
 
 THRESHOLD_KEYS = ("warning", "critical")
 

@@ -1,6 +1,7 @@
 """The intelligence family: providers that turn findings into an analysis."""
 from __future__ import annotations
 
+from apps.options import unknown_option_messages
 from apps.registry import Registry
 
 
@@ -26,9 +27,10 @@ class Provider:
     """
 
     name: str = ""
+    options: frozenset[str] = frozenset()  # the options the provider takes
 
     def validate_config(self, config: dict) -> list[str]:
-        return []
+        return unknown_option_messages(config, self.options, f"provider {self.name}")
 
     def analyze(self, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
         raise NotImplementedError

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from apps.options import unknown_option_messages
 from apps.registry import Registry
 from apps.secrets import inline_secret_messages
 
@@ -45,7 +46,11 @@ class Driver:
     secret_keys: tuple[str, ...] = ()
 
     def validate_config(self, config: dict) -> list[str]:
-        return []
+        return self.unknown_option_problems(config)
+
+    def unknown_option_problems(self, config: dict) -> list[str]:
+        """Messages for keys of ``config`` that are neither options nor secrets of the driver."""
+        return unknown_option_messages(config, self.options | set(self.secret_keys), f"driver {self.name}")
 
     def secret_problems(self, config: dict) -> list[str]:
         """Messages for secrets written inline in ``config`` (a subset of validate_config's)."""

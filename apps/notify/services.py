@@ -8,6 +8,7 @@ import apps.notify.drivers  # noqa: F401  (registers the drivers outside Django'
 from apps.notify.base import Delivery, DeliveryError, Message, drivers
 from apps.notify.models import NotificationChannel
 from apps.notify.selectors import notification_channel_get
+from apps.options import unknown_option_messages
 
 # Keys of a notify node's config that belong to the node, not the driver. With
 # `driver` (or neither form) the other keys are the driver's options, so Slack's
@@ -84,7 +85,7 @@ def notification_validate(*, config: dict) -> list[str]:
         for problem in driver().secret_problems({k: v for k, v in overrides.items() if k in accepted}):
             if problem not in messages:
                 messages.append(problem)
-    messages += [f"unknown option for notify channel: {key}" for key in sorted(set(overrides) - known)]
+    messages += unknown_option_messages(overrides, known, "notify channel")
     return messages
 
 

@@ -6,6 +6,7 @@ worker's environment (webhook URLs, API keys) are checked when the node runs.
 """
 from __future__ import annotations
 
+from apps.options import is_positive_number
 from apps.orchestration.nodes import node_types
 
 SUPPORTED_VERSIONS = ("1.0",)
@@ -24,7 +25,7 @@ def _validate_defaults(defaults) -> list[str]:
         return ["'defaults' must be an object"]
     messages = []
     timeout = defaults.get("timeout_seconds")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and not is_positive_number(timeout):
         messages.append("defaults.timeout_seconds must be a positive number")
     retries = defaults.get("max_retries")
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):

@@ -1,9 +1,8 @@
 """Helpers shared by checkers: resolving thresholds, wording results, checking options."""
 from __future__ import annotations
 
-import math
-
 from apps.checkers.base import CRITICAL, WARNING, Checker
+from apps.options import is_number
 
 
 def limits(checker: Checker, thresholds: dict | None) -> dict:
@@ -25,16 +24,6 @@ def verdict(status: str, thresholds: dict, unit: str = "%") -> str:
     if status == WARNING:
         return f"(warning, at or above {warning}{unit}, critical at {critical}{unit})"
     return f"(ok, warning at {warning}{unit})"
-
-
-def unknown_options(check: str, options: dict, allowed: set[str]) -> list[str]:
-    """Messages for options a check does not take (a typo would otherwise pass silently)."""
-    return [f"unknown option for check {check}: {key}" for key in sorted(set(options) - allowed, key=str)]
-
-
-def is_number(value: object) -> bool:
-    """Whether ``value`` is a finite int or float (JSON true/false do not count)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def interval_problems(check: str, options: dict, maximum: float) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import psutil
 
 from apps.checkers.base import Checker, CheckResult, checkers
-from apps.checkers.checks.common import interval_problems, limits, unknown_options, verdict
+from apps.checkers.checks.common import interval_problems, limits, verdict
 
 DEFAULT_INTERVAL = 0.2
 MAX_INTERVAL = 10.0
@@ -15,11 +15,12 @@ class CpuChecker(Checker):
     """CPU usage in percent across all processors."""
 
     name = "cpu"
+    options = frozenset({"interval"})
     unit = "%"
     default_thresholds = {"warning": 80.0, "critical": 95.0}
 
     def validate_options(self, options: dict) -> list[str]:
-        return unknown_options(self.name, options, {"interval"}) + interval_problems(
+        return super().validate_options(options) + interval_problems(
             self.name, options, MAX_INTERVAL
         )
 

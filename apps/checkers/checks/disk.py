@@ -6,7 +6,7 @@ import os
 import psutil
 
 from apps.checkers.base import STATUS_RANK, Checker, CheckResult, checkers
-from apps.checkers.checks.common import limits, string_list_problems, unknown_options, verdict
+from apps.checkers.checks.common import limits, string_list_problems, verdict
 
 # Where no physical filesystem is found (a container sees only its overlay root).
 FALLBACK_PATHS = ["/"]
@@ -44,11 +44,12 @@ class DiskChecker(Checker):
     physical filesystem, or among those holding ``paths``."""
 
     name = "disk"
+    options = frozenset({"paths"})
     unit = "%"
     default_thresholds = {"warning": 85.0, "critical": 95.0}
 
     def validate_options(self, options: dict) -> list[str]:
-        return unknown_options(self.name, options, {"paths"}) + string_list_problems(
+        return super().validate_options(options) + string_list_problems(
             self.name, "paths", options, "path"
         )
 

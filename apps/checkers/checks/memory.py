@@ -4,7 +4,7 @@ from __future__ import annotations
 import psutil
 
 from apps.checkers.base import Checker, CheckResult, checkers
-from apps.checkers.checks.common import limits, unknown_options, verdict
+from apps.checkers.checks.common import limits, verdict
 
 
 @checkers.register("memory")
@@ -14,9 +14,6 @@ class MemoryChecker(Checker):
     name = "memory"
     unit = "%"
     default_thresholds = {"warning": 85.0, "critical": 95.0}
-
-    def validate_options(self, options: dict) -> list[str]:
-        return unknown_options(self.name, options, set())
 
     def run(self, *, thresholds: dict, options: dict) -> CheckResult:
         """Read memory usage now."""

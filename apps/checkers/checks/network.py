@@ -7,13 +7,12 @@ import psutil
 
 from apps.checkers.base import Checker, CheckResult, checkers
 from apps.checkers.checks.common import (
-    is_number,
     limits,
     number,
     string_list_problems,
-    unknown_options,
     verdict,
 )
+from apps.options import is_number
 
 # Errors and drops at or above this share of an interface's packets make it a problem.
 DEFAULT_ERROR_PERCENT = 1.0
@@ -30,11 +29,12 @@ class NetworkChecker(Checker):
     named in ``interfaces`` count as down whenever they are not running."""
 
     name = "network"
+    options = frozenset({"interfaces", "error_percent"})
     unit = "interfaces"
     default_thresholds = {"warning": 1.0, "critical": 2.0}
 
     def validate_options(self, options: dict) -> list[str]:
-        messages = unknown_options(self.name, options, {"interfaces", "error_percent"})
+        messages = super().validate_options(options)
         messages += string_list_problems(self.name, "interfaces", options, "interface")
         if "error_percent" in options:
             limit = options["error_percent"]

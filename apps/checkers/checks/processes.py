@@ -6,7 +6,7 @@ import time
 import psutil
 
 from apps.checkers.base import Checker, CheckResult, checkers
-from apps.checkers.checks.common import interval_problems, limits, unknown_options, verdict
+from apps.checkers.checks.common import interval_problems, limits, verdict
 
 DEFAULT_TOP = 5
 MAX_TOP = 50
@@ -21,11 +21,12 @@ class ProcessesChecker(Checker):
     seconds, in percent of one CPU, so a busy multi-threaded process can exceed 100)."""
 
     name = "processes"
+    options = frozenset({"top", "interval"})
     unit = "%"
     default_thresholds = {"warning": 50.0, "critical": 80.0}
 
     def validate_options(self, options: dict) -> list[str]:
-        messages = unknown_options(self.name, options, {"top", "interval"})
+        messages = super().validate_options(options)
         if "top" in options:
             top = options["top"]
             if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import psutil
 
 from apps.checkers.base import OK, Checker, CheckResult, checkers
-from apps.checkers.checks.common import limits, unknown_options, verdict
+from apps.checkers.checks.common import limits, verdict
 
 
 @checkers.register("swap")
@@ -15,9 +15,6 @@ class SwapChecker(Checker):
     unit = "%"
     # Some swap in use is normal; half of it in use means memory has been short for a while.
     default_thresholds = {"warning": 50.0, "critical": 80.0}
-
-    def validate_options(self, options: dict) -> list[str]:
-        return unknown_options(self.name, options, set())
 
     def run(self, *, thresholds: dict, options: dict) -> CheckResult:
         """Read swap usage now."""

@@ -36,9 +36,6 @@ class LocalProvider(Provider):
 
     name = "local"
 
-    def validate_config(self, config: dict) -> list[str]:
-        return [f"unknown option for provider local: {key}" for key in sorted(config, key=str)]
-
     def analyze(self, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
         """Summarise ``checks`` and ``incident``: what is wrong, why, and what to do."""
         checks = _worst_per_name(checks)

@@ -18,10 +18,10 @@ import httpx
 
 from apps.checkers.base import CRITICAL, OK, WARNING
 from apps.intelligence.base import Provider, ProviderUnavailable, providers
+from apps.options import is_positive_number
 from apps.outbound import OutboundBlocked, http_post
 from apps.secrets import SecretMissing, env_name_messages, inline_secret_messages, scrub, secret_get
 
-OPTIONS = {"base_url", "model", "timeout_seconds", "api_key_env", "max_tokens"}
 SECRET_KEYS = ("api_key",)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -59,10 +59,6 @@ def _is_http_url(value: object) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _is_positive_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -72,19 +68,18 @@ class OpenAIProvider(Provider):
     """Asks an OpenAI-compatible model to explain the incident and check results."""
 
     name = "openai"
+    # The secret keys are named too: an inline key gets the secret message, not "unknown".
+    options = frozenset({"base_url", "model", "timeout_seconds", "api_key_env", "max_tokens", *SECRET_KEYS})
 
     def validate_config(self, config: dict) -> list[str]:
-        messages = [
-            f"unknown option for provider openai: {key}"
-            for key in sorted(set(config) - OPTIONS - set(SECRET_KEYS), key=str)
-        ]
+        messages = super().validate_config(config)
         messages += inline_secret_messages(config, SECRET_KEYS)
         messages += env_name_messages(config, SECRET_KEYS)
         if "base_url" in config and not _is_http_url(config["base_url"]):
             messages.append("base_url must be a URL starting with http:// or https://")
         if "model" in config and not (isinstance(config["model"], str) and config["model"].strip()):
             messages.append("model must be a non-empty string")
-        if "timeout_seconds" in config and not _is_positive_number(config["timeout_seconds"]):
+        if "timeout_seconds" in config and not is_positive_number(config["timeout_seconds"]):
             messages.append("timeout_seconds must be a positive number")
         if "max_tokens" in config and not _is_positive_int(config["max_tokens"]):
             messages.append("max_tokens must be a positive whole number")

@@ -6,21 +6,13 @@ import re
 import httpx
 
 from apps.notify.base import DeliveryError
+from apps.options import is_positive_number
 from apps.outbound import OutboundBlocked, http_post
 from apps.secrets import SecretMissing, secret_get
 
 DEFAULT_TIMEOUT = 10
 # Slack channel / header names and the like: short labels, never free text.
 _LABEL_MAX = 255
-
-
-def unknown_options(config: dict, allowed: set[str], driver: str) -> list[str]:
-    """Messages for config keys ``driver`` does not know (typos otherwise pass silently)."""
-    return [f"unknown option for driver {driver}: {key}" for key in sorted(set(config) - allowed)]
-
-
-def is_positive_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def is_label(value: object) -> bool:

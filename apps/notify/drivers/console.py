@@ -12,9 +12,6 @@ logger = logging.getLogger("apps.notify.console")
 class ConsoleDriver(Driver):
     name = "console"
 
-    def validate_config(self, config: dict) -> list[str]:
-        return [f"unknown option for driver console: {key}" for key in sorted(config)]
-
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
         """Logs the title and body at INFO on ``apps.notify.console``."""
         logger.info("%s\n%s", message.title, message.body)

@@ -25,7 +25,6 @@ from apps.notify.drivers.common import (
     secret,
     timeout_messages,
     truncate,
-    unknown_options,
 )
 from apps.secrets import MIN_SECRET_LENGTH, REDACTED, env_name_messages, remember
 
@@ -67,7 +66,7 @@ class EmailDriver(Driver):
     secret_keys = ("password",)
 
     def validate_config(self, config: dict) -> list[str]:
-        messages = unknown_options(config, set(self.options) | set(self.secret_keys), self.name)
+        messages = self.unknown_option_problems(config)
         messages += self.secret_problems(config) + env_name_messages(config, self.secret_keys)
         if "to" in config:
             to = config["to"]

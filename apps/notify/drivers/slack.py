@@ -19,7 +19,6 @@ from apps.notify.drivers.common import (
     secret,
     timeout_messages,
     truncate,
-    unknown_options,
 )
 from apps.secrets import env_name_messages
 
@@ -103,7 +102,7 @@ class SlackDriver(Driver):
 
     def validate_config(self, config: dict) -> list[str]:
         return (
-            unknown_options(config, set(self.options) | set(self.secret_keys), self.name)
+            self.unknown_option_problems(config)
             + self.secret_problems(config)
             + env_name_messages(config, self.secret_keys)
             + label_messages(config, ("username",))

@@ -17,7 +17,6 @@ from apps.notify.drivers.common import (
     post_json,
     secret,
     timeout_messages,
-    unknown_options,
 )
 from apps.secrets import env_name_messages, remember
 
@@ -38,7 +37,7 @@ class WebhookDriver(Driver):
     secret_keys = ("url",)
 
     def validate_config(self, config: dict) -> list[str]:
-        messages = unknown_options(config, set(self.options) | set(self.secret_keys), self.name)
+        messages = self.unknown_option_problems(config)
         messages += self.secret_problems(config) + env_name_messages(config, self.secret_keys)
         messages += timeout_messages(config)
         if "headers" in config and not _is_string_map(config["headers"]):

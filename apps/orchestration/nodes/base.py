@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apps.options import unknown_option_messages
 from apps.registry import Registry
 
 
@@ -43,9 +44,11 @@ class NodeType:
     """
 
     name: str = ""
+    options: frozenset[str] = frozenset()  # the config keys the node type takes
 
     def validate(self, config: dict) -> list[str]:
-        return []
+        # `required` is tolerated in config too, as the notify and intelligence configs do.
+        return unknown_option_messages(config, self.options | {"required"}, f"{self.name} node")
 
     def run(self, config: dict, ctx: NodeContext) -> dict:
         raise NotImplementedError

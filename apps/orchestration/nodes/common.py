@@ -1,14 +1,6 @@
 """Helpers shared by node types."""
 
 
-def unknown_keys(config: dict, allowed: set[str], node_type: str) -> list[str]:
-    """Messages for config keys a node type does not know (typos otherwise pass silently)."""
-    return [
-        f"unknown option for {node_type} node: {key}"
-        for key in sorted(set(config) - allowed - {"required"})
-    ]
-
-
 def latest_incident(results: dict) -> dict | None:
     """The incident of the most recent ingest node that produced one, with the
     alerts that node read, if any."""

@@ -3,7 +3,6 @@ import socket
 
 from apps.checkers.services import checks_run, checks_validate
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
-from apps.orchestration.nodes.common import unknown_keys
 
 DEFAULT_INCLUDE = ["cpu", "memory", "disk"]
 
@@ -11,9 +10,10 @@ DEFAULT_INCLUDE = ["cpu", "memory", "disk"]
 @node_types.register("context")
 class ContextNode(NodeType):
     name = "context"
+    options = frozenset({"include", "thresholds", "options"})
 
     def validate(self, config: dict) -> list[str]:
-        return unknown_keys(config, {"include", "thresholds", "options"}, self.name) + checks_validate(
+        return super().validate(config) + checks_validate(
             include=config.get("include", DEFAULT_INCLUDE),
             thresholds=config.get("thresholds", {}),
             options=config.get("options", {}),

@@ -2,7 +2,6 @@
 from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_ingest, alert_sources
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
-from apps.orchestration.nodes.common import unknown_keys
 
 AUTODETECT = ("cli", "auto")
 
@@ -10,9 +9,10 @@ AUTODETECT = ("cli", "auto")
 @node_types.register("ingest")
 class IngestNode(NodeType):
     name = "ingest"
+    options = frozenset({"source"})
 
     def validate(self, config: dict) -> list[str]:
-        messages = unknown_keys(config, {"source"}, self.name)
+        messages = super().validate(config)
         source = config.get("source")
         if source is not None:
             known = alert_sources()

@@ -1,6 +1,5 @@
 """`transform` nodes: build a new object from earlier outputs by dotted paths."""
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
-from apps.orchestration.nodes.common import unknown_keys
 
 _MISSING = object()
 
@@ -21,9 +20,10 @@ def resolve_path(root: dict, path: str):
 @node_types.register("transform")
 class TransformNode(NodeType):
     name = "transform"
+    options = frozenset({"mapping", "defaults"})
 
     def validate(self, config: dict) -> list[str]:
-        messages = unknown_keys(config, {"mapping", "defaults"}, self.name)
+        messages = super().validate(config)
         mapping = config.get("mapping")
         if not isinstance(mapping, dict) or not mapping:
             return messages + ["'mapping' must be a non-empty object of key -> dotted path"]
