@@ -13,7 +13,7 @@ NODES = [
 
 
 def make_run(nodes=NODES, payload=None):
-    definition = PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": nodes})
+    PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": nodes})
     resolved = services.definition_resolve(name="p")
     return services.pipeline_run_create(resolved=resolved, payload=payload or {"server": "web-01"})
 

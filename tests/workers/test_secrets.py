@@ -5,7 +5,6 @@ import pytest
 from django.core import serializers
 
 from apps.orchestration.models import PipelineRun, StageExecution
-from tests.conftest import ROOT
 from tests.httpserver import start_server
 
 pytestmark = pytest.mark.subprocess

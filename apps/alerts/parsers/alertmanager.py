@@ -1,13 +1,9 @@
 """Prometheus Alertmanager webhook payloads (webhook format version 4)."""
 from __future__ import annotations
 
-from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, fingerprint_for, parsers
+from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, parsers
 from apps.alerts.parsers.common import (
-    host_from_instance,
-    label_dict,
-    normalise_severity,
-    normalise_status,
-    text,
+    alertmanager_shaped_alerts,
 )
 
 
@@ -28,34 +24,7 @@ class AlertmanagerParser(Parser):
     def parse(self, payload: dict) -> list[ParsedAlert]:
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
             raise PayloadError("Not an Alertmanager payload: no alerts list")
-        group_status = payload.get("status")
-        common_labels = payload.get("commonLabels")
-        common_labels = common_labels if isinstance(common_labels, dict) else {}
-        parsed = []
-        for index, alert in enumerate(payload["alerts"], start=1):
-            if not isinstance(alert, dict):
-                raise PayloadError(f"Alertmanager alert #{index} is not an object")
-            labels = label_dict(alert.get("labels"), f"Alertmanager alert #{index} labels")
-            annotations = label_dict(
-                alert.get("annotations"), f"Alertmanager alert #{index} annotations"
-            )
-            name = text(labels.get("alertname")) or text(common_labels.get("alertname"))
-            if not name:
-                raise PayloadError(f"Alertmanager alert #{index} has no alertname label")
-            fingerprint = text(alert.get("fingerprint")) or fingerprint_for(self.name, name, labels)
-            parsed.append(
-                ParsedAlert(
-                    fingerprint=fingerprint,
-                    name=name,
-                    severity=normalise_severity(labels.get("severity")),
-                    status=normalise_status(alert.get("status") or group_status),
-                    host=host_from_instance(labels.get("instance")) or text(labels.get("host")),
-                    description=text(annotations.get("description"))
-                    or text(annotations.get("summary")),
-                    labels=labels,
-                )
-            )
-        return parsed
+        return alertmanager_shaped_alerts(payload, source=self.name, label="Alertmanager")
 
     def sample(self) -> dict:
         labels = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from apps.alerts.parsers.base import PayloadError, fingerprint_for
+from apps.alerts.parsers.base import ParsedAlert, PayloadError, fingerprint_for
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -97,3 +97,40 @@ def source_fingerprint(source: str, key: str) -> str:
     if len(fingerprint) <= 128:
         return fingerprint
     return fingerprint_for(source, "", {"key": key})
+
+
+def alertmanager_shaped_alerts(
+    payload: dict, *, source: str, label: str, fallback_name: str = "", value_key: str | None = None
+) -> list[ParsedAlert]:
+    """The alerts of an Alertmanager-shaped webhook (Alertmanager's own, and
+    Grafana's unified alerting, which copies it).
+
+    ``label`` names the source in errors; ``fallback_name`` names an alert
+    without an alertname label; ``value_key`` is a per-alert field used as the
+    description when the annotations have none. Raises PayloadError.
+    """
+    common_labels = payload.get("commonLabels")
+    common_labels = common_labels if isinstance(common_labels, dict) else {}
+    parsed = []
+    for index, alert in enumerate(payload["alerts"], start=1):
+        if not isinstance(alert, dict):
+            raise PayloadError(f"{label} alert #{index} is not an object")
+        labels = label_dict(alert.get("labels"), f"{label} alert #{index} labels")
+        annotations = label_dict(alert.get("annotations"), f"{label} alert #{index} annotations")
+        name = text(labels.get("alertname")) or text(common_labels.get("alertname")) or fallback_name
+        if not name:
+            raise PayloadError(f"{label} alert #{index} has no alertname label")
+        parsed.append(
+            ParsedAlert(
+                fingerprint=text(alert.get("fingerprint")) or fingerprint_for(source, name, labels),
+                name=name,
+                severity=normalise_severity(labels.get("severity")),
+                status=normalise_status(alert.get("status") or payload.get("status")),
+                host=host_from_instance(labels.get("instance")) or text(labels.get("host")),
+                description=text(annotations.get("description"))
+                or text(annotations.get("summary"))
+                or (text(alert.get(value_key)) if value_key else ""),
+                labels=labels,
+            )
+        )
+    return parsed

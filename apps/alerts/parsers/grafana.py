@@ -5,10 +5,10 @@ from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, fingerpr
 from apps.alerts.parsers.common import (
     FIRING,
     RESOLVED,
+    alertmanager_shaped_alerts,
     host_from_instance,
     label_dict,
     normalise_severity,
-    normalise_status,
     text,
 )
 
@@ -46,38 +46,9 @@ class GrafanaParser(Parser):
         raise PayloadError("Not a Grafana payload: no alerts list and no ruleName/state")
 
     def _parse_unified(self, payload: dict) -> list[ParsedAlert]:
-        common_labels = payload.get("commonLabels")
-        common_labels = common_labels if isinstance(common_labels, dict) else {}
-        parsed = []
-        for index, alert in enumerate(payload["alerts"], start=1):
-            if not isinstance(alert, dict):
-                raise PayloadError(f"Grafana alert #{index} is not an object")
-            labels = label_dict(alert.get("labels"), f"Grafana alert #{index} labels")
-            annotations = label_dict(
-                alert.get("annotations"), f"Grafana alert #{index} annotations"
-            )
-            name = (
-                text(labels.get("alertname"))
-                or text(common_labels.get("alertname"))
-                or text(payload.get("title"))
-            )
-            if not name:
-                raise PayloadError(f"Grafana alert #{index} has no alertname label")
-            parsed.append(
-                ParsedAlert(
-                    fingerprint=text(alert.get("fingerprint"))
-                    or fingerprint_for(self.name, name, labels),
-                    name=name,
-                    severity=normalise_severity(labels.get("severity")),
-                    status=normalise_status(alert.get("status") or payload.get("status")),
-                    host=host_from_instance(labels.get("instance")) or text(labels.get("host")),
-                    description=text(annotations.get("description"))
-                    or text(annotations.get("summary"))
-                    or text(alert.get("valueString")),
-                    labels=labels,
-                )
-            )
-        return parsed
+        return alertmanager_shaped_alerts(
+            payload, source=self.name, label="Grafana", fallback_name=text(payload.get("title")), value_key="valueString"
+        )
 
     def _parse_legacy(self, payload: dict) -> ParsedAlert:
         name = text(payload.get("ruleName")) or text(payload.get("title"))
