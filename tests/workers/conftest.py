@@ -23,7 +23,25 @@ from tests.conftest import ROOT, CommandResult, database_url
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # Databases 10-15 of the local Redis are used by tests, one per broker namespace.
-_redis_dbs = iter(range(10, 16))
+# A key held in a database claims it, so test runs of two checkouts on one
+# machine never share (and flush) each other's queues.
+TEST_REDIS_DBS = range(10, 16)
+CLAIM_KEY = "pipelines-test-claim"
+CLAIM_SECONDS = 3600
+
+
+def claim_redis_db() -> str:
+    """The URL of a free test database of the local Redis, claimed for this process."""
+    for db in TEST_REDIS_DBS:
+        url = f"{REDIS_URL}/{db}"
+        client = redis.Redis.from_url(url)
+        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=CLAIM_SECONDS):
+            # Leftovers of a run that died without cleaning up go; the claim stays.
+            for key in client.scan_iter():
+                if key != CLAIM_KEY.encode():
+                    client.delete(key)
+            return url
+    pytest.fail(f"every test database {TEST_REDIS_DBS.start}-{TEST_REDIS_DBS.stop - 1} of {REDIS_URL} is claimed")
 
 
 def require_redis() -> None:
@@ -50,8 +68,7 @@ class BrokerNamespace:
             self.env["CELERY_BROKER_URL"] = ""
         else:
             require_redis()
-            self.url = f"{REDIS_URL}/{next(_redis_dbs)}"
-            redis.Redis.from_url(self.url).flushdb()
+            self.url = claim_redis_db()
             self.env["CELERY_BROKER_URL"] = self.url
 
     def close(self) -> None:
