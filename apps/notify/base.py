@@ -10,12 +10,18 @@ from apps.secrets import inline_secret_messages
 
 @dataclass
 class Message:
-    """A notification built from what a run found."""
+    """A notification built from what a run found.
+
+    ``key`` names this notification for receivers that drop repeats: the same
+    on every attempt and every redelivery of one node in one run (see
+    apps.notify.message.notification_key), "" when it was not sent by a run's
+    node; drivers then send no key."""
 
     title: str
     body: str
     severity: str
     data: dict = field(default_factory=dict)
+    key: str = ""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Building the notification message from what a run found."""
 from __future__ import annotations
 
+import re
 import socket
 
 from apps.notify.base import Message
@@ -14,12 +15,44 @@ def _worst(severities: list) -> str:
     return max(known, key=SEVERITY_RANK.__getitem__, default="ok")
 
 
+def _key_part(text: str) -> str:
+    """``text`` with every character but ASCII letters, digits, ``-`` and ``_``
+    percent-encoded (UTF-8), so distinct texts stay distinct."""
+    return re.sub(r"[^A-Za-z0-9_-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def notification_key(*, run_id: int | None, node_id: str) -> str:
+    """The key of what node ``node_id`` of run ``run_id`` sends: ``<run id>-<node id>``,
+    the same on every attempt and every redelivery of the node in the run.
+
+    The node id is percent-encoded beyond ASCII letters, digits, ``-`` and ``_``,
+    so the key is valid in an HTTP header and in a Message-ID. "" without a run
+    id or a node id: no key is better than one that collides."""
+    if not run_id or not node_id:
+        return ""
+    return f"{run_id}-{_key_part(node_id)}"
+
+
+def channel_key(key: str, channel: str) -> str:
+    """``key`` for the delivery through named channel ``channel``: ``<key>.<channel>``
+    ("" when ``key`` is). Encoded node ids hold no ``.``, so no node's key
+    equals another's channel key."""
+    return f"{key}.{_key_part(channel)}" if key else ""
+
+
 def message_build(
-    *, run_info: dict, incident: dict | None, checks: list[dict], analysis: dict | None
+    *,
+    run_info: dict,
+    incident: dict | None,
+    checks: list[dict],
+    analysis: dict | None,
+    host: str | None = None,
+    key: str = "",
 ) -> Message:
     """A Message summarising a run: a title with the worst severity and what it
     is about, a body with the incident, each check and the analysis, and the
-    same facts as structured ``data``."""
+    same facts as structured ``data``. ``host`` is the host the checks measured
+    (this one when None); ``key`` becomes the message's key."""
     incident_open = bool(incident) and incident.get("status") != "resolved"
     severity = _worst(
         [c.get("status") for c in checks]
@@ -31,7 +64,8 @@ def message_build(
         label = severity.upper() if incident_open else "RESOLVED"
         title = f"[{label}] {incident.get('title', '')}"
     else:
-        title = f"[{severity.upper()}] {pipeline} on {socket.gethostname()}"
+        # The measuring host, not this one: a run taken over by another worker keeps its checks.
+        title = f"[{severity.upper()}] {pipeline} on {host or socket.gethostname()}"
 
     lines = [
         f"Pipeline: {pipeline} (run {run_info.get('run_id')}, trace {run_info.get('trace_id')}, "
@@ -66,5 +100,6 @@ def message_build(
         title=title,
         body="\n".join(lines),
         severity=severity,
-        data={"run": run_info, "incident": incident, "checks": checks, "analysis": analysis},
+        data={"run": run_info, "host": host, "incident": incident, "checks": checks, "analysis": analysis},
+        key=key,
     )

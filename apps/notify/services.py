@@ -3,9 +3,11 @@ and the named notification channels a notify node can use instead of a driver.""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import apps.notify.drivers  # noqa: F401  (registers the drivers outside Django's app loading)
 from apps.notify.base import Delivery, DeliveryError, Message, drivers
+from apps.notify.message import channel_key
 from apps.notify.models import NotificationChannel
 from apps.notify.selectors import notification_channel_get
 from apps.options import unknown_option_messages
@@ -138,12 +140,15 @@ def notification_channel_send(*, name: str, overrides: dict, message: Message) -
 def notification_channels_send(*, names: list[str], overrides: dict, message: Message) -> dict:
     """Deliver ``message`` through each channel of ``names`` and summarise them all.
 
+    Each channel's message has a key of its own (``<key>.<channel>``), so a
+    receiver behind two of the channels does not drop the second as a repeat.
     Never raises: a missing or inactive channel is one failed delivery, and
     the other channels are still notified."""
     results = []
     for name in names:
+        own = replace(message, key=channel_key(message.key, name))
         try:
-            results.append(notification_channel_send(name=name, overrides=overrides, message=message))
+            results.append(notification_channel_send(name=name, overrides=overrides, message=own))
         except ChannelUnavailable as exc:
             results.append(
                 {

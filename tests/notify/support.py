@@ -42,13 +42,16 @@ BODY = (
 )
 
 
-def make_message(*, incident=INCIDENT, severity="critical", title="[CRITICAL] High CPU on web-01", body=BODY) -> Message:
-    """A message shaped like message_build's, with fixed text."""
+def make_message(
+    *, incident=INCIDENT, severity="critical", title="[CRITICAL] High CPU on web-01", body=BODY, key="", host=None
+) -> Message:
+    """A message shaped like message_build's, with fixed text; without ``key``, as sent outside a run."""
     return Message(
         title=title,
         body=body,
         severity=severity,
-        data={"run": dict(RUN), "incident": incident, "checks": CHECKS, "analysis": ANALYSIS},
+        data={"run": dict(RUN), "host": host, "incident": incident, "checks": CHECKS, "analysis": ANALYSIS},
+        key=key,
     )
 
 

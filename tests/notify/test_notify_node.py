@@ -7,6 +7,8 @@ import pytest
 
 from apps.notify.services import notification_channel_create
 from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.nodes.base import NodeContext
+from apps.orchestration.nodes.notify import NotifyNode
 from apps.orchestration.rendering import render_result
 from apps.orchestration.services import LaunchError, definition_resolve, pipeline_run_create, pipeline_run_execute
 from apps.orchestration.validation import validate_definition
@@ -113,3 +115,85 @@ def test_inline_secret_next_to_a_channel_stops_the_launch(tmp_path):
     with pytest.raises(LaunchError):
         pipeline_run_create(resolved=definition_resolve(config_path=str(path)), payload={})
     assert not PipelineRun.objects.exists()
+
+
+# --- keys receivers drop repeats by --------------------------------------------
+
+
+def node_context(run_id, node_id, results=None) -> NodeContext:
+    """What the engine gives node ``node_id`` of run ``run_id``."""
+    return NodeContext(
+        run_id=run_id,
+        trace_id="abc-123",
+        pipeline="health-check",
+        source="cli",
+        environment="test",
+        payload={},
+        results=results or {},
+        node_id=node_id,
+    )
+
+
+def idempotency_keys(server) -> list:
+    return [r["headers"].get("idempotency-key") for r in server.requests]
+
+
+def test_repeats_of_a_node_in_a_run_carry_the_same_idempotency_key(http_server, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_URL", http_server.url("/hook"))
+    config = {"driver": "webhook", "url_env": "OPS_HOOK_URL"}
+    node = NotifyNode()
+    node.run(config, node_context(42, "notify"))
+    node.run(config, node_context(42, "notify"))  # the node again, as after a takeover
+    node.run(config, node_context(42, "page-oncall"))
+    node.run(config, node_context(43, "notify"))
+    assert idempotency_keys(http_server) == ["42-notify", "42-notify", "42-page-oncall", "43-notify"]
+
+
+def test_a_node_run_without_its_id_sends_no_idempotency_key(http_server, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_URL", http_server.url("/hook"))
+    NotifyNode().run({"driver": "webhook", "url_env": "OPS_HOOK_URL"}, node_context(42, ""))
+    assert idempotency_keys(http_server) == [None]
+
+
+def test_each_of_several_channels_has_a_key_of_its_own(slack, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_URL", slack.url("/hook"))
+    notification_channel_create(name="ops-hook", driver="webhook", config={"url_env": "OPS_HOOK_URL"})
+    node = NotifyNode()
+    node.run({"channels": ["ops-slack", "ops-hook"]}, node_context(42, "notify"))
+    node.run({"channels": ["ops-slack", "ops-hook"]}, node_context(42, "notify"))
+    node.run({"channel": "ops-hook"}, node_context(42, "hook-only"))
+    assert idempotency_keys(slack) == [
+        "42-notify.ops-slack", "42-notify.ops-hook", "42-notify.ops-slack", "42-notify.ops-hook", "42-hook-only"
+    ]
+
+
+def test_repeated_pagerduty_event_keeps_its_dedup_key_and_the_measured_host(http_server, monkeypatch):
+    http_server.answer_json({"status": "success"}, status=202)
+    monkeypatch.setenv("OPS_PD_KEY", "R0UT1NGk3y0123456789abcdef012345")
+    config = {"driver": "pagerduty", "routing_key_env": "OPS_PD_KEY", "events_url": http_server.url("/v2/enqueue")}
+    checks = {"cpu": {"name": "cpu", "status": "critical", "value": 97.0, "unit": "%", "message": "CPU at 97%"}}
+    # The context node ran on web-07; this process repeats the notify node, as a worker taking the run over would.
+    results = {"metrics": {"type": "context", "output": {"host": "web-07", "checks": checks}}}
+    for _ in range(2):
+        NotifyNode().run(config, node_context(42, "page", results))
+    first, repeat = (r["json"] for r in http_server.requests)
+    assert first["dedup_key"] == repeat["dedup_key"]
+    assert first["payload"]["source"] == "web-07"
+    assert first["payload"]["summary"] == "[CRITICAL] health-check on web-07"
+
+
+def test_each_notify_node_of_a_run_sends_run_id_and_node_id_as_its_key(tmp_path, http_server, monkeypatch):
+    monkeypatch.setenv("OPS_HOOK_URL", http_server.url("/hook"))
+    hook = {"driver": "webhook", "url_env": "OPS_HOOK_URL"}
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps({
+        "version": "1.0",
+        "nodes": [
+            {"id": "first", "type": "notify", "config": hook, "next": "second"},
+            {"id": "second", "type": "notify", "config": hook},
+        ],
+    }))
+    run = pipeline_run_create(resolved=definition_resolve(config_path=str(path)), payload={})
+    run = pipeline_run_execute(run_id=run.pk)
+    assert run.status == "completed", run.error
+    assert idempotency_keys(http_server) == [f"{run.pk}-first", f"{run.pk}-second"]

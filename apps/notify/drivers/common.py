@@ -5,12 +5,14 @@ import re
 
 import httpx
 
-from apps.notify.base import DeliveryError
+from apps.notify.base import DeliveryError, Message
 from apps.options import is_positive_number
 from apps.outbound import OutboundBlocked, http_post
 from apps.secrets import SecretMissing, secret_get
 
 DEFAULT_TIMEOUT = 10
+# The header that lets a receiver drop a repeated delivery (draft-ietf-httpapi-idempotency-key-header).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Slack channel / header names and the like: short labels, never free text.
 _LABEL_MAX = 255
 
@@ -59,6 +61,11 @@ def secret(config: dict, key: str, *, default_env: str | None, what: str) -> str
 def truncate(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def key_headers(message: Message) -> dict:
+    """``{"Idempotency-Key": <the message's key>}``, or {} for a message without a key."""
+    return {IDEMPOTENCY_HEADER: message.key} if message.key else {}
 
 
 def post_json(url: str, body: dict, *, headers: dict | None = None, timeout: float) -> httpx.Response:

@@ -6,9 +6,13 @@ the variable named by ``password_env`` or from EMAIL_HOST_PASSWORD, never
 from the definition. Each recipient gets a message of their own, so one
 refused address fails only its own delivery and nobody sees the others'
 addresses. The backend is Django's EMAIL_BACKEND (SMTP unless changed).
+A message with a key is mailed with a Message-ID derived from the key, the
+recipient and the sender's domain, the same on every repeat, so mail systems
+that drop duplicate Message-IDs deliver a repeated notification once.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import smtplib
 from email.utils import parseaddr
@@ -162,18 +166,41 @@ class EmailDriver(Driver):
 
     def _mail(self, message: Message, config: dict, recipient: str, connection) -> EmailMessage:
         run = (message.data or {}).get("run") or {}
+        from_email = config.get("from_email") or settings.DEFAULT_FROM_EMAIL
         headers = {"X-Pipeline-Severity": message.severity}
         if run.get("trace_id"):
             headers["X-Pipeline-Trace"] = str(run["trace_id"])
+        message_id = stable_message_id(message.key, recipient, from_email)
+        if message_id:
+            headers["Message-ID"] = message_id  # Django makes a fresh one only when none is given
         return EmailMessage(
             # A header cannot hold a line break (Django refuses it), and titles come from alert payloads.
             subject=truncate(" ".join(message.title.split()), SUBJECT_LIMIT),
             body=message.body,
-            from_email=config.get("from_email") or settings.DEFAULT_FROM_EMAIL,
+            from_email=from_email,
             to=[recipient],
             headers=headers,
             connection=connection,
         )
+
+
+def stable_message_id(key: str, recipient: str, from_email: str) -> str:
+    """``<key.<recipient hash>@<sender's domain>>``: the same for every repeat of
+    one notification to one recipient (a worker's own host name would change
+    across a takeover, so the sender's domain is used). "" when ``key`` is
+    empty or the sender has no usable domain: Django then makes its own."""
+    if not key:
+        return ""
+    domain = parseaddr(from_email)[1].rpartition("@")[2].strip()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+    if not domain:
+        return ""
+    # A hash, not the address: Message-IDs are quoted in replies and forwards.
+    recipient_hash = hashlib.sha256(recipient.strip().lower().encode()).hexdigest()[:16]
+    return f"<{key}.{recipient_hash}@{domain}>"
 
 
 def _describe(exc: Exception, *, host: str, port: int, timeout: float) -> str:

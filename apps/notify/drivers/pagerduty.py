@@ -39,14 +39,18 @@ def _digest(*parts: object) -> str:
 
 
 def event_source(message: Message, config: dict) -> str:
-    """The affected system: ``source`` from config, else the first alert's host, else this host."""
+    """The affected system: ``source`` from config, else the first alert's host,
+    else the host the run's checks measured, else this host."""
     if config.get("source"):
         return config["source"]
-    incident = (message.data or {}).get("incident") or {}
+    data = message.data or {}
+    incident = data.get("incident") or {}
     for alert in incident.get("alerts") or []:
         if isinstance(alert, dict) and alert.get("host"):
             return str(alert["host"])
-    return socket.gethostname()
+    # Not this host when the checks were measured elsewhere: a worker that takes
+    # a run over keeps its checks, and the dedup key must not change with it.
+    return str(data.get("host") or socket.gethostname())
 
 
 def dedup_key(message: Message, source: str) -> str:

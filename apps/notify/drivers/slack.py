@@ -14,6 +14,7 @@ from apps.notify.base import Delivery, Driver, Message, drivers
 from apps.notify.drivers.common import (
     DEFAULT_TIMEOUT,
     error_code,
+    key_headers,
     label_messages,
     post_json,
     secret,
@@ -111,14 +112,16 @@ class SlackDriver(Driver):
         )
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
-        """Posts the message to the incoming webhook; Slack's "ok" answer is a success.
+        """Posts the message to the incoming webhook, with an Idempotency-Key header
+        when the message has a key; Slack's "ok" answer is a success.
 
         Raises DeliveryError when the URL is not set or refused, or the request
         times out or cannot connect; any other answer is a failed Delivery
         carrying the status and Slack's error code (never the URL)."""
         url = secret(config, "webhook_url", default_env=DEFAULT_ENV, what="Slack webhook URL")
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)
-        response = post_json(url, slack_payload(message, config), timeout=timeout)
+        # Slack ignores the key; relays and proxies in front of it can drop repeats with it.
+        response = post_json(url, slack_payload(message, config), headers=key_headers(message), timeout=timeout)
         answer = response.text.strip()
         plain = response.headers.get("content-type", "").startswith("text/plain")
         if response.is_success and (not plain or answer == "ok"):

@@ -5,6 +5,9 @@ secret: it comes from the variable named by ``url_env`` or from
 NOTIFY_WEBHOOK_URL, and no message this driver produces contains it.
 Header values that authenticate (``Authorization``, ``X-Api-Key``...) are
 secrets too: ``headers_env`` maps such a header to the variable holding it.
+A message with a key is sent with an ``Idempotency-Key`` header, which the
+config cannot set: a fixed value would make the receiver drop every
+notification after the first as a repeat.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import re
 from apps.notify.base import Delivery, DeliveryError, Driver, Message, drivers
 from apps.notify.drivers.common import (
     DEFAULT_TIMEOUT,
+    IDEMPOTENCY_HEADER,
+    key_headers,
     post_json,
     secret,
     timeout_messages,
@@ -28,6 +33,10 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def _is_string_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _is_key_header(name: object) -> bool:
+    return isinstance(name, str) and name.strip().lower() == IDEMPOTENCY_HEADER.lower()
 
 
 @drivers.register("webhook")
@@ -47,6 +56,13 @@ class WebhookDriver(Driver):
             and all(_ENV_NAME.fullmatch(v) for v in config["headers_env"].values())
         ):
             messages.append("headers_env must be an object of header name -> environment variable name")
+        for option in ("headers", "headers_env"):
+            names = config.get(option)
+            messages += [
+                f"header {name} is set by the driver (<run id>-<node id>) and cannot be set in {option}"
+                for name in (sorted(names) if isinstance(names, dict) else [])
+                if _is_key_header(name)
+            ]
         return messages
 
     def secret_problems(self, config: dict) -> list[str]:
@@ -55,7 +71,8 @@ class WebhookDriver(Driver):
             f"header {name} looks like a credential and must not be written in the "
             f"definition: put it in an environment variable and name it in headers_env"
             for name in (sorted(headers) if isinstance(headers, dict) else [])
-            if isinstance(name, str) and _SENSITIVE_HEADER.search(name)
+            # The key header is refused by validate_config, with its own reason.
+            if isinstance(name, str) and _SENSITIVE_HEADER.search(name) and not _is_key_header(name)
         ]
 
     def _headers(self, config: dict) -> dict:
@@ -70,13 +87,14 @@ class WebhookDriver(Driver):
         return headers
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
-        """POSTs {"title", "body", "severity", "data"}; a 2xx answer is a success.
+        """POSTs {"title", "body", "severity", "data"}, with an Idempotency-Key
+        header when the message has a key; a 2xx answer is a success.
 
         Raises DeliveryError when the URL or a header variable is not set, the
         URL is refused by apps.outbound, or the request times out or cannot
         connect; a non-2xx answer is a failed Delivery."""
         url = secret(config, "url", default_env=DEFAULT_ENV, what="webhook URL")
-        headers = self._headers(config)
+        headers = {**self._headers(config), **key_headers(message)}
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)
         body = {
             "title": message.title,

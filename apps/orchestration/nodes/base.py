@@ -29,6 +29,8 @@ class NodeContext:
     payload: dict
     timeout_seconds: float = 60  # the node's time limit (the definition's defaults.timeout_seconds)
     results: dict[str, dict] = field(default_factory=dict)  # node id -> {"type", "output"}
+    # The id of the node being run; "" when unknown. Notify nodes key their deliveries with it.
+    node_id: str = ""
 
     def outputs_of_type(self, node_type: str) -> list[dict]:
         return [r["output"] for r in self.results.values() if r["type"] == node_type]

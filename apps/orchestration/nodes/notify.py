@@ -5,7 +5,7 @@ A node names a ``driver`` (default console) with its options, or, without
 whose options the node's other keys override. Validation stays pure: channels
 are looked up when the node runs.
 """
-from apps.notify.message import message_build
+from apps.notify.message import message_build, notification_key
 from apps.notify.services import (
     ChannelUnavailable,
     node_options,
@@ -17,6 +17,14 @@ from apps.notify.services import (
 )
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
 from apps.orchestration.nodes.common import all_checks, latest_analysis, latest_incident
+
+
+def _measured_host(results: dict) -> str | None:
+    """The host the most recent context node measured, if any."""
+    for entry in reversed(list(results.values())):
+        if entry["type"] == "context" and entry["output"].get("host"):
+            return str(entry["output"]["host"])
+    return None
 
 
 def _failures(result: dict) -> list[str]:
@@ -52,6 +60,9 @@ class NotifyNode(NodeType):
             incident=latest_incident(ctx.results),
             checks=all_checks(ctx.results),
             analysis=latest_analysis(ctx.results),
+            host=_measured_host(ctx.results),
+            # At-least-once across a takeover: a repeat of this node in this run has the same key.
+            key=notification_key(run_id=ctx.run_id, node_id=ctx.node_id),
         )
         options = node_options(config)
         if uses_channels(config) and "channel" in config:

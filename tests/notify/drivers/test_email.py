@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import hashlib
 from email.policy import default as default_policy
 
 import pytest
@@ -43,6 +44,40 @@ def test_email_sends_one_message_per_recipient(smtp_server, message):
     assert first["X-Pipeline-Severity"] == "critical"
     assert first["X-Pipeline-Trace"] == "abc-123"
     assert first.get_content().replace("\r\n", "\n").rstrip("\n") == BODY
+
+
+def recipient_hash(address: str) -> str:
+    return hashlib.sha256(address.encode()).hexdigest()[:16]
+
+
+def test_email_message_id_is_the_same_on_every_repeat_and_differs_per_recipient(smtp_server):
+    config = {"to": ["alice@example.com", "bob@example.com"]}
+    for key in ("42-notify", "42-notify", "42-page"):
+        assert notification_send(driver="email", config=config, message=make_message(key=key))["succeeded"] == 2
+    ids = [parsed(m)["Message-ID"] for m in smtp_server.messages]
+    alice, bob = recipient_hash("alice@example.com"), recipient_hash("bob@example.com")
+    assert ids == [
+        f"<42-notify.{alice}@example.com>",
+        f"<42-notify.{bob}@example.com>",
+        f"<42-notify.{alice}@example.com>",
+        f"<42-notify.{bob}@example.com>",
+        f"<42-page.{alice}@example.com>",
+        f"<42-page.{bob}@example.com>",
+    ]
+
+
+def test_email_message_id_takes_the_domain_of_the_configured_sender(smtp_server):
+    config = {"to": ["alice@example.com"], "from_email": "Monitor <mon@bücher.example>"}
+    assert notification_send(driver="email", config=config, message=make_message(key="42-notify"))["succeeded"] == 1
+    message_id = parsed(smtp_server.messages[0])["Message-ID"]
+    assert message_id == f"<42-notify.{recipient_hash('alice@example.com')}@xn--bcher-kva.example>"
+
+
+def test_email_without_a_key_gets_djangos_own_message_id(smtp_server, message):
+    for _ in range(2):
+        notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
+    first, second = (parsed(m)["Message-ID"] for m in smtp_server.messages)
+    assert first != second
 
 
 def test_email_recipients_default_to_notify_email_to(smtp_server, monkeypatch, message):

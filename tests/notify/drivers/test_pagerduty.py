@@ -105,6 +105,22 @@ def test_pagerduty_run_without_incident_is_keyed_by_pipeline_and_source(pagerdut
     assert elsewhere["dedup_key"] != failing["dedup_key"]
 
 
+def test_pagerduty_run_without_incident_is_sourced_from_the_host_its_checks_measured(pagerduty):
+    # As after a takeover: the checks were measured on web-07, the node runs again on this host.
+    send(pagerduty, make_message(incident=None, host="web-07", key="42-notify"))
+    send(pagerduty, make_message(incident=None, host="web-07", key="42-notify"))
+    send(pagerduty, make_message(incident=None), source="web-07")
+    first, repeat, configured = (r["json"] for r in pagerduty.requests)
+    assert first["payload"]["source"] == "web-07"
+    assert first["dedup_key"] == repeat["dedup_key"] == configured["dedup_key"]
+
+
+def test_pagerduty_repeats_of_an_incident_share_its_dedup_key(pagerduty):
+    for key in ("42-notify", "42-notify", "43-notify"):
+        send(pagerduty, make_message(key=key))
+    assert [r["json"]["dedup_key"] for r in pagerduty.requests] == ["incident-3"] * 3
+
+
 @pytest.mark.parametrize(
     "severity, expected", [("critical", "critical"), ("warning", "warning"), ("info", "info"), ("ok", "info")]
 )

@@ -60,6 +60,14 @@ def test_slack_posts_blocks_with_a_text_fallback(slack, message):
     assert_not_in(result, "sl4ck-t0k3n-s3cr3t", "127.0.0.1", str(slack.port))
 
 
+def test_slack_post_carries_the_message_key_as_idempotency_key(slack, message):
+    send(make_message(key="42-notify"))
+    send(message)
+    first, unkeyed = slack.requests
+    assert first["headers"]["idempotency-key"] == "42-notify"
+    assert "idempotency-key" not in unkeyed["headers"]
+
+
 def test_slack_url_defaults_to_slack_webhook_url(slack, monkeypatch, message):
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.url("/default"))
     result = notification_send(driver="slack", config={}, message=message)

@@ -5,7 +5,7 @@ import pytest
 
 from apps.notify.base import DeliveryError, drivers
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import assert_not_in
+from tests.notify.support import assert_not_in, make_message
 
 # A path shaped like a Slack webhook: the token in it is a secret.
 SECRET_PATH = "/services/T000/B000/s3cr3t-t0k3n"
@@ -52,6 +52,34 @@ def test_webhook_posts_the_message_as_json(http_server, monkeypatch, message):
         "data": message.data,
     }
     assert_no_url_in(result, http_server.port)
+
+
+def test_webhook_sends_the_message_key_as_idempotency_key(http_server, monkeypatch):
+    config = {**hook(http_server, monkeypatch), "headers": {"X-Team": "ops"}}
+    for key in ("42-notify", "42-notify", "42-page"):
+        assert notification_send(driver="webhook", config=config, message=make_message(key=key))["succeeded"] == 1
+    assert [r["headers"]["idempotency-key"] for r in http_server.requests] == ["42-notify", "42-notify", "42-page"]
+    assert http_server.last["headers"]["x-team"] == "ops"
+
+
+def test_webhook_without_a_key_sends_no_idempotency_key(http_server, monkeypatch, message):
+    assert notification_send(driver="webhook", config=hook(http_server, monkeypatch), message=message)["succeeded"] == 1
+    assert "idempotency-key" not in http_server.last["headers"]
+
+
+def test_webhook_idempotency_key_in_the_config_is_not_sent(http_server, monkeypatch):
+    monkeypatch.setenv("FIXED_KEY", "always-the-same")
+    config = {**hook(http_server, monkeypatch), "headers_env": {"Idempotency-Key": "FIXED_KEY"}}
+    result = notification_send(driver="webhook", config=config, message=make_message(key="42-notify"))
+    assert result["deliveries"] == [
+        {
+            "channel": "webhook",
+            "ok": False,
+            "detail": "invalid config: header Idempotency-Key is set by the driver (<run id>-<node id>) "
+            "and cannot be set in headers_env",
+        }
+    ]
+    assert http_server.requests == []
 
 
 def test_webhook_url_defaults_to_notify_webhook_url(http_server, monkeypatch, message):
@@ -191,6 +219,14 @@ def test_webhook_inline_url_is_refused_without_echoing_it():
             "put it in an environment variable and name it in headers_env",
         ),
         ({"headers_env": {"Authorization": "not a name"}}, "headers_env must be an object of header name -> environment variable name"),
+        (
+            {"headers": {"Idempotency-Key": "fixed"}},
+            "header Idempotency-Key is set by the driver (<run id>-<node id>) and cannot be set in headers",
+        ),
+        (
+            {"headers_env": {"idempotency-key": "FIXED_KEY"}},
+            "header idempotency-key is set by the driver (<run id>-<node id>) and cannot be set in headers_env",
+        ),
         ({"colour": "red"}, "unknown option for driver webhook: colour"),
     ],
 )
