@@ -179,7 +179,7 @@ def timed_ms(fn) -> float:
 
 def launcher_once(config_path: str, i: int) -> dict:
     """One run, launched and waited for in-process, as `run_pipeline --config F --wait` does."""
-    from apps.orchestration import services
+    from apps.orchestration import services, waiting
     from apps.orchestration.models import PipelineRun
 
     wall0 = time.time()
@@ -187,7 +187,7 @@ def launcher_once(config_path: str, i: int) -> dict:
     resolved = services.definition_resolve(config_path=config_path)
     run = services.pipeline_run_launch(resolved=resolved, payload={"x": i}, source="bench")
     t_launched = time.perf_counter()
-    outcome = services.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
+    outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
     t1 = time.perf_counter()
     wall1 = time.time()
     done = outcome.run
@@ -213,7 +213,7 @@ def launcher_latency(config_path: str, n: int) -> dict:
 
 
 def launcher_throughput(config_path: str, m: int) -> dict:
-    from apps.orchestration import services
+    from apps.orchestration import services, waiting
     from apps.orchestration.models import PipelineRun
 
     t0 = time.perf_counter()
@@ -225,7 +225,7 @@ def launcher_throughput(config_path: str, m: int) -> dict:
     t_sent = time.perf_counter()
     queries = []
     for run_id in ids:
-        outcome = services.pipeline_run_wait(run_id=run_id, timeout=RUN_TIMEOUT + m, pickup_timeout=RUN_TIMEOUT + m)
+        outcome = waiting.pipeline_run_wait(run_id=run_id, timeout=RUN_TIMEOUT + m, pickup_timeout=RUN_TIMEOUT + m)
         if outcome.reason != "finished" or outcome.run.status != PipelineRun.Status.COMPLETED:
             raise RuntimeError(f"run {run_id}: {outcome.reason}, status {outcome.run.status}")
         queries.append(outcome.queries)
@@ -246,7 +246,7 @@ def launcher_diagnostics(config_path: str) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from apps.orchestration import engine, events, services
+    from apps.orchestration import engine, events, services, waiting
     from workers.embedded import ensure_broker
 
     out: dict = {}
@@ -279,7 +279,7 @@ def launcher_diagnostics(config_path: str) -> dict:
     # ensure_broker() runs on every launch (a fresh connection + PING when the broker is embedded).
     out["ensure_broker_ms"] = [timed_ms(ensure_broker) for _ in range(20)]
     # Waiting for a run that has already finished: subscribe, read the row, unsubscribe.
-    out["wait_finished_ms"] = [timed_ms(lambda: services.pipeline_run_wait(run_id=run.pk)) for _ in range(20)]
+    out["wait_finished_ms"] = [timed_ms(lambda: waiting.pipeline_run_wait(run_id=run.pk)) for _ in range(20)]
     # One publish of a wake-up event.
     out["publish_ms"] = [timed_ms(lambda: events.run_event_publish(run_id=0, status="running")) for _ in range(20)]
     return out

@@ -145,11 +145,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One run at a time per process: a run waiting behind a long one on a busy
 # worker should go to an idle worker instead.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A run longer than this is stopped (the soft limit lets the engine record it).
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("RUN_TIME_LIMIT_SECONDS", 3600)
+# A run longer than this is stopped and recorded as failed: the soft limit
+# lets the engine record it, and a run found past it at a takeover is ended
+# instead of executed, so a run killed by the hard limit cannot loop.
+RUN_TIME_LIMIT_SECONDS = env.int("RUN_TIME_LIMIT_SECONDS", 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_SECONDS
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
-# Unacknowledged messages of a worker that vanished are redelivered after this;
-# it must exceed the longest run, which the run lease below protects anyway.
+# Unacknowledged messages of a worker that vanished are redelivered after this.
+# Recovery does not wait for it (the sweep below re-publishes runs whose lease
+# ran out); it must exceed the longest run so running runs are not redelivered.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 60),
 }
@@ -158,10 +162,27 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 
-# A worker holding a run refreshes its lease this often; another delivery of
-# the run takes it over only when the lease is older than RUN_LEASE_SECONDS.
-RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0)
-# `run_pipeline --wait` says no worker took the run after this many seconds.
+# A worker holding a run renews its lease every third of this (database time);
+# a run whose lease ran out is taken over by another worker.
+RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0, validate=lambda v: v > 0)
+# How long a worker keeps retrying a database write that failed on a lost
+# connection before it leaves the run to the recovery sweep.
+RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
+# The recovery sweep (apps/orchestration/recovery.py) runs this often in every
+# worker and from beat, and re-publishes a queued run with no message, or a
+# running run whose lease ran out, once it has gone this long without one.
+RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=lambda v: v > 0)
+RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=lambda v: v >= 0)
+CELERY_BEAT_SCHEDULE = {
+    "recover-runs": {
+        "task": "orchestration.recover_runs",
+        "schedule": RUN_RECOVERY_INTERVAL_SECONDS,
+        # A sweep that waited longer than one interval is superseded by the next one.
+        "options": {"expires": RUN_RECOVERY_INTERVAL_SECONDS},
+    },
+}
+# `run_pipeline --wait` asks the workers whether any consumes the run's queue
+# when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 
 # Hosts or networks outbound calls (webhooks, LLM APIs) may reach even though

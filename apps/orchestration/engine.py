@@ -4,26 +4,32 @@ Walks a run's definition snapshot from the first node along ``next``,
 records a StageExecution per attempt, and keeps the PipelineRun's status,
 current node, result and timings current. Execution is idempotent: a run
 that is already finished is left alone, and nodes that already succeeded
-(a task delivered twice) are not executed again.
+(a task delivered twice, a run taken over) are not executed again.
+
+Who may write is decided in ``lease``: every write here is fenced by the
+claim's token, and a run whose lease was lost is left at once.
 """
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from contextlib import contextmanager
-from datetime import timedelta
 
-import psutil
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
 
 from apps.orchestration import events
+from apps.orchestration.lease import (
+    CancelRequested,
+    Claim,
+    DatabaseUnavailable,
+    Heartbeat,
+    LeaseLost,
+    new_token,
+    run_claim,
+)
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
 from apps.secrets import scrub
@@ -56,22 +62,6 @@ def _path(nodes: list[dict]) -> list[dict]:
     return ordered
 
 
-@contextmanager
-def _progress_transaction():
-    """A transaction for a record of progress within a run.
-
-    On PostgreSQL its commit does not wait for the disk flush: a database
-    crash could lose the last such records, but the run's final state is
-    written with a normal, durable commit, and a run whose progress was lost
-    is taken over and its missing nodes executed again.
-    """
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield
-
-
 class NodeTimeout(BaseException):
     """Raised inside a node that ran past its time limit. A BaseException so
     that a handler's broad ``except Exception`` cannot swallow it."""
@@ -81,8 +71,8 @@ class NodeTimeout(BaseException):
 def _time_limit(seconds: float):
     """Interrupt the node after ``seconds`` with NodeTimeout.
 
-    Works where signals can be used: the main thread of a worker's pool
-    process or of the CLI. Elsewhere the node's own per-call timeouts apply.
+    Works in the main thread of a process: a prefork or solo worker's pool
+    process, or the CLI. Workers refuse pools where it cannot (workers/celery.py).
     """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
@@ -100,190 +90,238 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-class RunBusy(Exception):
-    """Another live process is executing the run; try again after its lease."""
-
-
-def _new_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _lease_lost(run: PipelineRun, now) -> bool:
-    """Whether the process holding ``run`` is gone: it died on this host, or its
-    heartbeat is older than the lease."""
-    host, _, rest = run.claimed_by.partition(":")
-    pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
-        return True
-    lease = timedelta(seconds=settings.RUN_LEASE_SECONDS)
-    return run.heartbeat_at is None or now - run.heartbeat_at > lease
-
-
-def _claim(run_id: int, token: str) -> tuple[PipelineRun, bool] | None:
-    """Take the run for this process: returns it and whether it had been
-    started before (a takeover); None when it is already finished.
-
-    The run's row is locked while it is examined, so of two deliveries only
-    one takes a queued run. A running run is taken over only when its holder
-    is gone (its interrupted node is then recorded as failed); otherwise
-    RunBusy is raised. Raises PipelineRun.DoesNotExist for an unknown id.
-    """
-    now = timezone.now()
-    # Losing this commit in a database crash only leaves the run queued, and
-    # its unacknowledged message is delivered again: no need to wait for the flush.
-    with _progress_transaction():
-        run = PipelineRun.objects.select_for_update().get(pk=run_id)
-        if run.is_terminal:
-            return None
-        if run.status == PipelineRun.Status.RUNNING:
-            if not _lease_lost(run, now):
-                raise RunBusy(f"run {run_id} is being executed by {run.claimed_by}")
-            logger.warning("run %s taken over from %s", run_id, run.claimed_by or "an unknown process")
-            # Nodes the lost process was executing never finished: say so in their records.
-            run.stages.filter(status=StageExecution.Status.RUNNING).update(
-                status=StageExecution.Status.FAILED,
-                errors=[f"interrupted: the process executing it ({run.claimed_by}) was lost"],
-                finished_at=now,
-            )
-        nodes = run.config_snapshot.get("nodes") or []
-        resumed = run.status == PipelineRun.Status.RUNNING
-        run.status = PipelineRun.Status.RUNNING
-        run.claimed_by, run.heartbeat_at = token, now
-        run.started_at = run.started_at or now
-        run.current_node = run.current_node or (nodes[0]["id"] if nodes else "")
-        run.save(update_fields=["status", "claimed_by", "heartbeat_at", "started_at", "current_node"])
-    return run, resumed
-
-
-class _Heartbeat:
-    """Refreshes the run's lease from a background thread while the run executes."""
-
-    def __init__(self, run_id: int, token: str):
-        self.run_id, self.token = run_id, token
-        self.interval = settings.RUN_LEASE_SECONDS / 3
-        self._stop = threading.Event()
-        # Set when someone asks to cancel the run; the engine stops before its next node.
-        self.cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                mine = PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token)
-                mine.update(heartbeat_at=timezone.now())
-                if mine.filter(cancel_requested_at__isnull=False).exists():
-                    self.cancelled.set()
-        except Exception:  # a missed beat only risks a takeover, never the run itself
-            logger.exception("heartbeat of run %s failed", self.run_id)
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def run_execute(*, run_id: int) -> PipelineRun | None:
     """Execute run ``run_id`` to a terminal status and return it.
 
-    Returns None when the run does not exist, and the run unchanged when it
-    is already terminal; raises RunBusy when another live process holds it.
-    Never raises for a node's failure: failures are recorded on the run.
+    Returns None when the run does not exist or the database cannot be
+    reached, and the run as read when it is finished or held by another live
+    process. When this process loses the run midway (another took it over,
+    or the database stayed away) it stops at once, writes nothing more, and
+    returns the run as it last knew it: the row, not this process, says how
+    it ends. Never raises for a node's failure: failures are recorded.
     """
-    token = _new_token()
+    token = new_token()
     try:
-        claimed = _claim(run_id, token)
+        claim = run_claim(run_id=run_id, token=token)
     except PipelineRun.DoesNotExist:
         return None
-    if claimed is None:
-        return PipelineRun.objects.get(pk=run_id)
-    run, resumed = claimed
-    _log("run.start", run, status=run.status, worker=token)
+    except DatabaseUnavailable as exc:
+        logger.error("event=run.claim_failed run_id=%s error=%s", run_id, exc)
+        return None
+    if claim.lease is None:
+        if claim.reason == "held":
+            _log("run.busy", claim.run, holder=claim.run.claimed_by)
+        return claim.run
+    run = claim.run
+    _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
     events.run_event_publish(run_id=run.pk, status=run.status)
-    with _Heartbeat(run.pk, token) as heartbeat:
-        try:
-            _walk(run, resumed=resumed, cancelled=heartbeat.cancelled)
-        except Exception as exc:  # anything unexpected still ends the run as failed
-            logger.exception("run %s crashed", run.pk)
-            run.status = PipelineRun.Status.FAILED
-            run.error = scrub(f"Internal error: {type(exc).__name__}: {exc}")
-        _finish(run)
-    events.run_event_publish(run_id=run.pk, status=run.status)
+    with Heartbeat(claim.lease):
+        ended = _Execution(claim).execute()
+        if ended:
+            events.run_event_publish(run_id=run.pk, status=run.status)
     return run
 
 
-def _walk(run: PipelineRun, *, resumed: bool, cancelled: threading.Event) -> None:
-    snapshot = run.config_snapshot
-    defaults = snapshot.get("defaults") or {}
-    max_retries = defaults.get("max_retries", 0)
-    timeout = defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-    path = _path(snapshot["nodes"])
+class _Execution:
+    """One process's execution of a claimed run: the walk along the nodes and
+    the run's outcome, recorded through the claim's lease."""
 
-    ctx = NodeContext(
-        run_id=run.pk,
-        trace_id=run.trace_id,
-        pipeline=run.origin,
-        source=run.source,
-        environment=run.environment,
-        payload=run.payload,
-        timeout_seconds=timeout,
-    )
-    result = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
-    # One read of what earlier deliveries did: their successes and attempt numbers.
-    succeeded: dict[str, StageExecution] = {}
-    last_attempt: dict[str, int] = {}
-    # A run taken straight from the queue has never been executed: nothing to read back.
-    for stage in run.stages.all() if resumed else ():
-        last_attempt[stage.node_id] = max(last_attempt.get(stage.node_id, 0), stage.attempt)
-        if stage.status == StageExecution.Status.SUCCEEDED:
-            succeeded[stage.node_id] = stage
+    def __init__(self, claim: Claim):
+        self.run, self.lease = claim.run, claim.lease
+        self.resumed, self.overdue = claim.resumed, claim.overdue
+        snapshot = self.run.config_snapshot
+        defaults = snapshot.get("defaults") or {}
+        self.max_retries = defaults.get("max_retries", 0)
+        self.path = _path(snapshot.get("nodes") or [])
+        self.ctx = NodeContext(
+            run_id=self.run.pk,
+            trace_id=self.run.trace_id,
+            pipeline=self.run.origin,
+            source=self.run.source,
+            environment=self.run.environment,
+            payload=self.run.payload,
+            timeout_seconds=defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
+        self.result = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
+        self.status = PipelineRun.Status.COMPLETED
+        self.error = ""
+        self.open_stage: StageExecution | None = None  # written as running, outcome not yet recorded
 
-    failed_required = stopped = False
-    for index, node in enumerate(path):
-        node_id, node_type = node["id"], node["type"]
-        if not (failed_required or stopped) and (cancelled.is_set() or run.cancel_requested_at):
-            stopped = True
-            run.error = f"Cancelled on request before node '{node_id}'"
-            _log("run.cancel", run, node=node_id)
-        if failed_required or stopped:
-            result["skipped_nodes"].append(node_id)
-            continue
-        required = node.get("required", True)
-        following = path[index + 1]["id"] if index + 1 < len(path) else ""
+    def execute(self) -> bool:
+        """Walk the run and record its end; False when this process lost the
+        run on the way (nothing more is written then)."""
+        try:
+            try:
+                if self.overdue:
+                    self._stop(PipelineRun.Status.FAILED, self._time_limit_error())
+                else:
+                    self._walk()
+            except SoftTimeLimitExceeded:
+                self._stop(PipelineRun.Status.FAILED, self._time_limit_error())
+            except (LeaseLost, DatabaseUnavailable):
+                raise
+            except Exception as exc:  # anything unexpected still ends the run as failed
+                logger.exception("run %s crashed", self.run.pk)
+                self._stop(PipelineRun.Status.FAILED, scrub(f"Internal error: {type(exc).__name__}: {exc}"))
+            self._finish()
+            return True
+        except LeaseLost:
+            _log("run.lease_lost", self.run, worker=self.lease.token, node=self.open_stage and self.open_stage.node_id)
+        except DatabaseUnavailable as exc:
+            # Not a failure of the run: its lease runs out and the recovery sweep hands it on.
+            _log("run.abandoned", self.run, reason="database_unavailable", error=str(exc))
+        return False
 
-        def record(stage: StageExecution, reused: bool = False) -> None:
-            """Store the node's outcome on the run, with the node that comes next."""
-            nonlocal failed_required
-            entry = _entry(node_type, required, stage, reused=reused)
-            result["executed_nodes"].append(node_id)
-            result["node_results"][node_id] = entry
+    def _time_limit_error(self) -> str:
+        return f"Run stopped: it ran past the run time limit of {settings.RUN_TIME_LIMIT_SECONDS:g}s"
+
+    def _stop(self, status: str, error: str) -> None:
+        self.status, self.error = status, error
+        _log("run.stop", self.run, status=status, error=error)
+
+    def _walk(self) -> None:
+        succeeded, last_attempt = self._earlier_stages()
+        for index, node in enumerate(self.path):
+            node_id = node["id"]
+            if self.status != PipelineRun.Status.COMPLETED:
+                self.result["skipped_nodes"].append(node_id)
+                continue
+            if self.lease.lost.is_set():
+                raise LeaseLost(f"run {self.run.pk}: lease lost")
+            following = self.path[index + 1]["id"] if index + 1 < len(self.path) else ""
+            if self.lease.cancel_requested.is_set():
+                self._cancelled_before(node_id)
+            elif node_id in succeeded:
+                # Executed by an earlier delivery: reuse what it produced.
+                self._record(node, succeeded[node_id], following, reused=True)
+            else:
+                self._run_node(node, following, previous_attempts=last_attempt.get(node_id, 0))
+            if self.status == PipelineRun.Status.CANCELLED:
+                self.result["skipped_nodes"].append(node_id)
+
+    def _earlier_stages(self) -> tuple[dict[str, StageExecution], dict[str, int]]:
+        """What earlier deliveries did: their successes and attempt numbers per node."""
+        succeeded: dict[str, StageExecution] = {}
+        last_attempt: dict[str, int] = {}
+        if not self.resumed:  # a run taken straight from the queue has no history
+            return succeeded, last_attempt
+        for stage in self.run.stages.all():
+            last_attempt[stage.node_id] = max(last_attempt.get(stage.node_id, 0), stage.attempt)
             if stage.status == StageExecution.Status.SUCCEEDED:
-                ctx.results[node_id] = {"type": node_type, "output": stage.output}
-            elif required:
-                failed_required = True
-                run.error = f"Node '{node_id}' failed: {entry['error']}"
-            run.result = result
-            run.current_node = "" if failed_required else following
-            run.save(update_fields=["result", "error", "current_node"])
+                succeeded[stage.node_id] = stage
+        return succeeded, last_attempt
 
-        if node_id in succeeded:
-            # Delivered again: reuse what the earlier delivery produced.
-            record(succeeded[node_id], reused=True)
-        else:
-            _execute_node(run, node, ctx, max_retries, last_attempt.get(node_id, 0), record)
+    def _cancelled_before(self, node_id: str) -> None:
+        self.status = PipelineRun.Status.CANCELLED
+        self.error = f"Cancelled on request before node '{node_id}'"
+        _log("run.cancel", self.run, node=node_id)
 
-    if stopped:
-        run.status = PipelineRun.Status.CANCELLED
-    elif failed_required:
-        run.status = PipelineRun.Status.FAILED
-    else:
-        run.status = PipelineRun.Status.COMPLETED
-    run.result = result
-    run.current_node = ""
+    def _run_node(self, node: dict, following: str, *, previous_attempts: int) -> None:
+        """Run one node, retrying up to ``max_retries`` times; each attempt is a StageExecution."""
+        node_id, node_type = node["id"], node["type"]
+        handler = node_types.get(node_type)()
+        config = node.get("config") or {}
+        last = previous_attempts + self.max_retries + 1
+        for attempt in range(previous_attempts + 1, last + 1):
+            stage = StageExecution(
+                run_id=self.run.pk, node_id=node_id, node_type=node_type, attempt=attempt
+            )
+            try:
+                self.lease.write(run_fields={"current_node": node_id}, stage=stage, before_node=True)
+            except CancelRequested:
+                self._cancelled_before(node_id)
+                return
+            self.open_stage = stage
+            _log("node.start", self.run, node=node_id, type=node_type, attempt=attempt)
+            self._attempt(handler, config, stage)
+            done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
+            if done:
+                self._record(node, stage, following)
+            else:
+                self.lease.write(run_fields={"current_node": node_id}, stage=stage, stage_fields=_STAGE_OUTCOME)
+            self.open_stage = None
+            _log(
+                "node.end",
+                self.run,
+                node=node_id,
+                type=node_type,
+                attempt=attempt,
+                status=stage.status,
+                duration_ms=stage.duration_ms,
+                error=stage.errors[-1] if stage.errors else None,
+            )
+            if done:
+                return
+
+    def _attempt(self, handler, config: dict, stage: StageExecution) -> None:
+        """Execute the node once and put its outcome on ``stage`` (not saved)."""
+        self.ctx.node_id = stage.node_id
+        started = time.perf_counter()
+        try:
+            with _time_limit(self.ctx.timeout_seconds):
+                stage.output = handler.run(config, self.ctx)
+            stage.status = StageExecution.Status.SUCCEEDED
+        except NodeTimeout as exc:
+            stage.output, stage.errors = {}, [str(exc)]
+            stage.status = StageExecution.Status.FAILED
+        except NodeError as exc:
+            stage.output, stage.errors = exc.output, [str(exc)]
+            stage.status = StageExecution.Status.FAILED
+        except SoftTimeLimitExceeded:
+            raise  # the whole run is out of time, not just this node
+        except Exception as exc:  # a handler bug must not take the run down unrecorded
+            logger.exception("node %s of run %s raised", stage.node_id, self.run.pk)
+            stage.errors = [f"{type(exc).__name__}: {exc}"]
+            stage.status = StageExecution.Status.FAILED
+        stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        stage.finished_at = self.lease.clock.now()
+        # Secrets a node read must not reach the database or the logs.
+        stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
+
+    def _record(self, node: dict, stage: StageExecution, following: str, *, reused: bool = False) -> None:
+        """Store the node's outcome on the run, with the node that comes next,
+        in one fenced write together with the stage's own outcome."""
+        node_id, required = node["id"], node.get("required", True)
+        entry = _entry(node["type"], required, stage, reused=reused)
+        self.result["executed_nodes"].append(node_id)
+        self.result["node_results"][node_id] = entry
+        if stage.status == StageExecution.Status.SUCCEEDED:
+            self.ctx.results[node_id] = {"type": node["type"], "output": stage.output}
+        elif required:
+            self.status = PipelineRun.Status.FAILED
+            self.error = f"Node '{node_id}' failed: {entry['error']}"
+        fields = {
+            "result": self.result,
+            "error": self.error,
+            "current_node": following if self.status == PipelineRun.Status.COMPLETED else "",
+        }
+        self.lease.write(run_fields=fields, stage=None if reused else stage, stage_fields=_STAGE_OUTCOME)
+
+    def _finish(self) -> None:
+        """Write the run's end: one durable fenced commit."""
+        finished = self.lease.clock.now()
+        started = self.run.started_at or self.run.created_at
+        duration_ms = round((finished - started).total_seconds() * 1000, 2)
+        stage = self.open_stage
+        if stage is not None:  # stopped inside a node (the run time limit)
+            stage.status, stage.errors = StageExecution.Status.FAILED, [self.error]
+            stage.finished_at, stage.output = finished, stage.output or {}
+        fields = {
+            "status": self.status,
+            "current_node": "",
+            "result": self.result,
+            "error": self.error,
+            "finished_at": finished,
+            "duration_ms": duration_ms,
+        }
+        self.lease.write(run_fields=fields, stage=stage, stage_fields=_STAGE_OUTCOME, durable=True)
+        self.open_stage = None
+        for key, value in fields.items():
+            setattr(self.run, key, value)
+        _log("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
+
+
+_STAGE_OUTCOME = ("output", "errors", "status", "duration_ms", "finished_at")
 
 
 def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool = False) -> dict:
@@ -299,65 +337,3 @@ def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool =
     if reused:
         entry["reused"] = True
     return entry
-
-
-def _execute_node(run, node: dict, ctx: NodeContext, max_retries: int, previous: int, record) -> None:
-    """Run one node, retrying up to ``max_retries`` times. Each attempt is a
-    StageExecution row; the last one is saved together with ``record``'s
-    update of the run, in one transaction."""
-    node_id, node_type = node["id"], node["type"]
-    handler = node_types.get(node_type)()
-    config = node.get("config") or {}
-    last = previous + max_retries + 1
-    for attempt in range(previous + 1, last + 1):
-        with _progress_transaction():
-            stage = StageExecution.objects.create(
-                run=run, node_id=node_id, node_type=node_type, attempt=attempt
-            )
-        _log("node.start", run, node=node_id, type=node_type, attempt=attempt)
-        started = time.perf_counter()
-        try:
-            with _time_limit(ctx.timeout_seconds):
-                stage.output = handler.run(config, ctx)
-            stage.status = StageExecution.Status.SUCCEEDED
-        except NodeTimeout as exc:
-            stage.output, stage.errors = {}, [str(exc)]
-            stage.status = StageExecution.Status.FAILED
-        except NodeError as exc:
-            stage.output, stage.errors = exc.output, [str(exc)]
-            stage.status = StageExecution.Status.FAILED
-        except Exception as exc:  # a handler bug must not take the run down unrecorded
-            logger.exception("node %s of run %s raised", node_id, run.pk)
-            stage.errors = [f"{type(exc).__name__}: {exc}"]
-            stage.status = StageExecution.Status.FAILED
-        stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        stage.finished_at = timezone.now()
-        # Secrets a node read must not reach the database or the logs.
-        stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
-        done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
-        with _progress_transaction():
-            stage.save(update_fields=["output", "errors", "status", "duration_ms", "finished_at"])
-            if done:
-                record(stage)
-        _log(
-            "node.end",
-            run,
-            node=node_id,
-            type=node_type,
-            attempt=attempt,
-            status=stage.status,
-            duration_ms=stage.duration_ms,
-            error=stage.errors[-1] if stage.errors else None,
-        )
-        if done:
-            return
-
-
-def _finish(run: PipelineRun) -> None:
-    run.finished_at = timezone.now()
-    started = run.started_at or run.created_at
-    run.duration_ms = round((run.finished_at - started).total_seconds() * 1000, 2)
-    run.save(
-        update_fields=["status", "current_node", "result", "error", "finished_at", "duration_ms"]
-    )
-    _log("run.end", run, status=run.status, duration_ms=run.duration_ms, error=run.error or None)

@@ -51,6 +51,13 @@ def _reachable() -> bool:
     return not url.startswith("redis+socket://") or os.path.exists(_socket_path(url))
 
 
+def broker_client() -> redis.Redis | None:
+    """A client of the broker's Redis (fails fast, no retries), or None when
+    the broker is not Redis or is an embedded one that is not running."""
+    client = _client()
+    return client if client is not None and _reachable() else None
+
+
 def has_channel() -> bool:
     """Whether watchers can be woken up (otherwise they poll)."""
     return _client() is not None
@@ -58,8 +65,8 @@ def has_channel() -> bool:
 
 def run_event_publish(*, run_id: int, status: str) -> None:
     """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
-    client = _client()
-    if client is None or not _reachable():
+    client = broker_client()
+    if client is None:
         return
     try:
         client.publish(_channel(run_id), status)
@@ -72,17 +79,24 @@ class _Subscription:
     def __init__(self, pubsub):
         self._pubsub = pubsub
 
-    def wait(self, timeout: float) -> str | None:
-        """The next status published for the run, or None after ``timeout`` seconds."""
+    def wait(self, timeout: float, *, stop=None) -> str | None:
+        """The next message published for the run, or None after ``timeout``
+        seconds, or within about a second of ``stop`` (a threading.Event) being set."""
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             remaining = deadline - time.monotonic()
+            if stop is not None and stop.is_set():
+                return None
             if self._pubsub is None:
                 if remaining > 0:
-                    time.sleep(remaining)
+                    if stop is not None:
+                        stop.wait(remaining)
+                    else:
+                        time.sleep(remaining)
                 return None
+            slice_ = min(remaining, 1.0) if stop is not None else remaining
             try:
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(remaining, 0))
+                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(slice_, 0))
             except redis.RedisError:
                 self._pubsub = None  # fall back to sleeping; the caller polls the row
                 continue
@@ -96,7 +110,7 @@ class _Subscription:
 @contextmanager
 def run_events(*, run_id: int):
     """Subscribe to ``run_id``'s events; subscribe before reading the row so no event is missed."""
-    client = _client()
+    client = broker_client()
     pubsub = None
     if client is not None:
         try:

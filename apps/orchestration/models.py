@@ -64,7 +64,17 @@ class PipelineRun(models.Model):
         help_text="host:pid:token of the process executing the run.",
     )
     heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last sign of life of the executing process."
+        null=True, blank=True, help_text="Last sign of life of the executing process (database time)."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Database time after which the holder counts as lost and the run may be taken over.",
+    )
+    published_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Database time of the last wake-up message sent to the workers for this run.",
     )
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When cancellation of the running run was asked for."

@@ -161,8 +161,11 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
     if reason == "no_worker":
         from django.conf import settings
 
+        from apps.orchestration import dispatch
+
         return (
-            f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s.\n"
+            f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s, "
+            f"and no live worker consumes its queue '{dispatch.run_queue()}'.\n"
             "Start one with:  celery -A workers worker -l info\n"
             f"The run stays queued and runs when a worker starts.\n{follow_hint(run)}"
         )

@@ -5,23 +5,26 @@ for bad input, before anything is written.
 """
 from __future__ import annotations
 
+import functools
 import json
-import time
+import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
-from apps.orchestration import engine, events
+from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
-from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.selectors import pipeline_definition_get
 from apps.orchestration.validation import validate_definition
+
+logger = logging.getLogger("apps.orchestration.services")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAIT_GAVE_UP, EXIT_CANCELLED = 0, 1, 2, 3, 4
 
@@ -142,15 +145,14 @@ def pipeline_run_create(
             source=source,
             environment=environment,
             payload=payload,
+            # Counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+            published_at=Now(),
         )
 
 
 def pipeline_run_execute(*, run_id: int) -> PipelineRun | None:
     """Execute the run in this process; returns it in its terminal state."""
     return engine.run_execute(run_id=run_id)
-
-
-EXECUTE_RUN_TASK = "orchestration.execute_run"
 
 
 def pipeline_run_launch(
@@ -165,10 +167,12 @@ def pipeline_run_launch(
 
     Raises LaunchError for an invalid definition (nothing stored) and, with
     exit code 1, when the broker cannot take the run (the run is then marked
-    failed, so no run is left queued with no message behind it).
+    failed, so nothing runs later by surprise). Inside an enclosing
+    transaction the message is sent when that transaction commits; if the
+    broker refuses it then, the failure is logged and the run stays queued
+    for the recovery sweep to send.
     """
     definition_check(resolved=resolved)
-    from workers.celery import app
     from workers.embedded import EmbeddedBrokerError, ensure_broker
 
     try:
@@ -176,25 +180,32 @@ def pipeline_run_launch(
     except EmbeddedBrokerError as exc:
         raise LaunchError(str(exc), exit_code=EXIT_FAILED) from exc
 
-    sent = {}
-
-    def enqueue(run_id: int) -> None:
-        try:
-            app.send_task(EXECUTE_RUN_TASK, args=[run_id])
-            sent["ok"] = True
-        except Exception as exc:  # kombu raises several kinds for an unreachable broker
-            sent["error"] = f"{type(exc).__name__}: {exc}"
-
+    # Inside an enclosing transaction the send happens after this returns: only the log can tell.
+    outcome = {"nested": transaction.get_connection().in_atomic_block}
     with transaction.atomic():
         run = pipeline_run_create(
             resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id
         )
-        transaction.on_commit(lambda: enqueue(run.pk))
-    if "error" in sent:
-        message = f"Could not enqueue run {run.pk}: the broker did not take it ({sent['error']})"
+        transaction.on_commit(functools.partial(_enqueue, run, outcome))
+    if "error" in outcome and not outcome["nested"]:
+        message = f"Could not enqueue run {run.pk}: the broker did not take it ({outcome['error']})"
         run_mark_failed(run_id=run.pk, error=message)
         raise LaunchError(message, exit_code=EXIT_FAILED)
     return run
+
+
+def _enqueue(run: PipelineRun, outcome: dict) -> None:
+    """Send the run's message; a refusal is noted in ``outcome``, and logged
+    when the launcher has already returned."""
+    try:
+        dispatch.run_publish(run_id=run.pk)
+    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+        if outcome["nested"]:
+            logger.error(
+                "event=run.enqueue_failed run_id=%s trace_id=%s error=%s (the recovery sweep sends it when it can)",
+                run.pk, run.trace_id, outcome["error"],
+            )
 
 
 def run_mark_failed(*, run_id: int, error: str) -> None:
@@ -206,23 +217,33 @@ def run_mark_failed(*, run_id: int, error: str) -> None:
 
 
 def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
-    """Cancel run ``run_id``: a queued run is cancelled at once (a worker that
-    receives it later leaves it alone); a running run is asked to stop, which
-    its worker does before its next node. Raises LaunchError for an unknown
-    or finished run."""
-    now = timezone.now()
-    if PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
-        status=PipelineRun.Status.CANCELLED,
-        error="Cancelled on request before it started",
-        finished_at=now,
-        duration_ms=0,
+    """Cancel run ``run_id``.
+
+    A queued run is cancelled at once (a worker that receives it later
+    leaves it alone), and so is a running run whose holder is gone (its lease
+    ran out). A live run is asked to stop: the request is published to its
+    worker at once and also read at every node boundary, so the node being
+    executed finishes and no later node starts. Raises LaunchError for an
+    unknown or finished run.
+    """
+    cancelled = {
+        "status": PipelineRun.Status.CANCELLED,
+        "finished_at": Now(),
+        "current_node": "",
+        "cancel_requested_at": Now(),
+    }
+    runs = PipelineRun.objects.filter(pk=run_id)
+    if runs.filter(status=PipelineRun.Status.QUEUED).update(
+        error="Cancelled on request before it started", duration_ms=0, **cancelled
     ):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
-    else:
-        PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.RUNNING).update(
-            cancel_requested_at=now
-        )
-    run = PipelineRun.objects.filter(pk=run_id).first()
+    elif _cancel_abandoned(run_id, cancelled):
+        events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
+    elif runs.filter(status=PipelineRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=Now()
+    ):
+        events.run_event_publish(run_id=run_id, status=lease.CANCEL_EVENT)
+    run = runs.first()
     if run is None:
         raise LaunchError(f"Pipeline run not found: {run_id}")
     if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
@@ -230,59 +251,28 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
     return run
 
 
-@dataclass
-class WaitOutcome:
-    run: PipelineRun
-    reason: str  # "finished", "timeout" or "no_worker"
-    queries: int  # reads of the run row while waiting
-
-
-def pipeline_run_wait(
-    *, run_id: int, timeout: float | None = None, pickup_timeout: float | None = None
-) -> WaitOutcome:
-    """Watch run ``run_id`` until it is terminal, ``timeout`` passes, or no
-    worker has taken it within ``pickup_timeout`` seconds.
-
-    The row is read once at the start, once per wake-up event that says the
-    run finished, and as a safety net at intervals that double up to 30 s
-    (from 1 s with an event channel, 50 ms without one).
-    KeyboardInterrupt propagates: the run itself goes on.
-    """
-    pickup_timeout = settings.RUN_PICKUP_TIMEOUT_SECONDS if pickup_timeout is None else pickup_timeout
-    start = time.monotonic()
-    deadline = start + timeout if timeout is not None else None
-    pickup_deadline = start + pickup_timeout
-    with events.run_events(run_id=run_id) as subscription:
-        run = PipelineRun.objects.get(pk=run_id)
-        queries = 1
-        interval = 1.0 if events.has_channel() else 0.05
-        next_check = start + interval
-        picked_up = run.status != PipelineRun.Status.QUEUED
-        while not run.is_terminal:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return WaitOutcome(run, "timeout", queries)
-            if not picked_up and now >= pickup_deadline:
-                run.refresh_from_db()
-                queries += 1
-                if run.status == PipelineRun.Status.QUEUED:
-                    return WaitOutcome(run, "no_worker", queries)
-                picked_up = True
-                continue
-            wake_at = min(t for t in (deadline, next_check, None if picked_up else pickup_deadline) if t is not None)
-            event = subscription.wait(wake_at - now)
-            if event == PipelineRun.Status.RUNNING:
-                picked_up = True
-                continue
-            if event is None and time.monotonic() < next_check:
-                continue
-            run.refresh_from_db()
-            queries += 1
-            picked_up = picked_up or run.status != PipelineRun.Status.QUEUED
-            if event is None:
-                interval = min(interval * 2, 30.0)
-                next_check = time.monotonic() + interval
-    return WaitOutcome(run, "finished", queries)
+def _cancel_abandoned(run_id: int, cancelled: dict) -> bool:
+    """End a running run whose holder is gone as cancelled, with the node it
+    was executing recorded as interrupted; False when it has a live holder."""
+    with transaction.atomic():
+        run = (
+            PipelineRun.objects.select_for_update()
+            .filter(lease.lease_expired(), pk=run_id, status=PipelineRun.Status.RUNNING)
+            .first()
+        )
+        if run is None:
+            return False
+        node = run.current_node
+        run.stages.filter(status=StageExecution.Status.RUNNING).update(
+            status=StageExecution.Status.FAILED,
+            errors=[f"interrupted: the process executing it ({run.claimed_by or 'unknown'}) was lost"],
+            finished_at=Now(),
+        )
+        PipelineRun.objects.filter(pk=run_id).update(
+            error=f"Cancelled on request; its worker was gone (at node '{node}')" if node else "Cancelled on request",
+            **cancelled,
+        )
+    return True
 
 
 def exit_code_for(run: PipelineRun) -> int:

@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import CommandError
 
-from apps.orchestration import rendering, services
+from apps.orchestration import rendering, services, waiting
 
 
 class RunOutputMixin:
@@ -18,7 +18,7 @@ class RunOutputMixin:
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract."""
         try:
-            outcome = services.pipeline_run_wait(run_id=run_id, timeout=timeout)
+            outcome = waiting.pipeline_run_wait(run_id=run_id, timeout=timeout, notice=self.stderr.write)
         except KeyboardInterrupt:
             raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
         if outcome.reason == "finished":

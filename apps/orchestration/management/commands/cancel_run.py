@@ -6,7 +6,7 @@ from apps.orchestration.services import LaunchError
 
 
 class Command(BaseCommand):
-    help = "Cancel a pipeline run by id. A running run stops before its next node."
+    help = "Cancel a pipeline run by id. A running run finishes its current node and starts no other."
 
     def add_arguments(self, parser):
         parser.add_argument("run_id", type=int, help="The run's id (the Run ID of run_pipeline).")
@@ -20,6 +20,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Run {run.pk} cancelled.")
         else:
             self.stdout.write(
-                f"Cancellation of run {run.pk} requested: it stops before its next node "
-                f"(now at '{run.current_node}')."
+                f"Cancellation of run {run.pk} requested: node '{run.current_node}' is not interrupted, "
+                "and no node after it starts."
             )

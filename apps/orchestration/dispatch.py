@@ -1,0 +1,114 @@
+"""The broker side of runs: sending a run's wake-up message, and looking at
+what the broker holds.
+
+A message only tells a worker "look at run N"; the PipelineRun row says what
+to do. Every message of a run carries a task id ``run-<run id>-<random>``,
+so the recovery sweep can tell which runs have a message waiting in a queue
+without decoding message bodies.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import redis
+from apps.orchestration import events
+
+logger = logging.getLogger("apps.orchestration.dispatch")
+
+EXECUTE_RUN_TASK = "orchestration.execute_run"
+RECOVER_RUNS_TASK = "orchestration.recover_runs"
+_TASK_ID_PREFIX = "run-"
+# kombu's Redis transport keeps messages of priority p > 0 in "<queue>\x06\x16<p>".
+_PRIORITY_SEPARATOR = "\x06\x16"
+_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def _app():
+    from workers.celery import app
+
+    return app
+
+
+def run_queue() -> str:
+    """The queue runs are sent to."""
+    return _app().conf.task_default_queue
+
+
+def run_publish(*, run_id: int) -> None:
+    """Send run ``run_id``'s wake-up message to the workers.
+
+    Raises whatever kombu raises when the broker does not take it."""
+    _app().send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}")
+
+
+def _run_id_of(raw: bytes) -> int | None:
+    """The run id a queued message is for, or None for any other message."""
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(task_id, str) or not task_id.startswith(_TASK_ID_PREFIX):
+        return None
+    number = task_id[len(_TASK_ID_PREFIX):].partition("-")[0]
+    return int(number) if number.isdigit() else None
+
+
+def _queue_keys(queue: str) -> list[str]:
+    return [queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}" for step in _PRIORITY_STEPS]
+
+
+def queued_run_ids() -> set[int] | None:
+    """Ids of the runs that have a message waiting in the run queue.
+
+    Messages a worker has already taken are not counted: a run whose worker
+    took its message and died before claiming it needs a new one. None when
+    the broker cannot be looked into (not Redis, or unreachable)."""
+    client = events.broker_client()
+    if client is None:
+        return None
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in _queue_keys(run_queue()):
+                pipe.lrange(key, 0, -1)
+            batches = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("could not look into the run queue: %s", exc)
+        return None
+    found = set()
+    for batch in batches:
+        for raw in batch:
+            run_id = _run_id_of(raw)
+            if run_id is not None:
+                found.add(run_id)
+    return found
+
+
+def queue_length() -> int | None:
+    """How many messages wait in the run queue; None when unknown."""
+    client = events.broker_client()
+    if client is None:
+        return None
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in _queue_keys(run_queue()):
+                pipe.llen(key)
+            return sum(pipe.execute())
+    except redis.RedisError:
+        return None
+
+
+def live_consumers(*, queue: str | None = None, timeout: float = 2.0) -> list[str] | None:
+    """Names of the live workers consuming ``queue`` (default: the run queue),
+    asked over Celery's remote control; None when the broker cannot be asked."""
+    queue = queue or run_queue()
+    try:
+        replies = _app().control.inspect(timeout=timeout).active_queues() or {}
+    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+        logger.warning("could not ask workers for their queues: %s", exc)
+        return None
+    return sorted(
+        name for name, queues in replies.items() if any(q.get("name") == queue for q in queues or ())
+    )
+

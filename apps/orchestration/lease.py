@@ -1,0 +1,323 @@
+"""Who executes a run: the claim, the lease and its heartbeat, fenced writes.
+
+A run is held by one process at a time. The holder is named by a token in
+``claimed_by`` and keeps ``lease_expires_at`` in the future by renewing it
+from a heartbeat thread. Every time is the database's (``Now()`` in SQL), so
+neither a worker's clock nor its settings decide whether a lease has run out.
+
+Every write of a run's progress is one conditional UPDATE on the holder's
+token, and a stage row is written in the same transaction: when the UPDATE
+matches nothing the lease was lost, the transaction is rolled back and
+LeaseLost is raised, so a process that lost its run writes nothing more.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psutil
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from apps.orchestration import events
+from apps.orchestration.models import PipelineRun, StageExecution
+
+logger = logging.getLogger("apps.orchestration.lease")
+
+CANCEL_EVENT = "cancel-requested"
+
+
+class LeaseLost(Exception):
+    """Another process holds the run now (it took the run over, or the run was ended)."""
+
+
+class CancelRequested(Exception):
+    """Someone asked to cancel the run; raised before a node starts, nothing written."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for longer than RUN_DB_RETRY_SECONDS."""
+
+
+def new_token() -> str:
+    """A token naming this process and this claim: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_end():
+    """The end of a lease taken or renewed now, on the database's clock."""
+    return Now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+
+
+def lease_expired() -> Q:
+    """Runs whose holder has not renewed its lease in time (database time)."""
+    return Q(lease_expires_at__lt=Now()) | Q(lease_expires_at__isnull=True)
+
+
+class DbClock:
+    """The database's time as read at the claim, carried forward on this
+    process's monotonic clock, for the timestamps a run records."""
+
+    def __init__(self, db_now):
+        self._base, self._start = db_now, time.monotonic()
+
+    def now(self):
+        return self._base + timedelta(seconds=time.monotonic() - self._start)
+
+
+@contextmanager
+def progress_transaction(*, durable: bool = False):
+    """A transaction for a record of a run's progress.
+
+    On PostgreSQL its commit does not wait for the disk flush unless
+    ``durable``: a database crash could lose the last such records, and the
+    run is then taken over and its missing nodes executed again. A run's end
+    is always written durably.
+    """
+    with transaction.atomic():
+        if not durable and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+def with_reconnect(action, *, what: str):
+    """Call ``action()``; when the database connection fails, reconnect and
+    call it again, for up to RUN_DB_RETRY_SECONDS. ``action`` must be safe to
+    repeat. Raises DatabaseUnavailable when the database stays away."""
+    deadline = time.monotonic() + settings.RUN_DB_RETRY_SECONDS
+    delay, tries = 0.25, 0
+    while True:
+        try:
+            return action(tries)
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block:
+                raise  # an enclosing transaction is gone with the connection: its owner decides
+            connection.close()
+            tries += 1
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnavailable(f"{what}: {type(exc).__name__}: {exc}".strip()) from exc
+            logger.warning("event=db.retry what=%s try=%d error=%s", what, tries, type(exc).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _holder_gone(run: PipelineRun) -> bool:
+    """Whether ``run``'s holder is gone: its lease ran out (database time), or
+    it was a process of this host that no longer exists."""
+    if run.lease_expires_at is None or run.lease_expires_at <= run.db_now:
+        return True
+    host, _, rest = run.claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+class Lease:
+    """This process's hold on one run, and the fenced writes made under it."""
+
+    def __init__(self, run_id: int, token: str, clock: DbClock):
+        self.run_id, self.token, self.clock = run_id, token, clock
+        self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
+        self.cancel_requested = threading.Event()
+
+    def _mine(self, *, unless_cancelled: bool):
+        rows = PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token, status=PipelineRun.Status.RUNNING)
+        return rows.filter(cancel_requested_at__isnull=True) if unless_cancelled else rows
+
+    def write(
+        self,
+        *,
+        run_fields: dict,
+        stage: StageExecution | None = None,
+        stage_fields: tuple[str, ...] = (),
+        before_node: bool = False,
+        durable: bool = False,
+    ) -> None:
+        """Write ``run_fields`` on the run and save ``stage`` (inserted when
+        ``stage_fields`` is empty, else those fields updated) in one fenced
+        transaction, reconnecting through database faults.
+
+        A cancel request seen here sets ``cancel_requested``; with
+        ``before_node`` it raises CancelRequested instead and writes nothing.
+        Raises LeaseLost (nothing written) and DatabaseUnavailable.
+        """
+        new_stage = stage is not None and not stage_fields
+
+        def attempt(tries: int) -> None:
+            with progress_transaction(durable=durable):
+                if not self._mine(unless_cancelled=True).update(**run_fields):
+                    if not self._mine(unless_cancelled=False).exists():
+                        raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+                    self.cancel_requested.set()
+                    if before_node:
+                        raise CancelRequested()
+                    self._mine(unless_cancelled=False).update(**run_fields)
+                if stage is None:
+                    return
+                if new_stage:
+                    _insert_stage(stage, retried=tries > 0)
+                else:
+                    stage.save(update_fields=stage_fields)
+
+        with_reconnect(attempt, what=f"recording run {self.run_id}")
+
+
+def _insert_stage(stage: StageExecution, *, retried: bool) -> None:
+    """Insert ``stage``; on a retry, a row an earlier try did commit is reused."""
+    stage.pk = None
+    if retried:
+        stage.pk = (
+            StageExecution.objects.filter(run_id=stage.run_id, node_id=stage.node_id, attempt=stage.attempt)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    if stage.pk is None:
+        stage.save(force_insert=True)
+    else:
+        stage.save()
+
+
+@dataclass
+class Claim:
+    """The outcome of a claim. ``lease`` is None when the run is not this
+    process's to execute: it is finished (``reason`` "finished") or a live
+    process holds it ("held")."""
+
+    run: PipelineRun
+    lease: Lease | None
+    reason: str  # "claimed", "taken_over", "finished" or "held"
+
+    @property
+    def resumed(self) -> bool:
+        return self.reason == "taken_over"
+
+    @property
+    def overdue(self) -> bool:
+        """Whether the run has been going for longer than the run time limit."""
+        started = self.run.started_at
+        return started is not None and (self.run.db_now - started).total_seconds() > settings.RUN_TIME_LIMIT_SECONDS
+
+
+def run_claim(*, run_id: int, token: str) -> Claim:
+    """Take run ``run_id`` for the process named by ``token``.
+
+    A queued run is taken with one conditional UPDATE, so of two deliveries
+    only one gets it. A running run is taken over only when its holder is
+    gone (its lease ran out, or its process died on this host); the node it
+    was executing is then recorded as interrupted. Raises
+    PipelineRun.DoesNotExist for an unknown id, DatabaseUnavailable.
+    """
+
+    def attempt(tries: int) -> Claim:
+        run = PipelineRun.objects.annotate(db_now=Now()).get(pk=run_id)
+        if run.is_terminal:
+            return Claim(run, None, "finished")
+        taken = {"claimed_by": token, "heartbeat_at": Now(), "lease_expires_at": lease_end()}
+        if run.status == PipelineRun.Status.QUEUED:
+            nodes = run.config_snapshot.get("nodes") or []
+            first = nodes[0]["id"] if nodes else ""
+            rows = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED)
+            if not rows.update(status=PipelineRun.Status.RUNNING, started_at=Now(), current_node=first, **taken):
+                return Claim(run, None, "held")  # another delivery took it, or it was cancelled
+            run.status, run.started_at, run.current_node = PipelineRun.Status.RUNNING, run.db_now, first
+            reason = "claimed"
+        else:
+            if not _holder_gone(run):
+                return Claim(run, None, "held")
+            previous = run.claimed_by
+            with transaction.atomic():
+                rows = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.RUNNING, claimed_by=previous)
+                if not (run.lease_expires_at is not None and run.lease_expires_at > run.db_now):
+                    rows = rows.filter(lease_expired())  # the holder must not have renewed meanwhile
+                if not rows.update(**taken):
+                    return Claim(run, None, "held")
+                # The node the lost holder was executing never finished: say so in its record.
+                run.stages.filter(status=StageExecution.Status.RUNNING).update(
+                    status=StageExecution.Status.FAILED,
+                    errors=[f"interrupted: the process executing it ({previous or 'unknown'}) was lost"],
+                    finished_at=Now(),
+                )
+            logger.warning(
+                "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown"
+            )
+            reason = "taken_over"
+        run.claimed_by = token
+        lease = Lease(run_id, token, DbClock(run.db_now))
+        if run.cancel_requested_at is not None:
+            lease.cancel_requested.set()
+        return Claim(run, lease, reason)
+
+    return with_reconnect(attempt, what=f"claiming run {run_id}")
+
+
+class Heartbeat:
+    """Renews a lease from a background thread while its run executes, and
+    listens on the run's wake-up channel for cancel requests.
+
+    Database errors do not end it: it reconnects and tries again at the next
+    beat. A renewal that matches nothing sets ``lease.lost``.
+    """
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+        self.interval = settings.RUN_LEASE_SECONDS / 3
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # The engine publishes the run's final status before this, which wakes the
+        # thread at once; without that message it notices within a second.
+        self._stop.set()
+        self._thread.join(self.interval + 5)
+
+    def _run(self) -> None:
+        try:
+            with events.run_events(run_id=self.lease.run_id) as subscription:
+                next_beat = time.monotonic() + self.interval
+                while not self._stop.is_set():
+                    remaining = next_beat - time.monotonic()
+                    if remaining <= 0:
+                        next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
+                        continue
+                    if subscription.wait(remaining, stop=self._stop) == CANCEL_EVENT:
+                        self._cancel_seen()
+        finally:
+            connection.close()
+
+    def _cancel_seen(self) -> None:
+        if not self.lease.cancel_requested.is_set():
+            self.lease.cancel_requested.set()
+            logger.info("event=run.cancel_requested run_id=%s", self.lease.run_id)
+
+    def _renew(self) -> bool:
+        """One renewal; False when the database could not be reached."""
+        renew = {"heartbeat_at": Now(), "lease_expires_at": lease_end()}
+        try:
+            if self.lease._mine(unless_cancelled=True).update(**renew):
+                return True
+            if self.lease._mine(unless_cancelled=False).update(**renew):
+                self._cancel_seen()
+                return True
+        except DatabaseError as exc:
+            logger.warning(
+                "event=heartbeat.error run_id=%s error=%s", self.lease.run_id, f"{type(exc).__name__}: {exc}".strip()
+            )
+            connection.close()
+            return False
+        if not self._stop.is_set():
+            self.lease.lost.set()
+            logger.warning("event=heartbeat.lease_lost run_id=%s token=%s", self.lease.run_id, self.lease.token)
+        return True

@@ -1,0 +1,91 @@
+"""The recovery sweep: every run that should be executing gets a message.
+
+The PipelineRun row is the truth and a broker message only a wake-up, so a
+lost message (a broker restarted without its data, an enqueue that failed
+after the commit) or a lost worker (killed with its whole process group, a
+host gone) must not leave a run behind. The sweep re-publishes
+
+- a ``queued`` run with no message waiting for it in the run queue, and
+- a ``running`` run whose lease ran out (database time),
+
+once each has gone without a message for RUN_RECOVERY_GRACE_SECONDS. It runs
+at every worker start, periodically inside every worker (workers/celery.py),
+from beat (``orchestration.recover_runs``) and by hand
+(``manage.py recover_runs``). Several sweepers at once are harmless: a run
+is re-published only by the one whose conditional UPDATE of ``published_at``
+matched, and a duplicate message is dropped by the claim.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from apps.orchestration import dispatch
+from apps.orchestration.lease import lease_expired
+from apps.orchestration.models import PipelineRun
+
+logger = logging.getLogger("apps.orchestration.recovery")
+
+# At most this many runs are looked at per sweep; the next sweep takes the rest.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Recovered:
+    run_id: int
+    trace_id: str
+    reason: str  # "lost_message" or "lease_expired"
+
+
+def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
+    """Re-publish the runs that need a message and have none; returns them.
+
+    Raises DatabaseError when the database cannot be read; a run whose
+    message cannot be sent stays as it is for the next sweep.
+    """
+    grace = settings.RUN_RECOVERY_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    quiet = Q(published_at__isnull=True) | Q(published_at__lt=Now() - timedelta(seconds=grace))
+    candidates = list(
+        PipelineRun.objects.filter(
+            Q(status=PipelineRun.Status.QUEUED) | (Q(status=PipelineRun.Status.RUNNING) & lease_expired())
+        )
+        .filter(quiet)
+        .order_by("pk")
+        .values("pk", "status", "published_at", "trace_id", "origin")[:BATCH]
+    )
+    if not candidates:
+        return []
+    waiting = dispatch.queued_run_ids()
+    recovered = []
+    for row in candidates:
+        if waiting is not None and row["pk"] in waiting:
+            continue  # its message waits behind others: nothing is lost
+        if waiting is None and row["status"] == PipelineRun.Status.QUEUED and row["published_at"] is not None:
+            continue  # the queue cannot be looked into: only runs never sent are known to be lost
+        reason = "lost_message" if row["status"] == PipelineRun.Status.QUEUED else "lease_expired"
+        # Only the sweeper whose update matches sends the message.
+        mine = PipelineRun.objects.filter(quiet, pk=row["pk"], status=row["status"])
+        if row["status"] == PipelineRun.Status.RUNNING:
+            mine = mine.filter(lease_expired())
+        if not mine.update(published_at=Now()):
+            continue
+        try:
+            dispatch.run_publish(run_id=row["pk"])
+        except Exception as exc:  # kombu raises several kinds for an unreachable broker
+            logger.error(
+                "event=run.recover_failed run_id=%s trace_id=%s reason=%s error=%s",
+                row["pk"], row["trace_id"], reason, f"{type(exc).__name__}: {exc}",
+            )
+            continue
+        logger.warning(
+            "event=run.recovered run_id=%s trace_id=%s definition=%s reason=%s",
+            row["pk"], row["trace_id"], row["origin"], reason,
+            extra={"event": "run.recovered", "run_id": row["pk"], "trace_id": row["trace_id"], "reason": reason},
+        )
+        recovered.append(Recovered(row["pk"], row["trace_id"], reason))
+    return recovered

@@ -1,0 +1,120 @@
+"""Waiting for a run to end (``--wait``): wake-ups, bounded reads, honest notices.
+
+The row is read once at the start, once per wake-up from the run's channel,
+and as a safety net at intervals that double up to 30 s. While waiting, the
+watcher says once what holds the run up: that it is queued behind others
+while workers are busy, or that the worker holding it stopped renewing its
+lease and the recovery sweep will hand it to another. It gives up only when
+``timeout`` passes, or when the run is still queued after the pickup timeout
+and no live worker consumes its queue.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from django.conf import settings
+from django.db.models.functions import Now
+
+from apps.orchestration import dispatch, events
+from apps.orchestration.models import PipelineRun
+
+MAX_CHECK_INTERVAL = 30.0
+
+
+@dataclass
+class WaitOutcome:
+    run: PipelineRun
+    reason: str  # "finished", "timeout" or "no_worker"
+    queries: int  # reads of the run row while waiting
+
+
+def _read(run_id: int) -> PipelineRun:
+    """The run, with the database's current time as ``db_now``."""
+    return PipelineRun.objects.annotate(db_now=Now()).get(pk=run_id)
+
+
+def _holder_lost(run: PipelineRun) -> bool:
+    return (
+        run.status == PipelineRun.Status.RUNNING
+        and run.lease_expires_at is not None
+        and run.lease_expires_at <= run.db_now
+    )
+
+
+def pipeline_run_wait(
+    *,
+    run_id: int,
+    timeout: float | None = None,
+    pickup_timeout: float | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> WaitOutcome:
+    """Watch run ``run_id`` until it is terminal or ``timeout`` passes.
+
+    When the run is still queued after ``pickup_timeout`` seconds, the live
+    workers are asked which queues they consume: with none on the run's
+    queue the wait ends with reason "no_worker"; otherwise it goes on and
+    ``notice`` is told once how many runs wait ahead. ``notice`` is also told
+    once when the run's holder stops renewing its lease. KeyboardInterrupt
+    propagates: the run itself goes on.
+    """
+    pickup_timeout = settings.RUN_PICKUP_TIMEOUT_SECONDS if pickup_timeout is None else pickup_timeout
+    say = notice or (lambda text: None)
+    start = time.monotonic()
+    deadline = start + timeout if timeout is not None else None
+    pickup_deadline: float | None = start + pickup_timeout
+    told_lost = False
+    with events.run_events(run_id=run_id) as subscription:
+        run = _read(run_id)
+        queries = 1
+        interval = 1.0 if events.has_channel() else 0.05
+        next_check = start + interval
+        while not run.is_terminal:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return WaitOutcome(run, "timeout", queries)
+            if run.status != PipelineRun.Status.QUEUED:
+                pickup_deadline = None
+            elif pickup_deadline is not None and now >= pickup_deadline:
+                pickup_deadline = None
+                workers = dispatch.live_consumers()
+                run, queries = _read(run_id), queries + 1
+                if run.status == PipelineRun.Status.QUEUED:
+                    if not workers:
+                        return WaitOutcome(run, "no_worker", queries)
+                    say(_queued_notice(run, workers))
+                continue
+            if _holder_lost(run) and not told_lost:
+                told_lost = True
+                say(
+                    f"The worker holding run {run.pk} ({run.claimed_by}) stopped renewing its lease; "
+                    "waiting for another worker to take it over."
+                )
+            wake_at = min(t for t in (deadline, next_check, pickup_deadline) if t is not None)
+            event = subscription.wait(wake_at - now)
+            if event == PipelineRun.Status.RUNNING:
+                pickup_deadline = None  # taken by a worker: only its end is worth a read
+                continue
+            if event is None and time.monotonic() < next_check:
+                continue
+            run, queries = _read(run_id), queries + 1
+            if event is None:
+                interval = min(interval * 2, MAX_CHECK_INTERVAL)
+                next_check = time.monotonic() + _until_lease_end(run, interval)
+    return WaitOutcome(run, "finished", queries)
+
+
+def _until_lease_end(run: PipelineRun, interval: float) -> float:
+    """When to read the row next: no later than just after the holder's lease
+    ends, so a lost holder is noticed."""
+    if run.status == PipelineRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > run.db_now:
+        return min(interval, (run.lease_expires_at - run.db_now).total_seconds() + 0.5)
+    return interval
+
+
+def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
+    waiting = dispatch.queue_length()
+    queue = f" with {waiting} message(s) in the queue" if waiting else ""
+    live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''}"
+    return f"Run {run.pk} is still queued{queue}; {live} busy, waiting for a free one."
