@@ -16,21 +16,19 @@ class Command(BaseCommand):
         if not settings.CELERY_BROKER_IS_EMBEDDED:
             self.stdout.write("CELERY_BROKER_URL is set: the embedded broker is not in use.")
         action = options["action"]
-        if action == "start":
-            try:
+        try:
+            if action == "start":
                 started = broker.ensure_running()
-            except EmbeddedBrokerError as exc:
-                raise CommandError(str(exc), returncode=1) from exc
-            self.stdout.write(("started" if started else "already running") + f": {broker.socket_path}")
-        elif action == "stop":
-            stopped = broker.stop()
-            self.stdout.write("stopped" if stopped else "not running")
-        else:
-            running = broker.is_running()
-            pid = broker.pid() if running else None
-            self.stdout.write(
-                f"{'running' if running else 'not running'}: {broker.socket_path}"
-                + (f" (pid {pid})" if pid else "")
-            )
-            if not running:
-                raise CommandError("the embedded broker is not running", returncode=3)
+                self.stdout.write(("started" if started else "already running") + f": {broker.socket_path}")
+            elif action == "stop":
+                self.stdout.write("stopped" if broker.stop() else "not running")
+            else:
+                # Running means a live server owns the directory; a busy or stopped one may not answer.
+                pid = broker.pid()
+                if pid is None:
+                    self.stdout.write(f"not running: {broker.socket_path}")
+                    raise CommandError("the embedded broker is not running", returncode=3)
+                answering = "" if broker.answers() else ", not answering"
+                self.stdout.write(f"running: {broker.socket_path} (pid {pid}{answering})")
+        except EmbeddedBrokerError as exc:
+            raise CommandError(str(exc), returncode=1) from exc
