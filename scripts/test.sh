@@ -12,7 +12,9 @@ fi
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 echo "== tests on SQLite =="
-env -u DATABASE_URL .venv/bin/python -m pytest "$@"
+# The whole-worker kill test repeats 5 times per broker on PostgreSQL and twice here,
+# which keeps the suite short; TEST_KILL_ROUNDS sets both (scripts/soak.py goes further).
+env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" .venv/bin/python -m pytest "$@"
 sqlite_rc=$?
 
 echo "== tests on PostgreSQL ($PG_URL) =="

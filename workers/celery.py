@@ -34,7 +34,8 @@ class PoolCheck(bootsteps.Step):
 
     def __init__(self, worker, **kwargs):
         pool = worker.pool_cls if isinstance(worker.pool_cls, str) else worker.pool_cls.__module__
-        name = pool.rsplit(".", 1)[-1]
+        # The module celery.concurrency.thread implements `-P threads`.
+        name = {"thread": "threads"}.get(pool.rsplit(".", 1)[-1], pool.rsplit(".", 1)[-1])
         if name not in POOLS_WITH_NODE_TIME_LIMITS:
             sys.stderr.write(
                 f"Refusing to start: node time limits cannot hold on the '{name}' pool "

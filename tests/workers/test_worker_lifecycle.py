@@ -131,23 +131,3 @@ def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_wo
     assert "Traceback" not in err
     start_worker()
     assert cli("show_run", str(run.pk), "--wait", "--timeout", "60").exit_code == 0
-
-
-def test_cancel_stops_a_running_run_before_its_next_node(cli, start_worker, transactional_db):
-    PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "nodes": [
-        {"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 2}}}, "next": "after"},
-        {"id": "after", "type": "context", "config": {"include": ["memory"]}},
-    ]})
-    worker = start_worker()
-    queued = json.loads(cli("run_pipeline", "--definition", "slow", "--json").stdout)
-    run = PipelineRun.objects.get(pk=queued["run_id"])
-    assert worker.wait_for_log(f"event=node.start run_id={run.pk} trace_id={run.trace_id} definition=slow node=slow")
-    cancel = cli("cancel_run", str(run.pk))
-    assert cancel.exit_code == 0
-    assert cancel.stdout == (
-        f"Cancellation of run {run.pk} requested: node 'slow' is not interrupted, and no node after it starts.\n"
-    )
-    shown = cli("show_run", str(run.pk), "--wait", "--timeout", "60")
-    assert shown.exit_code == 4, shown.stderr
-    assert shown.stderr.strip() == "CommandError: Pipeline cancelled: Cancelled on request before node 'after'"
-    assert not StageExecution.objects.filter(run=run, node_id="after").exists()
