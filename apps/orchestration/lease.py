@@ -124,8 +124,8 @@ def _holder_gone(run: PipelineRun) -> bool:
 class Lease:
     """This process's hold on one run, and the fenced writes made under it."""
 
-    def __init__(self, run_id: int, token: str, clock: DbClock):
-        self.run_id, self.token, self.clock = run_id, token, clock
+    def __init__(self, run_id: int, trace_id: str, token: str, clock: DbClock):
+        self.run_id, self.trace_id, self.token, self.clock = run_id, trace_id, token, clock
         self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
         self.cancel_requested = threading.Event()
 
@@ -221,6 +221,9 @@ def run_claim(*, run_id: int, token: str) -> Claim:
         run = PipelineRun.objects.annotate(db_now=Now()).get(pk=run_id)
         if run.is_terminal:
             return Claim(run, None, "finished")
+        if tries and run.status == PipelineRun.Status.RUNNING and run.claimed_by == token:
+            reason = "claimed"  # an earlier try committed the claim before its connection failed
+            return _claimed(run, token, reason)
         taken = {"claimed_by": token, "heartbeat_at": Now(), "lease_expires_at": lease_end()}
         if run.status == PipelineRun.Status.QUEUED:
             nodes = run.config_snapshot.get("nodes") or []
@@ -250,13 +253,17 @@ def run_claim(*, run_id: int, token: str) -> Claim:
                 "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown"
             )
             reason = "taken_over"
-        run.claimed_by = token
-        lease = Lease(run_id, token, DbClock(run.db_now))
-        if run.cancel_requested_at is not None:
-            lease.cancel_requested.set()
-        return Claim(run, lease, reason)
+        return _claimed(run, token, reason)
 
     return with_reconnect(attempt, what=f"claiming run {run_id}")
+
+
+def _claimed(run: PipelineRun, token: str, reason: str) -> Claim:
+    run.claimed_by = token
+    lease = Lease(run.pk, run.trace_id, token, DbClock(run.db_now))
+    if run.cancel_requested_at is not None:
+        lease.cancel_requested.set()
+    return Claim(run, lease, reason)
 
 
 class Heartbeat:
@@ -300,7 +307,7 @@ class Heartbeat:
     def _cancel_seen(self) -> None:
         if not self.lease.cancel_requested.is_set():
             self.lease.cancel_requested.set()
-            logger.info("event=run.cancel_requested run_id=%s", self.lease.run_id)
+            logger.info("event=run.cancel_requested run_id=%s trace_id=%s", self.lease.run_id, self.lease.trace_id)
 
     def _renew(self) -> bool:
         """One renewal; False when the database could not be reached."""
@@ -313,11 +320,15 @@ class Heartbeat:
                 return True
         except DatabaseError as exc:
             logger.warning(
-                "event=heartbeat.error run_id=%s error=%s", self.lease.run_id, f"{type(exc).__name__}: {exc}".strip()
+                "event=heartbeat.error run_id=%s trace_id=%s error=%s",
+                self.lease.run_id, self.lease.trace_id, f"{type(exc).__name__}: {exc}".strip(),
             )
             connection.close()
             return False
         if not self._stop.is_set():
             self.lease.lost.set()
-            logger.warning("event=heartbeat.lease_lost run_id=%s token=%s", self.lease.run_id, self.lease.token)
+            logger.warning(
+                "event=heartbeat.lease_lost run_id=%s trace_id=%s worker=%s",
+                self.lease.run_id, self.lease.trace_id, self.lease.token,
+            )
         return True

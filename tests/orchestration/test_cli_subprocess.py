@@ -78,3 +78,31 @@ def test_unreachable_broker_fails_the_run_instead_of_leaving_it_queued(manage, h
     assert result.exit_code == 1
     assert result.stderr.startswith(f"CommandError: Could not enqueue run {run.pk}: the broker did not take it (")
     assert run.status == "failed" and run.error.startswith("Could not enqueue run")
+
+
+def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_sent_by_the_sweep(
+    manage, health_check
+):
+    from tests.workers.conftest import claim_redis_db, require_redis
+
+    launch = (
+        "from django.db import transaction\n"
+        "from apps.orchestration import services\n"
+        "with transaction.atomic():\n"
+        "    services.pipeline_run_launch(resolved=services.definition_resolve(name='health-check'), payload={})\n"
+    )
+    result = manage("shell", "-c", launch, env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    run = PipelineRun.objects.get()
+    assert result.exit_code == 0, result.stderr
+    assert f"event=run.enqueue_failed run_id={run.pk} trace_id={run.trace_id} error=OperationalError" in result.stderr
+    assert run.status == "queued"
+    # Once a broker answers, the sweep sends the run that never reached one.
+    require_redis()
+    url = claim_redis_db()
+    try:
+        swept = manage("recover_runs", "--grace", "0", env={"CELERY_BROKER_URL": url})
+        assert swept.stdout == f"re-sent run {run.pk} (trace id {run.trace_id}): lost message\n1 run(s) re-sent\n"
+    finally:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
