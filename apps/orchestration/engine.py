@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -65,6 +66,10 @@ def _path(nodes: list[dict]) -> list[dict]:
 class NodeTimeout(BaseException):
     """Raised inside a node that ran past its time limit. A BaseException so
     that a handler's broad ``except Exception`` cannot swallow it."""
+
+
+class RunOutOfTime(Exception):
+    """The run reached RUN_TIME_LIMIT_SECONDS (counted from its start, across takeovers)."""
 
 
 @contextmanager
@@ -128,7 +133,10 @@ class _Execution:
 
     def __init__(self, claim: Claim):
         self.run, self.lease = claim.run, claim.lease
-        self.resumed, self.overdue = claim.resumed, claim.overdue
+        self.resumed = claim.resumed
+        # The run time limit holds on every pool: nodes are stopped at it (Celery's soft
+        # time limit, where the pool has one, is only a backstop).
+        self.deadline = (self.run.started_at or self.run.db_now) + timedelta(seconds=settings.RUN_TIME_LIMIT_SECONDS)
         snapshot = self.run.config_snapshot
         defaults = snapshot.get("defaults") or {}
         self.max_retries = defaults.get("max_retries", 0)
@@ -152,11 +160,8 @@ class _Execution:
         run on the way (nothing more is written then)."""
         try:
             try:
-                if self.overdue:
-                    self._stop(PipelineRun.Status.FAILED, self._time_limit_error())
-                else:
-                    self._walk()
-            except SoftTimeLimitExceeded:
+                self._walk()
+            except (RunOutOfTime, SoftTimeLimitExceeded):
                 self._stop(PipelineRun.Status.FAILED, self._time_limit_error())
             except (LeaseLost, DatabaseUnavailable):
                 raise
@@ -176,7 +181,12 @@ class _Execution:
         return f"Run stopped: it ran past the run time limit of {settings.RUN_TIME_LIMIT_SECONDS:g}s"
 
     def _stop(self, status: str, error: str) -> None:
+        """End the walk here: the nodes not executed yet are skipped."""
         self.status, self.error = status, error
+        done = set(self.result["executed_nodes"]) | set(self.result["skipped_nodes"])
+        if self.open_stage is not None:
+            done.add(self.open_stage.node_id)
+        self.result["skipped_nodes"] += [node["id"] for node in self.path if node["id"] not in done]
         _log("run.stop", self.run, status=status, error=error)
 
     def _walk(self) -> None:
@@ -188,6 +198,7 @@ class _Execution:
                 continue
             if self.lease.lost.is_set():
                 raise LeaseLost(f"run {self.run.pk}: lease lost")
+            self._time_left()
             following = self.path[index + 1]["id"] if index + 1 < len(self.path) else ""
             if self.lease.cancel_requested.is_set():
                 self._cancelled_before(node_id)
@@ -253,15 +264,26 @@ class _Execution:
             if done:
                 return
 
+    def _time_left(self) -> float:
+        """Seconds until the run time limit; raises RunOutOfTime when none are left."""
+        left = (self.deadline - self.lease.clock.now()).total_seconds()
+        if left <= 0:
+            raise RunOutOfTime()
+        return left
+
     def _attempt(self, handler, config: dict, stage: StageExecution) -> None:
-        """Execute the node once and put its outcome on ``stage`` (not saved)."""
+        """Execute the node once and put its outcome on ``stage`` (not saved).
+        Raises RunOutOfTime when the run time limit stopped it."""
         self.ctx.node_id = stage.node_id
+        run_left = self._time_left()
         started = time.perf_counter()
         try:
-            with _time_limit(self.ctx.timeout_seconds):
+            with _time_limit(min(self.ctx.timeout_seconds, run_left)):
                 stage.output = handler.run(config, self.ctx)
             stage.status = StageExecution.Status.SUCCEEDED
         except NodeTimeout as exc:
+            if run_left < self.ctx.timeout_seconds:
+                raise RunOutOfTime() from None
             stage.output, stage.errors = {}, [str(exc)]
             stage.status = StageExecution.Status.FAILED
         except NodeError as exc:
@@ -273,7 +295,8 @@ class _Execution:
             logger.exception("node %s of run %s raised", stage.node_id, self.run.pk)
             stage.errors = [f"{type(exc).__name__}: {exc}"]
             stage.status = StageExecution.Status.FAILED
-        stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        finally:
+            stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         stage.finished_at = self.lease.clock.now()
         # Secrets a node read must not reach the database or the logs.
         stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
@@ -306,6 +329,9 @@ class _Execution:
         if stage is not None:  # stopped inside a node (the run time limit)
             stage.status, stage.errors = StageExecution.Status.FAILED, [self.error]
             stage.finished_at, stage.output = finished, stage.output or {}
+            node = next(node for node in self.path if node["id"] == stage.node_id)
+            self.result["executed_nodes"].append(stage.node_id)
+            self.result["node_results"][stage.node_id] = _entry(node["type"], node.get("required", True), stage)
         fields = {
             "status": self.status,
             "current_node": "",

@@ -200,12 +200,6 @@ class Claim:
     def resumed(self) -> bool:
         return self.reason == "taken_over"
 
-    @property
-    def overdue(self) -> bool:
-        """Whether the run has been going for longer than the run time limit."""
-        started = self.run.started_at
-        return started is not None and (self.run.db_now - started).total_seconds() > settings.RUN_TIME_LIMIT_SECONDS
-
 
 def run_claim(*, run_id: int, token: str) -> Claim:
     """Take run ``run_id`` for the process named by ``token``.

@@ -114,7 +114,13 @@ def _until_lease_end(run: PipelineRun, interval: float) -> float:
 
 
 def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
-    waiting = dispatch.queue_length()
-    queue = f" with {waiting} message(s) in the queue" if waiting else ""
-    live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''}"
-    return f"Run {run.pk} is still queued{queue}; {live} busy, waiting for a free one."
+    live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} consume{'' if len(workers) != 1 else 's'} its queue"
+    waiting = dispatch.queued_run_ids()
+    if waiting is not None and run.pk not in waiting:
+        return (
+            f"Run {run.pk} is still queued and has no message in the queue ({live}); "
+            "the recovery sweep sends it again."
+        )
+    count = dispatch.queue_length()
+    queue = f" with {count} message(s) in the queue" if count else ""
+    return f"Run {run.pk} is still queued{queue}; {live}, waiting for a free one."

@@ -77,3 +77,38 @@ def test_node_past_its_time_limit_fails_with_a_timeout():
     assert run.status == "failed"
     assert run.error == "Node 'slow' failed: timed out after 0.3s"
     assert run.result["node_results"]["slow"]["duration_ms"] < 3000
+
+
+def test_run_time_limit_stops_the_node_fails_the_run_once_and_skips_the_rest(settings):
+    settings.RUN_TIME_LIMIT_SECONDS = 1
+    slow = {"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 5}}},
+            "next": "after"}
+    definition = PipelineDefinition.objects.create(name="long", config={
+        "version": "1.0", "defaults": {"max_retries": 2},
+        "nodes": [slow, {"id": "after", "type": "context", "config": {"include": ["memory"]}}],
+    })
+    run = services.pipeline_run_create(resolved=services.definition_resolve(name=definition.name), payload={})
+    run = engine.run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error == "Run stopped: it ran past the run time limit of 1s"
+    assert run.result["executed_nodes"] == ["slow"] and run.result["skipped_nodes"] == ["after"]
+    assert run.result["node_results"]["slow"]["duration_ms"] < 5000
+    # The node is not retried: the run, not the node, is out of time.
+    assert list(StageExecution.objects.filter(run=run).values_list("node_id", "attempt", "status")) == [
+        ("slow", 1, "failed")
+    ]
+
+
+def test_run_found_past_its_time_limit_at_a_takeover_is_ended_not_executed(settings):
+    from datetime import timedelta
+
+    from django.db.models.functions import Now
+
+    run = make_run()
+    # Its worker was killed by the hard time limit long after the run started.
+    PipelineRun.objects.filter(pk=run.pk).update(status="running", started_at=Now() - timedelta(hours=2))
+    run = engine.run_execute(run_id=run.pk)
+    assert run.status == "failed" and run.error.startswith("Run stopped: it ran past the run time limit")
+    assert not StageExecution.objects.filter(run=run).exists()
+    assert run.result["skipped_nodes"] == ["metrics", "shape"]

@@ -161,7 +161,7 @@ def test_run_whose_message_was_wiped_is_sent_again_and_completes(cli, broker, st
     run = launch(cli, "lost")
     wipe_broker(broker)
     worker = start_worker(**FAST_RECOVERY)
-    shown = cli("show_run", str(run.pk), "--wait", "--timeout", "120")
+    shown = cli("show_run", str(run.pk), "--wait", "--timeout", "120", RUN_PICKUP_TIMEOUT_SECONDS="0.1")
     assert shown.exit_code == 0, shown.stderr + worker.log()
     assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} trace_id={run.trace_id} ", timeout=30)
     assert "reason=lost_message" in worker.log()
@@ -225,7 +225,7 @@ def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_wo
     assert waited.exit_code == 0, waited.stderr
     run = PipelineRun.objects.get(definition__name="next")
     assert f"Run {run.pk} is still queued" in waited.stderr
-    assert "1 live worker busy, waiting for a free one." in waited.stderr
+    assert "1 live worker consumes its queue, waiting for a free one." in waited.stderr
     assert "No worker" not in waited.stderr
 
 
