@@ -55,8 +55,22 @@ def _run_id_of(raw: bytes) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def _queue_keys(queue: str) -> list[str]:
-    return [queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}" for step in _PRIORITY_STEPS]
+def _on_queue_keys(command: str, *args) -> list | None:
+    """Run one Redis list command on each of the run queue's keys (one per
+    priority), in one round trip; None when the broker cannot be looked into
+    (not Redis, or unreachable)."""
+    client = events.broker_client()
+    if client is None:
+        return None
+    queue = run_queue()
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for step in _PRIORITY_STEPS:
+                getattr(pipe, command)(queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}", *args)
+            return pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("could not look into the run queue: %s", exc)
+        return None
 
 
 def queued_run_ids() -> set[int] | None:
@@ -64,39 +78,17 @@ def queued_run_ids() -> set[int] | None:
 
     Messages a worker has already taken are not counted: a run whose worker
     took its message and died before claiming it needs a new one. None when
-    the broker cannot be looked into (not Redis, or unreachable)."""
-    client = events.broker_client()
-    if client is None:
+    the broker cannot be looked into."""
+    batches = _on_queue_keys("lrange", 0, -1)
+    if batches is None:
         return None
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            for key in _queue_keys(run_queue()):
-                pipe.lrange(key, 0, -1)
-            batches = pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("could not look into the run queue: %s", exc)
-        return None
-    found = set()
-    for batch in batches:
-        for raw in batch:
-            run_id = _run_id_of(raw)
-            if run_id is not None:
-                found.add(run_id)
-    return found
+    return {run_id for batch in batches for run_id in map(_run_id_of, batch) if run_id is not None}
 
 
 def queue_length() -> int | None:
     """How many messages wait in the run queue; None when unknown."""
-    client = events.broker_client()
-    if client is None:
-        return None
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            for key in _queue_keys(run_queue()):
-                pipe.llen(key)
-            return sum(pipe.execute())
-    except redis.RedisError:
-        return None
+    lengths = _on_queue_keys("llen")
+    return None if lengths is None else sum(lengths)
 
 
 def live_consumers(*, queue: str | None = None, timeout: float = 2.0) -> list[str] | None:

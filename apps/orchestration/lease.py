@@ -128,6 +128,7 @@ class Lease:
         self.run_id, self.trace_id, self.token, self.clock = run_id, trace_id, token, clock
         self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
         self.cancel_requested = threading.Event()
+        self.ending = threading.Event()  # set when the run's end is being written
 
     def _mine(self, *, unless_cancelled: bool):
         rows = PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token, status=PipelineRun.Status.RUNNING)
@@ -151,6 +152,8 @@ class Lease:
         Raises LeaseLost (nothing written) and DatabaseUnavailable.
         """
         new_stage = stage is not None and not stage_fields
+        if durable:
+            self.ending.set()
 
         def attempt(tries: int) -> None:
             with progress_transaction(durable=durable):
@@ -319,7 +322,7 @@ class Heartbeat:
             )
             connection.close()
             return False
-        if not self._stop.is_set():
+        if not (self._stop.is_set() or self.lease.ending.is_set()):
             self.lease.lost.set()
             logger.warning(
                 "event=heartbeat.lease_lost run_id=%s trace_id=%s worker=%s",
