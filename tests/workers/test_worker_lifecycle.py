@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -118,7 +119,12 @@ def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_wo
             time.sleep(0.05)
         assert run is not None and _subscribers(broker, run.pk)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+            pytest.fail(f"the CLI did not exit after Ctrl-C:\n{out}\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
