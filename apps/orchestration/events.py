@@ -22,8 +22,14 @@ from redis.retry import Retry
 logger = logging.getLogger("apps.orchestration.events")
 
 
-def _channel(run_id: int) -> str:
-    return f"pipeline-run:{run_id}"
+def channel_name(run_id: int, *, db: int | None = None) -> str:
+    """The wake-up channel of ``run_id``. Redis pub/sub channels are shared by
+    every database of a server, so the name carries the broker's database
+    (``db``, default: the configured broker's) to keep deployments apart."""
+    if db is None:
+        client = _client()
+        db = client.connection_pool.connection_kwargs.get("db", 0) if client is not None else 0
+    return f"pipeline-run:{db}:{run_id}"
 
 
 # A wake-up is a hint: fail fast instead of retrying, the row is read anyway.
@@ -69,7 +75,7 @@ def run_event_publish(*, run_id: int, status: str) -> None:
     if client is None:
         return
     try:
-        client.publish(_channel(run_id), status)
+        client.publish(channel_name(run_id), status)
     except redis.RedisError as exc:
         # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
         logger.warning("could not publish status of run %s: %s", run_id, exc)
@@ -115,7 +121,7 @@ def run_events(*, run_id: int):
     if client is not None:
         try:
             pubsub = client.pubsub()
-            pubsub.subscribe(_channel(run_id))
+            pubsub.subscribe(channel_name(run_id))
         except redis.RedisError as exc:
             logger.warning("could not subscribe to run %s events: %s", run_id, exc)
             pubsub = None

@@ -296,10 +296,18 @@ class Heartbeat:
                     if remaining <= 0:
                         next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
                         continue
-                    if subscription.wait(remaining, stop=self._stop) == CANCEL_EVENT:
+                    if subscription.wait(remaining, stop=self._stop) == CANCEL_EVENT and self._cancel_stored():
                         self._cancel_seen()
         finally:
             connection.close()
+
+    def _cancel_stored(self) -> bool:
+        """Whether the run's row holds a cancel request: a wake-up is only a hint."""
+        try:
+            return PipelineRun.objects.filter(pk=self.lease.run_id, cancel_requested_at__isnull=False).exists()
+        except DatabaseError:
+            connection.close()
+            return False  # the next renewal, or the next node boundary, reads it again
 
     def _cancel_seen(self) -> None:
         if not self.lease.cancel_requested.is_set():

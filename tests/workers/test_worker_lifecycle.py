@@ -94,14 +94,17 @@ def _subscribers(broker, run_id: int) -> int:
     import redis
     from pathlib import Path
 
+    from apps.orchestration.events import channel_name
     from workers.embedded import EmbeddedBroker
 
     if broker.kind == "embedded":
-        client = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client()
+        client, db = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client(), 0
     else:
         client = redis.Redis.from_url(broker.url)
+        db = client.connection_pool.connection_kwargs["db"]
+    channel = channel_name(run_id, db=db)
     with client:
-        return dict(client.pubsub_numsub(f"pipeline-run:{run_id}")).get(f"pipeline-run:{run_id}".encode(), 0)
+        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
 
 
 def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_worker, pipeline):
