@@ -91,9 +91,10 @@ def progress_transaction(*, durable: bool = False):
 
 
 def with_reconnect(action, *, what: str):
-    """Call ``action()``; when the database connection fails, reconnect and
-    call it again, for up to RUN_DB_RETRY_SECONDS. ``action`` must be safe to
-    repeat. Raises DatabaseUnavailable when the database stays away."""
+    """Call ``action(tries)`` (``tries``: how many calls failed before); when
+    the database connection fails, reconnect and call it again, for up to
+    RUN_DB_RETRY_SECONDS. ``action`` must be safe to repeat. Raises
+    DatabaseUnavailable when the database stays away."""
     deadline = time.monotonic() + settings.RUN_DB_RETRY_SECONDS
     delay, tries = 0.25, 0
     while True:
