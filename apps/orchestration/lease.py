@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -276,29 +276,35 @@ class Heartbeat:
         self.lease = lease
         self.interval = settings.RUN_LEASE_SECONDS / 3
         self._stop = threading.Event()
+        self._events = ExitStack()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.run_id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
+        # Subscribed here, before the run goes on, so the run's final status (published
+        # by the engine as it ends) is sure to reach the thread and end it at once.
+        self._subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        # The engine publishes the run's final status before this, which wakes the
-        # thread at once; without that message it notices within a second.
+        # Without the final status (a run lost midway) the thread notices within a second.
         self._stop.set()
         self._thread.join(self.interval + 5)
+        self._events.close()
 
     def _run(self) -> None:
         try:
-            with events.run_events(run_id=self.lease.run_id) as subscription:
-                next_beat = time.monotonic() + self.interval
-                while not self._stop.is_set():
-                    remaining = next_beat - time.monotonic()
-                    if remaining <= 0:
-                        next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
-                        continue
-                    if subscription.wait(remaining, stop=self._stop) == CANCEL_EVENT and self._cancel_stored():
-                        self._cancel_seen()
+            next_beat = time.monotonic() + self.interval
+            while not self._stop.is_set():
+                remaining = next_beat - time.monotonic()
+                if remaining <= 0:
+                    next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
+                    continue
+                message = self._subscription.wait(remaining, stop=self._stop)
+                if message in PipelineRun.TERMINAL:
+                    return  # the run ended
+                if message == CANCEL_EVENT and self._cancel_stored():
+                    self._cancel_seen()
         finally:
             connection.close()
 
