@@ -62,10 +62,14 @@ def _on_sigterm(signum, frame):
 
 
 class Worker:
-    """A `celery worker` child process that is always stopped (terminate, then kill)."""
+    """A `celery worker` child process that is always stopped (terminate, then kill); with
+    ``new_session`` it runs in a session of its own and is stopped by process group."""
 
-    def __init__(self, *, app: str, name: str, env: dict, log_path: Path, concurrency: int = 2):
+    def __init__(self, *, app: str, name: str, env: dict, log_path: Path, concurrency: int = 2,
+                 new_session: bool = False):
         self.name = name
+        # In a session of its own, the worker's process group (main + pool) can be killed as one.
+        self.new_session = new_session
         self.cmd = [
             CELERY, "-A", app, "worker", "-P", "prefork", "-c", str(concurrency), "-n", name,
             "-l", "info", "--without-mingle", "--without-gossip",
@@ -77,9 +81,30 @@ class Worker:
     def start(self) -> "Worker":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=self.new_session,
         )
         return self
+
+    def pids(self) -> set[int]:
+        """The main process and its pool processes, as they are now."""
+        try:
+            main = psutil.Process(self.proc.pid)
+            return {main.pid, *(child.pid for child in main.children(recursive=True))}
+        except psutil.Error:
+            return set()
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole process group at once, as the OOM killer or `docker kill` would,
+        and reap the main process (bounded). Only for a worker started with ``new_session``."""
+        assert self.new_session, "only a worker in its own session has a process group of its own"
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(STOP_TIMEOUT)
+        _wait_group_gone(self.proc.pid, signal.SIGKILL)
 
     def wait_ready(self, control_app) -> float:
         """Seconds until the worker answers a ping addressed to it (bounded)."""
@@ -97,7 +122,14 @@ class Worker:
 
     def stop(self) -> None:
         proc = self.proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None and self.new_session:
+            try:
+                self._stop_group()
+            finally:
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
+        elif proc is not None and proc.poll() is None:
             try:
                 children = psutil.Process(proc.pid).children(recursive=True)
             except psutil.Error:
@@ -119,6 +151,54 @@ class Worker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _stop_group(self) -> None:
+        """SIGTERM to the worker's process group (a warm shutdown), then SIGKILL to whatever
+        of the group is left after STOP_TIMEOUT."""
+        proc = self.proc
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+        _wait_group_gone(proc.pid, signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def _wait_group_gone(pgid: int, sig: int, timeout: float = 10.0) -> None:
+    """Send ``sig`` to what is left of process group ``pgid`` (pool processes that outlived
+    their main process) until no live member is left; bounded by ``timeout``. The group is
+    ours: its id is the pid of a worker this process started in a new session."""
+    deadline = time.monotonic() + timeout
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process group {pgid} still has members {timeout:g}s after signal {sig}")
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 class CpuMeter:
@@ -346,6 +426,48 @@ def cli_cost(config_path: str, k: int) -> dict:
     return {"cli_ms": cli_ms, "bare_ms": bare_ms}
 
 
+# --- recovery ---------------------------------------------------------------------------
+
+# The settings that decide how fast a run held by a dead worker is taken over. The workers
+# of the recovery measurement get none of them: the point is what a user gets by default.
+RECOVERY_SETTINGS = ("RUN_LEASE_SECONDS", "RUN_RECOVERY_INTERVAL_SECONDS", "RUN_RECOVERY_GRACE_SECONDS")
+RECOVERY_SLOW_SECONDS = 3.0  # the slow node's CPU sample; the kill lands a third into it
+RECOVERY_RUN_TIMEOUT = 240.0  # seconds from a kill until the run must have ended
+
+
+def recovery(worker_env: dict, workdir: Path, rounds: int, tag: str) -> dict:
+    """``rounds`` whole-worker SIGKILLs during a run's slow node, one after another, with
+    a survivor worker running; each round's timings (see bench/recovery.py)."""
+    from django.conf import settings
+
+    from bench.recovery import KillRig
+
+    if any(name in os.environ for name in RECOVERY_SETTINGS):  # bench/run.py never passes them on
+        raise RuntimeError(f"the recovery measurement runs with the defaults: unset {', '.join(RECOVERY_SETTINGS)}")
+    env = {k: v for k, v in worker_env.items() if k not in RECOVERY_SETTINGS}
+    rig = KillRig(env=env, workdir=workdir, tag=tag, first_seconds=None, slow_seconds=RECOVERY_SLOW_SECONDS,
+                  last=False, run_timeout=RECOVERY_RUN_TIMEOUT, source="bench",
+                  jitter=settings.RUN_RECOVERY_INTERVAL_SECONDS)
+    out: dict = {
+        "lease_seconds": settings.RUN_LEASE_SECONDS,
+        "interval_seconds": settings.RUN_RECOVERY_INTERVAL_SECONDS,
+        "grace_seconds": settings.RUN_RECOVERY_GRACE_SECONDS,
+        "slow_seconds": RECOVERY_SLOW_SECONDS,
+        "rounds": [],
+    }
+    try:
+        out["survivor_ready_s"] = rig.start()
+        for index in range(rounds):
+            sample = rig.round(index, "slow")
+            log(f"recovery round {index + 1}/{rounds}: run {sample['run_id']} completed "
+                f"{sample['recovery_s']:.1f}s after the kill (lease left {sample['lease_left_s']:.1f}s, "
+                f"re-published at {sample['republished_s']:.1f}s)")
+            out["rounds"].append(sample)
+    finally:
+        rig.stop()
+    return out
+
+
 # --- main -------------------------------------------------------------------------------
 
 def main() -> int:
@@ -357,6 +479,7 @@ def main() -> int:
     parser.add_argument("--throughput", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cli-runs", type=int, default=5)
+    parser.add_argument("--recovery-rounds", type=int, default=5)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
     os.environ["BENCH_BROKER"] = args.broker
@@ -466,6 +589,11 @@ def main() -> int:
     result["cli"] = cli_cost(config_path, args.cli_runs)
     if settings.CELERY_BROKER_IS_EMBEDDED:
         result["embedded_broker_still_pid"] = EmbeddedBroker(Path(settings.EMBEDDED_BROKER_DIR)).pid()
+
+    # 7: a whole worker killed mid-run, a survivor completes the run (default settings).
+    if args.recovery_rounds > 0:
+        log(f"recovery after a whole-worker SIGKILL x{args.recovery_rounds} (about a minute each)")
+        result["recovery"] = recovery(worker_env, workdir, args.recovery_rounds, tag)
 
     Path(args.out).write_text(json.dumps(result, indent=1))
     log("done: p50 e2e %.1f ms, floor %.1f ms" % (statistics.median(result["launcher"]["e2e_ms"]),

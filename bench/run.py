@@ -1,6 +1,7 @@
 """Benchmark the launcher against raw Celery, per broker, and write docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--brokers embedded,redis]
+    .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--recovery-rounds R]
+                                  [--brokers embedded,redis]
 
 For each broker this prepares a fresh environment (a temp dir with a short path,
 the database, the broker), runs bench/measure.py in a child process with that
@@ -32,12 +33,14 @@ BIN = ROOT / ".venv" / "bin"
 PYTHON = str(BIN / "python") if (BIN / "python").exists() else sys.executable
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-PG_URL = "postgres://postgres@127.0.0.1:5432/bench_launcher"
+PG_DATABASE = "bench_launcher"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-CHILD_TIMEOUT = 900  # seconds for one broker's measurements
+CHILD_TIMEOUT = 900  # seconds for one broker's measurements, recovery rounds aside
+RECOVERY_ROUND_TIMEOUT = 300  # seconds more per recovery round (one takes about a minute)
 DOC = ROOT / "docs" / "benchmarks.md"
 
-from bench.measure import WARMUP  # noqa: E402
+from bench.measure import RECOVERY_SLOW_SECONDS, WARMUP  # noqa: E402
+from bench.recovery import KILL_INTO_NODE  # noqa: E402
 
 # Targets the launcher is held to
 ADDED_LATENCY_MAX_MS = 15.0  # launcher p50 minus floor p50
@@ -45,6 +48,8 @@ NOTICE_P95_MAX_MS = 10.0
 QUERIES_PER_WAIT_MAX = 3  # "bounded, a few": a read at the start and one per finish event
 THROUGHPUT_MIN_RATIO = 0.5
 CLI_MAX_RATIO = 1.3
+RECOVERY_MAX_S = 90.0  # a run held by a killed worker is completed by another one within this
+RECOVERY_DEFAULT_INTERVAL = 15  # RUN_RECOVERY_INTERVAL_SECONDS's default, for the text of the doc
 
 
 def log(message: str) -> None:
@@ -62,11 +67,20 @@ def pct(values: list[float], p: float) -> float:
 
 # --- environments -------------------------------------------------------------------------
 
+# Never inherited from the caller's shell: the broker and database are the bench's own, and
+# the lease and sweep settings are the defaults a user gets (the soak sets its own).
+NOT_INHERITED = ("CELERY_BROKER_URL", "DATABASE_URL", "EMBEDDED_BROKER_DIR", "PYTHONPATH",
+                 "RUN_LEASE_SECONDS", "RUN_RECOVERY_INTERVAL_SECONDS", "RUN_RECOVERY_GRACE_SECONDS")
+
+
 def base_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CELERY_BROKER_URL", "DATABASE_URL", "EMBEDDED_BROKER_DIR", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     return env
+
+
+def pg_url(database: str) -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{database}"
 
 
 def redis_client(db: int):
@@ -75,17 +89,26 @@ def redis_client(db: int):
     return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=5, socket_connect_timeout=5)
 
 
-def ensure_pg_database() -> None:
+def ensure_pg_database(database: str = PG_DATABASE) -> bool:
+    """Create PostgreSQL database ``database`` unless it exists; True when it was created."""
     import psycopg
+    from psycopg import sql
 
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_launcher'").fetchone():
-            conn.execute("CREATE DATABASE bench_launcher")
-            log("created PostgreSQL database bench_launcher")
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        log(f"created PostgreSQL database {database}")
+        return True
 
 
-def prepare(broker: str, workdir: Path, redis_db: int) -> dict:
+def prepare(broker: str, workdir: Path, redis_db: int, *, database: str = PG_DATABASE,
+            extra_env: dict | None = None) -> dict:
+    """The environment of one broker's processes, its database migrated: for ``embedded``
+    a SQLite file and the embedded broker in ``workdir``; for ``redis`` Redis database
+    ``redis_db`` (flushed) and PostgreSQL database ``database`` (created if missing)."""
     env = base_env()
+    env.update(extra_env or {})
     env["EMBEDDED_BROKER_DIR"] = str(workdir / "b")  # never var/broker, whatever the broker
     if broker == "embedded":
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
@@ -93,8 +116,8 @@ def prepare(broker: str, workdir: Path, redis_db: int) -> dict:
         env["BENCH_BROKER_URL"] = env["BENCH_BACKEND_URL"] = socket_url
     else:
         redis_client(redis_db).flushdb()
-        ensure_pg_database()
-        env["DATABASE_URL"] = PG_URL
+        ensure_pg_database(database)
+        env["DATABASE_URL"] = pg_url(database)
         env["CELERY_BROKER_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
         env["BENCH_BROKER_URL"] = env["BENCH_BACKEND_URL"] = env["CELERY_BROKER_URL"]
     migrate = subprocess.run(
@@ -132,9 +155,9 @@ def measure(broker: str, args) -> dict:
         out = workdir / "result.json"
         cmd = [PYTHON, "-m", "bench.measure", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
                "--runs", str(args.runs), "--throughput", str(args.throughput), "--repeats", str(args.repeats),
-               "--cli-runs", str(args.cli_runs)]
+               "--cli-runs", str(args.cli_runs), "--recovery-rounds", str(args.recovery_rounds)]
         child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        code = child.wait(CHILD_TIMEOUT)
+        code = child.wait(CHILD_TIMEOUT + RECOVERY_ROUND_TIMEOUT * args.recovery_rounds)
         if code != 0:
             raise RuntimeError(f"{broker}: measurements failed (exit {code}); logs kept in {workdir}")
         result = json.loads(out.read_text())
@@ -250,6 +273,21 @@ def summarize(r: dict) -> dict:
         cpu = {name: sum(t["cpu_seconds"][name] for t in samples) for name in samples[0]["cpu_seconds"]}
         s[key] = {name: total * 1000 / count for name, total in cpu.items()}
         s[key]["busy_pct"] = 100 * cpu["machine busy"] / (seconds * nproc)
+    rec = r.get("recovery")
+    if rec and rec["rounds"]:
+        rounds = rec["rounds"]
+        total = [x["recovery_s"] for x in rounds]
+        republished = [x["republished_s"] for x in rounds]
+        s["rec"] = {
+            "n": len(rounds), "p50": pct(total, 50), "max": max(total), "all": total,
+            "settings": f"{rec['lease_seconds']:g} / {rec['interval_seconds']:g} / {rec['grace_seconds']:g}",
+            "left_p50": pct([x["lease_left_s"] for x in rounds], 50),
+            "left_max": max(x["lease_left_s"] for x in rounds),
+            "republished_p50": pct(republished, 50), "republished_max": max(republished),
+            "after_p50": pct([t - p for t, p in zip(total, republished)], 50),
+            "after_max": max(t - p for t, p in zip(total, republished)),
+            "victim_ready_p50": pct([x["victim_ready_s"] for x in rounds], 50),
+        }
     s["added_p50"] = s["e2e_p50"] - s["floor_p50"]
     s["added_p95"] = s["e2e_p95"] - s["floor_p95"]
     s["tp_ratio"] = s["tp_launcher"] / s["tp_raw"]
@@ -298,6 +336,14 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
         ("6. CLI ratio run_pipeline / bare", cells(lambda s: f"{s['cli_ratio']:.2f}x"),
          f"<= {CLI_MAX_RATIO:g}x", ratio(lambda s: s["cli_ratio"]), met(lambda s: s["cli_ratio"] <= CLI_MAX_RATIO)),
     ]
+    with_recovery = all("rec" in S[b] for b in brokers)
+    if with_recovery:
+        rows.append((
+            "7. recovery: worker SIGKILLed mid-run -> run completed (finished_at), p50 / max (s)",
+            cells(lambda s: f"{s['rec']['p50']:.1f} / {s['rec']['max']:.1f}"),
+            f"completed by another worker within {RECOVERY_MAX_S:g} s", "-",
+            met(lambda s: s["rec"]["max"] <= RECOVERY_MAX_S),
+        ))
     header = ["metric", *brokers, "target", "ratio vs floor (" + " / ".join(brokers) + ")", "met (" + " / ".join(brokers) + ")"]
     main = _markdown(header, [[m, *vals, t, r, ok] for m, vals, t, r, ok in rows])
 
@@ -336,6 +382,20 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
         ("throughput, raw Celery: CPU ms per task: worker / sending process / broker / DB server",
          cells(cpu("cpu_raw"))),
     ]
+    if with_recovery:
+        diag_rows += [
+            ("recovery: rounds per broker, one after another", cells(lambda s: str(s["rec"]["n"]))),
+            ("recovery: RUN_LEASE_SECONDS / RUN_RECOVERY_INTERVAL_SECONDS / RUN_RECOVERY_GRACE_SECONDS (defaults)",
+             cells(lambda s: s["rec"]["settings"])),
+            ("recovery: lease left at the kill, p50 / max (s)",
+             cells(lambda s: f"{s['rec']['left_p50']:.1f} / {s['rec']['left_max']:.1f}")),
+            ("recovery: kill -> run re-published by the survivor's sweep, p50 / max (s)",
+             cells(lambda s: f"{s['rec']['republished_p50']:.1f} / {s['rec']['republished_max']:.1f}")),
+            ("recovery: re-published -> finished_at (takeover, slow node again), p50 / max (s)",
+             cells(lambda s: f"{s['rec']['after_p50']:.1f} / {s['rec']['after_max']:.1f}")),
+            ("recovery: every round, kill -> finished_at (s)",
+             cells(lambda s: ", ".join(f"{x:.1f}" for x in s["rec"]["all"]))),
+        ]
     diag_rows += [
         ("throughput repeats, launcher (runs/s)", cells(lambda s: ", ".join(f"{x:.1f}" for x in s["tp_launcher_all"]))),
         ("throughput repeats, raw Celery (tasks/s)", cells(lambda s: ", ".join(f"{x:.0f}" for x in s["tp_raw_all"]))),
@@ -357,6 +417,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
             missed.append(f"{b}: throughput ratio {s['tp_ratio']:.2f}x < {THROUGHPUT_MIN_RATIO:g}x")
         if s["cli_ratio"] > CLI_MAX_RATIO:
             missed.append(f"{b}: CLI ratio {s['cli_ratio']:.2f}x > {CLI_MAX_RATIO:g}x")
+        if "rec" in s and s["rec"]["max"] > RECOVERY_MAX_S:
+            missed.append(f"{b}: recovery after a worker kill up to {s['rec']['max']:.1f} s > {RECOVERY_MAX_S:g} s")
     return main, diag, missed
 
 
@@ -407,15 +469,51 @@ once the worker is stopped (queries via CaptureQueriesContext). Workers and the
 embedded broker are always stopped; percentiles interpolate between ranks.
 """
 
+HOW_RECOVERY_MEASURED = """\
+Recovery (7) runs last, with the default RUN_LEASE_SECONDS (30: renewed every
+10 s), RUN_RECOVERY_INTERVAL_SECONDS (15) and RUN_RECOVERY_GRACE_SECONDS (20):
+none of them is set in the workers' environment. A survivor worker (`-c 2`)
+runs throughout. Each of the {rounds} rounds per broker, one after another
+(never in parallel): the survivor stops consuming the run queue (Celery remote
+control `cancel_consumer`, confirmed with `active_queues`) while it keeps
+running and sweeping; a fresh victim worker (`-c 1`, in a session of its own)
+starts; after a random pause of 0-{interval:g} s (one sweep interval: rounds of
+a steady length would otherwise keep the survivor's sweep at nearly the same
+point relative to the kill) a run `first` (memory) -> `slow` (a {slow:g} s CPU
+sample) is launched and the round waits until a victim pool process has
+claimed it; the survivor consumes the run queue again (`add_consumer`,
+confirmed by its reply); a third into the slow node ({kill_at:g} s after its
+stage's `started_at`, the stage checked still `running` just before and after)
+the victim's whole process group gets SIGKILL. The time reported is the run's
+`finished_at` minus the wall clock read just before the kill (same host
+clock). Each round checks that the run completed, that the survivor took it
+over after an `event=run.recovered ... reason=lease_expired` line in its log,
+that `first` ran once, `slow` attempt 1 is recorded failed with
+"interrupted: ..." and attempt 2 succeeded, and that no stage is left
+`running`; any failed check fails the benchmark. The kill comes about a second
+after the claim, before the victim's first renewal, so about 29 s of the lease
+are left: the worst case for the lease (20-30 s are left at a kill at a random
+moment); where the survivor's sweep falls is random. So expect the lease left,
+plus up to one sweep interval, plus the slow node again. The target is judged
+on the maximum. Many more kills, at other moments too, with short settings:
+`scripts/soak.py`.
+"""
+
 
 def write_doc(facts: dict, args, main: str, diag: str, missed: list[str], elapsed: float) -> None:
     command = ".venv/bin/python bench/run.py" + "".join(
         f" {flag} {value}" for flag, value in (
             ("--runs", args.runs), ("--throughput", args.throughput), ("--repeats", args.repeats),
-            ("--cli-runs", args.cli_runs), ("--brokers", ",".join(args.brokers)),
+            ("--cli-runs", args.cli_runs), ("--recovery-rounds", args.recovery_rounds),
+            ("--brokers", ",".join(args.brokers)),
         )
     )
     fact_lines = "\n".join(f"- {key}: {value}" for key, value in facts.items() if key != "date")
+    recovery_text = ""
+    if args.recovery_rounds > 0:
+        recovery_text = "\n" + HOW_RECOVERY_MEASURED.format(
+            rounds=args.recovery_rounds, slow=RECOVERY_SLOW_SECONDS, kill_at=RECOVERY_SLOW_SECONDS * KILL_INTO_NODE,
+            interval=RECOVERY_DEFAULT_INTERVAL)
     text = f"""# Benchmarks
 
 Generated by `bench/run.py` on {facts['date']} (took {elapsed:.0f} s); do not edit by hand, re-run:
@@ -439,7 +537,7 @@ Generated by `bench/run.py` on {facts['date']} (took {elapsed:.0f} s); do not ed
 ## How measured
 
 {HOW_MEASURED.format(runs=args.runs, throughput=args.throughput, cli_runs=args.cli_runs,
-                     redis_db=args.redis_db, warmup=WARMUP, repeats=args.repeats)}"""
+                     redis_db=args.redis_db, warmup=WARMUP, repeats=args.repeats)}{recovery_text}"""
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
 
@@ -460,6 +558,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="throughput measurements per side; the median is reported (default 3)")
     parser.add_argument("--cli-runs", type=int, default=5, help="CLI invocations of each kind (default 5)")
+    parser.add_argument("--recovery-rounds", type=int, default=5,
+                        help="whole-worker SIGKILLs per broker, about a minute each; 0 skips them (default 5)")
     parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")
     parser.add_argument("--redis-db", type=int, default=9, help="spare Redis database, flushed (default 9)")
     parser.add_argument("--no-doc", action="store_true", help=f"do not write {DOC.relative_to(ROOT)}")
@@ -468,8 +568,8 @@ def main() -> int:
     args.brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
     if not args.brokers or any(b not in ("embedded", "redis") for b in args.brokers):
         parser.error("--brokers takes a comma-separated list of: embedded, redis")
-    if args.runs < 2 or args.throughput < 1 or args.repeats < 1 or args.cli_runs < 1:
-        parser.error("--runs must be >= 2; --throughput, --repeats and --cli-runs >= 1")
+    if args.runs < 2 or args.throughput < 1 or args.repeats < 1 or args.cli_runs < 1 or args.recovery_rounds < 0:
+        parser.error("--runs must be >= 2; --throughput, --repeats and --cli-runs >= 1; --recovery-rounds >= 0")
 
     started = time.monotonic()
     facts = machine_facts(args.brokers)
