@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -82,8 +83,13 @@ def run_event_publish(*, run_id: int, status: str) -> None:
 
 
 class _Subscription:
-    def __init__(self, pubsub):
+    def __init__(self, pubsub, channel: str):
         self._pubsub = pubsub
+        self._channel = channel.encode()
+
+    @property
+    def usable(self) -> bool:
+        return self._pubsub is not None
 
     def wait(self, timeout: float, *, stop=None) -> str | None:
         """The next message published for the run, or None after ``timeout``
@@ -106,30 +112,71 @@ class _Subscription:
             except redis.RedisError:
                 self._pubsub = None  # fall back to sleeping; the caller polls the row
                 continue
-            if message is not None:
+            if message is not None and message.get("channel") in (self._channel, self._channel.decode()):
                 data = message["data"]
                 return data.decode() if isinstance(data, bytes) else str(data)
             if remaining <= 0:
                 return None
 
 
+# Subscriptions kept open between runs of this process (a worker's pool process
+# watches one run after another): a new connection per run costs more than the run's
+# own wake-ups. Keyed by pid: a forked child never uses its parent's sockets.
+_SPARE_LIMIT = 2
+_spare: list[tuple[int, object]] = []
+_spare_lock = threading.Lock()
+
+
+def _take_spare():
+    with _spare_lock:
+        while _spare:
+            pid, pubsub = _spare.pop()
+            if pid == os.getpid():
+                return pubsub
+    return None
+
+
+def _give_back(pubsub, channel: str) -> None:
+    try:
+        pubsub.unsubscribe(channel)
+    except redis.RedisError:
+        _close(pubsub)
+        return
+    with _spare_lock:
+        if len(_spare) < _SPARE_LIMIT:
+            _spare.append((os.getpid(), pubsub))
+            return
+    _close(pubsub)
+
+
+def _close(pubsub) -> None:
+    try:
+        pubsub.close()
+    except redis.RedisError:
+        pass
+
+
 @contextmanager
 def run_events(*, run_id: int):
     """Subscribe to ``run_id``'s events; subscribe before reading the row so no event is missed."""
     client = broker_client()
+    channel = channel_name(run_id)
     pubsub = None
     if client is not None:
+        pubsub = _take_spare()
         try:
-            pubsub = client.pubsub()
-            pubsub.subscribe(channel_name(run_id))
+            pubsub = pubsub or client.pubsub()
+            pubsub.subscribe(channel)
         except redis.RedisError as exc:
             logger.warning("could not subscribe to run %s events: %s", run_id, exc)
+            if pubsub is not None:
+                _close(pubsub)
             pubsub = None
+    subscription = _Subscription(pubsub, channel)
     try:
-        yield _Subscription(pubsub)
+        yield subscription
     finally:
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except redis.RedisError:
-                pass
+        if subscription.usable:
+            _give_back(pubsub, channel)
+        elif pubsub is not None:
+            _close(pubsub)

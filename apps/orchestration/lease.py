@@ -130,10 +130,14 @@ class Lease:
         self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
         self.cancel_requested = threading.Event()
         self.ending = threading.Event()  # set when the run's end is being written
+        # Built once: every write reuses them (each update or read works on a copy).
+        self._held = PipelineRun.objects.filter(pk=run_id, claimed_by=token, status=PipelineRun.Status.RUNNING)
+        self._held_uncancelled = self._held.filter(cancel_requested_at__isnull=True)
 
     def _mine(self, *, unless_cancelled: bool):
-        rows = PipelineRun.objects.filter(pk=self.run_id, claimed_by=self.token, status=PipelineRun.Status.RUNNING)
-        return rows.filter(cancel_requested_at__isnull=True) if unless_cancelled else rows
+        """The run's row while this process holds it (and, with ``unless_cancelled``,
+        while nobody has asked to cancel it)."""
+        return self._held_uncancelled if unless_cancelled else self._held
 
     def write(
         self,
