@@ -145,9 +145,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One run at a time per process: a run waiting behind a long one on a busy
 # worker should go to an idle worker instead.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A run longer than this is stopped and recorded as failed: the soft limit
-# lets the engine record it, and a run found past it at a takeover is ended
-# instead of executed, so a run killed by the hard limit cannot loop.
+# A run longer than this (from its start, across takeovers) is stopped and
+# recorded as failed by the engine itself; Celery's soft and hard limits are
+# a backstop, and a run found past it at a takeover is ended, not executed.
 RUN_TIME_LIMIT_SECONDS = env.int("RUN_TIME_LIMIT_SECONDS", 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_SECONDS
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30

@@ -122,6 +122,15 @@ def _holder_gone(run: PipelineRun) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
 
 
+def stages_interrupted(*, run_id: int, holder: str) -> None:
+    """Record the node a lost holder was executing as failed: it never finished."""
+    StageExecution.objects.filter(run_id=run_id, status=StageExecution.Status.RUNNING).update(
+        status=StageExecution.Status.FAILED,
+        errors=[f"interrupted: the process executing it ({holder or 'unknown'}) was lost"],
+        finished_at=Now(),
+    )
+
+
 class Lease:
     """This process's hold on one run, and the fenced writes made under it."""
 
@@ -245,12 +254,7 @@ def run_claim(*, run_id: int, token: str) -> Claim:
                     rows = rows.filter(lease_expired())  # the holder must not have renewed meanwhile
                 if not rows.update(**taken):
                     return Claim(run, None, "held")
-                # The node the lost holder was executing never finished: say so in its record.
-                run.stages.filter(status=StageExecution.Status.RUNNING).update(
-                    status=StageExecution.Status.FAILED,
-                    errors=[f"interrupted: the process executing it ({previous or 'unknown'}) was lost"],
-                    finished_at=Now(),
-                )
+                stages_interrupted(run_id=run_id, holder=previous)
             logger.warning(
                 "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown"
             )

@@ -20,7 +20,7 @@ from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
 from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.selectors import pipeline_definition_get
 from apps.orchestration.validation import validate_definition
 
@@ -263,11 +263,7 @@ def _cancel_abandoned(run_id: int, cancelled: dict) -> bool:
         if run is None:
             return False
         node = run.current_node
-        run.stages.filter(status=StageExecution.Status.RUNNING).update(
-            status=StageExecution.Status.FAILED,
-            errors=[f"interrupted: the process executing it ({run.claimed_by or 'unknown'}) was lost"],
-            finished_at=Now(),
-        )
+        lease.stages_interrupted(run_id=run_id, holder=run.claimed_by)
         PipelineRun.objects.filter(pk=run_id).update(
             error=f"Cancelled on request; its worker was gone (at node '{node}')" if node else "Cancelled on request",
             **cancelled,
