@@ -76,7 +76,8 @@ def kill_group(worker) -> None:
 
 
 def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(cli, start_worker, transactional_db):
-    slow_then("slow", 2)
+    # Long enough that the kill lands inside the node even when the log reaches us late.
+    slow_then("slow", 4)
     worker = start_worker(concurrency=1, **FAST_RECOVERY)
     runs = []
     for round_ in range(KILL_ROUNDS):
@@ -216,7 +217,8 @@ def test_dropped_database_connection_mid_node_does_not_fail_the_run(cli, start_w
 
 
 def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_worker, transactional_db):
-    slow_then("busy", 5)
+    # Busy for longer than the CLI's start, the pickup timeout and the workers' answer together.
+    slow_then("busy", 10)
     slow_then("next", 0.1)
     worker = start_worker(concurrency=1)
     busy = launch(cli, "busy")
@@ -230,7 +232,7 @@ def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_wo
 
 
 def test_cancel_reaches_the_worker_during_the_node_and_no_later_node_starts(cli, start_worker, transactional_db):
-    slow_then("slow", 6, then={"id": "after", "type": "context", "config": {"include": ["memory"]}})
+    slow_then("slow", 9, then={"id": "after", "type": "context", "config": {"include": ["memory"]}})
     worker = start_worker()
     run = launch(cli, "slow")
     assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90)
