@@ -176,8 +176,15 @@ class EmbeddedBroker:
 
     @contextmanager
     def _lock(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "w") as handle:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_path, "w")
+        except OSError as exc:
+            raise EmbeddedBrokerError(
+                f"Embedded broker: cannot use the directory {self.directory} "
+                f"({exc.strerror or type(exc).__name__}); set EMBEDDED_BROKER_DIR to a writable directory"
+            ) from None
+        with handle:
             deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
             while True:
                 try:

@@ -9,11 +9,19 @@ from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
 from apps.orchestration.services import ResolvedDefinition, exit_code_for
 from apps.secrets import scrub
+from apps.text import printable
 
 RULE = "=" * 60
 
 
+def _shown(text: str) -> str:
+    """The display as printed: secrets scrubbed, and no character that could
+    drive the terminal (single-line fields are escaped where they are put in)."""
+    return printable(scrub(text), lines=True)
+
+
 def _origin_line(kind: str, origin: str, *, dry_run: bool) -> str:
+    origin = printable(origin)
     if dry_run:
         return {
             "definition": f"Pipeline Definition: {origin}",
@@ -31,34 +39,34 @@ def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, 
         "=== DRY RUN ===",
         "",
         _origin_line(resolved.kind, resolved.origin, dry_run=True),
-        f"Source: {source}",
-        f"Environment: {environment}",
+        f"Source: {printable(source)}",
+        f"Environment: {printable(environment)}",
         "",
     ]
     if resolved.kind == "builtin":
         lines.append(f"Stages ({len(nodes)}):")
         for index, node in enumerate(nodes, start=1):
-            lines.append(f"  {index}. {node['id'].upper()} [{node['type']}]")
+            lines.append(f"  {index}. {printable(node['id']).upper()} [{printable(node['type'])}]")
             lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
             lines.append("")
     else:
         lines.append(f"Nodes ({len(nodes)}):")
         for index, node in enumerate(nodes, start=1):
-            lines.append(f"  {index}. [{node['type']}] {node['id']}")
+            lines.append(f"  {index}. [{printable(node['type'])}] {printable(node['id'])}")
             lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
             if node.get("required") is False:
                 lines.append("     Required: no (a failure does not stop the run)")
             nxt = node.get("next")
-            lines.append(f"     → next: {nxt}" if nxt else "     → end")
+            lines.append(f"     → next: {printable(nxt)}" if nxt else "     → end")
             lines.append("")
     lines += ["Payload:", json.dumps(payload, indent=2), "", "Use without --dry-run to execute"]
-    return scrub("\n".join(lines))
+    return _shown("\n".join(lines))
 
 
 def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
     if run.origin_kind == "builtin" and node_id in BUILTIN_STAGES:
         return f"--- {node_id.upper()} ---"
-    return f"--- {node_type} ({node_id}) ---"
+    return f"--- {printable(node_type)} ({printable(node_id)}) ---"
 
 
 def _node_lines(entry: dict) -> list[str]:
@@ -73,7 +81,8 @@ def _node_lines(entry: dict) -> list[str]:
         lines.append(f"Error: {entry.get('error') or 'unknown error'}{note}")
     if entry.get("duration_ms") is not None:
         lines.append(f"Duration: {entry['duration_ms']:.2f}ms")
-    return [f"  {line}" for line in lines]
+    # Outputs hold text from alerts and remote services: one display line each.
+    return [f"  {printable(line)}" for line in lines]
 
 
 def render_result(run: PipelineRun) -> str:
@@ -86,13 +95,13 @@ def render_result(run: PipelineRun) -> str:
         "",
         f"Status: {run.status.upper()}",
         _origin_line(run.origin_kind, run.origin, dry_run=False),
-        f"Trace ID: {run.trace_id}",
+        f"Trace ID: {printable(run.trace_id)}",
         f"Run ID: {run.pk}",
     ]
     if run.duration_ms is not None:
         lines.append(f"Duration: {run.duration_ms:.2f}ms")
     if run.error:
-        lines.append(f"Error: {run.error}")
+        lines.append(f"Error: {printable(run.error)}")
     lines.append("")
     node_results = result.get("node_results", {})
     for node_id in result.get("executed_nodes", []):
@@ -102,9 +111,9 @@ def render_result(run: PipelineRun) -> str:
         lines.append("")
     skipped = result.get("skipped_nodes", [])
     if skipped:
-        lines += [f"Skipped: {', '.join(skipped)}", ""]
+        lines += [f"Skipped: {printable(', '.join(skipped))}", ""]
     lines.append(final_line(run))
-    return scrub("\n".join(lines))
+    return _shown("\n".join(lines))
 
 
 def final_line(run: PipelineRun) -> str:
@@ -147,13 +156,13 @@ def run_as_dict(run: PipelineRun) -> dict:
 def follow_hint(run: PipelineRun) -> str:
     return (
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"
-        f"Worker log: grep {run.trace_id} <worker log>"
+        f"Worker log: grep {printable(run.trace_id)} <worker log>"
     )
 
 
 def render_queued(run: PipelineRun) -> str:
     """What a fire-and-forget launch prints."""
-    return f"Run {run.pk} queued (trace id {run.trace_id}).\n{follow_hint(run)}"
+    return f"Run {run.pk} queued (trace id {printable(run.trace_id)}).\n{follow_hint(run)}"
 
 
 def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> str:

@@ -6,8 +6,8 @@ for bad input, before anything is written.
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +16,28 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from apps import jsondata
 from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
 from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from apps.orchestration.selectors import pipeline_definition_get
+from apps.orchestration.selectors import RUN_ID_MAX, pipeline_definition_get
 from apps.orchestration.validation import validate_definition
+from apps.text import printable
 
 logger = logging.getLogger("apps.orchestration.services")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAIT_GAVE_UP, EXIT_CANCELLED = 0, 1, 2, 3, 4
+
+
+# Trace ids travel into logs, headers and other systems: printable ASCII, no spaces.
+TRACE_ID = re.compile(r"[!-~]{1,64}")
+# Labels stored with the run (PipelineRun.source / .environment hold 50 characters).
+LABEL_MAX = 50
+# PipelineRun.origin holds a config file's path.
+CONFIG_PATH_MAX = 500
+DEFINITION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 class LaunchError(Exception):
@@ -56,38 +67,49 @@ def definition_resolve(
     if notify_driver and (name or config_path):
         raise LaunchError("--notify-driver applies only to the built-in pipeline")
     if name:
-        definition = pipeline_definition_get(name=name)
+        # A name no definition can have is not looked up (some databases refuse such text).
+        definition = pipeline_definition_get(name=name) if DEFINITION_NAME.fullmatch(name) else None
         if definition is None:
-            raise LaunchError(f"Pipeline definition not found: {name}")
+            raise LaunchError(f"Pipeline definition not found: {printable(name)}")
         if not definition.is_active:
             raise LaunchError(f"Pipeline definition is inactive: {name}")
         return ResolvedDefinition(definition.config, "definition", name, definition)
     if config_path:
+        if len(config_path) > CONFIG_PATH_MAX or printable(config_path) != config_path:
+            raise LaunchError(
+                f"Config path must be printable text of at most {CONFIG_PATH_MAX} characters: "
+                f"{printable(config_path[:80])}{'…' if len(config_path) > 80 else ''}"
+            )
         return ResolvedDefinition(_read_json_file(config_path), "config", config_path)
     return ResolvedDefinition(
         builtin_definition(notify_driver=notify_driver or "console"), "builtin", BUILTIN_NAME
     )
 
 
-def _read_json_file(path: str) -> object:
+def _read_json_file(path: str, what: str = "config file") -> object:
+    """The JSON in the file at ``path``; LaunchError when it is missing,
+    unreadable or not JSON within apps.jsondata's limits."""
+    shown = printable(path)
     file = Path(path)
-    if not file.is_file():
-        raise LaunchError(f"Config file not found: {path}")
     try:
+        if not file.is_file():
+            raise LaunchError(f"{what.capitalize()} not found: {shown}")
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LaunchError(f"Cannot read config file: {path} ({exc})") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LaunchError(f"Cannot read {what}: {shown} ({reason})") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LaunchError(f"Invalid JSON in config file: {exc}") from exc
+        return jsondata.loads(text)
+    except jsondata.JsonInputError as exc:
+        raise LaunchError(f"Invalid JSON in {what}: {exc}") from None
 
 
 def definition_check(*, resolved: ResolvedDefinition) -> None:
     """Raise LaunchError listing every validation message when the definition is invalid."""
     messages = validate_definition(resolved.config)
     if messages:
-        raise LaunchError("Pipeline definition invalid:\n" + "\n".join(f"  - {m}" for m in messages))
+        # One line per message, whatever the definition's text holds.
+        raise LaunchError("Pipeline definition invalid:\n" + "\n".join(f"  - {printable(m)}" for m in messages))
 
 
 def payload_resolve(
@@ -99,19 +121,11 @@ def payload_resolve(
         raise LaunchError(f"Cannot specify more than one of {', '.join(given)}")
     if payload is not None:
         try:
-            data = json.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise LaunchError(f"Invalid JSON payload: {exc}") from exc
+            data = jsondata.loads(payload)
+        except jsondata.JsonInputError as exc:
+            raise LaunchError(f"Invalid JSON payload: {exc}") from None
     elif payload_file is not None:
-        file = Path(payload_file)
-        if not file.is_file():
-            raise LaunchError(f"Payload file not found: {payload_file}")
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LaunchError(f"Cannot read payload file: {payload_file} ({exc})") from exc
-        except json.JSONDecodeError as exc:
-            raise LaunchError(f"Invalid JSON in payload file: {exc}") from exc
+        data = _read_json_file(payload_file, "payload file")
     elif sample:
         try:
             data = alert_sample(source=source)
@@ -124,6 +138,22 @@ def payload_resolve(
     return data
 
 
+def launch_check(*, payload: dict, source: str, environment: str, trace_id: str | None) -> None:
+    """Raise LaunchError when a run could not store these values as given
+    (payload within apps.jsondata's limits; short printable labels; a trace id
+    of printable ASCII). The same rule holds on every database."""
+    if not isinstance(payload, dict):
+        raise LaunchError(f"Payload must be a JSON object, not {type(payload).__name__}")
+    problems = jsondata.problems(payload, limit=1)
+    if problems:
+        raise LaunchError(f"Invalid payload: {problems[0]}")
+    for flag, value in (("--source", source), ("--environment", environment)):
+        if not (isinstance(value, str) and 0 < len(value) <= LABEL_MAX and value.isprintable()):
+            raise LaunchError(f"{flag} must be 1 to {LABEL_MAX} printable characters")
+    if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
+        raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
+
+
 def pipeline_run_create(
     *,
     resolved: ResolvedDefinition,
@@ -132,8 +162,10 @@ def pipeline_run_create(
     environment: str = "development",
     trace_id: str | None = None,
 ) -> PipelineRun:
-    """Validate ``resolved`` and store a queued run holding a snapshot of it and the payload."""
+    """Validate ``resolved`` and the launch values, then store a queued run
+    holding a snapshot of the definition and the payload."""
     definition_check(resolved=resolved)
+    launch_check(payload=payload, source=source, environment=environment, trace_id=trace_id)
     with transaction.atomic():
         return PipelineRun.objects.create(
             trace_id=trace_id or str(uuid.uuid4()),
@@ -173,6 +205,7 @@ def pipeline_run_launch(
     for the recovery sweep to send.
     """
     definition_check(resolved=resolved)
+    launch_check(payload=payload, source=source, environment=environment, trace_id=trace_id)
     from workers.embedded import EmbeddedBrokerError, ensure_broker
 
     try:
@@ -232,6 +265,8 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
         "current_node": "",
         "cancel_requested_at": Now(),
     }
+    if not 0 < run_id <= RUN_ID_MAX:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
     runs = PipelineRun.objects.filter(pk=run_id)
     if runs.filter(status=PipelineRun.Status.QUEUED).update(
         error="Cancelled on request before it started", duration_ms=0, **cancelled
@@ -292,10 +327,19 @@ def definitions_load(*, folder: Path) -> LoadReport:
     Valid files are created or updated (unchanged ones are left alone);
     invalid ones are refused with their messages and change nothing.
     """
-    if not folder.is_dir():
-        raise LaunchError(f"Pipelines folder not found: {folder}")
+    try:
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else None
+    except OSError as exc:
+        raise LaunchError(f"Cannot read the pipelines folder: {printable(str(folder))} ({exc.strerror})") from None
+    if paths is None:
+        raise LaunchError(f"Pipelines folder not found: {printable(str(folder))}")
     report = LoadReport(loaded=[], refused=[])
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
+        if not DEFINITION_NAME.fullmatch(path.stem):
+            report.refused.append(
+                (str(path), ["the file name must be a definition name: letters, digits, '-' and '_', at most 100"])
+            )
+            continue
         try:
             config = _read_json_file(str(path))
         except LaunchError as exc:

@@ -6,16 +6,23 @@ worker's environment (webhook URLs, API keys) are checked when the node runs.
 """
 from __future__ import annotations
 
+from apps import jsondata
 from apps.options import is_positive_number
 from apps.orchestration.nodes import node_types
+from apps.text import printable
 
 SUPPORTED_VERSIONS = ("1.0",)
 TOP_LEVEL_FIELDS = {"version", "description", "tags", "defaults", "nodes"}
+# Node ids are stored with each stage and shown in logs and displays.
+NODE_ID_MAX = 100
 
 
 def _node_label(node: dict, index: int) -> str:
     node_id = node.get("id") if isinstance(node, dict) else None
-    return f"'{node_id}'" if isinstance(node_id, str) and node_id else f"#{index + 1}"
+    if isinstance(node_id, str) and node_id:
+        shown = printable(node_id)
+        return f"'{shown if len(shown) <= 60 else shown[:59] + '…'}'"
+    return f"#{index + 1}"
 
 
 def _validate_defaults(defaults) -> list[str]:
@@ -39,6 +46,10 @@ def validate_definition(config) -> list[str]:
     """Return every problem found in ``config`` (empty when it is valid)."""
     if not isinstance(config, dict):
         return ["Pipeline definition must be a JSON object"]
+    # Data no run could store is refused before anything looks into it.
+    unstorable = jsondata.problems(config)
+    if unstorable:
+        return [f"Pipeline definition holds {problem}" for problem in unstorable]
     messages: list[str] = []
     version = config.get("version")
     if version is None:
@@ -67,6 +78,8 @@ def validate_definition(config) -> list[str]:
         node_id = node.get("id")
         if not isinstance(node_id, str) or not node_id:
             messages.append(f"Node {label} has no id")
+        elif len(node_id) > NODE_ID_MAX or not node_id.isprintable():
+            messages.append(f"Node {label} id must be at most {NODE_ID_MAX} printable characters")
         elif node_id in by_id:
             messages.append(f"Duplicate node id: '{node_id}'")
         else:

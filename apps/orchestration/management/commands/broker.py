@@ -1,11 +1,13 @@
 """broker: status, start or stop the embedded broker."""
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+
+from apps.orchestration.management.base import PipelineCommand
 
 from workers.embedded import EmbeddedBrokerError, embedded_broker
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Show, start or stop the embedded broker (used when CELERY_BROKER_URL is not set)."
 
     def add_arguments(self, parser):

@@ -1,11 +1,13 @@
 """cancel_run: cancel a queued run, or stop a running one before its next node."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.orchestration import services
+from apps.orchestration.management.base import PipelineCommand
 from apps.orchestration.services import LaunchError
+from apps.text import printable
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Cancel a pipeline run by id. A running run finishes its current node and starts no other."
 
     def add_arguments(self, parser):
@@ -20,6 +22,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Run {run.pk} cancelled.")
         else:
             self.stdout.write(
-                f"Cancellation of run {run.pk} requested: node '{run.current_node}' is not interrupted, "
+                f"Cancellation of run {run.pk} requested: node '{printable(run.current_node)}' is not interrupted, "
                 "and no node after it starts."
             )

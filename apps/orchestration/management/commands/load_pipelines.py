@@ -2,12 +2,14 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.orchestration.management.base import PipelineCommand
 from apps.orchestration.services import LaunchError, definitions_load
+from apps.text import printable
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = "Validate and store every pipelines/*.json definition; invalid files are refused."
 
     def add_arguments(self, parser):
@@ -24,9 +26,9 @@ class Command(BaseCommand):
         for name, action in report.loaded:
             self.stdout.write(f"{action}: {name}")
         for path, messages in report.refused:
-            self.stderr.write(f"refused: {path}")
+            self.stderr.write(f"refused: {printable(path)}")
             for message in messages:
-                self.stderr.write(f"  - {message}")
+                self.stderr.write(f"  - {printable(message)}")
         self.stdout.write(
             f"{len(report.loaded)} loaded, {len(report.refused)} refused"
         )

@@ -1,11 +1,12 @@
 """recover_runs: one recovery sweep, as the workers run it periodically."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
+from apps.orchestration.management.base import PipelineCommand, seconds_option
 from apps.orchestration.recovery import runs_recover
 
 
-class Command(BaseCommand):
+class Command(PipelineCommand):
     help = (
         "Re-send every run that should be executing and has no message: queued runs whose "
         "message was lost, and running runs whose worker stopped renewing its lease."
@@ -20,9 +21,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        grace = options["grace"]
-        if grace is not None and not grace >= 0:
-            raise CommandError("--grace must be a number of seconds, 0 or more", returncode=2)
+        grace = seconds_option(options["grace"], "--grace", zero=True)
         try:
             recovered = runs_recover(grace_seconds=grace)
         except DatabaseError as exc:

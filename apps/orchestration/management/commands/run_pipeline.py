@@ -1,13 +1,14 @@
 """run_pipeline: validate a pipeline definition, enqueue it for a worker (or run it
 inline), and show what happened."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.orchestration import rendering, services
+from apps.orchestration.management.base import PipelineCommand, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
 from apps.orchestration.services import LaunchError
 
 
-class Command(RunOutputMixin, BaseCommand):
+class Command(RunOutputMixin, PipelineCommand):
     help = (
         "Run a pipeline: a stored definition (--definition), a JSON file (--config), "
         "or the built-in ingest -> check -> analyze -> notify pipeline. The run is "
@@ -43,8 +44,7 @@ class Command(RunOutputMixin, BaseCommand):
         try:
             if options["timeout"] is not None and not options["wait"]:
                 raise LaunchError("--timeout applies only with --wait")
-            if options["timeout"] is not None and options["timeout"] <= 0:
-                raise LaunchError("--timeout must be a positive number of seconds")
+            seconds_option(options["timeout"], "--timeout")
             if options["inline"] and options["wait"]:
                 raise LaunchError("Cannot specify both --inline and --wait (an inline run always waits)")
             resolved = services.definition_resolve(
@@ -63,6 +63,10 @@ class Command(RunOutputMixin, BaseCommand):
                 payload=payload,
                 source=options["source"],
                 environment=options["environment"],
+            )
+            services.launch_check(
+                payload=payload, source=options["source"], environment=options["environment"],
+                trace_id=options["trace_id"],
             )
             if options["dry_run"]:
                 services.definition_check(resolved=resolved)

@@ -1,12 +1,13 @@
 """show_run: show a run by id, optionally waiting for it to finish."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.orchestration import services
+from apps.orchestration.management.base import PipelineCommand, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
 from apps.orchestration.selectors import pipeline_run_get
 
 
-class Command(RunOutputMixin, BaseCommand):
+class Command(RunOutputMixin, PipelineCommand):
     help = "Show a pipeline run by its id. Exit codes as run_pipeline's."
 
     def add_arguments(self, parser):
@@ -16,6 +17,7 @@ class Command(RunOutputMixin, BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
 
     def handle(self, *args, **options):
+        seconds_option(options["timeout"], "--timeout")
         run = pipeline_run_get(run_id=options["run_id"])
         if run is None:
             raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=services.EXIT_BAD_INPUT)

@@ -1,0 +1,48 @@
+"""What every command of this project shares: one-line usage errors and
+error messages that cannot drive the terminal."""
+from __future__ import annotations
+
+import functools
+import math
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.text import printable
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser_error(parser, message: str):
+    """argparse's error, as one line (argparse prints the whole usage first)."""
+    if parser.called_from_command_line:
+        parser.exit(EXIT_BAD_INPUT, f"{parser.prog}: error: {printable(message)} (see {parser.prog} --help)\n")
+    raise CommandError(f"Error: {message}", returncode=EXIT_BAD_INPUT)
+
+
+def seconds_option(value: float | None, flag: str, *, zero: bool = False) -> float | None:
+    """``value`` of the option ``flag`` when it is a finite number of seconds
+    above 0 (0 allowed with ``zero``); CommandError with exit 2 otherwise."""
+    if value is None or (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+        return value
+    least = "0 or more" if zero else "greater than 0"
+    raise CommandError(f"{flag} must be a finite number of seconds, {least}", returncode=EXIT_BAD_INPUT)
+
+
+class PipelineCommand(BaseCommand):
+    """BaseCommand whose bad arguments end in one line and exit 2, and whose
+    CommandError messages show control characters escaped."""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.error = functools.partial(_parser_error, parser)
+        return parser
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            text = str(exc)
+            shown = printable(text, lines=True)
+            if shown != text:
+                raise CommandError(shown, returncode=exc.returncode) from None
+            raise
