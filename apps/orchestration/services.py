@@ -62,11 +62,12 @@ def definition_resolve(
     *, name: str | None = None, config_path: str | None = None, notify_driver: str | None = None
 ) -> ResolvedDefinition:
     """Load the definition named ``name``, the JSON file ``config_path``, or the built-in one."""
-    if name and config_path:
+    # An empty value given on purpose is an error, not "use the built-in pipeline".
+    if name is not None and config_path is not None:
         raise LaunchError("Cannot specify both --definition and --config")
-    if notify_driver and (name or config_path):
+    if notify_driver is not None and (name is not None or config_path is not None):
         raise LaunchError("--notify-driver applies only to the built-in pipeline")
-    if name:
+    if name is not None:
         # A name no definition can have is not looked up (some databases refuse such text).
         definition = pipeline_definition_get(name=name) if DEFINITION_NAME.fullmatch(name) else None
         if definition is None:
@@ -74,7 +75,7 @@ def definition_resolve(
         if not definition.is_active:
             raise LaunchError(f"Pipeline definition is inactive: {name}")
         return ResolvedDefinition(definition.config, "definition", name, definition)
-    if config_path:
+    if config_path is not None:
         if len(config_path) > CONFIG_PATH_MAX or printable(config_path) != config_path:
             raise LaunchError(
                 f"Config path must be printable text of at most {CONFIG_PATH_MAX} characters: "
@@ -82,7 +83,7 @@ def definition_resolve(
             )
         return ResolvedDefinition(_read_json_file(config_path), "config", config_path)
     return ResolvedDefinition(
-        builtin_definition(notify_driver=notify_driver or "console"), "builtin", BUILTIN_NAME
+        builtin_definition(notify_driver="console" if notify_driver is None else notify_driver), "builtin", BUILTIN_NAME
     )
 
 
@@ -130,7 +131,7 @@ def payload_resolve(
         try:
             data = alert_sample(source=source)
         except PayloadError as exc:
-            raise LaunchError(str(exc)) from exc
+            raise LaunchError(printable(str(exc))) from None
     else:
         data = {}
     if not isinstance(data, dict):

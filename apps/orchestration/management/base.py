@@ -10,6 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.text import printable
 
 EXIT_BAD_INPUT = 2
+# Longer than any wait or grace anyone means (about 31 years), and within what timers and dates can hold.
+MAX_SECONDS = 1_000_000_000
 
 
 def _parser_error(parser, message: str):
@@ -20,12 +22,13 @@ def _parser_error(parser, message: str):
 
 
 def seconds_option(value: float | None, flag: str, *, zero: bool = False) -> float | None:
-    """``value`` of the option ``flag`` when it is a finite number of seconds
-    above 0 (0 allowed with ``zero``); CommandError with exit 2 otherwise."""
-    if value is None or (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+    """``value`` of the option ``flag`` when it is a number of seconds above 0
+    (0 allowed with ``zero``) and at most MAX_SECONDS; CommandError with exit 2
+    otherwise (NaN and infinities included)."""
+    if value is None or (math.isfinite(value) and (value > 0 or (zero and value == 0)) and value <= MAX_SECONDS):
         return value
-    least = "0 or more" if zero else "greater than 0"
-    raise CommandError(f"{flag} must be a finite number of seconds, {least}", returncode=EXIT_BAD_INPUT)
+    least = "from 0" if zero else "greater than 0 and"
+    raise CommandError(f"{flag} must be a number of seconds {least} up to {MAX_SECONDS}", returncode=EXIT_BAD_INPUT)
 
 
 class PipelineCommand(BaseCommand):

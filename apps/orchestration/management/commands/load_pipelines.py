@@ -18,6 +18,8 @@ class Command(PipelineCommand):
         )
 
     def handle(self, *args, **options):
+        if options["dir"] == "":
+            raise CommandError("--dir must name a folder", returncode=2)
         folder = Path(options["dir"] or settings.PIPELINES_DIR)
         try:
             report = definitions_load(folder=folder)
