@@ -23,10 +23,17 @@ POOLS_WITH_NODE_TIME_LIMITS = ("prefork", "solo")
 
 @worker_init.connect
 def _start_embedded_broker(**kwargs):
-    """A worker on the embedded broker starts it when nobody has yet."""
-    from workers.embedded import ensure_broker
+    """A worker on the embedded broker starts it when nobody has yet; when it
+    cannot be used, the worker stops at once with one line (exit 1) instead of
+    retrying a connection that cannot succeed."""
+    from workers.embedded import EmbeddedBrokerError, ensure_broker
 
-    ensure_broker()
+    try:
+        ensure_broker()
+    except EmbeddedBrokerError as exc:
+        sys.stderr.write(f"Refusing to start: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 class PoolCheck(bootsteps.Step):

@@ -116,6 +116,31 @@ def test_socket_path_too_long_is_a_clear_error(tmp_path):
         EmbeddedBroker(deep).ensure_running()
 
 
+@pytest.mark.parametrize("who", ["run_pipeline", "worker"])
+def test_a_broker_directory_that_cannot_be_created_is_one_line_and_exit_1(manage, subprocess_env, tmp_path, who):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {"EMBEDDED_BROKER_DIR": str(blocker / "broker"), "CELERY_BROKER_URL": ""}
+    if who == "run_pipeline":
+        config = tmp_path / "p.json"
+        config.write_text('{"version": "1.0", "nodes": [{"id": "m", "type": "context"}]}')
+        result = manage("run_pipeline", "--config", str(config), env=env)
+        code, stderr = result.exit_code, result.stderr
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "solo", "-l", "warning"],
+            cwd=ROOT, env={**subprocess_env, **env}, capture_output=True, text=True, timeout=120,
+        )
+        code, stderr = proc.returncode, proc.stderr
+    [line] = [line for line in stderr.splitlines() if "EMBEDDED_BROKER_DIR" in line]
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    assert f"cannot use the directory {blocker / 'broker'} (Not a directory)" in line
+    from apps.orchestration.models import PipelineRun
+
+    assert not PipelineRun.objects.exists()
+
+
 def test_broker_command_reports_and_controls_the_server(broker):
     def command(*args):
         [(code, out, _)] = finish([manage_broker(broker, *args)])
