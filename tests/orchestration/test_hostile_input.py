@@ -351,3 +351,17 @@ def test_alert_payloads_with_wrong_types_end_as_clean_runs(tmp_path):
             if not run.is_terminal or re.match(r"\w+(Error|Exception): ", stage_error):
                 crashes.append(f"{source} {key}={wrong!r}: {run.status} {stage_error}")
     assert not crashes, "\n".join(crashes)
+
+
+def test_a_failure_naming_hostile_text_is_one_escaped_line(tmp_path):
+    config = {
+        "version": "1.0",
+        "nodes": [{"id": "shape", "type": "transform", "config": {"mapping": {"t": "payload.\x1b[2J\nforged"}}}],
+    }
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(config))
+    result = cli("run_pipeline", "--inline", "--config", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == "CommandError: Pipeline failed: Node 'shape' failed: Path not found: payload.\\x1b[2J\\nforged\n"
+    assert "Error: Path not found: payload.\\x1b[2J\\nforged" in result.stdout
+    assert "\x1b" not in result.stdout

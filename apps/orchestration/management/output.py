@@ -4,6 +4,8 @@ import json
 from django.core.management.base import CommandError
 
 from apps.orchestration import rendering, services, waiting
+from apps.secrets import scrub
+from apps.text import printable
 
 
 class RunOutputMixin:
@@ -41,6 +43,6 @@ class RunOutputMixin:
         if code == services.EXIT_WAIT_GAVE_UP:
             raise CommandError(f"Run {run.pk} has not finished (status: {run.status})", returncode=code)
         if code == services.EXIT_CANCELLED:
-            raise CommandError(f"Pipeline cancelled: {run.error or 'cancelled'}", returncode=code)
+            raise CommandError(f"Pipeline cancelled: {printable(scrub(run.error or 'cancelled'))}", returncode=code)
         if code != services.EXIT_OK:
-            raise CommandError(f"Pipeline failed: {run.error}", returncode=code)
+            raise CommandError(f"Pipeline failed: {printable(scrub(run.error))}", returncode=code)
