@@ -95,3 +95,14 @@ def http_server(settings):
         yield state
     finally:
         stop()
+
+
+@pytest.fixture
+def fixed_dns(monkeypatch):
+    """apps.outbound's resolver answering from a table (tests.dns.FixedResolver) instead of DNS."""
+    from apps import outbound
+    from tests.dns import FixedResolver
+
+    resolver = FixedResolver()
+    monkeypatch.setattr(outbound, "resolver", resolver)
+    return resolver
