@@ -106,3 +106,21 @@ def fixed_dns(monkeypatch):
     resolver = FixedResolver()
     monkeypatch.setattr(outbound, "resolver", resolver)
     return resolver
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for the name tls.example and its key (files); skips without openssl."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=tls.example",
+         "-addext", "subjectAltName=DNS:tls.example", "-days", "2"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key

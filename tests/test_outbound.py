@@ -297,24 +297,8 @@ def test_credentials_in_the_url_are_still_sent_as_basic_auth(http_server):
     assert http_server.last["headers"]["authorization"] == "Basic bW9uOnBhNTV3b3Jk"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A self-signed certificate and key for tls.example."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=tls.example",
-         "-addext", "subjectAltName=DNS:tls.example", "-days", "2"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
-
-
-def test_tls_to_the_pinned_address_still_checks_the_certificate_name(certificate, fixed_dns, settings, monkeypatch):
-    cert, key = certificate
+def test_tls_to_the_pinned_address_still_checks_the_certificate_name(tls_certificate, fixed_dns, settings, monkeypatch):
+    cert, key = tls_certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server, stop = start_server(ssl_context=context)
