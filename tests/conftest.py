@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -124,3 +125,15 @@ def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=30,
     )
     return cert, key
+
+
+@pytest.fixture
+def apps_log(caplog):
+    """caplog, attached to the "apps" logger: the settings stop it from propagating to the root."""
+    logger = logging.getLogger("apps")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="apps"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
