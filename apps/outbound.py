@@ -44,7 +44,9 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 ACCEPT_ENCODING = "gzip, deflate"
 # Headers of the received answer that describe the raw body, not the decoded one returned.
 _RAW_BODY_HEADERS = {"content-encoding", "content-length", "transfer-encoding"}
-_HOST_LABELS = re.compile(r"(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+_HOST_LABELS = re.compile(
+    r"(?=.{1,254}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
 
 # IPv4 networks that are not globally reachable (IANA IPv4 Special-Purpose Address Registry,
 # made strict: 192.0.0.0/24 is refused whole).
@@ -180,7 +182,7 @@ def _ascii_host(host: str) -> str:
         raise OutboundBlocked("the host is not a valid host name") from None
     if not _HOST_LABELS.fullmatch(name):
         raise OutboundBlocked("the host is not a valid host name")
-    return name
+    return name.rstrip(".")  # a final dot would spoil the TLS name check and the Host header
 
 
 def host_check(host: str, *, port: int) -> list[str]:
@@ -201,8 +203,11 @@ def host_check(host: str, *, port: int) -> list[str]:
             raise OutboundBlocked(f"cannot resolve host {host} ({type(exc).__name__})") from None
     if not addresses:
         raise OutboundBlocked(f"cannot resolve host {host} (no address)")
-    # An IPv6 zone (fe80::1%eth0) is dropped: link-local addresses are refused unless listed anyway.
-    checked = [str(ipaddress.ip_address(str(a).split("%")[0])) for a in addresses]
+    try:
+        # An IPv6 zone (fe80::1%eth0) is dropped: link-local addresses are refused unless listed anyway.
+        checked = [str(ipaddress.ip_address(str(a).split("%")[0])) for a in addresses]
+    except ValueError:
+        raise OutboundBlocked(f"cannot resolve host {host} (not an IP address in the answer)") from None
     if _name_allowed(host):
         return checked
     for address in checked:
@@ -266,7 +271,7 @@ def url_host(url: str) -> str:
     """The host of ``url`` for messages, "" when the URL has none or cannot be parsed."""
     try:
         return urlsplit(url).hostname or ""
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         return ""
 
 
@@ -399,10 +404,12 @@ def http_post(url: str, *, json: dict, headers: dict | None = None, timeout: flo
     network failures (their messages may contain the URL: report the class).
     Redirects are not followed: a redirect could lead anywhere.
     """
-    target = url_check(url)
     try:
+        target = url_check(url)
         return _post_pinned(target, json=json, headers=dict(headers or {}), timeout=timeout)
     except (OutboundError, httpx.HTTPError, SoftTimeLimitExceeded):
         raise  # reported by class already, or the run's time limit, which the engine records
     except Exception as exc:  # httpx.InvalidURL, StreamError, a bad header value... carry the URL or worse
-        raise OutboundError(f"the request to {target.host} failed ({type(exc).__name__})") from None
+        host = url_host(url)
+        where = f"the request to {host}" if host and _HOST_LABELS.fullmatch(host) else "the request"
+        raise OutboundError(f"{where} failed ({type(exc).__name__})") from None

@@ -371,3 +371,15 @@ def test_an_unexpected_error_inside_the_guard_names_only_its_class(http_server):
     assert str(failed.value) == "the request to 127.0.0.1 failed (UnicodeEncodeError)"
     assert failed.value.__cause__ is None
     assert http_server.requests == []
+
+
+def test_a_resolver_answer_that_is_not_an_address_is_a_clean_refusal(fixed_dns):
+    fixed_dns.add("odd.example", ["not-an-address"])
+    with pytest.raises(OutboundBlocked, match=r"^cannot resolve host odd\.example \(not an IP address in the answer\)$"):
+        host_check("odd.example", port=80)
+
+
+def test_a_fully_qualified_name_with_a_final_dot_is_checked_as_the_name(http_server, fixed_dns):
+    fixed_dns.add("hook.example", ["127.0.0.1"])
+    http_post(f"http://hook.example.:{http_server.port}/h", json={}, timeout=5)
+    assert http_server.last["headers"]["host"] == f"hook.example:{http_server.port}"
