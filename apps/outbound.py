@@ -8,7 +8,7 @@ host a definition chose goes through ``host_check`` and ``tcp_connect``:
   and a port field may hold anything).
 - The host is resolved once, through ``resolver``, and every address it gives
   must be allowed: globally reachable by the explicit rule of
-  ``address_allowed`` (IPv4 carried inside IPv6 is judged by the IPv4), or
+  ``address_global`` (IPv4 carried inside IPv6 is judged by the IPv4), or
   inside a network listed in OUTBOUND_ALLOW_HOSTS, or the host name itself is
   listed there.
 - The connection is made to an address that was checked, never to a fresh

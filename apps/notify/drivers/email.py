@@ -6,15 +6,15 @@ the variable named by ``password_env`` or from EMAIL_HOST_PASSWORD, never
 from the definition. Each recipient gets a message of their own, so one
 refused address fails only its own delivery and nobody sees the others'
 addresses. The backend is Django's EMAIL_BACKEND (SMTP unless changed).
+A message with a key is mailed with a Message-ID derived from the key, the
+recipient and the sender's domain, the same on every repeat, so mail systems
+that drop duplicate Message-IDs deliver a repeated notification once.
 
 EMAIL_HOST is the operator's and trusted. With the SMTP backend, a node's own
 ``host`` (another name than EMAIL_HOST) must pass apps.outbound's guard:
 public addresses only, unless OUTBOUND_ALLOW_HOSTS allows it; the driver
 then connects to the address it checked (drivers/smtp.py), so the SMTP
 client cannot be pointed at a service inside the network.
-A message with a key is mailed with a Message-ID derived from the key, the
-recipient and the sender's domain, the same on every repeat, so mail systems
-that drop duplicate Message-IDs deliver a repeated notification once.
 """
 from __future__ import annotations
 
