@@ -185,9 +185,12 @@ CELERY_BEAT_SCHEDULE = {
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 
-# Hosts or networks outbound calls (webhooks, LLM APIs) may reach even though
-# they are internal addresses, e.g. "127.0.0.1,10.0.0.0/8,ollama.internal".
+# Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
+# may reach even though they are not public addresses, e.g.
+# "127.0.0.1,10.0.0.0/8,ollama.internal".
 OUTBOUND_ALLOW_HOSTS = env.list("OUTBOUND_ALLOW_HOSTS", [])
+# A service answering without end must not exhaust a worker's memory: larger bodies are refused.
+OUTBOUND_MAX_RESPONSE_BYTES = env.int("OUTBOUND_MAX_RESPONSE_BYTES", 1024 * 1024)
 
 # Conventional variables holding secrets: their values are scrubbed from node
 # outputs, errors and logs wherever they appear.
@@ -204,7 +207,8 @@ SECRET_ENV_VARS = [
 # session per run (Django still drops broken or CONN_MAX_AGE-old connections).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 200)
 
-# Email (the `email` notify driver sends through Django's SMTP backend).
+# Email (the `email` notify driver sends through Django's SMTP backend). These
+# are the operator's, trusted; a node's own `host` must pass the outbound guard.
 EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -95,3 +96,44 @@ def http_server(settings):
         yield state
     finally:
         stop()
+
+
+@pytest.fixture
+def fixed_dns(monkeypatch):
+    """apps.outbound's resolver answering from a table (tests.dns.FixedResolver) instead of DNS."""
+    from apps import outbound
+    from tests.dns import FixedResolver
+
+    resolver = FixedResolver()
+    monkeypatch.setattr(outbound, "resolver", resolver)
+    return resolver
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for the name tls.example and its key (files); skips without openssl."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=tls.example",
+         "-addext", "subjectAltName=DNS:tls.example", "-days", "2"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def apps_log(caplog):
+    """caplog, attached to the "apps" logger: the settings stop it from propagating to the root."""
+    logger = logging.getLogger("apps")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="apps"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

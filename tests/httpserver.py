@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 for tests of code that calls other services.
 
 It records every request and answers with what the test set: a status, a
-JSON or raw body, or no answer until the test ends (to trigger timeouts).
+JSON or raw body, extra headers, or no answer until the test ends (to
+trigger timeouts). It can listen on another loopback address, on a given
+port, and speak TLS.
 """
 from __future__ import annotations
 
@@ -13,17 +15,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class RecordingServer:
+    host: str = "127.0.0.1"
     port: int = 0
+    scheme: str = "http"
     status: int = 200
     body: bytes = b"{}"
     content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)  # sent with every answer (Content-Encoding, Location...)
     slow: bool = False
     requests: list = field(default_factory=list)
     queued: list = field(default_factory=list)  # (status, body, content_type) for the next requests
     release: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def answer_json(self, data, status: int = 200) -> None:
         self.status, self.body, self.content_type = status, json.dumps(data).encode(), "application/json"
@@ -43,9 +48,11 @@ class RecordingServer:
         return self.requests[-1]
 
 
-def start_server() -> tuple[RecordingServer, callable]:
-    """Start a server; returns its state and a function that stops it."""
-    state = RecordingServer()
+def start_server(host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> tuple[RecordingServer, callable]:
+    """Start a server on ``host``:``port`` (any free port for 0), speaking TLS
+    with ``ssl_context`` when given; returns its state and a function that
+    stops it. Raises OSError when the port is taken."""
+    state = RecordingServer(host=host, scheme="https" if ssl_context else "http")
 
     class Handler(BaseHTTPRequestHandler):
         def _handle(self):
@@ -71,6 +78,8 @@ def start_server() -> tuple[RecordingServer, callable]:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in state.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
@@ -81,8 +90,11 @@ def start_server() -> tuple[RecordingServer, callable]:
         def log_message(self, format, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    if ssl_context is not None:
+        # A client refusing the certificate fails the handshake in accept(), which the server ignores.
+        server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -15,6 +15,12 @@ class ProviderUnavailable(Exception):
     """
 
 
+class AnalysisFailed(Exception):
+    """A provider raised something other than ProviderUnavailable (a bug, or a
+    failure it did not foresee). The message names the provider and the
+    exception's class only: the exception's own text may hold a URL or a key."""
+
+
 class Provider:
     """Base class of an analysis provider.
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from apps.intelligence import providers as _providers  # noqa: F401  (registers every provider outside Django too)
-from apps.intelligence.base import ProviderUnavailable, providers
+from apps.intelligence.base import AnalysisFailed, Provider, ProviderUnavailable, providers
 from apps.secrets import scrub
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,8 @@ def analysis_run(*, provider: str, config: dict, incident: dict | None, checks: 
     provider's analysis of the same inputs instead, marked with
     ``requested_provider``, ``fallback_used: true`` and ``fallback_reason``
     (and logs a warning). Raises ValueError for an unknown provider or a
-    config the provider rejects.
+    config the provider rejects, and AnalysisFailed when a provider raises
+    anything else than ProviderUnavailable.
     """
     if not isinstance(provider, str) or provider not in providers:
         raise ValueError(f"unknown provider: {provider}")
@@ -38,7 +41,7 @@ def analysis_run(*, provider: str, config: dict, incident: dict | None, checks: 
         raise ValueError("; ".join(problems))
     checks = list(checks or [])
     try:
-        result = instance.analyze(incident=incident, checks=checks, config=options)
+        result = _analyze(instance, incident=incident, checks=checks, config=options)
     except ProviderUnavailable as exc:
         if provider == FALLBACK_PROVIDER:
             raise
@@ -51,7 +54,7 @@ def _fallback_run(*, requested: str, reason: str, incident: dict | None, checks:
     """The fallback provider's analysis, saying which provider it stands in for and why."""
     reason = scrub(reason)
     logger.warning("Provider %s unavailable (%s); analysing with %s instead", requested, reason, FALLBACK_PROVIDER)
-    result = providers.get(FALLBACK_PROVIDER)().analyze(incident=incident, checks=checks, config={})
+    result = _analyze(providers.get(FALLBACK_PROVIDER)(), incident=incident, checks=checks, config={})
     return {
         **result,
         "provider": FALLBACK_PROVIDER,
@@ -59,6 +62,17 @@ def _fallback_run(*, requested: str, reason: str, incident: dict | None, checks:
         "fallback_used": True,
         "fallback_reason": reason,
     }
+
+
+def _analyze(instance: Provider, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
+    """``instance.analyze``; anything but ProviderUnavailable becomes AnalysisFailed naming its class."""
+    try:
+        return instance.analyze(incident=incident, checks=checks, config=config)
+    except (ProviderUnavailable, SoftTimeLimitExceeded):
+        raise  # the fallback's reason, or the run's time limit, which the engine records
+    except Exception as exc:  # a provider bug must not put a URL or a key in a traceback
+        logger.warning("Provider %s raised %s", instance.name, type(exc).__name__)
+        raise AnalysisFailed(f"provider {instance.name} failed ({type(exc).__name__})") from None
 
 
 def analysis_validate(*, config: object) -> list[str]:

@@ -2,8 +2,11 @@
 and the named notification channels a notify node can use instead of a driver."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 import apps.notify.drivers  # noqa: F401  (registers the drivers outside Django's app loading)
 from apps.notify.base import Delivery, DeliveryError, Message, drivers
@@ -19,6 +22,8 @@ from apps.options import unknown_option_messages
 DRIVER_NODE_KEYS = ("driver", "required")
 CHANNEL_NODE_KEYS = ("channel", "channels", "required")
 _CHANNEL_NAME = re.compile(r"[-a-zA-Z0-9_]+")
+
+logger = logging.getLogger(__name__)
 
 
 def uses_channels(config: dict) -> bool:
@@ -94,7 +99,9 @@ def notification_validate(*, config: dict) -> list[str]:
 def notification_send(*, driver: str, config: dict, message: Message) -> dict:
     """Deliver ``message`` through ``driver`` with its ``config`` and summarise
     the deliveries. Never raises for a delivery problem: an unknown driver, an
-    invalid config or a DeliveryError becomes one failed delivery."""
+    invalid config, a DeliveryError or any other exception the driver raises
+    becomes one failed delivery (the latter named by its class only, and
+    logged without a traceback: its text may hold a URL or a secret)."""
     if driver not in drivers:
         deliveries = [Delivery(str(driver), False, f"unknown driver: {driver}")]
     else:
@@ -107,6 +114,11 @@ def notification_send(*, driver: str, config: dict, message: Message) -> dict:
                 deliveries = instance.send(message=message, config=config)
             except DeliveryError as exc:
                 deliveries = [Delivery(driver, False, str(exc))]
+            except SoftTimeLimitExceeded:
+                raise  # the run is out of time: the engine records it
+            except Exception as exc:  # a driver bug must not put a URL or a token in a traceback
+                logger.warning("notify driver %s raised %s", driver, type(exc).__name__)
+                deliveries = [Delivery(driver, False, f"driver error ({type(exc).__name__})")]
     succeeded = sum(1 for d in deliveries if d.ok)
     return {
         "driver": driver,

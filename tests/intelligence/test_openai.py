@@ -210,6 +210,27 @@ def test_a_closed_port_falls_back_naming_only_the_host(api_key, settings):
     assert_fell_back(output, "cannot reach 127.0.0.1 (ConnectError)")
 
 
+def test_an_answer_larger_than_the_limit_falls_back(http_server, api_key):
+    http_server.answer_raw(b" " * (2 * 1024 * 1024), content_type="application/json")
+    assert_fell_back(run(http_server), "the answer from 127.0.0.1 is larger than 1048576 bytes")
+
+
+def test_a_base_url_with_a_malformed_port_falls_back_without_the_port_text(api_key, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://llm.example:sk-in-the-port/v1")
+    output = analysis_run(provider="openai", config={}, incident=INCIDENT, checks=[CPU_OK, DISK_WARNING])
+    assert_fell_back(output, "call refused: the URL for host llm.example has a malformed port")
+    assert "sk-in-the-port" not in json.dumps(output)
+
+
+def test_a_base_url_with_a_malformed_port_in_the_config_is_reported():
+    assert analysis_validate(config={"provider": "openai", "base_url": "http://llm.example:x/v1"}) == [
+        "base_url must be a URL starting with http:// or https://"
+    ]
+    assert analysis_validate(config={"provider": "openai", "base_url": "http://[::1/v1"}) == [
+        "base_url must be a URL starting with http:// or https://"
+    ]
+
+
 def test_secrets_echoed_by_the_provider_are_scrubbed(http_server, api_key):
     http_server.answer_json(completion(json.dumps({**ANALYSIS, "summary": f"Your key is {KEY}"})))
     output = run(http_server)

@@ -197,3 +197,16 @@ def test_each_notify_node_of_a_run_sends_run_id_and_node_id_as_its_key(tmp_path,
     run = pipeline_run_execute(run_id=run.pk)
     assert run.status == "completed", run.error
     assert idempotency_keys(http_server) == [f"{run.pk}-first", f"{run.pk}-second"]
+
+
+def test_a_webhook_url_with_a_malformed_port_fails_the_node_without_the_port_text(tmp_path, monkeypatch, apps_log):
+    # The port field of a secret URL may hold the secret itself.
+    monkeypatch.setenv("OPS_HOOK", "https://hooks.example:p0rt-s3cr3t/services/T0")
+    run = run_pipeline(tmp_path, {"driver": "webhook", "url_env": "OPS_HOOK"})
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error == "Node 'notify' failed: Notification failed (webhook: the URL for host hooks.example has a malformed port)"
+    stored = json.dumps([run.result, run.error, list(StageExecution.objects.values("output", "errors"))])
+    for text in (stored, render_result(run), apps_log.text):
+        assert "p0rt-s3cr3t" not in text
+    assert all(r.exc_info is None for r in apps_log.records)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
-from apps.notify.base import Message
+from apps.notify.base import Driver, Message, drivers
 from apps.notify.services import (
     ChannelUnavailable,
     notification_channel_create,
@@ -157,3 +158,39 @@ def test_credential_header_next_to_a_channel_is_refused():
         "header Authorization looks like a credential and must not be written in the definition: "
         "put it in an environment variable and name it in headers_env"
     ]
+
+
+# --- a driver that fails in a way it did not foresee ------------------------------
+
+
+class BrokenDriver(Driver):
+    """A driver with a bug: its exception's text holds the secret URL it was posting to."""
+
+    name = "broken"
+
+    def send(self, *, message, config):
+        raise RuntimeError("cannot post to https://hooks.example/services/T0/B0/br0ken-t0k3n")
+
+
+class OutOfTimeDriver(Driver):
+    name = "out-of-time"
+
+    def send(self, *, message, config):
+        raise SoftTimeLimitExceeded()
+
+
+def test_a_driver_raising_something_unexpected_is_a_clean_failed_delivery(monkeypatch, apps_log):
+    monkeypatch.setitem(drivers._items, "broken", BrokenDriver)
+    result = notification_send(driver="broken", config={}, message=Message("t", "b", "critical"))
+    assert result["deliveries"] == [{"channel": "broken", "ok": False, "detail": "driver error (RuntimeError)"}]
+    assert result["failed"] == 1
+    assert [r.getMessage() for r in apps_log.records] == ["notify driver broken raised RuntimeError"]
+    assert all(r.exc_info is None for r in apps_log.records)  # no traceback, which would quote the URL
+    assert "br0ken-t0k3n" not in apps_log.text
+    assert_not_in(result, "br0ken-t0k3n", "hooks.example")
+
+
+def test_the_runs_time_limit_is_not_taken_for_a_failed_delivery(monkeypatch):
+    monkeypatch.setitem(drivers._items, "out-of-time", OutOfTimeDriver)
+    with pytest.raises(SoftTimeLimitExceeded):
+        notification_send(driver="out-of-time", config={}, message=Message("t", "b", "critical"))

@@ -19,7 +19,7 @@ import httpx
 from apps.checkers.base import CRITICAL, OK, WARNING
 from apps.intelligence.base import Provider, ProviderUnavailable, providers
 from apps.options import is_positive_number
-from apps.outbound import OutboundBlocked, http_post
+from apps.outbound import OutboundBlocked, OutboundError, http_post, url_host
 from apps.secrets import SecretMissing, env_name_messages, inline_secret_messages, scrub, secret_get
 
 SECRET_KEYS = ("api_key",)
@@ -55,8 +55,12 @@ _FENCED = re.compile(r"^```[\w-]*[ \t]*\n?(.*?)\n?```$", re.DOTALL)
 def _is_http_url(value: object) -> bool:
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # a malformed IPv6 literal or port; validation never raises
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def _is_positive_int(value: object) -> bool:
@@ -89,8 +93,10 @@ class OpenAIProvider(Provider):
         """Send the findings to the chat completions endpoint and return its analysis
         (summary, probable_cause, recommendations, severity, model, fallback_used).
 
-        Makes one outbound HTTP request. Raises ProviderUnavailable when there is
-        no key, the call is refused or fails, or the answer is unusable.
+        Makes one outbound HTTP request through apps.outbound. Raises
+        ProviderUnavailable when there is no key, the call is refused or
+        fails, or the answer is unusable or larger than
+        OUTBOUND_MAX_RESPONSE_BYTES.
         """
         try:
             key = secret_get(config, "api_key", default_env=DEFAULT_KEY_ENV, what="OpenAI API key")
@@ -143,16 +149,18 @@ def _pick(item: dict, fields: tuple[str, ...], *, alerts: bool = False) -> dict:
 
 def _post(url: str, *, body: dict, headers: dict, timeout: float) -> object:
     """POST ``body`` and return the decoded JSON answer; raises ProviderUnavailable."""
-    host = urlsplit(url).hostname or "the provider"
+    host = url_host(url) or "the provider"
     try:
         response = http_post(url, json=body, headers=headers, timeout=timeout)
     except OutboundBlocked as exc:
         raise ProviderUnavailable(f"call refused: {exc}") from None
+    except OutboundError as exc:
+        raise ProviderUnavailable(str(exc)) from None
     except httpx.TimeoutException:
         raise ProviderUnavailable(f"timeout after {timeout:g}s") from None
     except httpx.TransportError as exc:
         raise ProviderUnavailable(f"cannot reach {host} ({type(exc).__name__})") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+    except httpx.HTTPError as exc:
         # httpx's own messages include the URL, so only the error class is kept.
         raise ProviderUnavailable(f"request failed ({type(exc).__name__})") from None
     if not response.is_success:

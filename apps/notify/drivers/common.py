@@ -7,7 +7,7 @@ import httpx
 
 from apps.notify.base import DeliveryError, Message
 from apps.options import is_positive_number
-from apps.outbound import OutboundBlocked, http_post
+from apps.outbound import OutboundError, http_post
 from apps.secrets import SecretMissing, secret_get
 
 DEFAULT_TIMEOUT = 10
@@ -71,20 +71,21 @@ def key_headers(message: Message) -> dict:
 def post_json(url: str, body: dict, *, headers: dict | None = None, timeout: float) -> httpx.Response:
     """POST ``body`` to ``url`` through apps.outbound and return the response (any status).
 
-    Raises DeliveryError for a refused URL, a timeout or a transport failure;
-    its message never contains the URL (URLs often embed tokens).
+    Raises DeliveryError for a refused or malformed URL, a timeout, a
+    transport failure or an answer too large to read; its message never
+    contains the URL (URLs often embed tokens).
     """
     try:
         return http_post(url, json=body, headers=headers, timeout=timeout)
-    except OutboundBlocked as exc:
-        raise DeliveryError(str(exc)) from exc
+    except OutboundError as exc:
+        raise DeliveryError(str(exc)) from None
     except httpx.TimeoutException as exc:
-        raise DeliveryError(f"timeout after {timeout}s ({type(exc).__name__})") from exc
+        raise DeliveryError(f"timeout after {timeout}s ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
-        raise DeliveryError(f"connection failed ({type(exc).__name__})") from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise DeliveryError(f"connection failed ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
         # httpx's own messages include the URL, so only the error class is kept.
-        raise DeliveryError(f"request failed ({type(exc).__name__})") from exc
+        raise DeliveryError(f"request failed ({type(exc).__name__})") from None
 
 
 def error_code(text: str) -> str:

@@ -9,6 +9,12 @@ addresses. The backend is Django's EMAIL_BACKEND (SMTP unless changed).
 A message with a key is mailed with a Message-ID derived from the key, the
 recipient and the sender's domain, the same on every repeat, so mail systems
 that drop duplicate Message-IDs deliver a repeated notification once.
+
+EMAIL_HOST is the operator's and trusted. With the SMTP backend, a node's own
+``host`` (another name than EMAIL_HOST) must pass apps.outbound's guard:
+public addresses only, unless OUTBOUND_ALLOW_HOSTS allows it; the driver
+then connects to the address it checked (drivers/smtp.py), so the SMTP
+client cannot be pointed at a service inside the network.
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ from email.utils import parseaddr
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends import smtp
 from django.core.validators import validate_email
+from django.utils.module_loading import import_string
 
 from apps.notify.base import Delivery, DeliveryError, Driver, Message, drivers
 from apps.notify.drivers.common import (
@@ -30,6 +38,8 @@ from apps.notify.drivers.common import (
     timeout_messages,
     truncate,
 )
+from apps.notify.drivers.smtp import PinnedEmailBackend
+from apps.outbound import OutboundBlocked, host_check, same_host
 from apps.secrets import MIN_SECRET_LENGTH, REDACTED, env_name_messages, remember
 
 RECIPIENTS_ENV = "NOTIFY_EMAIL_TO"
@@ -54,6 +64,14 @@ def _is_sender(value: object) -> bool:
 
 def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _smtp_backend() -> bool:
+    """Whether EMAIL_BACKEND is Django's SMTP backend (or built on it): the only kind that connects."""
+    try:
+        return issubclass(import_string(settings.EMAIL_BACKEND), smtp.EmailBackend)
+    except (ImportError, TypeError):
+        return False
 
 
 def env_recipients() -> list[str]:
@@ -101,9 +119,11 @@ class EmailDriver(Driver):
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
         """Mails ``message`` to each recipient; one Delivery per recipient.
 
-        Raises DeliveryError when there is no recipient or password_env names
-        an unset variable; a connection, login or refusal problem is a failed
-        Delivery whose detail never contains the password."""
+        Raises DeliveryError when there is no recipient, password_env names
+        an unset variable, or the node's own ``host`` is refused by
+        apps.outbound (nothing is connected to then); a connection, login or
+        refusal problem is a failed Delivery whose detail never contains the
+        password."""
         recipients = list(config.get("to") or env_recipients())
         if not recipients:
             raise DeliveryError(f"No email recipients: set {RECIPIENTS_ENV} or the node's to")
@@ -117,19 +137,29 @@ class EmailDriver(Driver):
             use_tls = False
         if use_tls and use_ssl is None:
             use_ssl = False
+        options = {
+            "fail_silently": False,
+            "host": host,
+            "port": port,
+            "username": config.get("username"),
+            "password": password,
+            "use_tls": use_tls,
+            "use_ssl": use_ssl,
+            "timeout": timeout,
+        }
+        # A host the definition chose is checked; the operator's EMAIL_HOST is trusted as configured.
+        chosen = bool(config.get("host")) and not same_host(str(config["host"]), str(settings.EMAIL_HOST))
         try:
-            connection = get_connection(
-                fail_silently=False,
-                host=host,
-                port=port,
-                username=config.get("username"),
-                password=password,
-                use_tls=use_tls,
-                use_ssl=use_ssl,
-                timeout=timeout,
-            )
+            if chosen and _smtp_backend():
+                try:
+                    addresses = host_check(host, port=port)
+                except OutboundBlocked as exc:
+                    raise DeliveryError(f"SMTP host refused: {exc}") from None
+                connection = PinnedEmailBackend(addresses=addresses, **options)
+            else:
+                connection = get_connection(**options)
         except ValueError as exc:  # Django refuses EMAIL_USE_TLS together with EMAIL_USE_SSL
-            raise DeliveryError(f"Cannot set up the SMTP connection: {exc}") from exc
+            raise DeliveryError(f"Cannot set up the SMTP connection: {exc}") from None
 
         def failure(exc: Exception) -> str:
             detail = _describe(exc, host=host, port=port, timeout=timeout)
@@ -217,7 +247,8 @@ def _describe(exc: Exception, *, host: str, port: int, timeout: float) -> str:
         return f"{host}:{port} closed the connection"
     if isinstance(exc, OSError):
         return f"cannot connect to {host}:{port} ({type(exc).__name__})"
-    return f"{type(exc).__name__}: {exc}"
+    # Other errors (a header Django refuses...) may quote values: the class alone is shown.
+    return f"{type(exc).__name__} talking to {host}:{port}"
 
 
 def _text(value) -> str:

@@ -153,7 +153,8 @@ class PagerDutyDriver(Driver):
         """Sends a trigger (or resolve) event; PagerDuty's 202 is a success.
 
         Raises DeliveryError when the routing key is not set, the URL is
-        refused, or the request times out or cannot connect; any other answer
+        malformed or refused, the request times out or cannot connect, or the
+        answer is larger than OUTBOUND_MAX_RESPONSE_BYTES; any other answer
         is a failed Delivery. Neither ever contains the routing key."""
         routing_key = secret(config, "routing_key", default_env=DEFAULT_ENV, what="PagerDuty routing key")
         event = pagerduty_event(message, config, routing_key)

@@ -115,8 +115,9 @@ class SlackDriver(Driver):
         """Posts the message to the incoming webhook, with an Idempotency-Key header
         when the message has a key; Slack's "ok" answer is a success.
 
-        Raises DeliveryError when the URL is not set or refused, or the request
-        times out or cannot connect; any other answer is a failed Delivery
+        Raises DeliveryError when the URL is not set, malformed or refused, the
+        request times out or cannot connect, or the answer is larger than
+        OUTBOUND_MAX_RESPONSE_BYTES; any other answer is a failed Delivery
         carrying the status and Slack's error code (never the URL)."""
         url = secret(config, "webhook_url", default_env=DEFAULT_ENV, what="Slack webhook URL")
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)

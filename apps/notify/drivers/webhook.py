@@ -91,8 +91,9 @@ class WebhookDriver(Driver):
         header when the message has a key; a 2xx answer is a success.
 
         Raises DeliveryError when the URL or a header variable is not set, the
-        URL is refused by apps.outbound, or the request times out or cannot
-        connect; a non-2xx answer is a failed Delivery."""
+        URL is malformed or refused by apps.outbound, the request times out or
+        cannot connect, or the answer is larger than
+        OUTBOUND_MAX_RESPONSE_BYTES; a non-2xx answer is a failed Delivery."""
         url = secret(config, "url", default_env=DEFAULT_ENV, what="webhook URL")
         headers = {**self._headers(config), **key_headers(message)}
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)

@@ -1,4 +1,5 @@
 """`intelligence` nodes: analyse what earlier nodes found with a provider."""
+from apps.intelligence.base import AnalysisFailed, ProviderUnavailable
 from apps.intelligence.services import analysis_run, analysis_validate
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
 from apps.orchestration.nodes.common import all_checks, latest_incident
@@ -21,8 +22,9 @@ class IntelligenceNode(NodeType):
         provider = config.get("provider", "local")
         try:
             return analysis_run(provider=provider, config=config, incident=incident, checks=checks)
-        except (OSError, ValueError) as exc:
-            raise NodeError(f"Analysis failed: {exc}") from exc
+        except (ValueError, AnalysisFailed, ProviderUnavailable) as exc:
+            # Their messages are written to be shown: no URL, no key, no traceback.
+            raise NodeError(f"Analysis failed: {exc}") from None
 
     def display_lines(self, output: dict) -> list[str]:
         summary = str(output.get("summary", ""))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import email
 import hashlib
+import socket
+import ssl
+from contextlib import contextmanager
 from email.policy import default as default_policy
 
 import pytest
@@ -10,7 +13,7 @@ from django.core import mail
 
 from apps.notify.base import DeliveryError, drivers
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import BODY, assert_not_in, make_message
+from tests.notify.support import BODY, SmtpServer, assert_not_in, make_message
 
 PASSWORD = "hunter2-smtp-s3cr3t"
 
@@ -150,6 +153,7 @@ def test_email_invalid_address_from_the_environment_fails_only_itself(smtp_serve
 
 def test_email_server_down_is_a_failed_delivery_naming_the_server(settings, closed_port, message):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
     config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": closed_port}
     result = notification_send(driver="email", config=config, message=message)
     assert result["deliveries"] == [
@@ -240,8 +244,148 @@ def test_email_bad_config_is_reported(config, expected):
 
 def test_email_ssl_in_config_turns_off_tls_from_the_settings(settings, closed_port, message):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
     settings.EMAIL_USE_TLS = True
     config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": closed_port, "use_ssl": True}
     result = notification_send(driver="email", config=config, message=message)
     # It got as far as connecting: the two settings did not clash.
     assert result["deliveries"][0]["detail"] == f"cannot connect to 127.0.0.1:{closed_port} (ConnectionRefusedError)"
+
+
+# --- the node's own host goes through the outbound guard ------------------------
+
+
+@contextmanager
+def listener(host: str = "127.0.0.1", port: int = 0):
+    """A TCP socket listening on ``host``:``port``; ``connected()`` on it says whether anyone connected."""
+    sock = socket.socket()
+    try:
+        sock.bind((host, port))
+        sock.listen()
+        sock.setblocking(False)
+        yield sock
+    finally:
+        sock.close()
+
+
+def connected(sock: socket.socket) -> bool:
+    try:
+        conn, _ = sock.accept()
+    except BlockingIOError:
+        return False
+    conn.close()
+    return True
+
+
+@contextmanager
+def smtp_on(host: str, port: int = 0, **smtp_options):
+    """A real SMTP server (aiosmtpd) on ``host``:``port`` (a free one for 0)."""
+    from aiosmtpd.controller import Controller
+
+    if not port:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    state = SmtpServer(port=port)
+    controller = Controller(state, hostname=host, port=port, **smtp_options)
+    controller.start()
+    try:
+        yield state
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_backend(settings):
+    """Django's SMTP backend, with an operator's EMAIL_HOST no test connects to."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "smtp.operator.example", 25
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.DEFAULT_FROM_EMAIL = "pipelines@example.com"
+    settings.OUTBOUND_ALLOW_HOSTS = []
+    return settings
+
+
+def test_email_node_host_on_loopback_is_refused_without_connecting(smtp_backend, fixed_dns, message):
+    with listener() as sock:
+        config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": sock.getsockname()[1]}
+        result = notification_send(driver="email", config=config, message=message)
+        assert result["deliveries"] == [
+            {
+                "channel": "email",
+                "ok": False,
+                "detail": "SMTP host refused: host 127.0.0.1 resolves to an internal address (127.0.0.1); "
+                "allow it with OUTBOUND_ALLOW_HOSTS",
+            }
+        ]
+        assert not connected(sock)
+    assert fixed_dns.calls == []
+
+
+def test_email_node_host_resolving_to_a_private_address_is_refused(smtp_backend, fixed_dns, message):
+    fixed_dns.add("mail.attacker.example", ["10.0.0.25"])
+    config = {"to": ["alice@example.com"], "host": "mail.attacker.example", "port": 6379}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"][0]["detail"] == (
+        "SMTP host refused: host mail.attacker.example resolves to an internal address (10.0.0.25); "
+        "allow it with OUTBOUND_ALLOW_HOSTS"
+    )
+
+
+def test_email_node_host_allowed_connects_to_the_checked_address_only(smtp_backend, fixed_dns, message):
+    smtp_backend.OUTBOUND_ALLOW_HOSTS = ["127.0.0.2/32"]
+    with smtp_on("127.0.0.2") as server, listener("127.0.0.1", server.port) as loopback:
+        # The name answers the checked address first, then the loopback one.
+        fixed_dns.add("mail.example", ["127.0.0.2"], ["127.0.0.1"])
+        config = {"to": ["alice@example.com"], "host": "mail.example", "port": server.port}
+        result = notification_send(driver="email", config=config, message=message)
+        assert result["succeeded"] == 1, result
+        assert [m["rcpt_tos"] for m in server.messages] == [["alice@example.com"]]
+        assert fixed_dns.calls == ["mail.example"]
+        assert not connected(loopback)
+
+
+def test_email_starttls_to_the_pinned_address_checks_the_host_name(
+    smtp_backend, fixed_dns, tls_certificate, monkeypatch, message
+):
+    cert, key = tls_certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    smtp_backend.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # Django's default SSL context trusts it then
+    with smtp_on("127.0.0.1", tls_context=context, require_starttls=True) as server:
+        fixed_dns.add("tls.example", ["127.0.0.1"])
+        fixed_dns.add("other.example", ["127.0.0.1"])
+        base = {"to": ["alice@example.com"], "port": server.port, "use_tls": True}
+        assert notification_send(driver="email", config={**base, "host": "tls.example"}, message=message)[
+            "succeeded"
+        ] == 1
+        other = notification_send(driver="email", config={**base, "host": "other.example"}, message=message)
+        assert other["deliveries"][0]["detail"] == (
+            f"cannot connect to other.example:{server.port} (SSLCertVerificationError)"
+        )
+        assert len(server.messages) == 1
+
+
+def test_email_node_host_equal_to_email_host_is_trusted(smtp_server, settings, fixed_dns, message):
+    settings.OUTBOUND_ALLOW_HOSTS = []
+    config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": smtp_server.port}
+    assert notification_send(driver="email", config=config, message=message)["succeeded"] == 1
+    assert fixed_dns.calls == []
+
+
+def test_email_guard_applies_only_to_the_smtp_backend(settings, message):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.OUTBOUND_ALLOW_HOSTS = []
+    mail.outbox = []
+    config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": 25}
+    assert notification_send(driver="email", config=config, message=message)["succeeded"] == 1
+    assert len(mail.outbox) == 1
+
+
+def test_email_error_quoting_a_value_is_shown_by_its_class_only(smtp_server):
+    message = make_message()
+    message.data["run"]["trace_id"] = "abc\nX-Leak: s3cr3t-value"
+    result = notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
+    assert result["deliveries"][0]["detail"] == f"BadHeaderError talking to 127.0.0.1:{smtp_server.port}"
+    assert_not_in(result, "s3cr3t")

@@ -134,6 +134,21 @@ def test_webhook_to_an_internal_address_is_refused_naming_only_the_host(http_ser
     assert_not_in(result, "s3cr3t", str(http_server.port))
 
 
+def test_webhook_answer_larger_than_the_limit_is_a_failed_delivery(http_server, monkeypatch, message):
+    http_server.answer_raw(b"x" * (2 * 1024 * 1024))
+    result = notification_send(driver="webhook", config=hook(http_server, monkeypatch), message=message)
+    assert result["deliveries"] == [
+        {"channel": "webhook", "ok": False, "detail": "the answer from 127.0.0.1 is larger than 1048576 bytes"}
+    ]
+    assert_not_in(result, "s3cr3t", str(http_server.port))
+
+
+def test_webhook_url_with_a_malformed_port_names_only_the_host(monkeypatch, message):
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://hooks.example:s3cr3t/services/T0")
+    result = notification_send(driver="webhook", config={}, message=message)
+    assert result["deliveries"][0]["detail"] == "the URL for host hooks.example has a malformed port"
+
+
 def test_webhook_url_from_environment_must_be_http(monkeypatch, message):
     monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "ftp://files.example.com/s3cr3t")
     result = notification_send(driver="webhook", config={}, message=message)
