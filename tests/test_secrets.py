@@ -1,0 +1,112 @@
+"""Scrubbing secrets and their identifying parts (apps/secrets.py)."""
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+
+from apps.secrets import REDACTED, is_identifying, scrub, secret_fragments
+
+PORT_TEXT = "p0rtS3cret99"
+PORT_URL = f"http://127.0.0.1:{PORT_TEXT}/services/T0/B0/tok"
+SLACK_TOKEN = "XXXXyyyyZZZZ1234abcd"
+SLACK_URL = f"https://hooks.slack.com/services/T01ABCDEF/B02GHIJKL/{SLACK_TOKEN}"
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_from_outside(monkeypatch):
+    """Each test sets the secrets it means; none leak in from the environment."""
+    for name in settings.SECRET_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_an_api_key_is_scrubbed_whole_and_only_whole(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc/def1234567")
+    assert scrub("key sk-abc/def1234567 refused") == f"key {REDACTED} refused"
+    # Not a URL: its parts are not fragments, however identifying they look.
+    assert scrub("def1234567") == "def1234567"
+
+
+def test_userinfo_of_a_url_secret_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://alice2024:pa55w0rdX@hooks.example.com/hook")
+    text = "login failed for alice2024 (password pa55w0rdX) at hooks.example.com"
+    assert scrub(text) == f"login failed for {REDACTED} (password {REDACTED}) at hooks.example.com"
+    assert scrub("alice2024:pa55w0rdX") == REDACTED
+
+
+def test_path_token_of_a_url_secret_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
+    assert scrub(f"HTTP 404 (invalid_token {SLACK_TOKEN})") == f"HTTP 404 (invalid_token {REDACTED})"
+    assert scrub("team T01ABCDEF channel B02GHIJKL") == f"team {REDACTED} channel {REDACTED}"
+
+
+def test_query_token_of_a_url_secret_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://example.com/hook?mode=fast&token=abc123def456")
+    assert scrub("rejected token abc123def456") == f"rejected token {REDACTED}"
+    assert scrub("query was mode=fast&token=abc123def456") == f"query was {REDACTED}"
+    assert scrub("mode fast") == "mode fast"
+
+
+def test_percent_decoded_parts_are_scrubbed_too(monkeypatch):
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://example.com/hook?key=ab%2Bcd1234")
+    assert scrub("key ab+cd1234 and ab%2Bcd1234") == f"key {REDACTED} and {REDACTED}"
+
+
+def test_non_numeric_port_text_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", PORT_URL)
+    with pytest.raises(ValueError) as raised:
+        urlsplit(PORT_URL).port
+    assert PORT_TEXT in str(raised.value)  # the leak: urllib quotes the port text
+    assert scrub(str(raised.value)) == f"Port could not be cast to integer value as '{REDACTED}'"
+    assert scrub(f"connect to 127.0.0.1:{PORT_TEXT}") == f"connect to 127.0.0.1:{REDACTED}"
+
+
+def test_port_of_an_ipv6_url_is_found_after_the_brackets(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://[2001:db8::1]:{PORT_TEXT}/hook/T0k3nValue9")
+    text = f"host 2001:db8::1 port {PORT_TEXT} token T0k3nValue9"
+    assert scrub(text) == f"host 2001:db8::1 port {REDACTED} token {REDACTED}"
+    # Without a port, the address's own colons give no port fragment.
+    assert secret_fragments("http://[2001:db8:abcd:12::1]/hook") == {"http://[2001:db8:abcd:12::1]/hook"}
+
+
+def test_a_malformed_ipv6_url_still_has_its_port_scrubbed(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://[::1:{PORT_TEXT}/hook")
+    assert scrub(f"bad port {PORT_TEXT}") == f"bad port {REDACTED}"
+
+
+def test_short_or_common_fragments_are_not_redacted(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", PORT_URL)
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://hooks.example.com:8443/api/v1/services/send?mode=fast")
+    text = "services hooks api v1 send T0 B0 tok fast 8443 127.0.0.1 hooks.example.com"
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    ("fragment", "identifying"),
+    [
+        ("p0rt99", True),  # 6 characters, letters and digits
+        ("T0KEN", False),  # too short
+        ("services", False),  # a word
+        ("12345678", False),  # a number
+        ("abcdefghijkl", True),  # 12 characters of anything
+        ("123456789012", True),
+    ],
+)
+def test_fragment_rule(fragment, identifying):
+    assert is_identifying(fragment) is identifying
+
+
+def test_the_whole_secret_is_replaced_by_one_marker(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
+    assert scrub(f"posting to {SLACK_URL} failed") == f"posting to {REDACTED} failed"
+
+
+def test_overlapping_secrets_leave_no_piece(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-aaaa1111bbbb")
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "1111bbbbcccc2222")
+    assert scrub("x sk-aaaa1111bbbbcccc2222 y") == f"x {REDACTED} y"
+
+
+def test_scrub_is_deep(monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
+    data = {"deliveries": [{"detail": f"echo {SLACK_TOKEN}"}], SLACK_TOKEN: 1, "n": 2}
+    assert scrub(data) == {"deliveries": [{"detail": f"echo {REDACTED}"}], REDACTED: 1, "n": 2}
