@@ -211,12 +211,71 @@ def _scrub(obj, matcher: _Matcher):
     return obj
 
 
+# Attributes every LogRecord has; any other attribute came from ``extra`` (or a
+# library) and is written by the JSON formatter, so it is scrubbed too.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_PLAIN_TYPES = (int, float, bool, type(None))
+
+
+def _scrub_field(value, matcher: _Matcher):
+    """``value`` of a log record's field, scrubbed deep; an object of another type
+    is replaced by its scrubbed text only when that text held a secret."""
+    if isinstance(value, str):
+        return matcher.sub(value)
+    if isinstance(value, dict):
+        return {_scrub_field(k, matcher): _scrub_field(v, matcher) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_field(v, matcher) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub_field(v, matcher) for v in value)
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    try:
+        text = str(value)
+    except Exception:  # an object that cannot show itself cannot show a secret either
+        return value
+    clean = matcher.sub(text)
+    return value if clean == text else clean
+
+
 class ScrubFilter(logging.Filter):
-    """Removes known secret values from log records before they are written."""
+    """Removes known secrets from log records before any formatter sees them:
+    from the message, the traceback (exc_info / exc_text), stack_info, and
+    every non-standard attribute (``extra`` fields), deep. Always passes the
+    record on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = scrub(message)
+        matcher = _matcher()
+        if matcher is None:
+            return True
+        self._message(record, matcher)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            clean = matcher.sub(record.exc_text)
+            if clean != record.exc_text:
+                # The JSON formatter formats exc_info afresh; without it, it writes the scrubbed exc_text.
+                record.exc_text, record.exc_info = clean, None
+        if record.stack_info:
+            record.stack_info = matcher.sub(record.stack_info)
+        for name, value in list(vars(record).items()):
+            if name not in _RECORD_ATTRS:
+                setattr(record, name, _scrub_field(value, matcher))
+        return True
+
+    @staticmethod
+    def _message(record: logging.LogRecord, matcher: _Matcher) -> None:
+        if isinstance(record.msg, dict) and not record.args:
+            record.msg = _scrub_field(record.msg, matcher)  # the JSON formatter writes a dict message as fields
+            return
+        try:
+            message = record.getMessage()
+        except Exception:
+            # A message that does not format would be dumped raw, arguments and all, by Handler.handleError.
+            message = f"{record.msg} (unformattable log arguments: {record.args!r})"
+        clean = matcher.sub(message)
         if clean != message:
             record.msg, record.args = clean, ()
-        return True
+
+
+_TRACEBACKS = logging.Formatter()

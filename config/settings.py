@@ -119,6 +119,11 @@ LOGGING = {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "workers": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "celery": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        # Celery gives these two a raw stderr handler of its own (no scrubbing) unless they already have one.
+        "celery.task": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "multiprocessing": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # Django's defaults write its errors (tracebacks included) unscrubbed when DEBUG is on.
+        "django": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         # httpx logs every request with its full URL, and URLs carry tokens.
         "httpx": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         "httpcore": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},

@@ -1,10 +1,21 @@
-"""Scrubbing secrets and their identifying parts (apps/secrets.py)."""
+"""Scrubbing secrets and their identifying parts, in data and in log records
+(apps/secrets.py, settings.LOGGING)."""
+import copy
+import io
+import json
+import logging
+import logging.config
+import subprocess
+import sys
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
+from celery import Celery
 from django.conf import settings
 
 from apps.secrets import REDACTED, is_identifying, scrub, secret_fragments
+from tests.conftest import ROOT
 
 PORT_TEXT = "p0rtS3cret99"
 PORT_URL = f"http://127.0.0.1:{PORT_TEXT}/services/T0/B0/tok"
@@ -110,3 +121,129 @@ def test_scrub_is_deep(monkeypatch):
     monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
     data = {"deliveries": [{"detail": f"echo {SLACK_TOKEN}"}], SLACK_TOKEN: 1, "n": 2}
     assert scrub(data) == {"deliveries": [{"detail": f"echo {REDACTED}"}], REDACTED: 1, "n": 2}
+
+
+# --- log records ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_to():
+    """A logger writing through the formatter and filter settings.LOGGING names; returns it and its output."""
+    made = []
+
+    def _make(fmt: str, name: str | None = None):
+        configurator = logging.config.DictConfigurator(copy.deepcopy(settings.LOGGING))
+        handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(configurator.configure_formatter(configurator.config["formatters"][fmt]))
+        for filter_name in settings.LOGGING["handlers"]["stderr"]["filters"]:
+            handler.addFilter(configurator.configure_filter(configurator.config["filters"][filter_name]))
+        logger = logging.getLogger(name or f"tests.secrets.{uuid.uuid4().hex}")
+        logger.addHandler(handler)
+        if name is None:
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
+        made.append((logger, handler))
+        return logger, handler.stream
+
+    yield _make
+    for logger, handler in made:
+        logger.removeHandler(handler)
+
+
+def _port_error():
+    try:
+        urlsplit(PORT_URL).port
+    except ValueError as exc:
+        raise RuntimeError("delivery failed") from exc
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_traceback_holding_a_secret_is_scrubbed(monkeypatch, log_to, fmt):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", PORT_URL)
+    logger, out = log_to(fmt)
+    try:
+        _port_error()
+    except RuntimeError:
+        logger.exception("node %s of run %s raised", "notify", 7)
+    text = out.getvalue()
+    assert "node notify of run 7 raised" in text
+    assert "ValueError: Port could not be cast to integer value as '[redacted]'" in (
+        text if fmt == "text" else json.loads(text)["exc_info"]
+    )
+    assert PORT_TEXT not in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_stack_info_and_message_arguments_are_scrubbed(monkeypatch, log_to, fmt):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
+    logger, out = log_to(fmt)
+    logger.warning("answer was %s", f"invalid_token {SLACK_TOKEN}", stack_info=True)
+    text = out.getvalue()
+    assert "answer was invalid_token [redacted]" in text
+    assert "Stack (most recent call last)" in text
+    assert SLACK_TOKEN not in text
+
+
+def test_extra_fields_are_scrubbed_deep_in_json_logs(monkeypatch, log_to):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", SLACK_URL)
+    logger, out = log_to("json")
+    logger.info(
+        "event=node.end",
+        extra={
+            "error": f"HTTP 404 (invalid_token {SLACK_TOKEN})",
+            "output": {"deliveries": [{"detail": f"echo {SLACK_TOKEN}"}], "attempts": ("T01ABCDEF", 2)},
+            "cause": ValueError(f"bad {SLACK_URL}"),
+            "node": "notify",
+            "attempt": 1,
+        },
+    )
+    line = json.loads(out.getvalue())
+    assert line["error"] == "HTTP 404 (invalid_token [redacted])"
+    assert line["output"] == {"deliveries": [{"detail": "echo [redacted]"}], "attempts": ["[redacted]", 2]}
+    assert line["cause"] == "bad [redacted]"
+    assert (line["node"], line["attempt"]) == ("notify", 1)
+    assert SLACK_TOKEN not in out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_celery_task_failure_lines_are_scrubbed(monkeypatch, log_to, fmt):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", PORT_URL)
+    _, out = log_to(fmt, name="celery.app.trace")
+    app = Celery("secrets-test", set_as_current=False)
+
+    @app.task(name="tests.port_of")
+    def port_of(url):
+        return urlsplit(url).port
+
+    # Celery's own tracer logs the failure: message, traceback and its `data` extra.
+    assert port_of.apply(args=(PORT_URL,)).state == "FAILURE"
+    text = out.getvalue()
+    assert "raised unexpected: ValueError" in text
+    assert PORT_TEXT not in text
+    if fmt == "json":
+        assert json.loads(text)["data"]["exc"] == "ValueError(\"Port could not be cast to integer value as '[redacted]'\")"
+
+
+def test_every_logger_of_a_worker_writes_through_the_scrub_filter():
+    # Celery's logging set-up (as a worker runs it) adds raw handlers to loggers that have none.
+    script = """
+import logging, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+import django
+django.setup()
+from workers.celery import app
+app.log.setup_logging_subsystem(loglevel="INFO")
+for name in ["", "celery", "celery.task", "celery.app.trace", "celery.redirected", "multiprocessing", "apps",
+             "workers", "kombu", "django", "django.request", "httpx"]:
+    logger = logging.getLogger(name)
+    while logger:
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.NullHandler):
+                print(name or "root", type(handler).__name__, [type(f).__name__ for f in handler.filters])
+        logger = logger.parent if logger.propagate else None
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) >= 12
+    assert [line for line in lines if "ScrubFilter" not in line] == []
