@@ -104,11 +104,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"},
+        # Escapes control characters from trace ids, node ids and remote text, so a line cannot drive a terminal.
+        "text": {
+            "()": "apps.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+        },
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
+            # ASCII-only JSON escapes every control and bidi character (the library's default; relied on).
+            "json_ensure_ascii": True,
         },
     },
     "filters": {"scrub_secrets": {"()": "apps.secrets.ScrubFilter"}},

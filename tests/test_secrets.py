@@ -1,5 +1,5 @@
-"""Scrubbing secrets and their identifying parts, in data and in log records
-(apps/secrets.py, settings.LOGGING)."""
+"""Scrubbing secrets and their identifying parts; log lines that keep them out
+and cannot drive a terminal (apps/secrets.py, apps/logs.py, settings.LOGGING)."""
 import copy
 import io
 import json
@@ -247,3 +247,45 @@ for name in ["", "celery", "celery.task", "celery.app.trace", "celery.redirected
     lines = proc.stdout.splitlines()
     assert len(lines) >= 12
     assert [line for line in lines if "ScrubFilter" not in line] == []
+
+
+# --- terminal safety -------------------------------------------------------------------------
+
+HOSTILE = "abc\x1b[2J\x1b]0;owned\x07\r\n2026-01-01 00:00:00 INFO forged line\u202e\x7f"
+
+
+def test_text_log_lines_show_control_characters_escaped(log_to):
+    logger, out = log_to("text")
+    logger.info("event=run.start trace_id=%s node=%s", HOSTILE, "n\x1b[31m")
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")  # one line, however many newlines came in
+    assert text[:-1].isprintable()
+    assert "trace_id=abc\\x1b[2J\\x1b]0;owned\\x07\\r\\n2026-01-01 00:00:00 INFO forged line\\u202e\\x7f" in text
+    assert "node=n\\x1b[31m" in text
+
+
+def test_text_log_tracebacks_keep_their_lines_and_escape_the_rest(log_to):
+    logger, out = log_to("text")
+    try:
+        raise ValueError(f"bad id {HOSTILE}")
+    except ValueError:
+        logger.exception("node raised")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert "Traceback (most recent call last):\n" in text
+    assert "ValueError: bad id abc\\x1b[2J" in text
+
+
+def test_json_log_lines_are_printable_ascii_and_keep_the_text(log_to):
+    logger, out = log_to("json")
+    try:
+        raise ValueError(HOSTILE)
+    except ValueError:
+        logger.exception("trace_id=%s", HOSTILE, extra={"node": HOSTILE})
+    line = out.getvalue()
+    assert line.count("\n") == 1
+    assert all(" " <= char <= "~" for char in line[:-1])
+    data = json.loads(line)
+    assert data["message"] == f"trace_id={HOSTILE}"
+    assert data["node"] == HOSTILE
+    assert data["exc_info"].endswith(f"ValueError: {HOSTILE}")
