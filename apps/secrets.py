@@ -15,7 +15,8 @@ URL is scrubbed on its own wherever it appears, when it identifies the secret:
 - the port text: everything after the last ``:`` of the host part, even when
   it is not a number (an IPv6 host's own colons, inside ``[...]``, do not count);
 - each path segment, each query value, the whole query and the fragment;
-- each of those percent-decoded too, as errors often show them decoded.
+- each of those, and the whole URL, percent-decoded too, as errors often
+  show them decoded.
 
 A part identifies the secret when it is at least 6 characters long and holds
 both a letter and a digit (``T01ABCDE``, ``p0rtS3cret99``), or is at least 12
@@ -117,9 +118,9 @@ def _url_parts(url: str) -> list[str]:
     rest = url.split("://", 1)[1]
     rest, _, fragment = rest.partition("#")
     rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
+    netloc, _, path = rest.partition("/")
     userinfo, _, hostport = netloc.rpartition("@")
-    parts = [fragment, query]
+    parts = [url, fragment, query]
     if userinfo:
         user, _, password = userinfo.partition(":")
         parts += [userinfo, user, password]
@@ -154,10 +155,9 @@ def _known() -> frozenset[str]:
 
 
 class _Matcher:
-    """Finds the fragments of one set of secret values in a text."""
+    """Finds secret fragments (non-empty texts) in a text and redacts them."""
 
-    def __init__(self, values: frozenset[str]):
-        fragments = set().union(*(secret_fragments(value) for value in values))
+    def __init__(self, fragments: set[str]):
         # Longest first: where two fragments start at one place, the longer one is taken.
         alternatives = "|".join(re.escape(f) for f in sorted(fragments, key=lambda f: (-len(f), f)))
         self.any = re.compile(alternatives)
@@ -184,7 +184,9 @@ class _Matcher:
 
 @functools.lru_cache(maxsize=8)
 def _matcher_for(values: frozenset[str]) -> _Matcher | None:
-    return _Matcher(values) if values else None
+    fragments = set().union(*(secret_fragments(value) for value in values))
+    # An empty alternation would match everywhere: no fragments, nothing to scrub.
+    return _Matcher(fragments) if fragments else None
 
 
 def _matcher() -> _Matcher | None:

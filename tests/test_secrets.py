@@ -58,8 +58,9 @@ def test_query_token_of_a_url_secret_is_scrubbed(monkeypatch):
 
 
 def test_percent_decoded_parts_are_scrubbed_too(monkeypatch):
-    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://example.com/hook?key=ab%2Bcd1234")
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "https://example.com/my%20hook?key=ab%2Bcd1234")
     assert scrub("key ab+cd1234 and ab%2Bcd1234") == f"key {REDACTED} and {REDACTED}"
+    assert scrub("POST https://example.com/my hook?key=ab+cd1234 failed") == f"POST {REDACTED} failed"
 
 
 def test_non_numeric_port_text_is_scrubbed(monkeypatch):
