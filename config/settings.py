@@ -104,11 +104,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"},
+        # Escapes control characters from trace ids, node ids and remote text, so a line cannot drive a terminal.
+        "text": {
+            "()": "apps.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+        },
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
+            # ASCII-only JSON escapes every control and bidi character (the library's default; relied on).
+            "json_ensure_ascii": True,
         },
     },
     "filters": {"scrub_secrets": {"()": "apps.secrets.ScrubFilter"}},
@@ -119,6 +125,11 @@ LOGGING = {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "workers": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
         "celery": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        # Celery gives these two a raw stderr handler of its own (no scrubbing) unless they already have one.
+        "celery.task": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "multiprocessing": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # Django's defaults write its errors (tracebacks included) unscrubbed when DEBUG is on.
+        "django": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         # httpx logs every request with its full URL, and URLs carry tokens.
         "httpx": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         "httpcore": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
