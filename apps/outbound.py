@@ -192,9 +192,11 @@ def host_check(host: str, *, port: int) -> list[str]:
     it cannot be resolved or any address it has is not allowed (see
     address_allowed), unless OUTBOUND_ALLOW_HOSTS lists the host name."""
     host = _ascii_host(host)
+    literal = True
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
+        literal = False
         try:
             addresses = list(resolver(host, port))
         except socket.gaierror as exc:
@@ -212,9 +214,11 @@ def host_check(host: str, *, port: int) -> list[str]:
         return checked
     for address in checked:
         if not address_allowed(ipaddress.ip_address(address)):
-            raise OutboundBlocked(
-                f"host {host} resolves to an internal address ({address}); allow it with OUTBOUND_ALLOW_HOSTS"
-            )
+            if literal:
+                problem = f"address {host} is not a public address"
+            else:
+                problem = f"host {host} resolves to a non-public address ({address})"
+            raise OutboundBlocked(f"{problem}; allow it with OUTBOUND_ALLOW_HOSTS")
     return checked
 
 

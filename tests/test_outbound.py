@@ -102,7 +102,7 @@ def test_a_name_resolving_to_an_internal_address_is_refused(fixed_dns, address):
     with pytest.raises(OutboundBlocked) as refused:
         host_check("svc.example", port=443)
     assert str(refused.value) == (
-        f"host svc.example resolves to an internal address ({ipaddress.ip_address(address)}); "
+        f"host svc.example resolves to a non-public address ({ipaddress.ip_address(address)}); "
         "allow it with OUTBOUND_ALLOW_HOSTS"
     )
 
@@ -110,7 +110,7 @@ def test_a_name_resolving_to_an_internal_address_is_refused(fixed_dns, address):
 @pytest.mark.parametrize("address", NOT_ALLOWED)
 def test_an_internal_ip_literal_is_refused_without_a_lookup(fixed_dns, address):
     literal = f"[{address}]" if ":" in address else address
-    with pytest.raises(OutboundBlocked, match="resolves to an internal address"):
+    with pytest.raises(OutboundBlocked, match="is not a public address; allow it with OUTBOUND_ALLOW_HOSTS"):
         http_post(f"http://{literal}:8080/hook", json={}, timeout=1)
     assert fixed_dns.calls == []
 

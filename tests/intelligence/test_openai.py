@@ -195,7 +195,7 @@ def test_a_loopback_url_outside_the_allow_list_falls_back_without_a_request(http
     output = run(http_server)
     assert_fell_back(
         output,
-        "call refused: host 127.0.0.1 resolves to an internal address (127.0.0.1); "
+        "call refused: address 127.0.0.1 is not a public address; "
         "allow it with OUTBOUND_ALLOW_HOSTS",
     )
     assert http_server.requests == []

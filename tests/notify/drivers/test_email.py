@@ -314,7 +314,7 @@ def test_email_node_host_on_loopback_is_refused_without_connecting(smtp_backend,
             {
                 "channel": "email",
                 "ok": False,
-                "detail": "SMTP host refused: host 127.0.0.1 resolves to an internal address (127.0.0.1); "
+                "detail": "SMTP host refused: address 127.0.0.1 is not a public address; "
                 "allow it with OUTBOUND_ALLOW_HOSTS",
             }
         ]
@@ -327,7 +327,7 @@ def test_email_node_host_resolving_to_a_private_address_is_refused(smtp_backend,
     config = {"to": ["alice@example.com"], "host": "mail.attacker.example", "port": 6379}
     result = notification_send(driver="email", config=config, message=message)
     assert result["deliveries"][0]["detail"] == (
-        "SMTP host refused: host mail.attacker.example resolves to an internal address (10.0.0.25); "
+        "SMTP host refused: host mail.attacker.example resolves to a non-public address (10.0.0.25); "
         "allow it with OUTBOUND_ALLOW_HOSTS"
     )
 

@@ -126,7 +126,7 @@ def test_webhook_to_an_internal_address_is_refused_naming_only_the_host(http_ser
         {
             "channel": "webhook",
             "ok": False,
-            "detail": "host 127.0.0.1 resolves to an internal address (127.0.0.1); "
+            "detail": "address 127.0.0.1 is not a public address; "
             "allow it with OUTBOUND_ALLOW_HOSTS",
         }
     ]
