@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Schedules live in its tables (editable in the admin) and its scheduler runs them in beat.
+    "django_celery_beat",
     "apps.orchestration",
     "apps.alerts",
     "apps.checkers",
@@ -184,6 +186,9 @@ RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
 # running run whose lease ran out, once it has gone this long without one.
 RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=lambda v: v > 0)
 RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=lambda v: v >= 0)
+# Runs older than this many days are deleted daily by the built-in `prune-runs`
+# beat entry (`manage.py prune_runs`); 0 keeps every run.
+RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, validate=lambda v: v >= 0)
 CELERY_BEAT_SCHEDULE = {
     "recover-runs": {
         "task": "orchestration.recover_runs",
@@ -192,6 +197,10 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": RUN_RECOVERY_INTERVAL_SECONDS},
     },
 }
+# Beat keeps schedules in the database (django-celery-beat): definitions'
+# schedules are synced there by load_pipelines, and operators can see and
+# edit them in the admin. The subclass stamps each tick with its due slot.
+CELERY_BEAT_SCHEDULER = "workers.beat:PipelineScheduler"
 # `run_pipeline --wait` asks the workers whether any consumes the run's queue
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)

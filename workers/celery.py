@@ -6,7 +6,7 @@ import sys
 import threading
 
 from celery import Celery, bootsteps
-from celery.signals import worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -22,8 +22,9 @@ POOLS_WITH_NODE_TIME_LIMITS = ("prefork", "solo")
 
 
 @worker_init.connect
+@beat_init.connect
 def _start_embedded_broker(**kwargs):
-    """A worker on the embedded broker starts it when nobody has yet; when it
+    """A worker (or beat) on the embedded broker starts it when nobody has yet; when it
     cannot be used, the worker stops at once with one line (exit 1) instead of
     retrying a connection that cannot succeed."""
     from workers.embedded import EmbeddedBrokerError, ensure_broker

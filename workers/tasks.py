@@ -1,9 +1,16 @@
 """Celery tasks: thin wrappers that take an id and call a service."""
+import logging
+
 from celery import shared_task
+from django.db import DatabaseError
 
 from apps.orchestration.dispatch import EXECUTE_RUN_TASK, RECOVER_RUNS_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.recovery import runs_recover
+from apps.orchestration.schedules import SCHEDULED_TASK
+from apps.orchestration.services import pipeline_run_schedule
+
+logger = logging.getLogger("workers.tasks")
 
 
 @shared_task(name=EXECUTE_RUN_TASK)
@@ -21,3 +28,21 @@ def execute_run(run_id: int) -> None:
 def recover_runs() -> int:
     """One recovery sweep (the beat entry); returns how many runs were re-published."""
     return len(runs_recover())
+
+
+@shared_task(name=SCHEDULED_TASK, ignore_result=True)
+def run_scheduled(definition: str, due: str | None = None) -> int | None:
+    """One tick of a definition's schedule (sent by beat): launch its run
+    through the launcher. Returns the run id (None when the tick is skipped).
+
+    A database that cannot be reached is logged in one line; the next tick
+    tries again (a tick is not retried: it would come late and overlap the next).
+    """
+    try:
+        run = pipeline_run_schedule(definition_name=definition, due=due)
+    except DatabaseError as exc:
+        logger.error(
+            "event=schedule.failed definition=%s due=%s error=%s", definition, due, f"{type(exc).__name__}: {exc}"
+        )
+        return None
+    return run.pk if run is not None else None

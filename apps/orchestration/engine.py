@@ -21,7 +21,7 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from apps.orchestration import events
+from apps.orchestration import dispatch, events
 from apps.orchestration.lease import (
     CancelRequested,
     Claim,
@@ -30,6 +30,7 @@ from apps.orchestration.lease import (
     LeaseLost,
     new_token,
     run_claim,
+    same_origin,
 )
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
@@ -116,6 +117,9 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     if claim.lease is None:
         if claim.reason == "held":
             _log("run.busy", claim.run, holder=claim.run.claimed_by)
+        elif claim.reason == "at_limit":
+            # It stays queued: the run that frees a slot sends it again (and the sweep, should that be lost).
+            _log("run.waiting", claim.run, reason="max_concurrent", limit=claim.run.config_snapshot["max_concurrent"])
         return claim.run
     run = claim.run
     _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
@@ -124,7 +128,22 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
         ended = _Execution(claim).execute()
         if ended:
             events.run_event_publish(run_id=run.pk, status=run.status)
+    if ended and run.config_snapshot.get("max_concurrent"):
+        _next_waiting_wake(run)
     return run
+
+
+def _next_waiting_wake(run: PipelineRun) -> None:
+    """Send the oldest queued run of ``run``'s definition again: a slot under
+    its max_concurrent has just freed."""
+    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", flat=True)
+    next_id = waiting.first()
+    if next_id is None:
+        return
+    try:
+        dispatch.run_publish(run_id=next_id)
+    except Exception as exc:  # the broker is away: the recovery sweep sends it later
+        logger.warning("event=run.wake_failed run_id=%s error=%s", next_id, type(exc).__name__)
 
 
 class _Execution:

@@ -12,13 +12,14 @@ LeaseLost is raised, so a process that lost its run writes nothing more.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -207,11 +208,12 @@ def _insert_stage(stage: StageExecution, *, retried: bool) -> None:
 class Claim:
     """The outcome of a claim. ``lease`` is None when the run is not this
     process's to execute: it is finished (``reason`` "finished") or a live
-    process holds it ("held")."""
+    process holds it ("held"), or its definition's max_concurrent runs are
+    running already ("at_limit": it stays queued until one of them ends)."""
 
     run: PipelineRun
     lease: Lease | None
-    reason: str  # "claimed", "taken_over", "finished" or "held"
+    reason: str  # "claimed", "taken_over", "finished", "held" or "at_limit"
 
     @property
     def resumed(self) -> bool:
@@ -240,8 +242,13 @@ def run_claim(*, run_id: int, token: str) -> Claim:
             nodes = run.config_snapshot.get("nodes") or []
             first = nodes[0]["id"] if nodes else ""
             rows = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED)
-            if not rows.update(status=PipelineRun.Status.RUNNING, started_at=Now(), current_node=first, **taken):
-                return Claim(run, None, "held")  # another delivery took it, or it was cancelled
+            limit = run.config_snapshot.get("max_concurrent")
+            # Only a limited definition pays for a transaction around its claim.
+            with transaction.atomic() if limit else nullcontext():
+                if limit and not _slot_free(run, limit):
+                    return Claim(run, None, "at_limit")
+                if not rows.update(status=PipelineRun.Status.RUNNING, started_at=Now(), current_node=first, **taken):
+                    return Claim(run, None, "held")  # another delivery took it, or it was cancelled
             run.status, run.started_at, run.current_node = PipelineRun.Status.RUNNING, run.db_now, first
             reason = "claimed"
         else:
@@ -262,6 +269,23 @@ def run_claim(*, run_id: int, token: str) -> Claim:
         return _claimed(run, token, reason)
 
     return with_reconnect(attempt, what=f"claiming run {run_id}")
+
+
+def same_origin(run: PipelineRun):
+    """The runs of the same definition (or config file, or the built-in pipeline) as ``run``."""
+    return PipelineRun.objects.filter(origin_kind=run.origin_kind, origin=run.origin)
+
+
+def _slot_free(run: PipelineRun, limit: int) -> bool:
+    """Whether fewer than ``limit`` runs of ``run``'s definition are running.
+    Call inside the claim's transaction: on PostgreSQL it takes a lock per
+    definition until the transaction ends, so two claims cannot both count
+    the same last slot (SQLite's write transactions are serial already)."""
+    if connection.vendor == "postgresql":
+        digest = hashlib.blake2b(f"{run.origin_kind}:{run.origin}".encode(), digest_size=8).digest()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+    return same_origin(run).filter(status=PipelineRun.Status.RUNNING).count() < limit
 
 
 def _claimed(run: PipelineRun, token: str, reason: str) -> Claim:

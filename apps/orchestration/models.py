@@ -28,7 +28,15 @@ class PipelineRun(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Trigger(models.TextChoices):
+        CLI = "cli", "Command line"
+        SCHEDULE = "schedule", "Schedule"
+        RETRY = "retry", "Retry"
+        ADMIN = "admin", "Admin"
+        API = "api", "Program"
+
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     trace_id = models.CharField(max_length=64, db_index=True, help_text="Correlates logs of one run.")
     definition = models.ForeignKey(
@@ -50,6 +58,14 @@ class PipelineRun(models.Model):
         default="definition",
     )
     config_snapshot = models.JSONField(help_text="The definition as it was when the run was created.")
+    trigger = models.CharField(
+        max_length=20, choices=Trigger.choices, default=Trigger.CLI, db_index=True,
+        help_text="What launched the run: the command line, a schedule, a retry...",
+    )
+    idempotency_key = models.CharField(
+        max_length=200, null=True, blank=True, unique=True,
+        help_text="A launch with a key that a run already has creates nothing (a schedule's tick, --idempotency-key).",
+    )
     source = models.CharField(max_length=50, default="cli", help_text="Alert source / launcher.")
     environment = models.CharField(max_length=50, default="development")
     payload = models.JSONField(default=dict, blank=True)

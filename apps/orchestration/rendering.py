@@ -7,6 +7,7 @@ import json
 from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
+from apps.orchestration.schedules import schedule_describe
 from apps.orchestration.services import ResolvedDefinition, exit_code_for
 from apps.secrets import scrub
 from apps.text import printable
@@ -59,6 +60,8 @@ def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, 
             nxt = node.get("next")
             lines.append(f"     → next: {printable(nxt)}" if nxt else "     → end")
             lines.append("")
+    if resolved.config.get("schedule"):
+        lines += [f"Schedule: {schedule_describe(resolved.config['schedule'])}", ""]
     lines += ["Payload:", json.dumps(payload, indent=2), "", "Use without --dry-run to execute"]
     return _shown("\n".join(lines))
 
@@ -137,6 +140,8 @@ def run_as_dict(run: PipelineRun) -> dict:
         "definition": run.definition_name or None,
         "config": run.origin if run.origin_kind == "config" else None,
         "origin": run.origin,
+        "trigger": run.trigger,
+        "idempotency_key": run.idempotency_key,
         "source": run.source,
         "environment": run.environment,
         "status": run.status,

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -38,6 +38,8 @@ LABEL_MAX = 50
 # PipelineRun.origin holds a config file's path.
 CONFIG_PATH_MAX = 500
 DEFINITION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+# Idempotency keys come from scripts and schedulers: printable ASCII, no spaces.
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
 
 
 class LaunchError(Exception):
@@ -46,6 +48,14 @@ class LaunchError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RunExists(Exception):
+    """A run with the launch's idempotency key exists already: nothing was created."""
+
+    def __init__(self, run: PipelineRun):
+        super().__init__(f"Run {run.pk} already exists for idempotency key {run.idempotency_key}")
+        self.run = run
 
 
 @dataclass
@@ -139,10 +149,13 @@ def payload_resolve(
     return data
 
 
-def launch_check(*, payload: dict, source: str, environment: str, trace_id: str | None) -> None:
+def launch_check(
+    *, payload: dict, source: str, environment: str, trace_id: str | None, idempotency_key: str | None = None
+) -> None:
     """Raise LaunchError when a run could not store these values as given
     (payload within apps.jsondata's limits; short printable labels; a trace id
-    of printable ASCII). The same rule holds on every database."""
+    and an idempotency key of printable ASCII). The same rule holds on every
+    database."""
     if not isinstance(payload, dict):
         raise LaunchError(f"Payload must be a JSON object, not {type(payload).__name__}")
     problems = jsondata.problems(payload, limit=1)
@@ -153,6 +166,10 @@ def launch_check(*, payload: dict, source: str, environment: str, trace_id: str 
             raise LaunchError(f"{flag} must be 1 to {LABEL_MAX} printable characters")
     if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
         raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
+    if idempotency_key is not None and not (
+        isinstance(idempotency_key, str) and IDEMPOTENCY_KEY.fullmatch(idempotency_key)
+    ):
+        raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")
 
 
 def pipeline_run_create(
@@ -162,25 +179,51 @@ def pipeline_run_create(
     source: str = "cli",
     environment: str = "development",
     trace_id: str | None = None,
+    trigger: str = PipelineRun.Trigger.CLI,
+    idempotency_key: str | None = None,
 ) -> PipelineRun:
     """Validate ``resolved`` and the launch values, then store a queued run
-    holding a snapshot of the definition and the payload."""
+    holding a snapshot of the definition and the payload.
+
+    Raises RunExists (creating nothing) when a run has ``idempotency_key``
+    already, even when another launch stores it at the same moment."""
     definition_check(resolved=resolved)
-    launch_check(payload=payload, source=source, environment=environment, trace_id=trace_id)
-    with transaction.atomic():
-        return PipelineRun.objects.create(
-            trace_id=trace_id or str(uuid.uuid4()),
-            definition=resolved.definition,
-            definition_name=resolved.origin if resolved.kind != "config" else "",
-            origin=resolved.origin,
-            origin_kind=resolved.kind,
-            config_snapshot=resolved.config,
-            source=source,
-            environment=environment,
-            payload=payload,
-            # Counted from here, a run whose message never reaches the broker is re-sent by the sweep.
-            published_at=Now(),
-        )
+    launch_check(
+        payload=payload, source=source, environment=environment, trace_id=trace_id, idempotency_key=idempotency_key
+    )
+    if idempotency_key is not None:
+        existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            raise RunExists(existing)
+    try:
+        with transaction.atomic():
+            return _run_store(
+                resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
+                trigger=trigger, idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
+        if existing is None:
+            raise
+        raise RunExists(existing) from None
+
+
+def _run_store(*, resolved, payload, source, environment, trace_id, trigger, idempotency_key) -> PipelineRun:
+    return PipelineRun.objects.create(
+        trace_id=trace_id or str(uuid.uuid4()),
+        trigger=trigger,
+        idempotency_key=idempotency_key,
+        definition=resolved.definition,
+        definition_name=resolved.origin if resolved.kind != "config" else "",
+        origin=resolved.origin,
+        origin_kind=resolved.kind,
+        config_snapshot=resolved.config,
+        source=source,
+        environment=environment,
+        payload=payload,
+        # Counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+        published_at=Now(),
+    )
 
 
 def pipeline_run_execute(*, run_id: int) -> PipelineRun | None:
@@ -195,10 +238,13 @@ def pipeline_run_launch(
     source: str = "cli",
     environment: str = "development",
     trace_id: str | None = None,
+    trigger: str = PipelineRun.Trigger.CLI,
+    idempotency_key: str | None = None,
 ) -> PipelineRun:
     """Validate, store the run as queued, and enqueue it for a worker once committed.
 
-    Raises LaunchError for an invalid definition (nothing stored) and, with
+    Raises RunExists when a run has ``idempotency_key`` already (nothing is
+    stored or sent), LaunchError for an invalid definition (nothing stored) and, with
     exit code 1, when the broker cannot take the run (the run is then marked
     failed, so nothing runs later by surprise). Inside an enclosing
     transaction the message is sent when that transaction commits; if the
@@ -206,7 +252,9 @@ def pipeline_run_launch(
     for the recovery sweep to send.
     """
     definition_check(resolved=resolved)
-    launch_check(payload=payload, source=source, environment=environment, trace_id=trace_id)
+    launch_check(
+        payload=payload, source=source, environment=environment, trace_id=trace_id, idempotency_key=idempotency_key
+    )
     from workers.embedded import EmbeddedBrokerError, ensure_broker
 
     try:
@@ -218,7 +266,8 @@ def pipeline_run_launch(
     outcome = {"nested": transaction.get_connection().in_atomic_block}
     with transaction.atomic():
         run = pipeline_run_create(
-            resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id
+            resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
+            trigger=trigger, idempotency_key=idempotency_key,
         )
         transaction.on_commit(functools.partial(_enqueue, run, outcome))
     if "error" in outcome and not outcome["nested"]:
@@ -240,6 +289,86 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
                 "event=run.enqueue_failed run_id=%s trace_id=%s error=%s (the recovery sweep sends it when it can)",
                 run.pk, run.trace_id, outcome["error"],
             )
+
+
+def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> PipelineRun | None:
+    """Launch the scheduled run of the definition ``definition_name`` for the
+    tick due at ``due`` (an ISO time; it makes the run's idempotency key, so
+    a tick delivered twice launches once).
+
+    Returns the run, the run an earlier delivery of this tick made, or None
+    when the tick is skipped because the schedule's overlap policy is "skip"
+    and a scheduled run of the definition is still queued or running. A
+    definition that was deleted, made inactive or no longer validates gives
+    a failed run saying why (a deleted one also has its schedule disabled).
+    """
+    key = f"schedule:{definition_name}:{due}" if due else None
+    with transaction.atomic():
+        # One tick at a time per definition, so the overlap check and the launch go together.
+        definition = PipelineDefinition.objects.select_for_update().filter(name=definition_name).first()
+        if definition is None:
+            from apps.orchestration.schedules import schedule_disable
+
+            schedule_disable(definition_name=definition_name)
+            return _schedule_failed(definition_name, None, key, "it no longer exists; its schedule is disabled")
+        if not definition.is_active:
+            return _schedule_failed(definition_name, definition, key, "it is inactive")
+        messages = validate_definition(definition.config)
+        if messages:
+            return _schedule_failed(definition_name, definition, key, "it is invalid: " + "; ".join(messages))
+        schedule = definition.config.get("schedule") or {}
+        if schedule.get("overlap", "skip") == "skip":
+            active = PipelineRun.objects.filter(
+                definition=definition, trigger=PipelineRun.Trigger.SCHEDULE, status__in=PipelineRun.ACTIVE
+            ).first()
+            if active is not None:
+                logger.info(
+                    "event=schedule.skipped definition=%s due=%s reason=overlap run_id=%s status=%s",
+                    definition_name, due, active.pk, active.status,
+                )
+                return None
+        resolved = ResolvedDefinition(definition.config, "definition", definition.name, definition)
+        try:
+            run = pipeline_run_launch(
+                resolved=resolved, payload=schedule.get("payload") or {}, source="auto",
+                trigger=PipelineRun.Trigger.SCHEDULE, idempotency_key=key,
+            )
+        except RunExists as exc:
+            logger.info("event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, exc.run.pk)
+            return exc.run
+    logger.info(
+        "event=schedule.launched definition=%s due=%s run_id=%s trace_id=%s", definition_name, due, run.pk, run.trace_id
+    )
+    return run
+
+
+def _schedule_failed(name: str, definition: PipelineDefinition | None, key: str | None, why: str) -> PipelineRun:
+    """A failed scheduled run of ``name`` that says ``why`` it could not start."""
+    error = printable(f"Scheduled definition '{name}' cannot run: {why}")
+    logger.error("event=schedule.failed definition=%s error=%s", name, error)
+    fields = dict(
+        trace_id=str(uuid.uuid4()),
+        trigger=PipelineRun.Trigger.SCHEDULE,
+        idempotency_key=key,
+        definition=definition,
+        definition_name=name,
+        origin=name,
+        origin_kind="definition",
+        config_snapshot=definition.config if definition is not None else {},
+        source="auto",
+        status=PipelineRun.Status.FAILED,
+        error=error,
+        finished_at=Now(),
+        duration_ms=0,
+    )
+    try:
+        with transaction.atomic():
+            return PipelineRun.objects.create(**fields)
+    except IntegrityError:
+        existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
+        if existing is None:
+            raise
+        return existing  # an earlier delivery of this tick recorded it
 
 
 def run_mark_failed(*, run_id: int, error: str) -> None:
@@ -320,21 +449,25 @@ def exit_code_for(run: PipelineRun) -> int:
 class LoadReport:
     loaded: list  # (name, "created" | "updated" | "unchanged")
     refused: list  # (path, [messages])
+    schedules: list  # (name, "schedule: every 300s" | "unscheduled"), only where it changed
 
 
 def definitions_load(*, folder: Path) -> LoadReport:
     """Store each valid ``*.json`` definition in ``folder`` under its file name.
 
-    Valid files are created or updated (unchanged ones are left alone);
+    Valid files are created or updated (unchanged ones are left alone), and
+    each one's schedule is synced to beat's table (apps.orchestration.schedules);
     invalid ones are refused with their messages and change nothing.
     """
+    from apps.orchestration.schedules import schedule_sync
+
     try:
         paths = sorted(folder.glob("*.json")) if folder.is_dir() else None
     except OSError as exc:
         raise LaunchError(f"Cannot read the pipelines folder: {printable(str(folder))} ({exc.strerror})") from None
     if paths is None:
         raise LaunchError(f"Pipelines folder not found: {printable(str(folder))}")
-    report = LoadReport(loaded=[], refused=[])
+    report = LoadReport(loaded=[], refused=[], schedules=[])
     for path in paths:
         if not DEFINITION_NAME.fullmatch(path.stem):
             report.refused.append(
@@ -358,15 +491,19 @@ def definitions_load(*, folder: Path) -> LoadReport:
             "is_active": True,
         }
         name = path.stem
-        existing = PipelineDefinition.objects.filter(name=name).first()
-        if existing is None:
-            PipelineDefinition.objects.create(name=name, **fields)
-            report.loaded.append((name, "created"))
-        elif all(getattr(existing, key) == value for key, value in fields.items()):
-            report.loaded.append((name, "unchanged"))
-        else:
-            for key, value in fields.items():
-                setattr(existing, key, value)
-            existing.save()
-            report.loaded.append((name, "updated"))
+        with transaction.atomic():
+            existing = PipelineDefinition.objects.filter(name=name).first()
+            if existing is None:
+                existing = PipelineDefinition.objects.create(name=name, **fields)
+                report.loaded.append((name, "created"))
+            elif all(getattr(existing, key) == value for key, value in fields.items()):
+                report.loaded.append((name, "unchanged"))
+            else:
+                for key, value in fields.items():
+                    setattr(existing, key, value)
+                existing.save()
+                report.loaded.append((name, "updated"))
+            change = schedule_sync(definition=existing)
+        if change:
+            report.schedules.append((name, change))
     return report

@@ -9,10 +9,11 @@ from __future__ import annotations
 from apps import jsondata
 from apps.options import is_positive_number
 from apps.orchestration.nodes import node_types
+from apps.orchestration.schedules import schedule_messages
 from apps.text import printable
 
 SUPPORTED_VERSIONS = ("1.0",)
-TOP_LEVEL_FIELDS = {"version", "description", "tags", "defaults", "nodes"}
+TOP_LEVEL_FIELDS = {"version", "description", "tags", "defaults", "nodes", "schedule", "max_concurrent"}
 # Node ids are stored with each stage and shown in logs and displays.
 NODE_ID_MAX = 100
 
@@ -57,6 +58,10 @@ def validate_definition(config) -> list[str]:
     elif str(version) not in SUPPORTED_VERSIONS:
         messages.append(f"Unsupported version: {version} (supported: {', '.join(SUPPORTED_VERSIONS)})")
     messages += _validate_defaults(config.get("defaults"))
+    messages += schedule_messages(config.get("schedule"))
+    limit = config.get("max_concurrent")
+    if "max_concurrent" in config and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        messages.append("max_concurrent must be a whole number of 1 or more")
     for key in sorted(set(config) - TOP_LEVEL_FIELDS):
         messages.append(f"Unknown top-level field: {key}")
 

@@ -17,6 +17,18 @@ class RunOutputMixin:
         else:
             self.stdout.write(rendering.render_queued(run))
 
+    def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool) -> None:
+        """Show the run a launch found under its idempotency key (nothing new was launched)."""
+        self.stderr.write(
+            f"Run {run.pk} already exists for idempotency key {printable(run.idempotency_key)} "
+            f"(status: {run.status}); no new run was launched."
+        )
+        if wait and not run.is_terminal:
+            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json)
+        if run.is_terminal:
+            return self.show(run, as_json=as_json)
+        self.show_queued(run, as_json=as_json)
+
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract."""
         try:

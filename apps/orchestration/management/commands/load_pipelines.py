@@ -27,6 +27,8 @@ class Command(PipelineCommand):
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         for name, action in report.loaded:
             self.stdout.write(f"{action}: {name}")
+        for name, change in report.schedules:
+            self.stdout.write(f"{name}: {printable(change)}")
         for path, messages in report.refused:
             self.stderr.write(f"refused: {printable(path)}")
             for message in messages:

@@ -31,6 +31,10 @@ class Command(RunOutputMixin, PipelineCommand):
         parser.add_argument("--source", default="cli", help="Alert source (default: cli, which autodetects).")
         parser.add_argument("--environment", default="development", help="Environment name (default: development).")
         parser.add_argument("--trace-id", help="Trace id for the run (default: a new UUID).")
+        parser.add_argument(
+            "--idempotency-key",
+            help="Launch at most one run with this key: when a run has it already, show (or wait for) that one.",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
         parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
         how = parser.add_argument_group("execution")
@@ -64,19 +68,23 @@ class Command(RunOutputMixin, PipelineCommand):
                 source=options["source"],
                 environment=options["environment"],
             )
+            key = options["idempotency_key"]
             services.launch_check(
                 payload=payload, source=options["source"], environment=options["environment"],
-                trace_id=options["trace_id"],
+                trace_id=options["trace_id"], idempotency_key=key,
             )
             if options["dry_run"]:
                 services.definition_check(resolved=resolved)
                 self.stdout.write(rendering.render_dry_run(**launch))
                 return
+            launch.update(trace_id=options["trace_id"], idempotency_key=key)
             if options["inline"]:
-                run = services.pipeline_run_create(**launch, trace_id=options["trace_id"])
+                run = services.pipeline_run_create(**launch)
                 run = services.pipeline_run_execute(run_id=run.pk)
                 return self.show(run, as_json=options["json"])
-            run = services.pipeline_run_launch(**launch, trace_id=options["trace_id"])
+            run = services.pipeline_run_launch(**launch)
+        except services.RunExists as exc:
+            return self.show_existing(exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"])
         except LaunchError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
 
