@@ -306,6 +306,10 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> Pi
     with transaction.atomic():
         # One tick at a time per definition, so the overlap check and the launch go together.
         definition = PipelineDefinition.objects.select_for_update().filter(name=definition_name).first()
+        earlier = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
+        if earlier is not None:
+            logger.info("event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, earlier.pk)
+            return earlier
         if definition is None:
             from apps.orchestration.schedules import schedule_disable
 

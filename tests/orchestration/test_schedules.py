@@ -1,0 +1,229 @@
+"""Definitions' schedules: validation, syncing to django-celery-beat, the tick's
+launch (idempotency, overlap, broken definitions) and the concurrency limit."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from apps.orchestration import lease, services
+from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.schedules import SCHEDULED_TASK, schedule_messages, schedule_sync, task_name
+from apps.orchestration.validation import validate_definition
+
+pytestmark = pytest.mark.django_db
+
+NODES = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
+
+
+def definition(name="tick", **top) -> PipelineDefinition:
+    return PipelineDefinition.objects.create(name=name, config={"version": "1.0", "nodes": NODES, **top})
+
+
+@pytest.fixture(autouse=True)
+def no_embedded_broker(settings):
+    # Launches here are never sent (the test's transaction does not commit): no broker is started for them.
+    settings.CELERY_BROKER_IS_EMBEDDED = False
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("every 5", "'schedule' must be an object"),
+        ({}, "schedule needs exactly one of 'every' (seconds) or 'cron' (5 fields)"),
+        ({"every": 5, "cron": "* * * * *"}, "schedule needs exactly one of 'every' (seconds) or 'cron' (5 fields)"),
+        ({"every": 0.5}, "schedule.every must be a number of seconds from 1 to 31622400"),
+        ({"every": "300"}, "schedule.every must be a number of seconds from 1 to 31622400"),
+        ({"every": True}, "schedule.every must be a number of seconds from 1 to 31622400"),
+        ({"cron": "*/5 * * *"}, "schedule.cron is not a valid cron expression: it has 4 fields, not 5"),
+        ({"cron": "61 * * * *"}, "schedule.cron is not a valid cron expression: Invalid end range: 61 > 59."),
+        ({"cron": "0 0 31 2 *"}, "schedule.cron is not a valid cron expression"),
+        ({"cron": 5}, "schedule.cron must be a string of 5 fields, like '*/5 * * * *'"),
+        ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "schedule.timezone is not a known IANA time zone: Mars/Olympus"),
+        ({"every": 60, "timezone": "Europe/Berlin"}, "schedule.timezone applies only to 'cron' schedules"),
+        ({"every": 60, "overlap": "queue"}, "schedule.overlap must be 'skip' or 'allow'"),
+        ({"every": 60, "payload": [1]}, "schedule.payload must be an object"),
+        ({"every": 60, "at": "noon"}, "unknown field in schedule: at"),
+    ],
+)
+def test_a_bad_schedule_is_reported_clearly(schedule, message):
+    assert any(m.startswith(message) for m in schedule_messages(schedule)), schedule_messages(schedule)
+    assert any(m.startswith(message) for m in validate_definition({"version": "1.0", "nodes": NODES, "schedule": schedule}))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"every": 300},
+        {"every": 1.5, "overlap": "allow", "payload": {"server": "web-01"}},
+        {"cron": "*/5 * * * *"},
+        {"cron": "0 9 * * mon-fri", "timezone": "Europe/Berlin", "overlap": "skip"},
+    ],
+)
+def test_good_schedules_pass(schedule):
+    assert validate_definition({"version": "1.0", "nodes": NODES, "schedule": schedule}) == []
+
+
+@pytest.mark.parametrize("limit, ok", [(1, True), (20, True), (0, False), (-1, False), (1.5, False), (True, False), ("2", False)])
+def test_max_concurrent_must_be_a_whole_number_of_one_or_more(limit, ok):
+    messages = validate_definition({"version": "1.0", "nodes": NODES, "max_concurrent": limit})
+    assert (messages == []) is ok, messages
+
+
+def test_dry_run_shows_the_schedule_after_the_nodes_and_refuses_a_bad_cron(run_command, tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"}}))
+    result = run_command("run_pipeline", "--config", str(path), "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "     → end\n\nSchedule: cron 0 9 * * * (Europe/Berlin)\n\nPayload:\n" in result.stdout
+    path.write_text(json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"cron": "0 25 * * *"}}))
+    result = run_command("run_pipeline", "--config", str(path), "--dry-run")
+    assert result.exit_code == 2
+    assert "schedule.cron is not a valid cron expression" in result.stderr
+
+
+def test_sync_creates_updates_and_disables_one_periodic_task(tmp_path):
+    tick = definition(schedule={"every": 300})
+    assert schedule_sync(definition=tick) == "schedule: every 300s"
+    task = PeriodicTask.objects.get(name=task_name("tick"))
+    assert (task.task, json.loads(task.kwargs), task.enabled) == (SCHEDULED_TASK, {"definition": "tick"}, True)
+    assert task.interval.every == 300 and task.crontab is None
+    assert schedule_sync(definition=tick) is None  # nothing changed
+
+    tick.config = {**tick.config, "schedule": {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}}
+    assert schedule_sync(definition=tick) == "schedule: cron */5 * * * * (Europe/Berlin)"
+    task.refresh_from_db()
+    assert task.interval is None and (task.crontab.minute, str(task.crontab.timezone)) == ("*/5", "Europe/Berlin")
+
+    tick.config = {"version": "1.0", "nodes": NODES}
+    assert schedule_sync(definition=tick) == "unscheduled"
+    task.refresh_from_db()
+    assert task.enabled is False
+    assert schedule_sync(definition=tick) is None
+    assert PeriodicTask.objects.filter(name__startswith="pipeline:").count() == 1
+
+
+def test_load_pipelines_reports_schedule_changes_and_loading_twice_changes_nothing(run_command, tmp_path):
+    (tmp_path / "every.json").write_text(json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"every": 300}}))
+    (tmp_path / "plain.json").write_text(json.dumps({"version": "1.0", "nodes": NODES}))
+    first = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert first.stdout.splitlines() == [
+        "created: every", "created: plain", "every: schedule: every 300s", "2 loaded, 0 refused",
+    ]
+    again = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert again.stdout.splitlines() == ["unchanged: every", "unchanged: plain", "2 loaded, 0 refused"]
+    (tmp_path / "every.json").write_text(json.dumps({"version": "1.0", "nodes": NODES}))
+    dropped = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert "every: unscheduled" in dropped.stdout.splitlines()
+    (tmp_path / "bad.json").write_text(json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"every": 0}}))
+    refused = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert refused.exit_code == 2 and "schedule.every must be" in refused.stderr
+    assert not PipelineDefinition.objects.filter(name="bad").exists()
+
+
+def test_cron_next_due_follows_the_time_zone_across_daylight_saving_changes():
+    berlin = ZoneInfo("Europe/Berlin")
+    tick = definition(schedule={"cron": "0 9 * * *", "timezone": "Europe/Berlin"})
+    schedule_sync(definition=tick)
+    schedule = PeriodicTask.objects.get(name=task_name("tick")).schedule
+    for last, expected in (
+        # The night before summer time starts, and the night before it ends.
+        (datetime(2026, 3, 28, 9, 0, tzinfo=berlin), datetime(2026, 3, 29, 7, 0, tzinfo=timezone.utc)),
+        (datetime(2026, 10, 24, 9, 0, tzinfo=berlin), datetime(2026, 10, 25, 8, 0, tzinfo=timezone.utc)),
+    ):
+        start, delta, _ = schedule.remaining_delta(last, tz=berlin)
+        assert (start + delta).astimezone(timezone.utc) == expected
+
+
+def test_a_tick_launches_a_scheduled_run_once_however_often_it_is_delivered():
+    definition(schedule={"every": 60, "payload": {"server": "web-01"}})
+    due = "2026-11-29T10:00:00.000+00:00"
+    run = services.pipeline_run_schedule(definition_name="tick", due=due)
+    again = services.pipeline_run_schedule(definition_name="tick", due=due)
+    assert again.pk == run.pk
+    assert PipelineRun.objects.count() == 1
+    assert (run.trigger, run.status, run.payload, run.idempotency_key) == (
+        "schedule", "queued", {"server": "web-01"}, f"schedule:tick:{due}",
+    )
+
+
+def test_overlap_skip_skips_a_tick_while_a_scheduled_run_is_active_and_allow_does_not():
+    tick = definition(schedule={"every": 60})
+    first = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    assert services.pipeline_run_schedule(definition_name="tick", due="t2") is None
+    # A run launched by hand does not count: only the schedule's own runs overlap.
+    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(timezone.utc))
+    services.pipeline_run_create(resolved=services.definition_resolve(name="tick"), payload={})
+    assert services.pipeline_run_schedule(definition_name="tick", due="t3") is not None
+    tick.config = {**tick.config, "schedule": {"every": 60, "overlap": "allow"}}
+    tick.save()
+    assert services.pipeline_run_schedule(definition_name="tick", due="t4") is not None
+    assert PipelineRun.objects.filter(trigger="schedule", status="queued").count() == 2
+
+
+def test_a_tick_for_a_deleted_definition_records_why_and_disables_the_schedule():
+    tick = definition(schedule={"every": 60})
+    schedule_sync(definition=tick)
+    tick.delete()
+    run = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    assert (run.status, run.trigger) == ("failed", "schedule")
+    assert run.error == "Scheduled definition 'tick' cannot run: it no longer exists; its schedule is disabled"
+    assert PeriodicTask.objects.get(name=task_name("tick")).enabled is False
+    assert services.pipeline_run_schedule(definition_name="tick", due="t1").pk == run.pk
+
+
+def test_a_tick_for_an_invalid_or_inactive_definition_records_a_failed_run():
+    tick = definition(schedule={"every": 60})
+    PipelineDefinition.objects.filter(pk=tick.pk).update(config={**tick.config, "nodes": []})
+    invalid = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    assert invalid.status == "failed"
+    assert invalid.error == "Scheduled definition 'tick' cannot run: it is invalid: Pipeline has no nodes"
+    PipelineDefinition.objects.filter(pk=tick.pk).update(is_active=False)
+    inactive = services.pipeline_run_schedule(definition_name="tick", due="t2")
+    assert inactive.error == "Scheduled definition 'tick' cannot run: it is inactive"
+
+
+def test_idempotency_key_on_the_command_line_shows_the_existing_run(run_command, tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": NODES}))
+    first = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "deploy-42", "--json")
+    assert first.exit_code == 0, first.stderr
+    second = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "deploy-42", "--json")
+    assert second.exit_code == 0
+    assert json.loads(second.stdout)["run_id"] == json.loads(first.stdout)["run_id"]
+    assert "already exists for idempotency key deploy-42" in second.stderr
+    assert PipelineRun.objects.count() == 1
+    PipelineRun.objects.update(status="failed", error="boom", finished_at=datetime.now(timezone.utc))
+    finished = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "deploy-42", "--wait")
+    assert finished.exit_code == 1 and "Pipeline failed: boom" in finished.stderr
+    bad = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "two words")
+    assert bad.exit_code == 2 and PipelineRun.objects.count() == 1
+
+
+def limited_runs(count: int, limit: int) -> list[PipelineRun]:
+    definition(name="limited", max_concurrent=limit)
+    resolved = services.definition_resolve(name="limited")
+    return [services.pipeline_run_create(resolved=resolved, payload={}) for _ in range(count)]
+
+
+def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
+    first, second, third = limited_runs(3, limit=2)
+    assert lease.run_claim(run_id=first.pk, token="a").reason == "claimed"
+    assert lease.run_claim(run_id=second.pk, token="b").reason == "claimed"
+    waiting = lease.run_claim(run_id=third.pk, token="c")
+    assert (waiting.reason, waiting.lease) == ("at_limit", None)
+    third.refresh_from_db()
+    assert third.status == "queued"
+    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(timezone.utc))
+    assert lease.run_claim(run_id=third.pk, token="c").reason == "claimed"
+
+
+def test_the_limit_counts_runs_of_the_same_definition_only():
+    (limited,) = limited_runs(1, limit=1)
+    other = PipelineDefinition.objects.create(name="other", config={"version": "1.0", "nodes": NODES, "max_concurrent": 1})
+    other_run = services.pipeline_run_create(resolved=services.definition_resolve(name=other.name), payload={})
+    assert lease.run_claim(run_id=limited.pk, token="a").reason == "claimed"
+    assert lease.run_claim(run_id=other_run.pk, token="b").reason == "claimed"
