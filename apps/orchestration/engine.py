@@ -134,16 +134,18 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
 
 
 def _next_waiting_wake(run: PipelineRun) -> None:
-    """Send the oldest queued run of ``run``'s definition again: a slot under
-    its max_concurrent has just freed."""
+    """A slot under ``run``'s max_concurrent has just freed: send the oldest
+    queued runs of its definition again, as many as the limit, since runs
+    ending at the same moment would otherwise all wake the same one (the
+    claim lets only as many start as there are free slots)."""
+    limit = run.config_snapshot["max_concurrent"]
     waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", flat=True)
-    next_id = waiting.first()
-    if next_id is None:
-        return
-    try:
-        dispatch.run_publish(run_id=next_id)
-    except Exception as exc:  # the broker is away: the recovery sweep sends it later
-        logger.warning("event=run.wake_failed run_id=%s error=%s", next_id, type(exc).__name__)
+    for next_id in waiting[:limit]:
+        try:
+            dispatch.run_publish(run_id=next_id)
+        except Exception as exc:  # the broker is away: the recovery sweep sends it later
+            logger.warning("event=run.wake_failed run_id=%s error=%s", next_id, type(exc).__name__)
+            return
 
 
 class _Execution:

@@ -18,7 +18,9 @@ from django.conf import settings
 from django.db.models.functions import Now
 
 from apps.orchestration import dispatch, events
+from apps.orchestration.lease import same_origin
 from apps.orchestration.models import PipelineRun
+from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0
 
@@ -114,6 +116,14 @@ def _until_lease_end(run: PipelineRun, interval: float) -> float:
 
 
 def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
+    limit = run.config_snapshot.get("max_concurrent")
+    if limit:
+        running = same_origin(run).filter(status=PipelineRun.Status.RUNNING).count()
+        if running >= limit:
+            return (
+                f"Run {run.pk} waits for a free slot: {printable(run.origin)} allows {limit} "
+                f"run{'s' if limit != 1 else ''} at a time (max_concurrent) and {running} are running."
+            )
     live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} consume{'' if len(workers) != 1 else 's'} its queue"
     waiting = dispatch.queued_run_ids()
     if waiting is not None and run.pk not in waiting:

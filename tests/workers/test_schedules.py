@@ -1,0 +1,172 @@
+"""Schedules end to end: a real beat and real workers, on the embedded broker
+(SQLite pass) or Redis (PostgreSQL pass)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from itertools import combinations
+
+import pytest
+from django.db import connection
+
+from apps.orchestration.models import PipelineRun
+from tests.conftest import ROOT
+from tests.workers.conftest import BrokerNamespace
+
+pytestmark = pytest.mark.subprocess
+
+CHEAP = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
+
+
+def slow(seconds: float) -> list[dict]:
+    return [{"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": seconds}}}}]
+
+
+@pytest.fixture(scope="module")
+def broker(django_db_setup, django_db_blocker):
+    # One broker per pass keeps the suite short: embedded with SQLite, Redis with PostgreSQL.
+    with django_db_blocker.unblock():
+        kind = "redis" if connection.vendor == "postgresql" else "embedded"
+    namespace = BrokerNamespace(kind)
+    try:
+        yield namespace
+    finally:
+        namespace.close()
+
+
+class Beat:
+    """A real `celery -A workers beat` process whose output is collected."""
+
+    def __init__(self, env: dict, schedule_file: str):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            # A short max interval: beat notices schedule changes within a second.
+            [sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", "info", "--max-interval", "1",
+             "-s", schedule_file],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def beat(base_env, worker, tmp_path, transactional_db):
+    # One per test: a beat reads its change marker from the database, which each test starts empty.
+    started = Beat(base_env, str(tmp_path / "beat-schedule"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def wait_until(condition, timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def load(cli, folder, name: str, config: dict) -> str:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"version": "1.0", **config}))
+    result = cli("load_pipelines", "--dir", str(folder))
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def scheduled(name: str):
+    return PipelineRun.objects.filter(definition_name=name, trigger="schedule")
+
+
+def test_a_schedule_fires_until_it_is_dropped_from_the_file(cli, beat, tmp_path):
+    folder = tmp_path / "defs"
+    assert "every2: schedule: every 1s" in load(cli, folder, "every2", {"nodes": CHEAP, "schedule": {"every": 1}})
+    wait_until(lambda: scheduled("every2").filter(status="completed").count() >= 3, what="3 scheduled runs")
+    assert all(run.idempotency_key.startswith("schedule:every2:") for run in scheduled("every2"))
+
+    changes = beat.count("Schedule changed")
+    assert "every2: unscheduled" in load(cli, folder, "every2", {"nodes": CHEAP})
+    wait_until(lambda: beat.count("Schedule changed") > changes, what="beat to see the change")
+    # Ticks already sent may still be taken; after that, nothing more comes.
+    time.sleep(1.5)
+    settled = scheduled("every2").count()
+    time.sleep(3)
+    assert scheduled("every2").count() == settled
+    assert not scheduled("every2").exclude(status="completed").exists()
+
+
+def test_a_slow_pipeline_scheduled_every_second_never_overlaps_itself(cli, beat, worker, tmp_path):
+    load(cli, tmp_path / "defs", "slow3", {"nodes": slow(3), "schedule": {"every": 1}})
+    wait_until(lambda: scheduled("slow3").filter(status="completed").count() >= 3, timeout=120, what="3 slow runs")
+    load(cli, tmp_path / "defs", "slow3", {"nodes": slow(3)})
+    wait_until(lambda: not scheduled("slow3").exclude(status__in=PipelineRun.TERMINAL).exists(), what="the last run")
+    runs = list(scheduled("slow3").order_by("started_at"))
+    for a, b in combinations(runs, 2):
+        assert a.finished_at <= b.started_at or b.finished_at <= a.started_at, f"runs {a.pk} and {b.pk} overlap"
+    assert worker.wait_for_log("event=schedule.skipped definition=slow3")
+
+
+def test_a_tick_delivered_twice_makes_one_run(cli, worker, tmp_path):
+    load(cli, tmp_path / "defs", "twice", {"nodes": CHEAP})
+    due = "2026-11-29T08:00:00.000+00:00"
+    send = (
+        "from workers.tasks import run_scheduled\n"
+        f"for _ in range(2): run_scheduled.delay(definition='twice', due='{due}')\n"
+    )
+    assert cli("shell", "-c", send).exit_code == 0
+    assert worker.wait_for_log("event=schedule.duplicate definition=twice", timeout=60)
+    assert list(PipelineRun.objects.filter(idempotency_key=f"schedule:twice:{due}").values_list("trigger", flat=True)) == [
+        "schedule"
+    ]
+
+
+def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, start_worker, tmp_path):
+    start_worker(concurrency=4)
+    load(cli, tmp_path / "defs", "limited", {"nodes": slow(1), "max_concurrent": 2})
+    launch = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from django.db import connection\n"
+        "from apps.orchestration import services\n"
+        "def one(_):\n"
+        "    try:\n"
+        "        services.pipeline_run_launch(resolved=services.definition_resolve(name='limited'), payload={})\n"
+        "    finally:\n"
+        "        connection.close()\n"
+        "with ThreadPoolExecutor(20) as pool: list(pool.map(one, range(20)))\n"
+    )
+    assert cli("shell", "-c", launch).exit_code == 0
+    runs = PipelineRun.objects.filter(definition_name="limited")
+    last = runs.order_by("-pk").first()
+    waited = cli("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1")
+    assert waited.exit_code == 0, waited.stderr
+    assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.stderr
+    wait_until(lambda: runs.filter(status="completed").count() == 20, timeout=180, what="20 limited runs")
+    spans = sorted((run.started_at, run.finished_at) for run in runs)
+    most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert most == 2, f"{most} runs were running at once"
