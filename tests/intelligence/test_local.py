@@ -270,7 +270,11 @@ def test_analysis_run_on_real_checks_names_every_reading():
     checks = checks_run(include=["cpu", "memory", "disk"], thresholds={}, options={"cpu": {"interval": 0.05}})
     result = analysis_run(provider="local", config={"provider": "local"}, incident=None, checks=checks)
     assert result["provider"] == "local"
-    for reading in checks:
+    # The machine's real load decides which form the summary takes: both are checked.
+    problems = [reading for reading in checks if reading["status"] != "ok"]
+    for reading in problems:
+        assert f"{reading['name']} {reading['status']} at {reading['value']:.1f}%" in result["summary"]
+    for reading in checks if not problems else []:
         assert f"{reading['name']} {reading['value']:.1f}%" in result["summary"]
     worst = max(("ok", "warning", "critical").index(c["status"]) for c in checks)
     assert result["severity"] == ("ok", "warning", "critical")[worst]
