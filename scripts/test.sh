@@ -14,7 +14,10 @@ PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 echo "== tests on SQLite =="
 # The whole-worker kill test repeats 5 times per broker on PostgreSQL and twice here,
 # which keeps the suite short; TEST_KILL_ROUNDS sets both (scripts/soak.py goes further).
-env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" .venv/bin/python -m pytest "$@"
+# Worker tests run on the embedded broker here and on Redis in the PostgreSQL pass
+# (TEST_BROKERS=embedded,redis runs both in each pass).
+env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" TEST_BROKERS="${TEST_BROKERS:-embedded}" \
+    .venv/bin/python -m pytest "$@"
 sqlite_rc=$?
 
 echo "== tests on PostgreSQL ($PG_URL) =="
@@ -29,7 +32,7 @@ except Exception as exc:
     sys.exit(1)
 PY
 then
-    DATABASE_URL="$PG_URL" .venv/bin/python -m pytest "$@"
+    DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis}" .venv/bin/python -m pytest "$@"
     pg_rc=$?
 elif [ "${REQUIRE_SERVICES:-0}" = "1" ]; then
     echo "REQUIRE_SERVICES=1 and PostgreSQL is not reachable: failing."

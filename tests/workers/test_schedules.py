@@ -1,5 +1,4 @@
-"""Schedules end to end: a real beat and real workers, on the embedded broker
-(SQLite pass) or Redis (PostgreSQL pass)."""
+"""Schedules end to end: a real beat and real workers on a real broker."""
 from __future__ import annotations
 
 import json
@@ -12,11 +11,9 @@ import time
 from itertools import combinations
 
 import pytest
-from django.db import connection
 
 from apps.orchestration.models import PipelineRun
 from tests.conftest import ROOT
-from tests.workers.conftest import BrokerNamespace
 
 pytestmark = pytest.mark.subprocess
 
@@ -25,18 +22,6 @@ CHEAP = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
 
 def slow(seconds: float) -> list[dict]:
     return [{"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": seconds}}}}]
-
-
-@pytest.fixture(scope="module")
-def broker(django_db_setup, django_db_blocker):
-    # One broker per pass keeps the suite short: embedded with SQLite, Redis with PostgreSQL.
-    with django_db_blocker.unblock():
-        kind = "redis" if connection.vendor == "postgresql" else "embedded"
-    namespace = BrokerNamespace(kind)
-    try:
-        yield namespace
-    finally:
-        namespace.close()
 
 
 class Beat:
