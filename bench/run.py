@@ -576,8 +576,8 @@ django-celery-beat periodic task), then a real worker (`celery -A workers
 worker -P prefork -c 2 --without-mingle --without-gossip -l info`) and a real
 beat (`celery -A workers beat -l info`, the settings' database scheduler, its
 default 5 s max interval) run until {total} scheduled runs have ended. The
-first {warmup} ticks are left out (the very first is stamped when it is sent,
-and the worker's pool processes warm up), the next {ticks} are measured.
+first {warmup} ticks are left out (start-up: the worker's pool processes and
+their connections warm up), the next {ticks} are measured.
 The delay of a tick is its run's `started_at` (the claim, written on the
 database's clock) minus the time the tick was due, which beat stamps into
 the tick (the last run plus the interval) and the launcher into the run's

@@ -34,7 +34,7 @@ from bench.measure import CELERY, READY_TIMEOUT, STOP_TIMEOUT, Worker, _wait_gro
 
 NAME = "bench-tick"
 EVERY_SECONDS = 1
-WARMUP_TICKS = 3  # the first ticks: a first tick is stamped when it is sent, and pool processes warm up
+WARMUP_TICKS = 3  # left out: start-up, while the pool processes and their connections warm up
 TICK_SLACK = 60.0  # seconds allowed on top of one interval per expected tick
 DEFINITION = {
     "version": "1.0",
