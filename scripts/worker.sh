@@ -37,7 +37,7 @@ running() {
     pid=$(cat "$1")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
     case "$(ps -p "$pid" -o args= 2>/dev/null)" in
-        *celery*" $2"*) return 0 ;;
+        *celery*" $2 "*) return 0 ;;
         *) return 1 ;;
     esac
 }
