@@ -1,11 +1,13 @@
 """Benchmark the launcher against raw Celery, per broker, and write docs/benchmarks.md.
 
     .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--recovery-rounds R]
+                                  [--schedule-ticks T | --no-schedule | --schedule-only]
                                   [--brokers embedded,redis]
 
 For each broker this prepares a fresh environment (a temp dir with a short path,
 the database, the broker), runs bench/measure.py in a child process with that
-environment, and always cleans up: the child stops its workers, and this
+environment (then bench/schedule.py for the scheduling delay, in another
+child), and always cleans up: each child stops its workers (and beat), and this
 process stops the embedded broker, flushes the Redis database it used and, as a
 last resort, kills the child's process group. See bench/README.md.
 """
@@ -37,10 +39,12 @@ PG_DATABASE = "bench_launcher"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHILD_TIMEOUT = 900  # seconds for one broker's measurements, recovery rounds aside
 RECOVERY_ROUND_TIMEOUT = 300  # seconds more per recovery round (one takes about a minute)
+SCHEDULE_TIMEOUT = 300  # seconds for the scheduling delay's start-up and stop, plus 3 s per tick
 DOC = ROOT / "docs" / "benchmarks.md"
 
 from bench.measure import RECOVERY_SLOW_SECONDS, WARMUP  # noqa: E402
 from bench.recovery import KILL_INTO_NODE  # noqa: E402
+from bench.schedule import EVERY_SECONDS, WARMUP_TICKS  # noqa: E402
 
 # Targets the launcher is held to
 ADDED_LATENCY_MAX_MS = 15.0  # launcher p50 minus floor p50
@@ -49,6 +53,7 @@ QUERIES_PER_WAIT_MAX = 3  # "bounded, a few": a read at the start and one per fi
 THROUGHPUT_MIN_RATIO = 0.5
 CLI_MAX_RATIO = 1.3
 RECOVERY_MAX_S = 90.0  # a run held by a killed worker is completed by another one within this
+SCHEDULE_P95_MAX_MS = 1000.0  # a scheduled run starts within this of the time its tick was due
 RECOVERY_DEFAULT_INTERVAL = 15  # RUN_RECOVERY_INTERVAL_SECONDS's default, for the text of the doc
 
 
@@ -145,37 +150,59 @@ def kill_group(pgid: int) -> None:
             time.sleep(0.1)
 
 
-def measure(broker: str, args) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
+def run_child(cmd: list[str], env: dict, out: Path, timeout: float, what: str) -> dict:
+    """Run one measurement child in a session of its own and return the JSON it wrote to ``out``.
+    Whatever happens the child is gone afterwards: SIGTERM (its finally blocks stop its
+    workers), then, unless it finished cleanly, its whole process group is killed."""
     ok = False
-    child = None
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        log(f"{broker}: preparing {workdir}")
-        env = prepare(broker, workdir, args.redis_db)
-        out = workdir / "result.json"
-        cmd = [PYTHON, "-m", "bench.measure", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
-               "--runs", str(args.runs), "--throughput", str(args.throughput), "--repeats", str(args.repeats),
-               "--cli-runs", str(args.cli_runs), "--recovery-rounds", str(args.recovery_rounds)]
-        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        code = child.wait(CHILD_TIMEOUT + RECOVERY_ROUND_TIMEOUT * args.recovery_rounds)
+        code = child.wait(timeout)
         if code != 0:
-            raise RuntimeError(f"{broker}: measurements failed (exit {code}); logs kept in {workdir}")
+            raise RuntimeError(f"{what} failed (exit {code})")
         result = json.loads(out.read_text())
         ok = True
         return result
     finally:
-        if child is not None:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)  # its finally blocks stop the workers
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    pass
-            if not ok:
-                kill_group(child.pid)
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        if not ok:
+            kill_group(child.pid)
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+
+
+def measure(broker: str, args) -> dict:
+    """One broker's results: bench/measure.py's (unless --schedule-only) and, under
+    "schedule", bench/schedule.py's (unless --no-schedule)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
+    ok = False
+    try:
+        log(f"{broker}: preparing {workdir}")
+        env = prepare(broker, workdir, args.redis_db)
+        result: dict = {}
+        if not args.schedule_only:
+            out = workdir / "result.json"
+            cmd = [PYTHON, "-m", "bench.measure", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
+                   "--runs", str(args.runs), "--throughput", str(args.throughput), "--repeats", str(args.repeats),
+                   "--cli-runs", str(args.cli_runs), "--recovery-rounds", str(args.recovery_rounds)]
+            result = run_child(cmd, env, out, CHILD_TIMEOUT + RECOVERY_ROUND_TIMEOUT * args.recovery_rounds,
+                               f"{broker}: measurements")
+        if not args.no_schedule:
+            out = workdir / "schedule.json"
+            cmd = [PYTHON, "-m", "bench.schedule", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
+                   "--ticks", str(args.schedule_ticks)]
+            log(f"{broker}: scheduling delay over {args.schedule_ticks} ticks (about {args.schedule_ticks + 10} s)")
+            result["schedule"] = run_child(cmd, env, out, SCHEDULE_TIMEOUT + 3 * args.schedule_ticks,
+                                           f"{broker}: scheduling delay")
+        ok = True
+        return result
+    finally:
         from workers.embedded import EmbeddedBroker
 
         if EmbeddedBroker(workdir / "b").stop():
@@ -422,6 +449,47 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
     return main, diag, missed
 
 
+def schedule_table(results: dict[str, dict], brokers: list[str]) -> tuple[str, list[str]]:
+    """The scheduling delay's table and its missed targets."""
+    S = {}
+    for b in brokers:
+        r = results[b]["schedule"]
+        S[b] = {key: {"p50": pct(r[key], 50), "p95": pct(r[key], 95), "max": max(r[key])}
+                for key in ("delay_ms", "due_to_created_ms", "created_to_started_ms")}
+        S[b]["gaps"] = (min(r["due_gaps_s"]), pct(r["due_gaps_s"], 50), max(r["due_gaps_s"]))
+        S[b]["r"] = r
+
+    def cells(fmt) -> list[str]:
+        return [fmt(S[b]) for b in brokers]
+
+    def p50_p95(key, with_max=False):
+        def fmt(s):
+            v = s[key]
+            return f"{v['p50']:.1f} / {v['p95']:.1f}" + (f" / {v['max']:.1f}" if with_max else "")
+        return fmt
+
+    ok = {b: S[b]["delay_ms"]["p95"] <= SCHEDULE_P95_MAX_MS for b in brokers}
+    rows = [
+        ("database", cells(lambda s: s["r"]["database"]), "-", "-"),
+        ("scheduling delay: tick due -> run started_at, p50 / p95 / max (ms)", cells(p50_p95("delay_ms", True)),
+         f"p95 <= {SCHEDULE_P95_MAX_MS:g} ms", " / ".join("yes" if ok[b] else "**NO**" for b in brokers)),
+        ("  tick due -> run created by the worker's tick task, p50 / p95 (ms)",
+         cells(p50_p95("due_to_created_ms")), "-", "-"),
+        ("  run created -> started_at (execute_run message, claim), p50 / p95 (ms)",
+         cells(p50_p95("created_to_started_ms")), "-", "-"),
+        ("ticks measured / warm-up ticks left out / ticks skipped (overlap) / sent by beat in all",
+         cells(lambda s: f"{len(s['r']['delay_ms'])} / {s['r']['warmup_ticks']} / {s['r']['skipped_ticks']}"
+                         f" / {s['r']['ticks_sent']}"), "-", "-"),
+        ("time between consecutive due times, min / p50 / max (s)",
+         cells(lambda s: " / ".join(f"{x:.3f}" for x in s["gaps"])), "-", "-"),
+    ]
+    header = ["scheduling (every 1 s, one transform node)", *brokers, "target", "met (" + " / ".join(brokers) + ")"]
+    table = _markdown(header, [[m, *vals, t, met] for m, vals, t, met in rows])
+    missed = [f"{b}: scheduling delay p95 {S[b]['delay_ms']['p95']:.0f} ms > {SCHEDULE_P95_MAX_MS:g} ms"
+              for b in brokers if not ok[b]]
+    return table, missed
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
@@ -500,14 +568,66 @@ on the maximum. Many more kills, at other moments too, with short settings:
 """
 
 
-def write_doc(facts: dict, args, main: str, diag: str, missed: list[str], elapsed: float) -> None:
+HOW_SCHEDULE_MEASURED = """\
+Per broker, in the same kind of fresh environment as above, a definition
+scheduled `{{"every": {every}}}` (overlap `skip`, the default) whose one node is
+a `transform` is loaded as `load_pipelines` loads it (the definition and its
+django-celery-beat periodic task), then a real worker (`celery -A workers
+worker -P prefork -c 2 --without-mingle --without-gossip -l info`) and a real
+beat (`celery -A workers beat -l info`, the settings' database scheduler, its
+default 5 s max interval) run until {total} scheduled runs have ended. The
+first {warmup} ticks are left out (start-up: the worker's pool processes and
+their connections warm up), the next {ticks} are measured.
+The delay of a tick is its run's `started_at` (the claim, written on the
+database's clock) minus the time the tick was due, which beat stamps into
+the tick (the last run plus the interval) and the launcher into the run's
+idempotency key `schedule:<name>:<due time>`; the split is at the run's
+`created_at` (written by the worker's tick task). Beat, the worker and the
+database run on this host, so they share one clock. Every run must complete,
+or the benchmark fails. Beat is stopped before the worker.
+"""
+
+
+def schedule_section(facts: dict, args, table: str, missed: list[str], elapsed: float) -> str:
+    """The "Scheduling delay" section of docs/benchmarks.md."""
+    if args.schedule_only:
+        command = (f".venv/bin/python bench/run.py --schedule-only --schedule-ticks {args.schedule_ticks}"
+                   f" --brokers {','.join(args.brokers)}")
+        when = (f"Measured on its own on {facts['date']} (took {elapsed:.0f} s), not in the run that produced "
+                f"the sections above; re-run:\n\n    {command}\n\n"
+                f"Same machine; load average before / after: {facts['load_before']} / {facts['load_after']}.")
+    else:
+        when = "Measured in the same run as the sections above."
+    verdict = ("Targets missed: " + "; ".join(missed) + ".") if missed else "Target met."
+    how = HOW_SCHEDULE_MEASURED.format(every=EVERY_SECONDS, total=WARMUP_TICKS + args.schedule_ticks,
+                                       warmup=WARMUP_TICKS, ticks=args.schedule_ticks)
+    return f"## Scheduling delay\n\n{when}\n\n{table}\n\n{verdict}\n\n{how}"
+
+
+def replace_schedule_section(section: str) -> None:
+    """Put ``section`` in docs/benchmarks.md in place of its "Scheduling delay"
+    section (or at its end), leaving the rest of the file as it is."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    start = text.find("\n## Scheduling delay\n")
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        following = text.find("\n## ", start + 1)
+        rest = text[following:] if following != -1 else ""
+        text = text[:start].rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + rest
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def write_doc(facts: dict, args, main: str, diag: str, missed: list[str], elapsed: float,
+              schedule: str = "") -> None:
     command = ".venv/bin/python bench/run.py" + "".join(
         f" {flag} {value}" for flag, value in (
             ("--runs", args.runs), ("--throughput", args.throughput), ("--repeats", args.repeats),
             ("--cli-runs", args.cli_runs), ("--recovery-rounds", args.recovery_rounds),
             ("--brokers", ",".join(args.brokers)),
         )
-    )
+    ) + (" --no-schedule" if args.no_schedule else f" --schedule-ticks {args.schedule_ticks}")
     fact_lines = "\n".join(f"- {key}: {value}" for key, value in facts.items() if key != "date")
     recovery_text = ""
     if args.recovery_rounds > 0:
@@ -538,6 +658,8 @@ Generated by `bench/run.py` on {facts['date']} (took {elapsed:.0f} s); do not ed
 
 {HOW_MEASURED.format(runs=args.runs, throughput=args.throughput, cli_runs=args.cli_runs,
                      redis_db=args.redis_db, warmup=WARMUP, repeats=args.repeats)}{recovery_text}"""
+    if schedule:
+        text += "\n" + schedule
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
 
@@ -560,6 +682,11 @@ def main() -> int:
     parser.add_argument("--cli-runs", type=int, default=5, help="CLI invocations of each kind (default 5)")
     parser.add_argument("--recovery-rounds", type=int, default=5,
                         help="whole-worker SIGKILLs per broker, about a minute each; 0 skips them (default 5)")
+    parser.add_argument("--schedule-ticks", type=int, default=50,
+                        help="ticks of an every-1-second schedule measured per broker (default 50)")
+    parser.add_argument("--no-schedule", action="store_true", help="skip the scheduling delay")
+    parser.add_argument("--schedule-only", action="store_true",
+                        help="measure only the scheduling delay; rewrite only that section of the doc")
     parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")
     parser.add_argument("--redis-db", type=int, default=9, help="spare Redis database, flushed (default 9)")
     parser.add_argument("--no-doc", action="store_true", help=f"do not write {DOC.relative_to(ROOT)}")
@@ -570,6 +697,10 @@ def main() -> int:
         parser.error("--brokers takes a comma-separated list of: embedded, redis")
     if args.runs < 2 or args.throughput < 1 or args.repeats < 1 or args.cli_runs < 1 or args.recovery_rounds < 0:
         parser.error("--runs must be >= 2; --throughput, --repeats and --cli-runs >= 1; --recovery-rounds >= 0")
+    if args.schedule_ticks < 2:
+        parser.error("--schedule-ticks must be >= 2")
+    if args.no_schedule and args.schedule_only:
+        parser.error("--no-schedule and --schedule-only exclude each other")
 
     started = time.monotonic()
     facts = machine_facts(args.brokers)
@@ -578,16 +709,29 @@ def main() -> int:
         results[broker] = measure(broker, args)
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    main_table, diag_table, missed = build_tables(results, args.brokers)
-    print(main_table)
-    print()
-    print(diag_table)
-    print()
-    print(("Targets missed:\n  " + "\n  ".join(missed)) if missed else "All targets met.")
+    main_table = diag_table = section = ""
+    missed: list[str] = []
+    if not args.schedule_only:
+        main_table, diag_table, missed = build_tables(results, args.brokers)
+        print(main_table)
+        print()
+        print(diag_table)
+        print()
+    schedule_missed: list[str] = []
+    if not args.no_schedule:
+        table, schedule_missed = schedule_table(results, args.brokers)
+        section = schedule_section(facts, args, table, schedule_missed, elapsed)
+        print(table)
+        print()
+    every_missed = missed + schedule_missed
+    print(("Targets missed:\n  " + "\n  ".join(every_missed)) if every_missed else "All targets met.")
     if args.json:
         Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
     if not args.no_doc:
-        write_doc(facts, args, main_table, diag_table, missed, elapsed)
+        if args.schedule_only:
+            replace_schedule_section(section)
+        else:
+            write_doc(facts, args, main_table, diag_table, missed, elapsed, schedule=section)
         log(f"wrote {DOC.relative_to(ROOT)} ({elapsed:.0f} s)")
     return 0
 

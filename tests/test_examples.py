@@ -143,3 +143,23 @@ def test_example_system_context(manage):
     data = run_example(manage, "system-context")
     checks = data["node_results"]["metrics"]["output"]["checks"]
     assert set(checks) == {"cpu", "memory", "swap", "disk", "load", "network", "processes"}
+
+
+def test_example_scheduled_health_check(manage, tmp_path):
+    from django_celery_beat.models import PeriodicTask
+
+    data = run_example(manage, "scheduled-health-check")
+    assert data["status"] == "completed" and data["trigger"] == "cli"
+    assert data["executed_nodes"] == ["metrics", "analyze", "notify"]
+    dry = manage("run_pipeline", "--config", str(EXAMPLES / "scheduled-health-check.json"), "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "\nSchedule: every 300s\n" in dry.stdout
+    # Loaded, it becomes one enabled beat schedule of 300 s that launches it by name.
+    (tmp_path / "scheduled-health-check.json").write_bytes((EXAMPLES / "scheduled-health-check.json").read_bytes())
+    loaded = manage("load_pipelines", "--dir", str(tmp_path))
+    assert loaded.exit_code == 0, loaded.stderr
+    assert "scheduled-health-check: schedule: every 300s\n" in loaded.stdout
+    task = PeriodicTask.objects.get(name="pipeline:scheduled-health-check")
+    assert task.enabled and task.task == "orchestration.run_scheduled"
+    assert (task.interval.every, task.interval.period) == (300, "seconds")
+    assert json.loads(task.kwargs) == {"definition": "scheduled-health-check"}

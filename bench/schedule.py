@@ -1,0 +1,220 @@
+"""The scheduling delay for ONE broker, run by bench/run.py in a child process.
+
+A definition scheduled ``{"every": 1}`` with one cheap ``transform`` node is
+loaded the way ``load_pipelines`` loads it (``definitions_load``: the
+definition and its django-celery-beat PeriodicTask); a real worker and a real
+beat (``celery -A workers beat``, with the settings' database scheduler) then
+run until ``--ticks`` scheduled runs, after WARMUP_TICKS, have completed.
+Each run's delay is its ``started_at`` minus the time its tick was due, which
+beat stamped into the tick and the launcher into the run's idempotency key
+``schedule:<name>:<due ISO time>``.
+
+The environment (DATABASE_URL, CELERY_BROKER_URL or EMBEDDED_BROKER_DIR) is
+set by run.py and the database is migrated. This process starts and always
+stops its worker and its beat, and writes the raw samples as JSON to --out.
+
+    python -m bench.schedule --broker embedded --workdir /tmp/bbXXXX --out schedule.json --ticks 50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.measure import CELERY, READY_TIMEOUT, STOP_TIMEOUT, Worker, _wait_group_gone  # noqa: E402
+
+NAME = "bench-tick"
+EVERY_SECONDS = 1
+WARMUP_TICKS = 3  # left out: start-up, while the pool processes and their connections warm up
+TICK_SLACK = 60.0  # seconds allowed on top of one interval per expected tick
+DEFINITION = {
+    "version": "1.0",
+    "description": "benchmark: a scheduled one-node pipeline",
+    "schedule": {"every": EVERY_SECONDS, "payload": {"x": 1}},
+    "nodes": [{"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}}],
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench schedule {os.environ.get('BENCH_BROKER', '?')}] {message}", file=sys.stderr, flush=True)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # runs the finally blocks that stop beat and the worker
+
+
+class Beat:
+    """A `celery -A workers beat` child process in a session of its own, always
+    stopped by process group (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, *, env: dict, workdir: Path):
+        self.log_path = workdir / "beat.log"
+        self.cmd = [CELERY, "-A", "workers", "beat", "-l", "info", "-s", str(workdir / "celerybeat-schedule")]
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> float:
+        """Start beat; seconds until its scheduler has read the schedules (bounded)."""
+        self._log = open(self.log_path, "ab")
+        start = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        while time.monotonic() - start < READY_TIMEOUT:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"beat exited with {self.proc.returncode}; see {self.log_path}")
+            if "Scheduler: " in self.log_path.read_text(errors="replace"):
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise TimeoutError(f"beat not ready after {READY_TIMEOUT:g}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
+            _wait_group_gone(proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def due_of(key: str) -> datetime:
+    """The due time in an idempotency key ``schedule:<name>:<ISO time>``."""
+    return datetime.fromisoformat(key.split(":", 2)[2])
+
+
+def wait_for_runs(count: int, timeout: float, worker: Worker, beat: Beat) -> None:
+    """Wait (bounded) until ``count`` scheduled runs of NAME have ended."""
+    from apps.orchestration.models import PipelineRun
+
+    deadline = time.monotonic() + timeout
+    runs = PipelineRun.objects.filter(definition_name=NAME, trigger=PipelineRun.Trigger.SCHEDULE)
+    while True:
+        done = runs.exclude(status__in=PipelineRun.ACTIVE).count()
+        if done >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {count} scheduled runs ended within {timeout:g}s; "
+                               f"see {worker.log_path} and {beat.log_path}")
+        for what, proc, path in (("worker", worker.proc, worker.log_path), ("beat", beat.proc, beat.log_path)):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}; see {path}")
+        time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", required=True, choices=["embedded", "redis"])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--ticks", type=int, default=50)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    os.environ["BENCH_BROKER"] = args.broker
+    workdir = Path(args.workdir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    import logging
+
+    for name in ("apps", "workers", "celery"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    from django.conf import settings
+    from django_celery_beat.models import PeriodicTask
+
+    from apps.orchestration.models import PipelineDefinition, PipelineRun
+    from apps.orchestration.schedules import task_name
+    from apps.orchestration.services import definitions_load
+    from workers.celery import app
+
+    # A benchmark-only database: no runs, no schedule of ours left from an earlier run.
+    PipelineRun.objects.all().delete()
+    PeriodicTask.objects.filter(name=task_name(NAME)).delete()
+    PipelineDefinition.objects.filter(name=NAME).delete()
+
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_BROKER"}
+    env["LOG_FORMAT"] = "text"  # the skipped ticks are counted in the worker's text log
+    worker = Worker(app="workers", name=f"bench-schedule-{os.getpid()}@bench", env=env,
+                    log_path=workdir / "worker-schedule.log")
+    beat = Beat(env=env, workdir=workdir)
+    expected = WARMUP_TICKS + args.ticks
+    result: dict = {
+        "broker": args.broker,
+        "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "every_seconds": EVERY_SECONDS,
+        "warmup_ticks": WARMUP_TICKS,
+        "ticks": args.ticks,
+    }
+    try:
+        worker.start()
+        result["worker_ready_s"] = worker.wait_ready(app)
+        folder = workdir / "scheduled"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{NAME}.json").write_text(json.dumps(DEFINITION))
+        report = definitions_load(folder=folder)
+        if report.refused or report.schedules != [(NAME, f"schedule: every {EVERY_SECONDS}s")]:
+            raise RuntimeError(f"loading the scheduled definition: {report}")
+        result["beat_ready_s"] = beat.start()
+        log(f"worker ready in {result['worker_ready_s']:.1f}s, beat in {result['beat_ready_s']:.1f}s; "
+            f"waiting for {expected} ticks ({WARMUP_TICKS} warm-up) of every {EVERY_SECONDS}s")
+        started = time.monotonic()
+        wait_for_runs(expected, expected * EVERY_SECONDS + TICK_SLACK, worker, beat)
+        result["elapsed_s"] = time.monotonic() - started
+    finally:
+        try:
+            beat.stop()  # first, so no tick is sent to a worker that is going away
+        finally:
+            worker.stop()
+            PeriodicTask.objects.filter(name=task_name(NAME)).update(enabled=False)
+
+    runs = list(PipelineRun.objects.filter(definition_name=NAME, trigger=PipelineRun.Trigger.SCHEDULE)
+                .exclude(status__in=PipelineRun.ACTIVE).order_by("pk"))
+    bad = [(run.pk, run.status, run.error) for run in runs if run.status != PipelineRun.Status.COMPLETED]
+    if bad:
+        raise RuntimeError(f"scheduled runs that did not complete: {bad[:5]}")
+    runs.sort(key=lambda run: due_of(run.idempotency_key))
+    measured = runs[WARMUP_TICKS:expected]
+    dues = [due_of(run.idempotency_key) for run in measured]
+    worker_log = worker.log_path.read_text(errors="replace")
+    result.update({
+        "delay_ms": [(run.started_at - due).total_seconds() * 1000 for run, due in zip(measured, dues)],
+        "due_to_created_ms": [(run.created_at - due).total_seconds() * 1000 for run, due in zip(measured, dues)],
+        "created_to_started_ms": [(run.started_at - run.created_at).total_seconds() * 1000 for run in measured],
+        "due_gaps_s": [(b - a).total_seconds() for a, b in zip(dues, dues[1:])],
+        "skipped_ticks": worker_log.count(f"event=schedule.skipped definition={NAME} "),
+        "duplicate_ticks": worker_log.count(f"event=schedule.duplicate definition={NAME} "),
+        "ticks_sent": beat.log_path.read_text(errors="replace").count(f"Sending due task {task_name(NAME)} "),
+        "runs_ended": len(runs),
+    })
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    log(f"done: {len(measured)} ticks measured")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
