@@ -1,5 +1,5 @@
 """Text and JSON views of a run, drawn from the PipelineRun record alone,
-the dry-run listing of a definition, and the listing of runs."""
+the dry-run listing of a definition, and the listings of runs and schedules."""
 from __future__ import annotations
 
 import json
@@ -290,3 +290,45 @@ def run_listing_dict(row: dict) -> dict:
         "duration_ms": row["duration_ms"],
         "error": row["error"] or None,
     })
+
+
+def render_schedules_table(listings: list, *, now) -> str:
+    """Pipeline schedules (selectors.pipeline_schedules_list) as an aligned
+    table; a next due time already past is marked overdue."""
+    if not listings:
+        return "No pipeline schedules."
+    body = []
+    for item in listings:
+        schedule = printable(item.schedule) + (f" ({printable(item.cron)})" if item.cron else "")
+        last = item.last_run
+        body.append([
+            printable(item.definition),
+            schedule,
+            printable(item.timezone or "-"),
+            printable(item.overlap or "-"),
+            "yes" if item.enabled else "no",
+            f"{last['run_id']} {last['status']} {_local(last['created_at'])}" if last else "-",
+            "-" if item.next_due_at is None
+            else _local(item.next_due_at) + (" (overdue)" if item.next_due_at < now else ""),
+        ])
+    headers = ["DEFINITION", "SCHEDULE", "TIMEZONE", "OVERLAP", "ENABLED", _zone_header("LAST RUN"),
+               _zone_header("NEXT DUE")]
+    return render_table(headers, body)
+
+
+def schedule_listing_dict(item) -> dict:
+    """A pipeline schedule (selectors.pipeline_schedules_list) as a JSON-serialisable dict."""
+    last = item.last_run
+    return {
+        "definition": item.definition,
+        "task": item.task,
+        "kind": item.kind,
+        "schedule": item.schedule,
+        "every_seconds": item.every_seconds,
+        "cron": item.cron,
+        "timezone": item.timezone,
+        "overlap": item.overlap,
+        "enabled": item.enabled,
+        "last_run": {**last, "created_at": _iso(last["created_at"])} if last else None,
+        "next_due_at": _iso(item.next_due_at),
+    }

@@ -1,9 +1,18 @@
-"""Reads of pipeline definitions and runs."""
+"""Reads of pipeline definitions, runs and schedules."""
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from celery.utils.time import maybe_make_aware
+from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Substr
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.schedules import SCHEDULED_TASK, TASK_PREFIX
 
 # Run ids are 64-bit; a larger number names no run (and some databases cannot even compare it).
 RUN_ID_MAX = 2**63 - 1
@@ -63,3 +72,108 @@ def pipeline_runs_list(
     if since is not None:
         runs = runs.filter(created_at__gte=since)
     return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
+
+
+@dataclass
+class ScheduleListing:
+    """One pipeline schedule as beat sees it, with its definition's latest scheduled run."""
+
+    definition: str
+    task: str
+    kind: str  # "interval", "cron", or the name of another django-celery-beat schedule type
+    schedule: str  # in words
+    every_seconds: float | None
+    cron: str | None
+    timezone: str | None
+    overlap: str | None  # None: the definition is gone
+    enabled: bool
+    last_run: dict | None  # run_id, status, created_at
+    next_due_at: datetime | None  # None when disabled
+
+
+def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleListing]:
+    """Every pipeline schedule in django-celery-beat's table (PeriodicTasks of
+    the task ``orchestration.run_scheduled`` named ``pipeline:<definition>``),
+    by name, enabled or not, each with its definition's newest run launched by
+    a schedule and, when enabled, when beat will next send it as of ``now``
+    (default: the current time) — computed by the schedule objects beat uses.
+    Reads only."""
+    now = now or timezone.now()
+    newest = PipelineRun.objects.filter(
+        definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
+    ).order_by("-created_at", "-pk")
+    tasks = list(
+        PeriodicTask.objects.filter(task=SCHEDULED_TASK, name__startswith=TASK_PREFIX)
+        .select_related("interval", "crontab", "solar", "clocked")
+        .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
+        .annotate(last_run_id=Subquery(newest.values("pk")[:1]))
+        .order_by("name")
+    )
+    last_runs = {
+        row["id"]: row
+        for row in PipelineRun.objects.filter(pk__in=[t.last_run_id for t in tasks if t.last_run_id]).values(
+            "id", "status", "created_at"
+        )
+    }
+    # Only the one key of each definition's config that is shown (configs can be large).
+    overlaps = dict(
+        PipelineDefinition.objects.filter(name__in=[t.definition_name for t in tasks]).values_list(
+            "name", "config__schedule__overlap"
+        )
+    )
+    listings = []
+    for task in tasks:
+        last = last_runs.get(task.last_run_id)
+        name = task.definition_name
+        listings.append(
+            ScheduleListing(
+                definition=name,
+                task=task.name,
+                **_schedule_fields(task),
+                overlap=(overlaps[name] or "skip") if name in overlaps else None,
+                enabled=task.enabled,
+                last_run={"run_id": last["id"], "status": last["status"], "created_at": last["created_at"]}
+                if last
+                else None,
+                next_due_at=_next_due(task, now) if task.enabled else None,
+            )
+        )
+    return listings
+
+
+def _schedule_fields(task: PeriodicTask) -> dict:
+    """kind, schedule (in words), every_seconds, cron and timezone of a PeriodicTask."""
+    fields = {"every_seconds": None, "cron": None, "timezone": None}
+    if task.interval is not None:
+        seconds = task.interval.schedule.run_every.total_seconds()
+        return {**fields, "kind": "interval", "schedule": f"every {seconds:g}s", "every_seconds": seconds}
+    if task.crontab is not None:
+        cron = task.crontab
+        zone = str(cron.timezone)
+        words = cron.human_readable
+        # django-celery-beat appends the zone, which has a field of its own here.
+        words = words.removesuffix(f" {zone}")
+        expression = " ".join([cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week])
+        return {**fields, "kind": "cron", "schedule": words, "cron": expression, "timezone": zone}
+    scheduler = task.scheduler
+    kind = type(scheduler).__name__.lower().removesuffix("schedule") if scheduler is not None else "none"
+    return {**fields, "kind": kind, "schedule": str(scheduler) if scheduler is not None else "no schedule"}
+
+
+def _next_due(task: PeriodicTask, now: datetime) -> datetime | None:
+    """When beat next sends ``task``, as of ``now``: the time Celery's schedule
+    object gives from the last send (possibly before ``now``: the task is
+    overdue, and beat sends it at its next tick). None without a schedule."""
+    if task.scheduler is None:
+        return None
+    schedule = task.schedule
+    # django-celery-beat's crontab computes in its own zone, as its is_due does.
+    zone = schedule.tz if isinstance(schedule, TzAwareCrontab) else None
+    schedule.nowfun = lambda: now.astimezone(zone or dt_timezone.utc)
+    # What beat's ModelEntry counts from: the last send, or the row's last change before the first one.
+    last = maybe_make_aware(task.last_run_at or task.date_changed)
+    if zone is not None:
+        last = last.astimezone(zone)
+    due = now + schedule.remaining_estimate(last)
+    # Beat sends nothing before a row's start_time.
+    return max(due, task.start_time) if task.start_time else due
