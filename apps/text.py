@@ -7,6 +7,8 @@ line. ``printable`` makes every such character visible instead.
 """
 from __future__ import annotations
 
+import unicodedata
+
 _KEPT_IN_BLOCKS = "\n\t"
 
 
@@ -39,3 +41,27 @@ def printable(text: str, *, lines: bool = False) -> str:
     return "".join(
         char if char.isprintable() or (lines and char in _KEPT_IN_BLOCKS) else _escaped(char) for char in text
     )
+
+
+def display_width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: two for a wide East Asian
+    character, none for a combining mark, one for any other."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        for char in text
+    )
+
+
+def shorten(text: str, width: int, *, keep_end: bool = False) -> str:
+    """``text`` cut to at most ``width`` columns, an ellipsis marking the cut
+    (at the start with ``keep_end``, for paths whose end says the most)."""
+    if display_width(text) <= width:
+        return text
+    chars = list(reversed(text)) if keep_end else list(text)
+    kept, used = [], 1
+    for char in chars:
+        used += display_width(char)
+        if used > width:
+            break
+        kept.append(char)
+    return "…" + "".join(reversed(kept)) if keep_end else "".join(kept) + "…"

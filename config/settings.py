@@ -6,6 +6,7 @@ embedded broker, so a laptop with only Python can run everything.
 """
 from pathlib import Path
 
+from celery.schedules import crontab
 from environs import Env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -187,7 +188,8 @@ RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
 RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=lambda v: v > 0)
 RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=lambda v: v >= 0)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
-# beat entry (`manage.py prune_runs`); 0 keeps every run.
+# beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
+# it runs, so turning it off also stops the entry an earlier beat left in its table.
 RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, validate=lambda v: v >= 0)
 CELERY_BEAT_SCHEDULE = {
     "recover-runs": {
@@ -197,6 +199,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": RUN_RECOVERY_INTERVAL_SECONDS},
     },
 }
+if RUN_RETENTION_DAYS:
+    CELERY_BEAT_SCHEDULE["prune-runs"] = {
+        "task": "orchestration.prune_runs",
+        # Daily at 04:30 UTC: the database scheduler loads crontabs near their hour, and always hour 4
+        # (Celery's own cleanup hour); a fixed time, unlike an interval, is not pushed back by restarts.
+        "schedule": crontab(minute="30", hour="4"),
+    }
 # Beat keeps schedules in the database (django-celery-beat): definitions'
 # schedules are synced there by load_pipelines, and operators can see and
 # edit them in the admin. The subclass stamps each tick with its due slot.

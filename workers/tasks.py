@@ -1,14 +1,16 @@
 """Celery tasks: thin wrappers that take an id and call a service."""
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError
 
 from apps.orchestration.dispatch import EXECUTE_RUN_TASK, RECOVER_RUNS_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.recovery import runs_recover
 from apps.orchestration.schedules import SCHEDULED_TASK
-from apps.orchestration.services import pipeline_run_schedule
+from apps.orchestration.services import PRUNE_RUNS_TASK, pipeline_run_schedule, pipeline_runs_prune
 
 logger = logging.getLogger("workers.tasks")
 
@@ -46,3 +48,18 @@ def run_scheduled(definition: str, due: str | None = None) -> int | None:
         )
         return None
     return run.pk if run is not None else None
+
+
+@shared_task(name=PRUNE_RUNS_TASK, ignore_result=True)
+def prune_runs(days: int | None = None) -> int:
+    """Delete finished runs older than ``days`` (default: this worker's
+    RUN_RETENTION_DAYS) with their stages, in batches; returns how many runs
+    were deleted. The daily ``prune-runs`` beat entry sends it without
+    ``days``, so with RUN_RETENTION_DAYS at 0 it deletes nothing, even when
+    beat's table still holds the entry from before retention was turned off.
+    """
+    days = settings.RUN_RETENTION_DAYS if days is None else days
+    if days <= 0:
+        logger.info("event=runs.prune_skipped reason=retention_off")
+        return 0
+    return pipeline_runs_prune(older_than=timedelta(days=days)).runs

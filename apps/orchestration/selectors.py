@@ -1,8 +1,39 @@
-"""Reads of pipeline definitions and runs."""
+"""Reads of pipeline definitions, runs and schedules."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from celery.utils.time import maybe_make_aware
+from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Substr
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.tzcrontab import TzAwareCrontab
+
 from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.schedules import SCHEDULED_TASK, TASK_PREFIX
 
 # Run ids are 64-bit; a larger number names no run (and some databases cannot even compare it).
 RUN_ID_MAX = 2**63 - 1
+# The most runs one listing returns: enough for any screen or script, and a bound on the read.
+RUN_LIST_MAX = 1000
+# The columns a run listing shows: never the result, snapshot or payload blobs.
+RUN_LIST_FIELDS = (
+    "id",
+    "trace_id",
+    "definition_name",
+    "origin",
+    "origin_kind",
+    "trigger",
+    "idempotency_key",
+    "status",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+)
 
 
 def pipeline_definition_get(*, name: str) -> PipelineDefinition | None:
@@ -13,3 +44,136 @@ def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
     if not 0 < run_id <= RUN_ID_MAX:
         return None
     return PipelineRun.objects.filter(pk=run_id).first()
+
+
+def pipeline_runs_list(
+    *,
+    definition: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    since: datetime | None = None,
+    limit: int = 20,
+) -> list[dict]:
+    """The newest runs first (by creation, then id), at most ``limit`` of them,
+    as dicts of RUN_LIST_FIELDS: runs of the definition named ``definition``,
+    with ``status``, launched by ``trigger``, created at or after ``since``.
+
+    Raises ValueError when ``limit`` is not from 1 to RUN_LIST_MAX.
+    """
+    if not 1 <= limit <= RUN_LIST_MAX:
+        raise ValueError(f"limit must be from 1 to {RUN_LIST_MAX}")
+    runs = PipelineRun.objects.all()
+    if definition is not None:
+        runs = runs.filter(definition_name=definition)
+    if status is not None:
+        runs = runs.filter(status=status)
+    if trigger is not None:
+        runs = runs.filter(trigger=trigger)
+    if since is not None:
+        runs = runs.filter(created_at__gte=since)
+    return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
+
+
+@dataclass
+class ScheduleListing:
+    """One pipeline schedule as beat sees it, with its definition's latest scheduled run."""
+
+    definition: str
+    task: str
+    kind: str  # "interval", "cron", or the name of another django-celery-beat schedule type
+    schedule: str  # in words
+    every_seconds: float | None
+    cron: str | None
+    timezone: str | None
+    overlap: str | None  # None: the definition is gone
+    enabled: bool
+    last_run: dict | None  # run_id, status, created_at
+    next_due_at: datetime | None  # None when disabled
+
+
+def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleListing]:
+    """Every pipeline schedule in django-celery-beat's table (PeriodicTasks of
+    the task ``orchestration.run_scheduled`` named ``pipeline:<definition>``),
+    by name, enabled or not, each with its definition's newest run launched by
+    a schedule and, when enabled, when beat will next send it as of ``now``
+    (default: the current time) — computed by the schedule objects beat uses.
+    Reads only."""
+    now = now or timezone.now()
+    newest = PipelineRun.objects.filter(
+        definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
+    ).order_by("-created_at", "-pk")
+    tasks = list(
+        PeriodicTask.objects.filter(task=SCHEDULED_TASK, name__startswith=TASK_PREFIX)
+        .select_related("interval", "crontab", "solar", "clocked")
+        .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
+        .annotate(last_run_id=Subquery(newest.values("pk")[:1]))
+        .order_by("name")
+    )
+    last_runs = {
+        row["id"]: row
+        for row in PipelineRun.objects.filter(pk__in=[t.last_run_id for t in tasks if t.last_run_id]).values(
+            "id", "status", "created_at"
+        )
+    }
+    # Only the one key of each definition's config that is shown (configs can be large).
+    overlaps = dict(
+        PipelineDefinition.objects.filter(name__in=[t.definition_name for t in tasks]).values_list(
+            "name", "config__schedule__overlap"
+        )
+    )
+    listings = []
+    for task in tasks:
+        last = last_runs.get(task.last_run_id)
+        name = task.definition_name
+        listings.append(
+            ScheduleListing(
+                definition=name,
+                task=task.name,
+                **_schedule_fields(task),
+                overlap=(overlaps[name] or "skip") if name in overlaps else None,
+                enabled=task.enabled,
+                last_run={"run_id": last["id"], "status": last["status"], "created_at": last["created_at"]}
+                if last
+                else None,
+                next_due_at=_next_due(task, now) if task.enabled else None,
+            )
+        )
+    return listings
+
+
+def _schedule_fields(task: PeriodicTask) -> dict:
+    """kind, schedule (in words), every_seconds, cron and timezone of a PeriodicTask."""
+    fields = {"every_seconds": None, "cron": None, "timezone": None}
+    if task.interval is not None:
+        seconds = task.interval.schedule.run_every.total_seconds()
+        return {**fields, "kind": "interval", "schedule": f"every {seconds:g}s", "every_seconds": seconds}
+    if task.crontab is not None:
+        cron = task.crontab
+        zone = str(cron.timezone)
+        words = cron.human_readable
+        # django-celery-beat appends the zone, which has a field of its own here.
+        words = words.removesuffix(f" {zone}")
+        expression = " ".join([cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week])
+        return {**fields, "kind": "cron", "schedule": words, "cron": expression, "timezone": zone}
+    scheduler = task.scheduler
+    kind = type(scheduler).__name__.lower().removesuffix("schedule") if scheduler is not None else "none"
+    return {**fields, "kind": kind, "schedule": str(scheduler) if scheduler is not None else "no schedule"}
+
+
+def _next_due(task: PeriodicTask, now: datetime) -> datetime | None:
+    """When beat next sends ``task``, as of ``now``: the time Celery's schedule
+    object gives from the last send (possibly before ``now``: the task is
+    overdue, and beat sends it at its next tick). None without a schedule."""
+    if task.scheduler is None:
+        return None
+    schedule = task.schedule
+    # django-celery-beat's crontab computes in its own zone, as its is_due does.
+    zone = schedule.tz if isinstance(schedule, TzAwareCrontab) else None
+    schedule.nowfun = lambda: now.astimezone(zone or dt_timezone.utc)
+    # What beat's ModelEntry counts from: the last send, or the row's last change before the first one.
+    last = maybe_make_aware(task.last_run_at or task.date_changed)
+    if zone is not None:
+        last = last.astimezone(zone)
+    due = now + schedule.remaining_estimate(last)
+    # Beat sends nothing before a row's start_time.
+    return max(due, task.start_time) if task.start_time else due

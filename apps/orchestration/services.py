@@ -10,6 +10,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -21,7 +22,7 @@ from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
 from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
-from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.selectors import RUN_ID_MAX, pipeline_definition_get
 from apps.orchestration.validation import validate_definition
 from apps.text import printable
@@ -511,3 +512,60 @@ def definitions_load(*, folder: Path) -> LoadReport:
         if change:
             report.schedules.append((name, change))
     return report
+
+
+PRUNE_RUNS_TASK = "orchestration.prune_runs"
+# Runs deleted per statement (each in its own transaction): short locks, bounded memory.
+PRUNE_BATCH_SIZE = 500
+
+
+@dataclass
+class PruneCounts:
+    runs: int
+    stages: int
+    cutoff: datetime  # runs created before this were candidates
+
+
+def pipeline_runs_prune(
+    *, older_than: timedelta, statuses=None, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE
+) -> PruneCounts:
+    """Delete finished runs created more than ``older_than`` ago, with their
+    StageExecution rows (the cascade), optionally only those whose status is
+    one of ``statuses``; queued and running runs are never deleted.
+
+    Deletes ``batch_size`` runs per transaction, so no lock is held on the
+    whole table and a concurrent writer waits at most one batch. With
+    ``dry_run`` nothing is deleted and the counts are what would be. Returns
+    the counts of rows deleted (or that would be). Raises ValueError for an
+    age that is not positive, a status that is not terminal, or a batch size
+    below 1.
+    """
+    if older_than <= timedelta(0):
+        raise ValueError("the age must be above 0")
+    terminal = [str(status) for status in PipelineRun.TERMINAL]
+    chosen = terminal if statuses is None else list(statuses)
+    if not chosen or set(chosen) - set(terminal):
+        raise ValueError(f"statuses must be among {', '.join(terminal)}")
+    if batch_size < 1:
+        raise ValueError("the batch size must be at least 1")
+    # created_at is stamped by the creating process's clock; at a scale of days the skew does not matter.
+    cutoff = timezone.now() - older_than
+    candidates = PipelineRun.objects.filter(created_at__lt=cutoff, status__in=chosen)
+    if dry_run:
+        stages = StageExecution.objects.filter(run__in=candidates.values("pk")).count()
+        return PruneCounts(runs=candidates.count(), stages=stages, cutoff=cutoff)
+    counts = PruneCounts(runs=0, stages=0, cutoff=cutoff)
+    while True:
+        with transaction.atomic():
+            ids = list(candidates.order_by("pk").values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            # The filter is repeated so a row that changed since it was read is left alone; only ids are loaded.
+            _, deleted = candidates.filter(pk__in=ids).only("pk").delete()
+        counts.runs += deleted.get(PipelineRun._meta.label, 0)
+        counts.stages += deleted.get(StageExecution._meta.label, 0)
+    logger.info(
+        "event=runs.pruned runs=%s stages=%s cutoff=%s statuses=%s",
+        counts.runs, counts.stages, cutoff.isoformat(), ",".join(chosen),
+    )
+    return counts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -29,6 +31,26 @@ def seconds_option(value: float | None, flag: str, *, zero: bool = False) -> flo
         return value
     least = "from 0" if zero else "greater than 0 and"
     raise CommandError(f"{flag} must be a number of seconds {least} up to {MAX_SECONDS}", returncode=EXIT_BAD_INPUT)
+
+
+DURATION = re.compile(r"([0-9]{1,12})([smhd])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_option(value: str | None, flag: str) -> timedelta | None:
+    """``value`` of the option ``flag`` (``30s``, ``15m``, ``2h``, ``7d``) as a
+    timedelta above 0 and at most MAX_SECONDS; CommandError with exit 2 otherwise."""
+    if value is None:
+        return None
+    match = DURATION.fullmatch(value)
+    seconds = int(match[1]) * DURATION_UNITS[match[2]] if match else 0
+    if not 0 < seconds <= MAX_SECONDS:
+        raise CommandError(
+            f"{flag} must be a duration above 0 such as 30s, 15m, 2h or 7d (at most {MAX_SECONDS}s), "
+            f"not {printable(value[:40])}{'…' if len(value) > 40 else ''}",
+            returncode=EXIT_BAD_INPUT,
+        )
+    return timedelta(seconds=seconds)
 
 
 class PipelineCommand(BaseCommand):

@@ -1,0 +1,247 @@
+"""list_runs: the run history through the command as manage.py runs it."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.selectors import RUN_LIST_MAX, pipeline_runs_list
+from apps.orchestration.services import DEFINITION_NAME
+from apps.text import display_width
+from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LISTED_FIELDS = {
+    "run_id", "trace_id", "definition", "config", "origin", "origin_kind", "trigger", "idempotency_key",
+    "status", "created_at", "started_at", "finished_at", "duration_ms", "error",
+}
+
+
+def make_run(*, age: timedelta = timedelta(0), status="completed", trigger="cli", name="tiny", kind="definition",
+             origin=None, error="", duration_ms=12.5) -> PipelineRun:
+    """A run as the launcher stores it, created ``age`` ago."""
+    finished = status in PipelineRun.TERMINAL
+    run = PipelineRun.objects.create(
+        trace_id=f"trace-{PipelineRun.objects.count()}",
+        definition_name=name if kind != "config" else "",
+        origin=origin or name,
+        origin_kind=kind,
+        config_snapshot=TINY,
+        trigger=trigger,
+        status=status,
+        error=error,
+        started_at=timezone.now() - age if status != "queued" else None,
+        finished_at=timezone.now() - age if finished else None,
+        duration_ms=duration_ms if finished else None,
+    )
+    # created_at is stamped on insert; move it back to give the run its age.
+    PipelineRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - age)
+    run.refresh_from_db()
+    return run
+
+
+def listed(*argv: str) -> list[dict]:
+    result = cli("list_runs", "--json", *argv)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_runs_are_listed_newest_first_up_to_the_limit():
+    runs = [make_run(age=timedelta(minutes=minutes)) for minutes in (50, 10, 40, 20, 30)]
+    by_age = [run.pk for run in sorted(runs, key=lambda run: run.created_at, reverse=True)]
+    assert [row["run_id"] for row in listed()] == by_age
+    assert [row["run_id"] for row in listed("--limit", "3")] == by_age[:3]
+    assert [row["run_id"] for row in listed("--limit", "1")] == by_age[:1]
+
+
+def test_runs_created_at_the_same_moment_are_listed_by_id_descending():
+    runs = [make_run() for _ in range(3)]
+    PipelineRun.objects.update(created_at=runs[0].created_at)
+    assert [row["run_id"] for row in listed()] == [run.pk for run in reversed(runs)]
+
+
+def test_the_default_limit_is_20():
+    for _ in range(25):
+        make_run()
+    assert len(listed()) == 20
+    assert len(listed("--limit", "25")) == 25
+
+
+def test_filters_by_definition_status_trigger_and_together():
+    a_cli = make_run(name="alpha")
+    a_failed = make_run(name="alpha", status="failed", error="boom", trigger="schedule")
+    a_sched = make_run(name="alpha", trigger="schedule")
+    b_sched = make_run(name="beta", trigger="schedule")
+    make_run(kind="config", origin="/tmp/alpha.json")
+
+    def ids(*argv):
+        return {row["run_id"] for row in listed(*argv)}
+
+    assert ids("--definition", "alpha") == {a_cli.pk, a_failed.pk, a_sched.pk}
+    assert ids("--status", "failed") == {a_failed.pk}
+    assert ids("--trigger", "schedule") == {a_failed.pk, a_sched.pk, b_sched.pk}
+    assert ids("--definition", "alpha", "--trigger", "schedule", "--status", "completed") == {a_sched.pk}
+    assert ids("--definition", "nobody") == set()
+
+
+def test_since_keeps_runs_created_within_the_duration():
+    make_run(age=timedelta(days=8))
+    week = make_run(age=timedelta(days=6))
+    hours = make_run(age=timedelta(hours=3))
+    hour = make_run(age=timedelta(minutes=50))
+    minutes = make_run(age=timedelta(minutes=10))
+    recent = make_run(age=timedelta(seconds=5))
+
+    def ids(since):
+        return {row["run_id"] for row in listed("--since", since)}
+
+    assert ids("30s") == {recent.pk}
+    assert ids("15m") == {recent.pk, minutes.pk}
+    assert ids("2h") == {recent.pk, minutes.pk, hour.pk}
+    assert ids("1d") == {recent.pk, minutes.pk, hour.pk, hours.pk}
+    assert ids("7d") == {recent.pk, minutes.pk, hour.pk, hours.pk, week.pk}
+
+
+def test_json_has_every_field_of_the_run(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    assert cli("run_pipeline", "--inline", "--config", str(config)).exit_code == 0
+    PipelineDefinition.objects.create(name="tiny", config=TINY)
+    assert cli("run_pipeline", "--inline", "--definition", "tiny", "--idempotency-key", "k-1").exit_code == 0
+    by_definition, by_config = listed()
+    assert set(by_definition) >= LISTED_FIELDS and set(by_config) >= LISTED_FIELDS
+    run = PipelineRun.objects.get(definition_name="tiny")
+    assert by_definition == {
+        "run_id": run.pk,
+        "trace_id": run.trace_id,
+        "definition": "tiny",
+        "config": None,
+        "origin": "tiny",
+        "origin_kind": "definition",
+        "trigger": "cli",
+        "idempotency_key": "k-1",
+        "status": "completed",
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "duration_ms": run.duration_ms,
+        "error": None,
+    }
+    assert by_config["definition"] is None and by_config["config"] == by_config["origin"] == str(config)
+    assert by_config["origin_kind"] == "config" and by_config["trigger"] == "cli"
+
+
+def test_the_query_reads_only_listed_columns_and_is_bounded():
+    for _ in range(3):
+        make_run()
+    with CaptureQueriesContext(connection) as queries:
+        rows = pipeline_runs_list(limit=2)
+    assert len(rows) == 2 and len(queries) == 1
+    sql = queries[0]["sql"].lower()
+    assert "limit 2" in sql
+    for blob in ("config_snapshot", "payload", "result"):
+        assert f'"{blob}"' not in sql, blob
+    with pytest.raises(ValueError):
+        pipeline_runs_list(limit=RUN_LIST_MAX + 1)
+
+
+def test_the_table_is_aligned_in_columns():
+    make_run(name="health-check", duration_ms=231.4)
+    make_run(name="x", status="failed", error="Node 'metrics' failed: disk full", duration_ms=65_000)
+    make_run(kind="config", origin="/srv/pipelines/ｗｉｄｅ-名前.json", trigger="schedule", duration_ms=12_345)
+    make_run(kind="builtin", origin="builtin", name="builtin", status="running")
+    result = cli("list_runs")
+    assert result.exit_code == 0, result.stderr
+    header, *lines = result.stdout.rstrip("\n").split("\n")
+    assert header.split() == ["ID", "DEFINITION", "TRIGGER", "STATUS", "CREATED", "(UTC)", "DURATION", "ERROR"]
+    columns = ("DEFINITION", "TRIGGER", "STATUS", "CREATED", "DURATION", "ERROR")
+    starts = [header.index(name) for name in columns]
+    expected = [  # newest first; None: not compared
+        ["built-in", "cli", "running", None, "-", None],
+        ["/srv/pipelines/ｗｉｄｅ-名前.json", "schedule", "completed", None, "12.3s", None],
+        ["x", "cli", "failed", None, "1m05s", "Node 'metrics' failed: disk full"],
+        ["health-check", "cli", "completed", None, "231ms", None],
+    ]
+    assert len(lines) == len(expected)
+    for line, cells in zip(lines, expected):
+        for start, cell in zip(starts, cells):
+            # Columns line up on screen, where a wide character takes two columns.
+            at = next((i for i in range(len(line) + 1) if display_width(line[:i]) >= start), len(line))
+            if cell is None:
+                continue
+            assert display_width(line[:at]) == start, (line, cell)
+            assert line[at:].startswith(cell) and line[at - 2:at] == "  ", (line, cell)
+    # The id column is aligned right, under the end of its header.
+    ids = [str(pk) for pk in PipelineRun.objects.order_by("-created_at", "-pk").values_list("pk", flat=True)]
+    for line, run_id in zip(lines, ids):
+        assert line.lstrip().startswith(run_id + " ") and line.index(run_id) + len(run_id) == header.index("ID") + 2
+
+
+def test_hostile_error_and_origin_are_one_escaped_line_each():
+    error = "\x1b[2J\x1b[31mred\nforged: line\r\u202e" + "e" * 200
+    make_run(status="failed", error=error)
+    make_run(kind="config", origin="/tmp/\x1b]0;title\x07.json", error="x\ny")
+    result = cli("list_runs")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.rstrip("\n").split("\n")
+    assert len(lines) == 3
+    assert all(char.isprintable() for line in lines for char in line)
+    assert "/tmp/\\x1b]0;title\\x07.json" in lines[1] and lines[1].endswith("x\\ny")
+    assert "\\x1b[2J\\x1b[31mred\\nforged: line\\r\\u202e" in lines[2]
+    assert lines[2].endswith("…") and "e" * 60 not in lines[2]
+    as_json = listed()
+    assert as_json[1]["error"] == error and as_json[0]["origin"] == "/tmp/\x1b]0;title\x07.json"
+    assert "\x1b" not in cli("list_runs", "--json").stdout
+
+
+def test_no_runs_says_so():
+    assert cli("list_runs").stdout == "No runs.\n"
+    assert listed() == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--status", "finished"],
+        ["--trigger", "cron"],
+        ["--since", "5x"],
+        ["--since", "0s"],
+        ["--since", "-2h"],
+        ["--since", "2"],
+        ["--since", "1.5h"],
+        ["--since", ""],
+        ["--since", "99999999999d"],
+        ["--limit", "0"],
+        ["--limit", "-3"],
+        ["--limit", str(RUN_LIST_MAX + 1)],
+        ["--limit", "ten"],
+        ["--definition", "bad name"],
+        ["--definition", ""],
+        ["--json", "extra"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_with_nothing_on_stdout(argv):
+    make_run()
+    result = cli("list_runs", *argv)
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_hostile_text_in_every_list_runs_option():
+    make_run()
+    verdicts = Verdicts()
+    for text in HOSTILE_TEXT:
+        verdicts.run("list_runs", "--definition", text, refused=not DEFINITION_NAME.fullmatch(text))
+        verdicts.run("list_runs", "--status", text, refused=True)
+        verdicts.run("list_runs", "--trigger", text, refused=True)
+        verdicts.run("list_runs", "--since", text, refused=True)
+        verdicts.run("list_runs", "--limit", text, refused=True)
+        verdicts.run("list_runs", "--json", "--since", text, refused=True)
+    verdicts.assert_clean()
