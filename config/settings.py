@@ -210,6 +210,9 @@ if RUN_RETENTION_DAYS:
 # schedules are synced there by load_pipelines, and operators can see and
 # edit them in the admin. The subclass stamps each tick with its due slot.
 CELERY_BEAT_SCHEDULER = "workers.beat:PipelineScheduler"
+# Beat writes a schedule's last tick to its row after every tick (not every few
+# minutes), so the admin and `list_schedules` show it, and its next due time, as they are.
+CELERY_BEAT_SYNC_EVERY = 1
 # `run_pipeline --wait` asks the workers whether any consumes the run's queue
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
