@@ -195,8 +195,9 @@ CELERY_BEAT_SCHEDULE = {
     "recover-runs": {
         "task": "orchestration.recover_runs",
         "schedule": RUN_RECOVERY_INTERVAL_SECONDS,
-        # A sweep that waited longer than one interval is superseded by the next one.
-        "options": {"expires": RUN_RECOVERY_INTERVAL_SECONDS},
+        # A sweep that waited longer than one interval is superseded by the next one
+        # (the database scheduler stores this as the task's expiry, in whole seconds).
+        "options": {"expire_seconds": max(1, round(RUN_RECOVERY_INTERVAL_SECONDS))},
     },
 }
 if RUN_RETENTION_DAYS:
@@ -208,7 +209,7 @@ if RUN_RETENTION_DAYS:
     }
 # Beat keeps schedules in the database (django-celery-beat): definitions'
 # schedules are synced there by load_pipelines, and operators can see and
-# edit them in the admin. The subclass stamps each tick with its due slot.
+# edit them in the admin. The subclass stamps each tick with its due time.
 CELERY_BEAT_SCHEDULER = "workers.beat:PipelineScheduler"
 # Beat writes a schedule's last tick to its row after every tick (not every few
 # minutes), so the admin and `list_schedules` show it, and its next due time, as they are.
