@@ -68,6 +68,34 @@ def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, 
     return _shown("\n".join(lines))
 
 
+def dry_run_as_dict(*, resolved: ResolvedDefinition, payload: dict, source: str, environment: str) -> dict:
+    """The dry-run plan as a JSON-serialisable dict (``--dry-run --json``)."""
+    config = resolved.config
+    return scrub({
+        "dry_run": True,
+        "definition": resolved.origin if resolved.kind == "definition" else None,
+        "config": resolved.origin if resolved.kind == "config" else None,
+        "origin": resolved.origin,
+        "origin_kind": resolved.kind,
+        "source": source,
+        "environment": environment,
+        "nodes": [
+            {
+                "id": node["id"],
+                "type": node["type"],
+                "config": node.get("config") or {},
+                "required": node.get("required", True),
+                "next": node.get("next"),
+            }
+            for node in config["nodes"]
+        ],
+        "defaults": config.get("defaults") or {},
+        "schedule": config.get("schedule"),
+        "max_concurrent": config.get("max_concurrent"),
+        "payload": payload,
+    })
+
+
 def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
     if run.origin_kind == "builtin" and node_id in BUILTIN_STAGES:
         return f"--- {node_id.upper()} ---"

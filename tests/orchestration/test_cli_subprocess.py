@@ -1,9 +1,12 @@
 """run_pipeline as a real child process: exit codes and messages scripts rely on."""
 import json
+import subprocess
+import sys
 
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.subprocess
 
@@ -106,3 +109,36 @@ def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_s
         import redis
 
         redis.Redis.from_url(url).flushdb()
+
+
+@pytest.mark.parametrize("command", [["list_runs"], ["show_run", "{run}", "--json"], ["run_pipeline", "--definition", "health-check", "--dry-run"]])
+def test_a_reader_that_went_away_ends_the_command_quietly_with_exit_1(health_check, subprocess_env, command):
+    run = PipelineRun.objects.create(origin="health-check", config_snapshot={}, status="failed", finished_at="2026-01-01T00:00Z")
+    args = [arg.format(run=run.pk) for arg in command]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=subprocess_env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    proc.stdout.close()  # like `| head` that has read enough: every write now fails
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("command", [["show_run", "1"], ["list_runs"], ["run_pipeline", "--definition", "x"]])
+def test_an_unreachable_database_is_one_line_and_exit_1(manage, command):
+    result = manage(*command, env={"DATABASE_URL": "postgres://pipelines:hunter2secret@127.0.0.1:1/none"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("CommandError: The database cannot be used: ")
+    assert result.stderr.count("\n") == 1 and "hunter2secret" not in result.stderr
+
+
+def test_dry_run_json_prints_the_plan(manage, health_check):
+    result = manage("run_pipeline", "--definition", "health-check", "--dry-run", "--json", "--payload", '{"host": "web-1"}')
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["dry_run"], plan["definition"], plan["payload"]) == (True, "health-check", {"host": "web-1"})
+    assert [(n["id"], n["type"], n["next"]) for n in plan["nodes"]] == [
+        ("metrics", "context", "analyze"), ("analyze", "intelligence", "notify"), ("notify", "notify", None),
+    ]
+    assert not PipelineRun.objects.exists()

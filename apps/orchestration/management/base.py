@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 
+from apps.secrets import scrub
 from apps.text import printable
 
 EXIT_BAD_INPUT = 2
@@ -54,8 +58,18 @@ def duration_option(value: str | None, flag: str) -> timedelta | None:
 
 
 class PipelineCommand(BaseCommand):
-    """BaseCommand whose bad arguments end in one line and exit 2, and whose
-    CommandError messages show control characters escaped."""
+    """BaseCommand whose bad arguments end in one line and exit 2, whose
+    CommandError messages show control characters escaped, and which ends in
+    one line and exit 1 when the database cannot be used, and quietly with
+    exit 1 when the reader of its output goes away (``| head``)."""
+
+    def run_from_argv(self, argv):
+        try:
+            super().run_from_argv(argv)
+        except BrokenPipeError:
+            # Whatever is still buffered for the closed pipe goes nowhere, so exiting prints nothing either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -71,3 +85,8 @@ class PipelineCommand(BaseCommand):
             if shown != text:
                 raise CommandError(shown, returncode=exc.returncode) from None
             raise
+        except (OperationalError, InterfaceError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CommandError(
+                f"The database cannot be used: {printable(scrub(reason))}", returncode=1
+            ) from None

@@ -1,5 +1,7 @@
 """run_pipeline: validate a pipeline definition, enqueue it for a worker (or run it
 inline), and show what happened."""
+import json
+
 from django.core.management.base import CommandError
 
 from apps.orchestration import rendering, services
@@ -36,7 +38,7 @@ class Command(RunOutputMixin, PipelineCommand):
             help="Launch at most one run with this key: when a run has it already, show (or wait for) that one.",
         )
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
-        parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
+        parser.add_argument("--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON.")
         how = parser.add_argument_group("execution")
         how.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
         how.add_argument(
@@ -75,7 +77,10 @@ class Command(RunOutputMixin, PipelineCommand):
             )
             if options["dry_run"]:
                 services.definition_check(resolved=resolved)
-                self.stdout.write(rendering.render_dry_run(**launch))
+                if options["json"]:
+                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**launch), indent=2))
+                else:
+                    self.stdout.write(rendering.render_dry_run(**launch))
                 return
             launch.update(trace_id=options["trace_id"], idempotency_key=key)
             if options["inline"]:
