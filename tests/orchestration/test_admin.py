@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -34,8 +35,8 @@ SLACK_SECRET = "https://hooks.slack.example/services/S1ackT0k3n99"
 
 
 def make_run(**fields) -> PipelineRun:
-    definition = PipelineDefinition.objects.get_or_create(name="p", defaults={"config": {"version": "1.0", "nodes": NODES}})[0]
-    run = services.pipeline_run_create(resolved=services.definition_resolve(name=definition.name), payload={})
+    PipelineDefinition.objects.get_or_create(name="p", defaults={"config": {"version": "1.0", "nodes": NODES}})
+    run = services.pipeline_run_create(resolved=services.definition_resolve(name="p"), payload={})
     if fields:
         PipelineRun.objects.filter(pk=run.pk).update(**fields)
         run.refresh_from_db()
@@ -172,6 +173,18 @@ def test_cancel_action_cancels_a_queued_run_asks_a_running_one_and_refuses_a_fin
     assert running.status == "running" and running.cancel_requested_at is not None
 
 
+def test_a_user_who_may_only_view_runs_sees_them_but_cannot_cancel_them(client, django_user_model):
+    queued = make_run()
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_pipelinerun", "view_stageexecution"]))
+    client.force_login(viewer)
+    page = client.get(RUNS).content.decode()
+    assert str(queued.pk) in page and "cancel_runs" not in page
+    response = client.post(RUNS, {"action": "cancel_runs", "_selected_action": [queued.pk], "index": 0})
+    queued.refresh_from_db()
+    assert response.status_code in (200, 302) and queued.status == "queued"
+
+
 def test_definition_admin_refuses_an_invalid_config_with_the_validators_messages(admin_client):
     config = {"version": "1.0", "nodes": [{"id": "a", "type": "nope"}, {"id": "b", "type": "context", "config": {"include": ["<b>x"]}}]}
     response = admin_client.post(
@@ -201,6 +214,7 @@ def test_definition_admin_saves_a_valid_config_and_syncs_its_schedule(admin_clie
 
 def test_admin_css_is_served_by_whitenoise_after_collectstatic(settings, tmp_path):
     settings.STATIC_ROOT = tmp_path / "static"
+    settings.STATIC_ROOT.mkdir()
     settings.DEBUG = False
     # Nothing collected yet: nothing served (so what follows is served from STATIC_ROOT).
     assert Client().get("/static/admin/css/base.css").status_code == 404
