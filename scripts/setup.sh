@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv, install the pinned requirements, migrate, and load the shipped pipelines.
+# Create .venv, install the pinned requirements, migrate, load the shipped pipelines,
+# and collect the static files the admin needs (served by WhiteNoise from var/static).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -9,3 +10,4 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/python manage.py migrate --verbosity 0
 .venv/bin/python manage.py load_pipelines
+.venv/bin/python manage.py collectstatic --noinput --verbosity 0

@@ -1,23 +1,244 @@
-from django.contrib import admin
+"""The Django admin for definitions, runs and their stages.
 
+Runs and stages are records of what happened: the admin shows them and never
+edits them. Operating on a run (cancelling it) goes through the same services
+as the commands. Everything a run recorded is shown scrubbed of known secrets
+and with control characters made visible.
+"""
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.contrib.admin.views.main import ChangeList
+from django.utils.html import format_html
+
+from apps.orchestration import services
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration.rendering import format_duration
+from apps.orchestration.schedules import schedule_disable, schedule_sync
+from apps.orchestration.selectors import RUN_ID_MAX
+from apps.orchestration.validation import validate_definition
+from apps.secrets import scrub
+from apps.text import printable, shorten
+
+# Width of the error column in the run list; the whole error is on the run's page.
+SHORT_ERROR_WIDTH = 80
+
+
+def shown_text(value, *, lines: bool = False) -> str:
+    """Text a run recorded, as the admin shows it: secrets scrubbed, control characters escaped."""
+    return printable(scrub(value or ""), lines=lines)
+
+
+def shown_json(value):
+    """A recorded JSON value as a pretty-printed, scrubbed, escaped ``<pre>`` block."""
+    text = json.dumps(scrub(value), indent=2, ensure_ascii=False, sort_keys=False)
+    # format_html escapes the HTML; printable makes bidi and other invisible characters visible.
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', printable(text, lines=True))
+
+
+# --- Definitions ---------------------------------------------------------------
+
+
+class PipelineDefinitionForm(forms.ModelForm):
+    """Refuses a config the launcher would refuse, with the validator's messages."""
+
+    class Meta:
+        model = PipelineDefinition
+        fields = ("name", "description", "config", "tags", "is_active")
+
+    def clean_config(self):
+        config = self.cleaned_data.get("config")
+        problems = validate_definition(config)
+        if problems:
+            raise forms.ValidationError([forms.ValidationError(message) for message in problems])
+        return config
 
 
 @admin.register(PipelineDefinition)
 class PipelineDefinitionAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "is_active", "updated_at")
+    form = PipelineDefinitionForm
+    list_display = ("name", "is_active", "has_schedule", "updated_at")
+    list_filter = ("is_active",)
     search_fields = ("name", "description")
+    readonly_fields = ("version", "created_at", "updated_at")
+
+    @admin.display(boolean=True, description="Schedule")
+    def has_schedule(self, obj: PipelineDefinition) -> bool:
+        return bool(isinstance(obj.config, dict) and obj.config.get("schedule"))
+
+    def save_model(self, request, obj, form, change):
+        # The format version lives in the config; the column mirrors it, as load_pipelines does.
+        obj.version = str(obj.config.get("version", obj.version))
+        renamed_from = form.initial.get("name") if change and "name" in form.changed_data else None
+        super().save_model(request, obj, form, change)
+        # Beat reads schedules from its own table: keep it in step with the edited definition.
+        if renamed_from:
+            schedule_disable(definition_name=renamed_from)
+        schedule_sync(definition=obj)
+
+    def delete_model(self, request, obj):
+        name = obj.name
+        super().delete_model(request, obj)
+        schedule_disable(definition_name=name)
+
+    def delete_queryset(self, request, queryset):
+        names = list(queryset.values_list("name", flat=True))
+        super().delete_queryset(request, queryset)
+        for name in names:
+            schedule_disable(definition_name=name)
 
 
-class StageExecutionInline(admin.TabularInline):
+# --- Runs and stages -----------------------------------------------------------
+
+
+class ReadOnlyAdminMixin:
+    """Recorded facts: shown, never added, changed or deleted here (`prune_runs` deletes old runs)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class StageExecutionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = StageExecution
     extra = 0
-    readonly_fields = ("node_id", "node_type", "status", "attempt", "duration_ms", "errors")
+    can_delete = False
+    show_change_link = False
+    ordering = ("started_at", "id")
+    fields = ("node_id", "node_type", "status", "attempt", "started_at", "duration", "errors_shown", "output_shown")
+    readonly_fields = fields
+
+    @admin.display(description="Duration")
+    def duration(self, obj: StageExecution) -> str:
+        return format_duration(obj.duration_ms)
+
+    @admin.display(description="Errors")
+    def errors_shown(self, obj: StageExecution):
+        if not obj.errors:
+            return "-"
+        return shown_json(obj.errors)
+
+    @admin.display(description="Output")
+    def output_shown(self, obj: StageExecution):
+        if not obj.output:
+            return "-"
+        # Outputs can be long: folded, so the stage table stays readable.
+        return format_html("<details><summary>show</summary>{}</details>", shown_json(obj.output))
+
+
+class RunChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        # A list never shows the snapshot, payload or result blobs: do not read them.
+        return super().get_queryset(request, exclude_parameters).defer("config_snapshot", "payload", "result")
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "origin", "status", "trace_id", "created_at", "duration_ms")
-    list_filter = ("status", "source", "environment")
-    search_fields = ("trace_id", "origin")
-    inlines = [StageExecutionInline]
+class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "origin_shown", "trigger", "status", "created_at", "duration", "short_error")
+    list_display_links = ("id",)
+    list_filter = ("status", "definition_name", "trigger", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("trace_id",)
+    search_help_text = "A run id, or a trace id (or its beginning)."
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    actions = ("cancel_runs",)
+    inlines = (StageExecutionInline,)
+    fieldsets = (
+        (None, {"fields": ("id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id")}),
+        ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "current_node")}),
+        ("Outcome", {"fields": ("error_shown", "result_shown")}),
+        ("Input", {"fields": ("source", "environment", "payload_shown", "config_snapshot_shown")}),
+        (
+            "Execution",
+            {
+                "fields": (
+                    "claimed_by", "heartbeat_at", "lease_expires_at", "published_at",
+                    "cancel_requested_at", "idempotency_key",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+    )
+    readonly_fields = (
+        "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id",
+        "created_at", "started_at", "finished_at", "duration", "current_node",
+        "error_shown", "result_shown", "source", "environment", "payload_shown", "config_snapshot_shown",
+        "claimed_by", "heartbeat_at", "lease_expires_at", "published_at", "cancel_requested_at", "idempotency_key",
+    )
+
+    def get_changelist(self, request, **kwargs):
+        return RunChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        """Runs whose id is the term (when it is a whole number in range) or
+        whose trace id starts with it (case-sensitive, so the index serves it)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = PipelineRun.objects.filter(trace_id__startswith=term)
+        if term.isascii() and term.isdigit() and 0 < int(term) <= RUN_ID_MAX:
+            matches = matches | PipelineRun.objects.filter(pk=int(term))
+        return queryset.filter(pk__in=matches.values("pk")), False
+
+    @admin.display(description="Definition / origin", ordering="origin")
+    def origin_shown(self, obj: PipelineRun) -> str:
+        return shown_text(obj.origin)
+
+    @admin.display(description="Duration", ordering="duration_ms")
+    def duration(self, obj: PipelineRun) -> str:
+        return format_duration(obj.duration_ms)
+
+    @admin.display(description="Error")
+    def short_error(self, obj: PipelineRun) -> str:
+        return shorten(shown_text(obj.error), SHORT_ERROR_WIDTH) if obj.error else ""
+
+    @admin.display(description="Error")
+    def error_shown(self, obj: PipelineRun):
+        if not obj.error:
+            return "-"
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', shown_text(obj.error, lines=True))
+
+    @admin.display(description="Result")
+    def result_shown(self, obj: PipelineRun):
+        return shown_json(obj.result)
+
+    @admin.display(description="Payload")
+    def payload_shown(self, obj: PipelineRun):
+        return shown_json(obj.payload)
+
+    @admin.display(description="Definition snapshot")
+    def config_snapshot_shown(self, obj: PipelineRun):
+        return shown_json(obj.config_snapshot)
+
+    def has_cancel_permission(self, request) -> bool:
+        """Cancelling is operating a run: it takes the model's change permission (a superuser has it)."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.action(description="Cancel selected runs", permissions=("cancel",))
+    def cancel_runs(self, request, queryset):
+        """Cancel each selected run through the same service as `cancel_run`, one message per run."""
+        for run_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                run = services.pipeline_run_cancel(run_id=run_id)
+            except services.LaunchError as exc:
+                self.message_user(request, f"Run {run_id} not cancelled: {exc}", messages.ERROR)
+                continue
+            if run.status == PipelineRun.Status.CANCELLED:
+                self.message_user(request, f"Run {run_id} cancelled.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request,
+                    f"Cancellation of run {run_id} requested: node '{shown_text(run.current_node)}' "
+                    "is not interrupted, and no node after it starts.",
+                    messages.INFO,
+                )
