@@ -4,11 +4,10 @@ node that reuses what the nodes before it produced. Real engine, real webhook
 deliveries to local HTTP servers."""
 from __future__ import annotations
 
-
 import pytest
 
 from apps.orchestration import engine, services
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration.models import PipelineDefinition, PipelineRun
 from tests.httpserver import start_server
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, rows
 
