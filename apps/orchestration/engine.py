@@ -4,7 +4,9 @@ Walks a run's definition snapshot from the first node along ``next``,
 records a StageExecution per attempt, and keeps the PipelineRun's status,
 current node, result and timings current. Execution is idempotent: a run
 that is already finished is left alone, and nodes that already succeeded
-(a task delivered twice, a run taken over) are not executed again.
+(a task delivered twice, a run taken over) are not executed again. A
+retry from the failed node reuses the original run's outputs of the nodes
+before it (``PipelineRun.reused_results``) the same way.
 
 Who may write is decided in ``lease``: every write here is fenced by the
 claim's token, and a run whose lease was lost is left at once.
@@ -54,7 +56,7 @@ def _log(event: str, run: PipelineRun, **fields) -> None:
     logger.info(text, extra=data)
 
 
-def _path(nodes: list[dict]) -> list[dict]:
+def node_path(nodes: list[dict]) -> list[dict]:
     """The nodes in execution order: the first one, then along ``next``."""
     by_id = {node["id"]: node for node in nodes}
     ordered, current = [], nodes[0]["id"] if nodes else None
@@ -161,7 +163,8 @@ class _Execution:
         snapshot = self.run.config_snapshot
         defaults = snapshot.get("defaults") or {}
         self.max_retries = defaults.get("max_retries", 0)
-        self.path = _path(snapshot.get("nodes") or [])
+        self.path = node_path(snapshot.get("nodes") or [])
+        self.reused_results = self.run.reused_results or {}
         self.ctx = NodeContext(
             run_id=self.run.pk,
             trace_id=self.run.trace_id,
@@ -226,6 +229,9 @@ class _Execution:
             elif node_id in succeeded:
                 # Executed by an earlier delivery: reuse what it produced.
                 self._record(node, succeeded[node_id], following, reused=True)
+            elif node_id in self.reused_results:
+                # A retry from the failed node: the original run executed it.
+                self._record(node, _reused_stage(self.run, node, self.reused_results[node_id]), following, reused=True)
             else:
                 self._run_node(node, following, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
@@ -369,6 +375,20 @@ class _Execution:
 
 
 _STAGE_OUTCOME = ("output", "errors", "status", "duration_ms", "finished_at")
+
+
+def _reused_stage(run: PipelineRun, node: dict, entry: dict) -> StageExecution:
+    """An unsaved stage standing for a node another run executed and succeeded
+    at (``entry``: that run's node_results entry), for the walk to reuse."""
+    return StageExecution(
+        run_id=run.pk,
+        node_id=node["id"],
+        node_type=node["type"],
+        status=StageExecution.Status.SUCCEEDED,
+        attempt=entry.get("attempts") or 1,
+        output=entry.get("output") or {},
+        duration_ms=entry.get("duration_ms"),
+    )
 
 
 def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool = False) -> dict:

@@ -66,6 +66,20 @@ class PipelineRun(models.Model):
         max_length=200, null=True, blank=True, unique=True,
         help_text="A launch with a key that a run already has creates nothing (a schedule's tick, --idempotency-key).",
     )
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The run this one retries (retry_run), if any.",
+    )
+    reused_results = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="For a retry from the failed node: the original run's node_results entries of the nodes "
+        "that are reused instead of executed again (copied, so pruning the original changes nothing).",
+    )
     source = models.CharField(max_length=50, default="cli", help_text="Alert source / launcher.")
     environment = models.CharField(max_length=50, default="development")
     payload = models.JSONField(default=dict, blank=True)

@@ -131,6 +131,8 @@ def render_result(run: PipelineRun) -> str:
         f"Trace ID: {printable(run.trace_id)}",
         f"Run ID: {run.pk}",
     ]
+    if run.retry_of_id is not None:
+        lines.append(f"Retry of: run {run.retry_of_id}")
     if run.duration_ms is not None:
         lines.append(f"Duration: {run.duration_ms:.2f}ms")
     if run.error:
@@ -171,6 +173,7 @@ def run_as_dict(run: PipelineRun) -> dict:
         "config": run.origin if run.origin_kind == "config" else None,
         "origin": run.origin,
         "trigger": run.trigger,
+        "retry_of": run.retry_of_id,
         "idempotency_key": run.idempotency_key,
         "source": run.source,
         "environment": run.environment,

@@ -182,9 +182,12 @@ def pipeline_run_create(
     trace_id: str | None = None,
     trigger: str = PipelineRun.Trigger.CLI,
     idempotency_key: str | None = None,
+    retry_of: PipelineRun | None = None,
+    reused_results: dict | None = None,
 ) -> PipelineRun:
     """Validate ``resolved`` and the launch values, then store a queued run
-    holding a snapshot of the definition and the payload.
+    holding a snapshot of the definition and the payload (and, for a retry,
+    the run it retries and the node results it reuses).
 
     Raises RunExists (creating nothing) when a run has ``idempotency_key``
     already, even when another launch stores it at the same moment."""
@@ -200,7 +203,8 @@ def pipeline_run_create(
         with transaction.atomic():
             return _run_store(
                 resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
-                trigger=trigger, idempotency_key=idempotency_key,
+                trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of,
+                reused_results=reused_results or {},
             )
     except IntegrityError:
         existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
@@ -209,11 +213,15 @@ def pipeline_run_create(
         raise RunExists(existing) from None
 
 
-def _run_store(*, resolved, payload, source, environment, trace_id, trigger, idempotency_key) -> PipelineRun:
+def _run_store(
+    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results
+) -> PipelineRun:
     return PipelineRun.objects.create(
         trace_id=trace_id or str(uuid.uuid4()),
         trigger=trigger,
         idempotency_key=idempotency_key,
+        retry_of=retry_of,
+        reused_results=reused_results,
         definition=resolved.definition,
         definition_name=resolved.origin if resolved.kind != "config" else "",
         origin=resolved.origin,
@@ -241,6 +249,8 @@ def pipeline_run_launch(
     trace_id: str | None = None,
     trigger: str = PipelineRun.Trigger.CLI,
     idempotency_key: str | None = None,
+    retry_of: PipelineRun | None = None,
+    reused_results: dict | None = None,
 ) -> PipelineRun:
     """Validate, store the run as queued, and enqueue it for a worker once committed.
 
@@ -268,7 +278,7 @@ def pipeline_run_launch(
     with transaction.atomic():
         run = pipeline_run_create(
             resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
-            trigger=trigger, idempotency_key=idempotency_key,
+            trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
         )
         transaction.on_commit(functools.partial(_enqueue, run, outcome))
     if "error" in outcome and not outcome["nested"]:
@@ -290,6 +300,61 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
                 "event=run.enqueue_failed run_id=%s trace_id=%s error=%s (the recovery sweep sends it when it can)",
                 run.pk, run.trace_id, outcome["error"],
             )
+
+
+def retry_launch(*, run_id: int, from_failed: bool = False) -> dict:
+    """The launch arguments of a retry of run ``run_id``: its snapshot,
+    payload, origin, source and environment, a new trace id, ``trigger``
+    retry and the link to it; with ``from_failed``, the node results of the
+    nodes that succeeded before its first failed node, to be reused. Reads
+    only; raises LaunchError (exit 2) for an unknown run, a run still queued
+    or running, and ``from_failed`` for a run with no failed node."""
+    original = PipelineRun.objects.filter(pk=run_id).first() if 0 < run_id <= RUN_ID_MAX else None
+    if original is None:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
+    if not original.is_terminal:
+        raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished")
+    reused = {}
+    if from_failed:
+        reused = _reused_before_failure(original)
+        if reused is None:
+            raise LaunchError(
+                f"Run {run_id} did not fail at a node ({original.status}, no failed node): "
+                "there is nothing to retry from; retry it without --from-failed"
+            )
+    resolved = ResolvedDefinition(
+        original.config_snapshot, original.origin_kind, original.origin, original.definition
+    )
+    return dict(
+        resolved=resolved, payload=original.payload, source=original.source, environment=original.environment,
+        trigger=PipelineRun.Trigger.RETRY, retry_of=original, reused_results=reused,
+    )
+
+
+def _reused_before_failure(run: PipelineRun) -> dict | None:
+    """``run``'s node_results entries of the nodes that succeeded before its
+    first failed node along the snapshot's path; None when no node failed."""
+    node_results = (run.result or {}).get("node_results") or {}
+    reused = {}
+    for node in engine.node_path(run.config_snapshot.get("nodes") or []):
+        entry = node_results.get(node["id"])
+        if entry is None:
+            return None  # reached a node that never ran: the run stopped before any failure
+        if entry.get("status") == StageExecution.Status.FAILED:
+            return reused
+        if entry.get("status") == StageExecution.Status.SUCCEEDED:
+            reused[node["id"]] = {key: value for key, value in entry.items() if key != "reused"}
+    return None
+
+
+def pipeline_run_retry(*, run_id: int, from_failed: bool = False) -> PipelineRun:
+    """Launch a new run retrying run ``run_id`` (see retry_launch), through
+    pipeline_run_launch: stored as queued and enqueued for a worker once
+    committed. With ``from_failed`` the nodes before the original's first
+    failed node are not executed again: the engine reuses their recorded
+    outputs. Raises LaunchError (exit 2, nothing stored) for a run that
+    cannot be retried, and as pipeline_run_launch does."""
+    return pipeline_run_launch(**retry_launch(run_id=run_id, from_failed=from_failed))
 
 
 def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> PipelineRun | None:

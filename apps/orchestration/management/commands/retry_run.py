@@ -1,0 +1,56 @@
+"""retry_run: launch a new run from a finished run's snapshot and payload,
+optionally starting at its failed node, and show it as run_pipeline does."""
+from django.core.management.base import CommandError
+
+from apps.orchestration import services
+from apps.orchestration.management.base import PipelineCommand, seconds_option
+from apps.orchestration.management.output import RunOutputMixin
+from apps.orchestration.services import LaunchError
+
+
+class Command(RunOutputMixin, PipelineCommand):
+    help = (
+        "Retry a finished pipeline run: a new run (trigger 'retry') of the same definition snapshot and "
+        "payload, linked to the original. --from-failed reuses the outputs of the nodes that succeeded "
+        "before the first failed node and starts there. Exit codes as run_pipeline's."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_id", type=int, help="The id of the run to retry (it must have finished).")
+        parser.add_argument(
+            "--from-failed",
+            action="store_true",
+            help="Start at the original's first failed node; the nodes before it are not executed again.",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
+        how = parser.add_argument_group("execution")
+        waits = how.add_mutually_exclusive_group()
+        waits.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
+        waits.add_argument(
+            "--follow",
+            action="store_true",
+            help="For now the same as --wait: live node lines are not printed yet.",
+        )
+        how.add_argument(
+            "--timeout", type=float, help="With --wait: give up after this many seconds (exit 3; the run goes on)."
+        )
+        how.add_argument("--inline", action="store_true", help="Run in this process, without a broker or worker.")
+
+    def handle(self, *args, **options):
+        wait = options["wait"] or options["follow"]
+        try:
+            if options["timeout"] is not None and not wait:
+                raise LaunchError("--timeout applies only with --wait")
+            seconds_option(options["timeout"], "--timeout")
+            if options["inline"] and wait:
+                raise LaunchError("Cannot specify both --inline and --wait (an inline run always waits)")
+            if options["inline"]:
+                launch = services.retry_launch(run_id=options["run_id"], from_failed=options["from_failed"])
+                run = services.pipeline_run_create(**launch)
+                return self.show(services.pipeline_run_execute(run_id=run.pk), as_json=options["json"])
+            run = services.pipeline_run_retry(run_id=options["run_id"], from_failed=options["from_failed"])
+        except LaunchError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        if not wait:
+            return self.show_queued(run, as_json=options["json"])
+        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])

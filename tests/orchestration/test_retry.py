@@ -1,0 +1,195 @@
+"""Retrying runs (services.pipeline_run_retry, retry_run): a new run of the
+original's snapshot and payload, and with --from-failed a start at the failed
+node that reuses what the nodes before it produced. Real engine, real webhook
+deliveries to local HTTP servers."""
+from __future__ import annotations
+
+import pytest
+
+from apps.orchestration import engine, services
+from apps.orchestration.models import PipelineDefinition, PipelineRun
+from tests.httpserver import start_server
+from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, rows
+
+pytestmark = pytest.mark.django_db
+
+# announce: a side effect that must happen once; check: answers 500, then 200;
+# report: reads announce's output, so a reused output must reach later nodes.
+FLAKY = {
+    "version": "1.0",
+    "nodes": [
+        {"id": "announce", "type": "notify", "config": {"driver": "webhook", "url_env": "HOOK_A_URL"}, "next": "check"},
+        {"id": "check", "type": "notify", "config": {"driver": "webhook", "url_env": "HOOK_B_URL"}, "next": "report"},
+        {
+            "id": "report",
+            "type": "transform",
+            "config": {"mapping": {"announced": "announce.succeeded", "server": "payload.server"}},
+        },
+    ],
+}
+
+
+@pytest.fixture
+def hooks(settings, monkeypatch):
+    """Two recording servers: ``a`` for announce, ``b`` for check (its first answer is a 500)."""
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    a, stop_a = start_server()
+    b, stop_b = start_server()
+    b.queue_json({"error": "down"}, status=500)
+    monkeypatch.setenv("HOOK_A_URL", a.url("/announce"))
+    monkeypatch.setenv("HOOK_B_URL", b.url("/check"))
+    try:
+        yield a, b
+    finally:
+        stop_a()
+        stop_b()
+
+
+@pytest.fixture
+def failed_run(hooks) -> PipelineRun:
+    """A run of the stored definition 'flaky' that failed at its second node, 'check'."""
+    PipelineDefinition.objects.create(name="flaky", config=FLAKY)
+    run = services.pipeline_run_create(
+        resolved=services.definition_resolve(name="flaky"), payload={"server": "web-01"},
+        source="grafana", environment="production",
+    )
+    run = engine.run_execute(run_id=run.pk)
+    assert run.status == "failed" and run.error.startswith("Node 'check' failed: Notification failed"), run.error
+    return run
+
+
+def test_retry_stores_a_queued_run_of_the_original_snapshot_and_payload_and_enqueues_it_on_commit(
+    failed_run, hooks, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_BROKER_IS_EMBEDDED = False  # no broker is started: the message is only captured here
+    # Editing the live definition must not change what a retry runs.
+    PipelineDefinition.objects.filter(name="flaky").update(config={"version": "1.0", "nodes": FLAKY["nodes"][2:]})
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        retry = services.pipeline_run_retry(run_id=failed_run.pk)
+    assert len(callbacks) == 1  # the wake-up message, sent once the run is committed
+    retry.refresh_from_db()
+    assert retry.pk != failed_run.pk and retry.status == "queued"
+    assert retry.trigger == "retry" and retry.retry_of == failed_run
+    assert retry.config_snapshot == FLAKY and retry.payload == {"server": "web-01"}
+    assert (retry.definition, retry.definition_name, retry.origin, retry.origin_kind) == (
+        failed_run.definition, "flaky", "flaky", "definition"
+    )
+    assert (retry.source, retry.environment) == ("grafana", "production")
+    assert retry.trace_id != failed_run.trace_id and retry.reused_results == {}
+    assert list(failed_run.retries.all()) == [retry]
+    # Without --from-failed every node runs again, the first one's side effect included.
+    done = engine.run_execute(run_id=retry.pk)
+    assert done.status == "completed", done.error
+    assert "reused" not in done.result["node_results"]["announce"]
+    assert len(hooks[0].requests) == 2
+
+
+def test_from_failed_reuses_the_first_nodes_output_and_starts_at_the_failed_node(failed_run, hooks, run_command):
+    a, b = hooks
+    original = failed_run.result["node_results"]["announce"]
+    result = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    retry = PipelineRun.objects.get(pk=data["run_id"])
+    assert data["retry_of"] == failed_run.pk and data["trigger"] == "retry" and data["status"] == "completed"
+    assert data["executed_nodes"] == ["announce", "check", "report"]
+    reused = data["node_results"]["announce"]
+    assert reused["reused"] is True and reused["status"] == "succeeded"
+    assert reused["output"] == original["output"]
+    assert "reused" not in data["node_results"]["check"]
+    # The later transform read the reused output.
+    assert data["node_results"]["report"]["output"] == {"announced": 1, "server": "web-01"}
+    # The first node's side effect happened once in all; execution started at 'check'.
+    assert len(a.requests) == 1 and len(b.requests) == 2
+    assert list(retry.stages.values_list("node_id", "status")) == [("check", "succeeded"), ("report", "succeeded")]
+    assert retry.reused_results == {"announce": original}
+
+
+def test_a_retry_shows_its_link_and_other_runs_look_as_before(failed_run, hooks, run_command):
+    before = run_command("show_run", str(failed_run.pk))
+    assert "Retry of" not in before.stdout
+    assert f"\nRun ID: {failed_run.pk}\nDuration: " in before.stdout
+    assert run_command("show_run", str(failed_run.pk), "--json").json()["retry_of"] is None
+    shown = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline")
+    retry = PipelineRun.objects.get(retry_of=failed_run)
+    assert shown.exit_code == 0, shown.stderr
+    assert f"\nTrace ID: {retry.trace_id}\nRun ID: {retry.pk}\nRetry of: run {failed_run.pk}\nDuration: " in shown.stdout
+    assert shown.stdout.endswith("✓ Pipeline completed successfully\n")
+    assert run_command("show_run", str(failed_run.pk)).stdout == before.stdout
+
+
+def test_a_reused_node_keeps_counting_after_a_takeover(failed_run, hooks):
+    # A retry taken over by another worker: the reused node has no stage row, and is reused again.
+    retry = services.pipeline_run_create(**services.retry_launch(run_id=failed_run.pk, from_failed=True))
+    PipelineRun.objects.filter(pk=retry.pk).update(status="running", claimed_by="gone:1:x")
+    done = engine.run_execute(run_id=retry.pk)
+    assert done.status == "completed", done.error
+    assert done.result["node_results"]["announce"]["reused"] is True
+    assert done.result["node_results"]["report"]["output"]["announced"] == 1
+    assert len(hooks[0].requests) == 1
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_a_run_still_queued_or_running_is_refused_with_nothing_stored(failed_run, run_command, status):
+    PipelineRun.objects.filter(pk=failed_run.pk).update(status=status, finished_at=None)
+    before = rows()
+    result = run_command("retry_run", str(failed_run.pk), "--inline")
+    assert result.exit_code == 2
+    assert result.stderr == f"CommandError: Run {failed_run.pk} is still {status}: retry it once it has finished\n"
+    assert result.stdout == "" and rows() == before
+
+
+def test_unknown_runs_are_refused_with_nothing_stored(run_command, db):
+    for run_id in ("999999", "0", "-3"):
+        result = run_command("retry_run", "--", run_id)
+        assert result.exit_code == 2
+        assert result.stderr == f"CommandError: Pipeline run not found: {run_id}\n"
+    assert rows() == (0, 0, 0)
+
+
+def test_from_failed_is_refused_for_a_run_with_no_failed_node(failed_run, hooks, run_command):
+    completed = run_command("retry_run", str(failed_run.pk), "--inline", "--json").json()
+    cancelled = services.pipeline_run_create(**services.retry_launch(run_id=failed_run.pk))
+    services.pipeline_run_cancel(run_id=cancelled.pk)
+    before = rows()
+    for run_id, status in ((completed["run_id"], "completed"), (cancelled.pk, "cancelled")):
+        result = run_command("retry_run", str(run_id), "--from-failed")
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"CommandError: Run {run_id} did not fail at a node ({status}, no failed node): "
+            "there is nothing to retry from; retry it without --from-failed\n"
+        )
+    assert rows() == before
+
+
+def test_conflicting_flags_are_refused(failed_run, run_command):
+    before = rows()
+    for args in (["--inline", "--wait"], ["--timeout", "5"], ["--inline", "--follow"]):
+        result = run_command("retry_run", str(failed_run.pk), *args)
+        assert result.exit_code == 2, args
+    assert rows() == before
+
+
+@pytest.mark.django_db(transaction=True)  # run_from_argv closes the connection, as manage.py does
+def test_hostile_run_ids_are_refused_in_one_line(failed_run):
+    verdicts = Verdicts()
+    for text in HOSTILE_TEXT + ["99999999999999999999999", str(2**63), "-5"]:
+        verdicts.run("retry_run", "--", text, refused=True)
+        verdicts.run("retry_run", "--from-failed", "--inline", "--", text, refused=True)
+        verdicts.run("retry_run", str(failed_run.pk), "--wait", "--timeout", text, refused=True)
+    verdicts.assert_clean()
+
+
+def test_retry_of_a_retry_from_failed_reuses_the_same_output(failed_run, hooks, run_command):
+    first = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json").json()
+    # Make the retry fail at 'check' too, then retry that one from its failed node.
+    hooks[1].queue_json({"error": "down"}, status=500)
+    again = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json")
+    assert again.exit_code == 1
+    last = run_command("retry_run", str(again.json()["run_id"]), "--from-failed", "--inline", "--json")
+    assert last.exit_code == 0, last.stderr
+    data = last.json()
+    assert data["node_results"]["announce"]["reused"] is True
+    assert data["node_results"]["announce"]["output"] == first["node_results"]["announce"]["output"]
+    assert len(hooks[0].requests) == 1
+    assert data["retry_of"] == again.json()["run_id"]
