@@ -150,7 +150,7 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_help_text = "A run id, or a trace id (or its beginning)."
     ordering = ("-created_at", "-id")
     list_per_page = 50
-    actions = ("cancel_runs",)
+    actions = ("cancel_runs", "retry_runs", "retry_runs_from_failed")
     inlines = (StageExecutionInline,)
     fieldsets = (
         (None, {"fields": ("id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id")}),
@@ -242,3 +242,26 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "is not interrupted, and no node after it starts.",
                     messages.INFO,
                 )
+
+    def has_retry_permission(self, request) -> bool:
+        """Retrying launches a run: it takes the same permission as cancelling."""
+        return self.has_cancel_permission(request)
+
+    def _retry(self, request, queryset, *, from_failed: bool) -> None:
+        for run_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                retry = services.pipeline_run_retry(run_id=run_id, from_failed=from_failed)
+            except services.LaunchError as exc:
+                self.message_user(request, f"Run {run_id} not retried: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"Run {run_id} retried as run {retry.pk} (queued).", messages.SUCCESS)
+
+    @admin.action(description="Retry selected runs", permissions=("retry",))
+    def retry_runs(self, request, queryset):
+        """Launch a new run of each selected one through the same service as `retry_run`."""
+        self._retry(request, queryset, from_failed=False)
+
+    @admin.action(description="Retry selected runs from their failed node", permissions=("retry",))
+    def retry_runs_from_failed(self, request, queryset):
+        """As `retry_run --from-failed`: nodes that succeeded before the failure are reused."""
+        self._retry(request, queryset, from_failed=True)

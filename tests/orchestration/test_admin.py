@@ -173,13 +173,34 @@ def test_cancel_action_cancels_a_queued_run_asks_a_running_one_and_refuses_a_fin
     assert running.status == "running" and running.cancel_requested_at is not None
 
 
+def test_retry_actions_launch_new_runs_through_the_retry_service(admin_client, settings):
+    settings.CELERY_BROKER_IS_EMBEDDED = False  # the test's transaction never commits: nothing is sent
+    finished = engine.run_execute(run_id=make_run().pk)
+    queued = make_run()
+    response = admin_client.post(
+        RUNS, {"action": "retry_runs", "_selected_action": [finished.pk, queued.pk], "index": 0}, follow=True
+    )
+    page = html.unescape(response.content.decode())
+    retry = PipelineRun.objects.get(retry_of=finished)
+    assert f"Run {finished.pk} retried as run {retry.pk} (queued)." in page
+    assert f"Run {queued.pk} not retried: Run {queued.pk} is still queued" in page
+    assert (retry.trigger, retry.status) == ("retry", "queued")
+    response = admin_client.post(
+        RUNS, {"action": "retry_runs_from_failed", "_selected_action": [finished.pk], "index": 0}, follow=True
+    )
+    assert f"Run {finished.pk} not retried: Run {finished.pk} did not fail at a node" in html.unescape(
+        response.content.decode()
+    )
+    assert PipelineRun.objects.filter(retry_of=finished).count() == 1
+
+
 def test_a_user_who_may_only_view_runs_sees_them_but_cannot_cancel_them(client, django_user_model):
     queued = make_run()
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_pipelinerun", "view_stageexecution"]))
     client.force_login(viewer)
     page = client.get(RUNS).content.decode()
-    assert str(queued.pk) in page and "cancel_runs" not in page
+    assert str(queued.pk) in page and "cancel_runs" not in page and "retry_runs" not in page
     response = client.post(RUNS, {"action": "cancel_runs", "_selected_action": [queued.pk], "index": 0})
     queued.refresh_from_db()
     assert response.status_code in (200, 302) and queued.status == "queued"
