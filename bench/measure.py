@@ -124,7 +124,7 @@ class Worker:
         proc = self.proc
         if proc is not None and self.new_session:
             try:
-                self._stop_group()
+                stop_group(proc)
             finally:
                 if self._log is not None:
                     self._log.close()
@@ -152,27 +152,6 @@ class Worker:
             self._log.close()
             self._log = None
 
-    def _stop_group(self) -> None:
-        """SIGTERM to the worker's process group (a warm shutdown), then SIGKILL to whatever
-        of the group is left after STOP_TIMEOUT."""
-        proc = self.proc
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-        _wait_group_gone(proc.pid, signal.SIGKILL)
-
 
 def _group_members(pgid: int) -> list[psutil.Process]:
     """The live (not zombie) processes of process group ``pgid``."""
@@ -184,6 +163,27 @@ def _group_members(pgid: int) -> list[psutil.Process]:
         except (ProcessLookupError, psutil.Error):
             continue
     return members
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of ``proc`` (started in a new session: a warm
+    shutdown), then SIGKILL to whatever of the group is left after STOP_TIMEOUT."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+    _wait_group_gone(proc.pid, signal.SIGKILL)
 
 
 def _wait_group_gone(pgid: int, sig: int, timeout: float = 10.0) -> None:

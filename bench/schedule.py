@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import CELERY, READY_TIMEOUT, STOP_TIMEOUT, Worker, _wait_group_gone  # noqa: E402
+from bench.measure import CELERY, READY_TIMEOUT, Worker, stop_group  # noqa: E402
 
 NAME = "bench-tick"
 EVERY_SECONDS = 1
@@ -80,22 +80,7 @@ class Beat:
     def stop(self) -> None:
         proc = self.proc
         if proc is not None:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    pass
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(5)
-            _wait_group_gone(proc.pid, signal.SIGKILL)
+            stop_group(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

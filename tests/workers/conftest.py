@@ -81,30 +81,25 @@ class BrokerNamespace:
             redis.Redis.from_url(self.url).flushdb()
 
 
-class Worker:
-    """A real `celery -A workers worker` process whose output is collected."""
+class CollectedProcess:
+    """A real child process (in a session of its own) whose output is collected."""
 
-    def __init__(self, env: dict, concurrency: int = 2):
+    def __init__(self, command: list[str], env: dict):
         self.lines: list[str] = []
-        self._ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
-             "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"test{os.getpid()}-{id(self)}@%h"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._ready.wait(60):
-            self.stop()
-            raise RuntimeError("worker did not become ready:\n" + self.log())
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
-            if " ready." in line:
-                self._ready.set()
+            self.seen(line)
+
+    def seen(self, line: str) -> None:
+        """Called with each line of output as it arrives."""
 
     def log(self) -> str:
         return "".join(self.lines)
@@ -119,7 +114,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            # The whole process group: the main process and its pool children.
+            # The whole process group: the main process and its children (a worker's pool).
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(20)
@@ -127,6 +122,26 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._reader.join(5)
+
+
+class Worker(CollectedProcess):
+    """A real `celery -A workers worker` process."""
+
+    def __init__(self, env: dict, concurrency: int = 2):
+        self._ready = threading.Event()
+        super().__init__(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
+             "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-n", f"test{os.getpid()}-{id(self)}@%h"],
+            env,
+        )
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("worker did not become ready:\n" + self.log())
+
+    def seen(self, line: str) -> None:
+        if " ready." in line:
+            self._ready.set()
 
 
 # The brokers worker tests run on (TEST_BROKERS, comma-separated; both by default).

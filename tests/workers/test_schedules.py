@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from itertools import combinations
 
 import pytest
 
 from apps.orchestration.models import PipelineRun
-from tests.conftest import ROOT
+from tests.workers.conftest import CollectedProcess
 
 pytestmark = pytest.mark.subprocess
 
@@ -24,39 +20,19 @@ def slow(seconds: float) -> list[dict]:
     return [{"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": seconds}}}}]
 
 
-class Beat:
-    """A real `celery -A workers beat` process whose output is collected."""
+class Beat(CollectedProcess):
+    """A real `celery -A workers beat` process."""
 
     def __init__(self, env: dict, schedule_file: str):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            # A short max interval: beat notices schedule changes within a second.
+        # A short max interval: beat notices schedule changes within a second.
+        super().__init__(
             [sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", "info", "--max-interval", "1",
              "-s", schedule_file],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def log(self) -> str:
-        return "".join(self.lines)
 
     def count(self, text: str) -> int:
         return self.log().count(text)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._reader.join(5)
 
 
 @pytest.fixture
