@@ -126,6 +126,8 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     run = claim.run
     _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
     events.run_event_publish(run_id=run.pk, status=run.status)
+    if claim.resumed:
+        events.progress_publish(run_id=run.pk, event={"phase": "takeover", "worker": token})
     with Heartbeat(claim.lease):
         ended = _Execution(claim).execute()
         if ended:
@@ -229,9 +231,12 @@ class _Execution:
             elif node_id in succeeded:
                 # Executed by an earlier delivery: reuse what it produced.
                 self._record(node, succeeded[node_id], following, reused=True)
+                _progress_end(self.run, node, succeeded[node_id], reused=True)
             elif node_id in self.reused_results:
                 # A retry from the failed node: the original run executed it.
-                self._record(node, _reused_stage(self.run, node, self.reused_results[node_id]), following, reused=True)
+                stage = _reused_stage(self.run, node, self.reused_results[node_id])
+                self._record(node, stage, following, reused=True)
+                _progress_end(self.run, node, stage, reused=True)
             else:
                 self._run_node(node, following, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
@@ -271,6 +276,9 @@ class _Execution:
                 return
             self.open_stage = stage
             _log("node.start", self.run, node=node_id, type=node_type, attempt=attempt)
+            events.progress_publish(
+                run_id=self.run.pk, event={"phase": "start", "node": node_id, "type": node_type, "attempt": attempt}
+            )
             self._attempt(handler, config, stage)
             done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
             if done:
@@ -288,6 +296,7 @@ class _Execution:
                 duration_ms=stage.duration_ms,
                 error=stage.errors[-1] if stage.errors else None,
             )
+            _progress_end(self.run, node, stage)
             if done:
                 return
 
@@ -375,6 +384,19 @@ class _Execution:
 
 
 _STAGE_OUTCOME = ("output", "errors", "status", "duration_ms", "finished_at")
+
+
+def _progress_end(run: PipelineRun, node: dict, stage: StageExecution, *, reused: bool = False) -> None:
+    """Tell followers a node's attempt ended (errors are scrubbed already; cut short here)."""
+    error = stage.errors[-1] if stage.errors else None
+    events.progress_publish(
+        run_id=run.pk,
+        event={
+            "phase": "end", "node": node["id"], "type": node["type"], "attempt": stage.attempt,
+            "status": stage.status, "duration_ms": stage.duration_ms, "reused": reused,
+            "error": error[:300] if isinstance(error, str) else None,
+        },
+    )
 
 
 def _reused_stage(run: PipelineRun, node: dict, entry: dict) -> StageExecution:

@@ -8,6 +8,7 @@ watchers fall back to polling the row.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -80,6 +81,34 @@ def run_event_publish(*, run_id: int, status: str) -> None:
     except redis.RedisError as exc:
         # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
         logger.warning("could not publish status of run %s: %s", run_id, exc)
+
+
+# Progress events (a node started or ended, a takeover) travel on the same
+# channel as status wake-ups, as this prefix and a JSON object.
+PROGRESS_PREFIX = "progress "
+
+
+def progress_publish(*, run_id: int, event: dict) -> None:
+    """Tell followers of ``run_id`` about progress (``event``: a JSON-able dict
+    with ``phase`` "start", "end" or "takeover"); never raises."""
+    client = broker_client()
+    if client is None:
+        return
+    try:
+        client.publish(channel_name(run_id), PROGRESS_PREFIX + json.dumps(event, default=str))
+    except redis.RedisError as exc:
+        logger.warning("could not publish progress of run %s: %s", run_id, exc)
+
+
+def progress_event(message: str | None) -> dict | None:
+    """The progress event a message carries, or None when it is not one."""
+    if not message or not message.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        event = json.loads(message[len(PROGRESS_PREFIX):])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 class _Subscription:

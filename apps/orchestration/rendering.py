@@ -191,6 +191,30 @@ def run_as_dict(run: PipelineRun) -> dict:
     })
 
 
+_MARKS = {"succeeded": "✓", "failed": "✗"}
+
+
+def render_progress(event: dict) -> str:
+    """One ``--follow`` line for a progress event: the time (UTC), then what
+    happened, with the node's id, type, status, attempt and duration."""
+    stamp = timezone.now().strftime("%H:%M:%S")
+    phase = event.get("phase")
+    if phase == "takeover":
+        return f"{stamp} ↻ run taken over by worker {printable(str(event.get('worker') or 'unknown'))}"
+    if phase == "cancel":
+        return f"{stamp} ■ cancellation requested: the node being executed finishes and no later node starts"
+    node = f"{printable(str(event.get('node')))} ({printable(str(event.get('type') or '?'))})"
+    attempt = f", attempt {event['attempt']}" if event.get("attempt") else ""
+    if phase == "start":
+        return f"{stamp} ▶ {node} started{attempt}"
+    status = str(event.get("status") or "ended")
+    if event.get("reused"):
+        return f"{stamp} {_MARKS.get(status, '•')} {node} {status} earlier, reused{attempt}"
+    took = f" in {event['duration_ms']:.2f}ms" if isinstance(event.get("duration_ms"), (int, float)) else ""
+    error = f": {printable(scrub(str(event['error'])))}" if event.get("error") and status != "succeeded" else ""
+    return f"{stamp} {_MARKS.get(status, '•')} {node} {status}{took}{attempt}{error}"
+
+
 def follow_hint(run: PipelineRun) -> str:
     return (
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"

@@ -18,8 +18,9 @@ from django.conf import settings
 from django.db.models.functions import Now
 
 from apps.orchestration import dispatch, events
-from apps.orchestration.lease import same_origin
+from apps.orchestration.lease import CANCEL_EVENT, same_origin
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.rendering import render_progress
 from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0
@@ -51,6 +52,7 @@ def pipeline_run_wait(
     timeout: float | None = None,
     pickup_timeout: float | None = None,
     notice: Callable[[str], None] | None = None,
+    progress: RunProgress | None = None,
 ) -> WaitOutcome:
     """Watch run ``run_id`` until it is terminal or ``timeout`` passes.
 
@@ -60,6 +62,11 @@ def pipeline_run_wait(
     ``notice`` is told once how many runs wait ahead. ``notice`` is also told
     once when the run's holder stops renewing its lease. KeyboardInterrupt
     propagates: the run itself goes on.
+
+    With ``progress`` (``--follow``), each node's start and end are reported
+    to it as the worker's progress events arrive, without reading the row,
+    and from the row whenever it is read anyway (a run followed when half
+    done, or events that were missed).
     """
     pickup_timeout = settings.RUN_PICKUP_TIMEOUT_SECONDS if pickup_timeout is None else pickup_timeout
     say = notice or (lambda text: None)
@@ -70,6 +77,8 @@ def pipeline_run_wait(
     with events.run_events(run_id=run_id) as subscription:
         run = _read(run_id)
         queries = 1
+        if progress is not None:
+            progress.row(run)
         interval = 1.0 if events.has_channel() else 0.05
         next_check = start + interval
         while not run.is_terminal:
@@ -95,16 +104,73 @@ def pipeline_run_wait(
                 )
             wake_at = min(t for t in (deadline, next_check, pickup_deadline) if t is not None)
             event = subscription.wait(wake_at - now)
+            step = events.progress_event(event)
+            if step is not None:
+                if progress is not None:
+                    progress.event(step)
+                continue  # progress only: the row has nothing new worth a read
+            if event == CANCEL_EVENT and progress is not None:
+                progress.cancel_requested()
             if event == PipelineRun.Status.RUNNING:
                 pickup_deadline = None  # taken by a worker: only its end is worth a read
                 continue
             if event is None and time.monotonic() < next_check:
                 continue
             run, queries = _read(run_id), queries + 1
+            if progress is not None:
+                progress.row(run)
             if event is None:
                 interval = min(interval * 2, MAX_CHECK_INTERVAL)
                 next_check = time.monotonic() + _until_lease_end(run, interval)
+    if progress is not None:
+        progress.row(run)
     return WaitOutcome(run, "finished", queries)
+
+
+class RunProgress:
+    """The lines ``--follow`` prints: each node's start and end once, whether
+    heard as a progress event or found in the row, in the order they come."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.shown: set[tuple] = set()
+
+    def _once(self, key: tuple, line: str) -> None:
+        if key not in self.shown:
+            self.shown.add(key)
+            self.say(line)
+
+    def event(self, event: dict) -> None:
+        """Report a progress event (see events.progress_publish)."""
+        phase, node, attempt = event.get("phase"), event.get("node"), event.get("attempt") or 1
+        if phase == "takeover":
+            self._once(("takeover", event.get("worker")), render_progress(event))
+        elif phase == "start":
+            self._once(("start", node) if attempt == 1 else ("start", node, attempt), render_progress(event))
+        elif phase == "end":
+            self._once(("end", node, attempt), render_progress(event))
+
+    def row(self, run: PipelineRun) -> None:
+        """Report what the row shows: nodes ended, and the node being executed."""
+        result = run.result or {}
+        entries = result.get("node_results") or {}
+        for node_id in result.get("executed_nodes") or []:
+            entry = entries.get(node_id) or {}
+            self.event({
+                "phase": "end", "node": node_id, "type": entry.get("type"), "attempt": entry.get("attempts"),
+                "status": entry.get("status"), "duration_ms": entry.get("duration_ms"),
+                "reused": entry.get("reused", False), "error": entry.get("error"),
+            })
+        if run.status == PipelineRun.Status.RUNNING and run.current_node and run.current_node not in entries:
+            node_type = next(
+                (n.get("type") for n in run.config_snapshot.get("nodes") or [] if n.get("id") == run.current_node), None
+            )
+            self._once(("start", run.current_node), render_progress(
+                {"phase": "start", "node": run.current_node, "type": node_type}
+            ))
+
+    def cancel_requested(self) -> None:
+        self._once(("cancel",), render_progress({"phase": "cancel"}))
 
 
 def _until_lease_end(run: PipelineRun, interval: float) -> float:

@@ -17,22 +17,26 @@ class RunOutputMixin:
         else:
             self.stdout.write(rendering.render_queued(run))
 
-    def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool) -> None:
+    def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Show the run a launch found under its idempotency key (nothing new was launched)."""
         self.stderr.write(
             f"Run {run.pk} already exists for idempotency key {printable(run.idempotency_key)} "
             f"(status: {run.status}); no new run was launched."
         )
         if wait and not run.is_terminal:
-            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json)
+            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json, follow=follow)
         if run.is_terminal:
             return self.show(run, as_json=as_json)
         self.show_queued(run, as_json=as_json)
 
-    def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool) -> None:
-        """Wait for the run, then show it; leaves with the exit code of the contract."""
+    def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
+        """Wait for the run, then show it; leaves with the exit code of the contract.
+        With ``follow``, a line on stderr as each node starts and ends."""
+        progress = waiting.RunProgress(self.stderr.write) if follow else None
         try:
-            outcome = waiting.pipeline_run_wait(run_id=run_id, timeout=timeout, notice=self.stderr.write)
+            outcome = waiting.pipeline_run_wait(
+                run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
+            )
         except KeyboardInterrupt:
             raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
         if outcome.reason == "finished":

@@ -29,7 +29,7 @@ class Command(RunOutputMixin, PipelineCommand):
         waits.add_argument(
             "--follow",
             action="store_true",
-            help="For now the same as --wait: live node lines are not printed yet.",
+            help="As --wait, and print a line on stderr as each node starts and ends.",
         )
         how.add_argument(
             "--timeout", type=float, help="With --wait: give up after this many seconds (exit 3; the run goes on)."
@@ -53,4 +53,4 @@ class Command(RunOutputMixin, PipelineCommand):
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         if not wait:
             return self.show_queued(run, as_json=options["json"])
-        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])
+        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])

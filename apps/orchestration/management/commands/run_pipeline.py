@@ -42,11 +42,15 @@ class Command(RunOutputMixin, PipelineCommand):
         how = parser.add_argument_group("execution")
         how.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
         how.add_argument(
+            "--follow", action="store_true", help="As --wait, and print a line on stderr as each node starts and ends."
+        )
+        how.add_argument(
             "--timeout", type=float, help="With --wait: give up after this many seconds (exit 3; the run goes on)."
         )
         how.add_argument("--inline", action="store_true", help="Run in this process, without a broker or worker.")
 
     def handle(self, *args, **options):
+        options["wait"] = options["wait"] or options["follow"]
         try:
             if options["timeout"] is not None and not options["wait"]:
                 raise LaunchError("--timeout applies only with --wait")
@@ -89,10 +93,12 @@ class Command(RunOutputMixin, PipelineCommand):
                 return self.show(run, as_json=options["json"])
             run = services.pipeline_run_launch(**launch)
         except services.RunExists as exc:
-            return self.show_existing(exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"])
+            return self.show_existing(
+                exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
+            )
         except LaunchError as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
 
         if not options["wait"]:
             return self.show_queued(run, as_json=options["json"])
-        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])
+        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])

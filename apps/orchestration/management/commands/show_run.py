@@ -1,7 +1,7 @@
 """show_run: show a run by id, optionally waiting for it to finish."""
 from django.core.management.base import CommandError
 
-from apps.orchestration import services
+from apps.orchestration import services, waiting
 from apps.orchestration.management.base import PipelineCommand, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
 from apps.orchestration.selectors import pipeline_run_get
@@ -13,6 +13,9 @@ class Command(RunOutputMixin, PipelineCommand):
     def add_arguments(self, parser):
         parser.add_argument("run_id", type=int, help="The run's id (the Run ID of run_pipeline).")
         parser.add_argument("--wait", action="store_true", help="Wait until the run is finished.")
+        parser.add_argument(
+            "--follow", action="store_true", help="As --wait, and print a line on stderr as each node starts and ends."
+        )
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3).")
         parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
 
@@ -21,6 +24,8 @@ class Command(RunOutputMixin, PipelineCommand):
         run = pipeline_run_get(run_id=options["run_id"])
         if run is None:
             raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=services.EXIT_BAD_INPUT)
-        if options["wait"] and not run.is_terminal:
-            return self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"])
+        if (options["wait"] or options["follow"]) and not run.is_terminal:
+            return self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
+        if options["follow"]:
+            waiting.RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
         self.show(run, as_json=options["json"])
