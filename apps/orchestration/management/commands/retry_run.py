@@ -43,7 +43,7 @@ class Command(RunOutputMixin, PipelineCommand):
                 raise LaunchError("--timeout applies only with --wait")
             seconds_option(options["timeout"], "--timeout")
             if options["inline"] and wait:
-                raise LaunchError("Cannot specify both --inline and --wait (an inline run always waits)")
+                raise LaunchError("Cannot specify --inline with --wait or --follow (an inline run always waits)")
             if options["inline"]:
                 launch = services.retry_launch(run_id=options["run_id"], from_failed=options["from_failed"])
                 run = services.pipeline_run_create(**launch)

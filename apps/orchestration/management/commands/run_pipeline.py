@@ -56,7 +56,7 @@ class Command(RunOutputMixin, PipelineCommand):
                 raise LaunchError("--timeout applies only with --wait")
             seconds_option(options["timeout"], "--timeout")
             if options["inline"] and options["wait"]:
-                raise LaunchError("Cannot specify both --inline and --wait (an inline run always waits)")
+                raise LaunchError("Cannot specify --inline with --wait or --follow (an inline run always waits)")
             resolved = services.definition_resolve(
                 name=options["definition"],
                 config_path=options["config"],
