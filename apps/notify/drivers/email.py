@@ -40,7 +40,7 @@ from apps.notify.drivers.common import (
 )
 from apps.notify.drivers.smtp import PinnedEmailBackend
 from apps.outbound import OutboundBlocked, host_check, same_host
-from apps.secrets import MIN_SECRET_LENGTH, REDACTED, env_name_messages, remember
+from apps.secrets import MIN_SECRET_LENGTH, REDACTED, WHERE_SECRETS_LIVE, env_name_messages, remember
 
 RECIPIENTS_ENV = "NOTIFY_EMAIL_TO"
 PASSWORD_ENV = "EMAIL_HOST_PASSWORD"
@@ -126,7 +126,7 @@ class EmailDriver(Driver):
         password."""
         recipients = list(config.get("to") or env_recipients())
         if not recipients:
-            raise DeliveryError(f"No email recipients: set {RECIPIENTS_ENV} or the node's to")
+            raise DeliveryError(f"No email recipients: set {RECIPIENTS_ENV} (or the node's to) {WHERE_SECRETS_LIVE}")
         password = self._password(config)
         host = config.get("host") or settings.EMAIL_HOST
         port = config.get("port") or settings.EMAIL_PORT

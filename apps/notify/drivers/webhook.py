@@ -23,7 +23,7 @@ from apps.notify.drivers.common import (
     secret,
     timeout_messages,
 )
-from apps.secrets import env_name_messages, remember
+from apps.secrets import WHERE_SECRETS_LIVE, env_name_messages, remember
 
 DEFAULT_ENV = "NOTIFY_WEBHOOK_URL"
 # Header names whose values are credentials: refused in ``headers``, allowed in ``headers_env``.
@@ -81,7 +81,10 @@ class WebhookDriver(Driver):
         for header, variable in (config.get("headers_env") or {}).items():
             value = os.environ.get(variable, "").strip()
             if not value:
-                raise DeliveryError(f"No value for header {header}: environment variable {variable} is not set")
+                raise DeliveryError(
+                    f"No value for header {header}: set {variable} (named by the node's headers_env) "
+                    f"{WHERE_SECRETS_LIVE}"
+                )
             remember(value)
             headers[header] = value
         return headers
