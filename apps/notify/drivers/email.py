@@ -108,6 +108,10 @@ class EmailDriver(Driver):
             messages.append("use_tls and use_ssl cannot both be true")
         return messages + timeout_messages(config)
 
+    def required_env(self, config: dict) -> list[str]:
+        # The password is optional (EMAIL_HOST_PASSWORD may be empty); password_env, when given, is not.
+        return super().required_env(config) + ([] if config.get("to") else [RECIPIENTS_ENV])
+
     def _password(self, config: dict) -> str:
         """The SMTP password ("" for none); raises DeliveryError when password_env names an unset variable."""
         if config.get("password_env"):

@@ -44,6 +44,7 @@ class WebhookDriver(Driver):
     name = "webhook"
     options = frozenset({"url_env", "timeout_seconds", "headers", "headers_env"})
     secret_keys = ("url",)
+    default_env = {"url": DEFAULT_ENV}
 
     def validate_config(self, config: dict) -> list[str]:
         messages = self.unknown_option_problems(config)
@@ -74,6 +75,11 @@ class WebhookDriver(Driver):
             # The key header is refused by validate_config, with its own reason.
             if isinstance(name, str) and _SENSITIVE_HEADER.search(name) and not _is_key_header(name)
         ]
+
+    def required_env(self, config: dict) -> list[str]:
+        headers_env = config.get("headers_env")
+        extra = [v for v in headers_env.values() if isinstance(v, str)] if isinstance(headers_env, dict) else []
+        return super().required_env(config) + extra
 
     def _headers(self, config: dict) -> dict:
         """The request headers, with secret ones read from the environment; raises DeliveryError."""
