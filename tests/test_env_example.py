@@ -76,3 +76,14 @@ def test_compose_passes_env_file_to_every_app_container():
     # The database and broker images have no use for the app's secrets.
     for service in ("redis", "postgres"):
         assert "env_file" not in compose["services"][service]
+
+
+def test_compose_health_checks_run_doctor_with_checks_it_has():
+    from apps.orchestration.doctor import CHECKS
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for service in ("worker", "beat"):
+        command = compose["services"][service]["healthcheck"]["test"][1]
+        selected = re.search(r"manage\.py doctor --only (\S+)", command)
+        assert selected, service
+        assert set(selected[1].split(",")) <= set(CHECKS), service
