@@ -78,17 +78,29 @@ def env_name_messages(config: dict, keys: tuple[str, ...]) -> list[str]:
     return messages
 
 
+# Where a missing secret must be set: a worker reads it when the node runs, not the launcher.
+WHERE_SECRETS_LIVE = "in the environment of the workers"
+
+
+def secret_env_name(config: dict, key: str, *, default_env: str | None) -> str | None:
+    """The variable secret ``key`` of ``config`` is read from: the one ``<key>_env``
+    names, else ``default_env`` (None when neither is given)."""
+    return config.get(f"{key}_env") or default_env
+
+
 def secret_get(config: dict, key: str, *, default_env: str | None, what: str) -> str:
     """The secret ``key`` of ``config``: from the variable named by ``<key>_env``,
-    else from ``default_env``. Raises SecretMissing (naming the variable, never
-    a value) when it is not set. The value is remembered for scrubbing."""
-    name = config.get(f"{key}_env") or default_env
+    else from ``default_env``. Raises SecretMissing (one line naming the
+    variable and where to set it, never a value) when it is not set. The value
+    is remembered for scrubbing."""
+    name = secret_env_name(config, key, default_env=default_env)
     value = os.environ.get(name, "").strip() if name else ""
     if not value:
         if config.get(f"{key}_env"):
-            raise SecretMissing(f"No {what}: environment variable {name} is not set")
-        hint = f"set {default_env} or the node's {key}_env" if default_env else f"set the node's {key}_env"
-        raise SecretMissing(f"No {what}: {hint}")
+            raise SecretMissing(f"No {what}: set {name} (named by the node's {key}_env) {WHERE_SECRETS_LIVE}")
+        if default_env:
+            raise SecretMissing(f"No {what}: set {default_env} (or the node's {key}_env) {WHERE_SECRETS_LIVE}")
+        raise SecretMissing(f"No {what}: name a variable with the node's {key}_env and set it {WHERE_SECRETS_LIVE}")
     remember(value)
     return value
 

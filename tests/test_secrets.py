@@ -14,7 +14,7 @@ import pytest
 from celery import Celery
 from django.conf import settings
 
-from apps.secrets import REDACTED, is_identifying, scrub, secret_fragments
+from apps.secrets import REDACTED, SecretMissing, is_identifying, scrub, secret_fragments, secret_get
 from tests.conftest import ROOT
 
 PORT_TEXT = "p0rtS3cret99"
@@ -291,3 +291,40 @@ def test_json_log_lines_are_printable_ascii_and_keep_the_text(log_to):
     assert data["message"] == f"trace_id={HOSTILE}"
     assert data["node"] == HOSTILE
     assert data["exc_info"].endswith(f"ValueError: {HOSTILE}")
+
+
+@pytest.mark.parametrize(
+    "config, default_env, expected",
+    [
+        (
+            {},
+            "SLACK_WEBHOOK_URL",
+            "No Slack webhook URL: set SLACK_WEBHOOK_URL (or the node's webhook_url_env) "
+            "in the environment of the workers",
+        ),
+        (
+            {"webhook_url_env": "OPS_SLACK_URL"},
+            "SLACK_WEBHOOK_URL",
+            "No Slack webhook URL: set OPS_SLACK_URL (named by the node's webhook_url_env) "
+            "in the environment of the workers",
+        ),
+        (
+            {},
+            None,
+            "No Slack webhook URL: name a variable with the node's webhook_url_env "
+            "and set it in the environment of the workers",
+        ),
+    ],
+)
+def test_missing_secret_says_to_set_it_in_the_workers_environment(monkeypatch, config, default_env, expected):
+    monkeypatch.delenv("OPS_SLACK_URL", raising=False)
+    with pytest.raises(SecretMissing) as caught:
+        secret_get(config, "webhook_url", default_env=default_env, what="Slack webhook URL")
+    assert str(caught.value) == expected
+    assert "\n" not in str(caught.value)
+
+
+def test_a_set_secret_is_read_from_the_variable_the_node_names(monkeypatch):
+    monkeypatch.setenv("OPS_SLACK_URL", SLACK_URL)
+    assert secret_get({"webhook_url_env": "OPS_SLACK_URL"}, "webhook_url", default_env="SLACK_WEBHOOK_URL",
+                      what="Slack webhook URL") == SLACK_URL

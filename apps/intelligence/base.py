@@ -38,6 +38,10 @@ class Provider:
     def validate_config(self, config: dict) -> list[str]:
         return unknown_option_messages(config, self.options, f"provider {self.name}")
 
+    def required_env(self, config: dict) -> list[str]:
+        """The environment variables a node with ``config`` needs in the worker that analyses. Pure."""
+        return []
+
     def analyze(self, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
         raise NotImplementedError
 

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from apps.options import unknown_option_messages
 from apps.registry import Registry
-from apps.secrets import inline_secret_messages
+from apps.secrets import inline_secret_messages, secret_env_name
 
 
 @dataclass
@@ -50,6 +50,8 @@ class Driver:
     # ``key`` is read from the variable its ``<key>_env`` option names.
     options: frozenset[str] = frozenset()
     secret_keys: tuple[str, ...] = ()
+    # The conventional variable read for a secret key when the config names none (SLACK_WEBHOOK_URL...).
+    default_env: dict[str, str] = {}
 
     def validate_config(self, config: dict) -> list[str]:
         return self.unknown_option_problems(config)
@@ -61,6 +63,12 @@ class Driver:
     def secret_problems(self, config: dict) -> list[str]:
         """Messages for secrets written inline in ``config`` (a subset of validate_config's)."""
         return inline_secret_messages(config, self.secret_keys)
+
+    def required_env(self, config: dict) -> list[str]:
+        """The environment variables a node with ``config`` needs in the worker that sends:
+        each secret's ``<key>_env`` or its conventional variable. Pure."""
+        names = (secret_env_name(config, key, default_env=self.default_env.get(key)) for key in self.secret_keys)
+        return [name for name in names if isinstance(name, str) and name]
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
         raise NotImplementedError

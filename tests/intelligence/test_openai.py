@@ -179,14 +179,14 @@ def test_a_body_that_is_not_json_falls_back_to_local(http_server, api_key):
 def test_a_missing_key_falls_back_without_calling_the_provider(http_server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     output = run(http_server)
-    assert_fell_back(output, "No OpenAI API key: set OPENAI_API_KEY or the node's api_key_env")
+    assert_fell_back(output, "No OpenAI API key: set OPENAI_API_KEY (or the node's api_key_env) in the environment of the workers")
     assert http_server.requests == []
 
 
 def test_a_named_key_variable_that_is_unset_is_named_in_the_reason(http_server, api_key, monkeypatch):
     monkeypatch.delenv("TEAM_LLM_KEY", raising=False)
     output = run(http_server, api_key_env="TEAM_LLM_KEY")
-    assert_fell_back(output, "No OpenAI API key: environment variable TEAM_LLM_KEY is not set")
+    assert_fell_back(output, "No OpenAI API key: set TEAM_LLM_KEY (named by the node's api_key_env) in the environment of the workers")
     assert http_server.requests == []
 
 

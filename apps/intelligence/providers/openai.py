@@ -20,7 +20,7 @@ from apps.checkers.base import CRITICAL, OK, WARNING
 from apps.intelligence.base import Provider, ProviderUnavailable, providers
 from apps.options import is_positive_number
 from apps.outbound import OutboundBlocked, OutboundError, http_post, url_host
-from apps.secrets import SecretMissing, env_name_messages, inline_secret_messages, scrub, secret_get
+from apps.secrets import SecretMissing, env_name_messages, inline_secret_messages, scrub, secret_env_name, secret_get
 
 SECRET_KEYS = ("api_key",)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -88,6 +88,10 @@ class OpenAIProvider(Provider):
         if "max_tokens" in config and not _is_positive_int(config["max_tokens"]):
             messages.append("max_tokens must be a positive whole number")
         return messages
+
+    def required_env(self, config: dict) -> list[str]:
+        # Without the key the run still ends, on the local fallback: the variable is needed all the same.
+        return [secret_env_name(config, "api_key", default_env=DEFAULT_KEY_ENV)]
 
     def analyze(self, *, incident: dict | None, checks: list[dict], config: dict) -> dict:
         """Send the findings to the chat completions endpoint and return its analysis

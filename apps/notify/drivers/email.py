@@ -40,7 +40,7 @@ from apps.notify.drivers.common import (
 )
 from apps.notify.drivers.smtp import PinnedEmailBackend
 from apps.outbound import OutboundBlocked, host_check, same_host
-from apps.secrets import MIN_SECRET_LENGTH, REDACTED, env_name_messages, remember
+from apps.secrets import MIN_SECRET_LENGTH, REDACTED, WHERE_SECRETS_LIVE, env_name_messages, remember
 
 RECIPIENTS_ENV = "NOTIFY_EMAIL_TO"
 PASSWORD_ENV = "EMAIL_HOST_PASSWORD"
@@ -108,6 +108,10 @@ class EmailDriver(Driver):
             messages.append("use_tls and use_ssl cannot both be true")
         return messages + timeout_messages(config)
 
+    def required_env(self, config: dict) -> list[str]:
+        # The password is optional (EMAIL_HOST_PASSWORD may be empty); password_env, when given, is not.
+        return super().required_env(config) + ([] if config.get("to") else [RECIPIENTS_ENV])
+
     def _password(self, config: dict) -> str:
         """The SMTP password ("" for none); raises DeliveryError when password_env names an unset variable."""
         if config.get("password_env"):
@@ -126,7 +130,7 @@ class EmailDriver(Driver):
         password."""
         recipients = list(config.get("to") or env_recipients())
         if not recipients:
-            raise DeliveryError(f"No email recipients: set {RECIPIENTS_ENV} or the node's to")
+            raise DeliveryError(f"No email recipients: set {RECIPIENTS_ENV} (or the node's to) {WHERE_SECRETS_LIVE}")
         password = self._password(config)
         host = config.get("host") or settings.EMAIL_HOST
         port = config.get("port") or settings.EMAIL_PORT

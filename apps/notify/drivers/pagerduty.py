@@ -138,6 +138,7 @@ class PagerDutyDriver(Driver):
         {"routing_key_env", "events_url", "source", "component", "group", "timeout_seconds"}
     )
     secret_keys = ("routing_key",)
+    default_env = {"routing_key": DEFAULT_ENV}
 
     def validate_config(self, config: dict) -> list[str]:
         return (

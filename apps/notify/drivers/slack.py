@@ -100,6 +100,7 @@ class SlackDriver(Driver):
     name = "slack"
     options = frozenset({"webhook_url_env", "channel", "username", "timeout_seconds"})
     secret_keys = ("webhook_url",)
+    default_env = {"webhook_url": DEFAULT_ENV}
 
     def validate_config(self, config: dict) -> list[str]:
         return (

@@ -23,7 +23,7 @@ from apps.notify.drivers.common import (
     secret,
     timeout_messages,
 )
-from apps.secrets import env_name_messages, remember
+from apps.secrets import WHERE_SECRETS_LIVE, env_name_messages, remember
 
 DEFAULT_ENV = "NOTIFY_WEBHOOK_URL"
 # Header names whose values are credentials: refused in ``headers``, allowed in ``headers_env``.
@@ -44,6 +44,7 @@ class WebhookDriver(Driver):
     name = "webhook"
     options = frozenset({"url_env", "timeout_seconds", "headers", "headers_env"})
     secret_keys = ("url",)
+    default_env = {"url": DEFAULT_ENV}
 
     def validate_config(self, config: dict) -> list[str]:
         messages = self.unknown_option_problems(config)
@@ -75,13 +76,21 @@ class WebhookDriver(Driver):
             if isinstance(name, str) and _SENSITIVE_HEADER.search(name) and not _is_key_header(name)
         ]
 
+    def required_env(self, config: dict) -> list[str]:
+        headers_env = config.get("headers_env")
+        extra = [v for v in headers_env.values() if isinstance(v, str)] if isinstance(headers_env, dict) else []
+        return super().required_env(config) + extra
+
     def _headers(self, config: dict) -> dict:
         """The request headers, with secret ones read from the environment; raises DeliveryError."""
         headers = dict(config.get("headers") or {})
         for header, variable in (config.get("headers_env") or {}).items():
             value = os.environ.get(variable, "").strip()
             if not value:
-                raise DeliveryError(f"No value for header {header}: environment variable {variable} is not set")
+                raise DeliveryError(
+                    f"No value for header {header}: set {variable} (named by the node's headers_env) "
+                    f"{WHERE_SECRETS_LIVE}"
+                )
             remember(value)
             headers[header] = value
         return headers

@@ -189,7 +189,7 @@ def test_email_uses_djangos_configured_backend(settings, message):
 
 
 def test_email_without_recipients_raises_delivery_error(message):
-    with pytest.raises(DeliveryError, match=r"^No email recipients: set NOTIFY_EMAIL_TO or the node's to$"):
+    with pytest.raises(DeliveryError, match=r"^No email recipients: set NOTIFY_EMAIL_TO \(or the node's to\) in the environment of the workers$"):
         drivers.get("email")().send(message=message, config={})
 
 
@@ -197,7 +197,7 @@ def test_email_password_variable_unset_is_a_failed_delivery(smtp_server, message
     config = {"to": ["alice@example.com"], "username": "mailer", "password_env": "OPS_SMTP_PASSWORD"}
     result = notification_send(driver="email", config=config, message=message)
     assert result["deliveries"] == [
-        {"channel": "email", "ok": False, "detail": "No SMTP password: environment variable OPS_SMTP_PASSWORD is not set"}
+        {"channel": "email", "ok": False, "detail": "No SMTP password: set OPS_SMTP_PASSWORD (named by the node's password_env) in the environment of the workers"}
     ]
     assert smtp_server.messages == []
 

@@ -172,7 +172,7 @@ def test_pagerduty_without_routing_key_is_a_failed_delivery(pagerduty, message):
     config = {"events_url": pagerduty.url("/v2/enqueue")}
     result = notification_send(driver="pagerduty", config=config, message=message)
     assert result["deliveries"][0]["detail"] == (
-        "No PagerDuty routing key: set PAGERDUTY_ROUTING_KEY or the node's routing_key_env"
+        "No PagerDuty routing key: set PAGERDUTY_ROUTING_KEY (or the node's routing_key_env) in the environment of the workers"
     )
     assert pagerduty.requests == []
 

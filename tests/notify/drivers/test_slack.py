@@ -129,7 +129,7 @@ def test_slack_without_url_is_a_failed_delivery_naming_the_variable(message):
         {
             "channel": "slack",
             "ok": False,
-            "detail": "No Slack webhook URL: set SLACK_WEBHOOK_URL or the node's webhook_url_env",
+            "detail": "No Slack webhook URL: set SLACK_WEBHOOK_URL (or the node's webhook_url_env) in the environment of the workers",
         }
     ]
 

@@ -157,7 +157,7 @@ def test_webhook_url_from_environment_must_be_http(monkeypatch, message):
 
 
 def test_webhook_without_any_url_raises_delivery_error(message):
-    with pytest.raises(DeliveryError, match=r"^No webhook URL: set NOTIFY_WEBHOOK_URL or the node's url_env$"):
+    with pytest.raises(DeliveryError, match=r"^No webhook URL: set NOTIFY_WEBHOOK_URL \(or the node's url_env\) in the environment of the workers$"):
         drivers.get("webhook")().send(message=message, config={})
 
 
@@ -167,7 +167,7 @@ def test_webhook_without_url_is_one_failed_delivery_from_the_service(message):
         {
             "channel": "webhook",
             "ok": False,
-            "detail": "No webhook URL: set NOTIFY_WEBHOOK_URL or the node's url_env",
+            "detail": "No webhook URL: set NOTIFY_WEBHOOK_URL (or the node's url_env) in the environment of the workers",
         }
     ]
 
@@ -176,7 +176,7 @@ def test_webhook_named_variable_unset_does_not_fall_back_to_the_default(http_ser
     monkeypatch.setenv("NOTIFY_WEBHOOK_URL", http_server.url("/default"))
     monkeypatch.delenv("OPS_HOOK", raising=False)
     result = notification_send(driver="webhook", config={"url_env": "OPS_HOOK"}, message=message)
-    assert result["deliveries"][0]["detail"] == "No webhook URL: environment variable OPS_HOOK is not set"
+    assert result["deliveries"][0]["detail"] == "No webhook URL: set OPS_HOOK (named by the node's url_env) in the environment of the workers"
     assert http_server.requests == []
 
 
@@ -185,7 +185,7 @@ def test_webhook_header_variable_unset_is_a_failed_delivery(http_server, monkeyp
     config = {**hook(http_server, monkeypatch), "headers_env": {"Authorization": "OPS_HOOK_AUTH"}}
     result = notification_send(driver="webhook", config=config, message=message)
     assert result["deliveries"][0]["detail"] == (
-        "No value for header Authorization: environment variable OPS_HOOK_AUTH is not set"
+        "No value for header Authorization: set OPS_HOOK_AUTH (named by the node's headers_env) in the environment of the workers"
     )
     assert http_server.requests == []
 

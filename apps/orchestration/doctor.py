@@ -1,0 +1,290 @@
+"""`manage.py doctor`: is this deployment able to run pipelines, seen from here?
+
+Each check returns one Finding (ok / warn / FAIL and one line of detail).
+Every check is bounded in time (connection and reply timeouts), reads only,
+and names environment variables without ever showing their values.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+# A broker or a worker that has not answered in this long counts as absent.
+BROKER_TIMEOUT_SECONDS = 3.0
+WORKER_REPLY_SECONDS = 2.0
+# libpq's own connect timeout, so an unreachable PostgreSQL cannot hold the command.
+DATABASE_CONNECT_TIMEOUT_SECONDS = 5
+# Beat is alive when it ticked within this many recovery intervals (it ticks recover-runs every interval).
+BEAT_STALE_INTERVALS = 4
+BEAT_STALE_MIN_SECONDS = 60.0
+# Same rule as apps.outbound: a host name is letters, digits, - and _ in dot-separated labels.
+_HOST_NAME = re.compile(
+    r"(?=.{1,254}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
+WORKERS_NEED_THEM = "the workers need them in their environment too"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.status:<6}{self.name}: {self.detail}"
+
+
+# -- database -------------------------------------------------------------------
+
+
+def database_check() -> Finding:
+    """Connects to the default database and compares its applied migrations with the code's."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        connection.ensure_connection()
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # every driver has its own error classes; the class is enough to act on
+        return Finding("database", FAIL, f"cannot connect ({type(exc).__name__})")
+    if plan:
+        apps = sorted({migration.app_label for migration, _ in plan})
+        return Finding(
+            "database", FAIL, f"{len(plan)} migrations not applied ({', '.join(apps)}): run manage.py migrate"
+        )
+    return Finding("database", OK, "reachable, migrations applied")
+
+
+# -- broker and workers ---------------------------------------------------------------
+
+
+def broker_check() -> Finding:
+    """Asks the broker for a connection (the embedded one: whether it runs and answers).
+    Never starts the embedded broker."""
+    if settings.CELERY_BROKER_IS_EMBEDDED:
+        from workers.embedded import embedded_broker
+
+        broker = embedded_broker()
+        pid = broker.pid()
+        if pid is None:
+            return Finding(
+                "broker", FAIL,
+                f"embedded broker not running at {broker.socket_path} (start a worker or manage.py broker start)",
+            )
+        if not broker.answers(timeout=BROKER_TIMEOUT_SECONDS):
+            return Finding("broker", FAIL, f"embedded broker (pid {pid}) does not answer at {broker.socket_path}")
+        return Finding("broker", OK, f"embedded broker answering at {broker.socket_path} (pid {pid})")
+
+    from workers.celery import app
+
+    connection = app.connection_for_write(
+        connect_timeout=BROKER_TIMEOUT_SECONDS,
+        transport_options={
+            "socket_connect_timeout": BROKER_TIMEOUT_SECONDS,
+            "socket_timeout": BROKER_TIMEOUT_SECONDS,
+        },
+    )
+    # Host and port only: the URL may hold a password.
+    where = f"{connection.transport_cls} at {connection.hostname}:{connection.port or 'default port'}"
+    try:
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=BROKER_TIMEOUT_SECONDS
+        )
+    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+        return Finding("broker", FAIL, f"cannot connect to {where} ({type(exc).__name__})")
+    finally:
+        connection.release()
+    return Finding("broker", OK, f"reachable: {where}")
+
+
+def workers_check(*, broker_ok: bool) -> Finding:
+    """Asks the live workers (Celery remote control) which queues they consume;
+    FAIL when none consumes the run queue."""
+    from workers.celery import app
+
+    queue = app.conf.task_default_queue
+    if not broker_ok:
+        return Finding("workers", FAIL, "not asked: the broker cannot be reached")
+    try:
+        replies = app.control.inspect(timeout=WORKER_REPLY_SECONDS).active_queues() or {}
+    except Exception as exc:  # kombu raises several kinds for a broker that went away
+        return Finding("workers", FAIL, f"cannot ask the workers ({type(exc).__name__})")
+    served = {name: sorted(q.get("name", "?") for q in queues or ()) for name, queues in sorted(replies.items())}
+    listing = "; ".join(f"{name} ({', '.join(queues)})" for name, queues in served.items())
+    consumers = [name for name, queues in served.items() if queue in queues]
+    if not served:
+        return Finding("workers", FAIL, f"no live worker answered within {WORKER_REPLY_SECONDS:g}s")
+    if not consumers:
+        return Finding("workers", FAIL, f"no live worker consumes the run queue {queue}: {listing}")
+    return Finding("workers", OK, f"{len(served)} live, {len(consumers)} on the run queue {queue}: {listing}")
+
+
+# -- beat ----------------------------------------------------------------------------
+
+
+def beat_check() -> Finding:
+    """Beat's last tick: the newest last_run_at of the enabled periodic tasks
+    (beat writes it on every tick, CELERY_BEAT_SYNC_EVERY=1).
+
+    Stale or absent is FAIL when a definition has an enabled schedule (those
+    runs are not launched without beat), warn otherwise: the workers run the
+    recovery sweep themselves, so a deployment without beat still runs."""
+    from django.db.models import Max
+    from django_celery_beat.models import PeriodicTask
+
+    from apps.orchestration.schedules import TASK_PREFIX
+
+    try:
+        enabled = PeriodicTask.objects.filter(enabled=True)
+        last_tick = enabled.aggregate(last=Max("last_run_at"))["last"]
+        schedules = enabled.filter(name__startswith=TASK_PREFIX).count()
+    except Exception as exc:  # the database check reports the cause
+        return Finding("beat", FAIL, f"cannot read the schedules ({type(exc).__name__})")
+    limit = max(BEAT_STALE_INTERVALS * settings.RUN_RECOVERY_INTERVAL_SECONDS, BEAT_STALE_MIN_SECONDS)
+    status = FAIL if schedules else WARN
+    consequence = (
+        f"{schedules} pipeline schedules are not launched" if schedules
+        else "no pipeline is scheduled; workers still sweep for lost runs"
+    )
+    if last_tick is None:
+        return Finding("beat", status, f"has never ticked (is celery beat running?): {consequence}")
+    age = (timezone.now() - last_tick).total_seconds()
+    if age > limit:
+        return Finding("beat", status, f"last tick {_ago(age)} ago, over {limit:g}s (is celery beat running?): {consequence}")
+    return Finding("beat", OK, f"last tick {_ago(age)} ago")
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return str(timedelta(seconds=seconds)) if seconds >= 60 else f"{seconds}s"
+
+
+# -- environment ---------------------------------------------------------------------
+
+
+def node_env_needs(node: dict) -> tuple[list[str], list[str]]:
+    """The environment variables one node needs when it runs, and problems
+    finding them out (an unknown or inactive channel). Reads channels from the database."""
+    from apps.intelligence.base import providers
+    from apps.notify.base import drivers
+    from apps.notify.services import ChannelUnavailable, node_options, notification_channel_resolve, uses_channels
+
+    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    # Any `<something>_env` naming a variable is needed, whatever reads it.
+    names = [v for k, v in config.items() if k.endswith("_env") and isinstance(v, str) and v]
+    problems: list[str] = []
+    if node.get("type") == "notify":
+        targets = []
+        if uses_channels(config):
+            channel_names = [config["channel"]] if "channel" in config else list(config.get("channels") or [])
+            for name in channel_names:
+                try:
+                    targets.append(notification_channel_resolve(name=name, overrides=node_options(config)))
+                except ChannelUnavailable as exc:
+                    problems.append(str(exc))
+        else:
+            targets.append((config.get("driver", "console"), node_options(config)))
+        for driver, options in targets:
+            if driver in drivers:
+                names += drivers.get(driver)().required_env(options)
+    elif node.get("type") == "intelligence":
+        provider = config.get("provider", "local")
+        if provider in providers:
+            names += providers.get(provider)().required_env(config)
+    return list(dict.fromkeys(names)), problems
+
+
+def environment_check() -> Finding:
+    """Every variable the active definitions' nodes name (``*_env`` options, and
+    the conventional variables of the drivers and providers they use) is set in
+    this process's environment. Names variables, never values."""
+    from apps.orchestration.models import PipelineDefinition
+
+    try:
+        definitions = list(PipelineDefinition.objects.filter(is_active=True).order_by("name"))
+    except Exception as exc:  # the database check reports the cause
+        return Finding("environment", FAIL, f"cannot read the definitions ({type(exc).__name__})")
+    needed: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for definition in definitions:
+        nodes = (definition.config or {}).get("nodes") if isinstance(definition.config, dict) else None
+        for node in nodes if isinstance(nodes, list) else []:
+            if not isinstance(node, dict):
+                continue
+            names, node_problems = node_env_needs(node)
+            where = f"{definition.name}.{node.get('id')}"
+            for name in names:
+                needed.setdefault(name, []).append(where)
+            problems += [f"{where}: {p}" for p in node_problems]
+    missing = sorted(name for name in needed if not os.environ.get(name, "").strip())
+    if missing:
+        listing = "; ".join(f"{name} (for {', '.join(needed[name])})" for name in missing)
+        return Finding("environment", FAIL, f"not set here: {listing}; {WORKERS_NEED_THEM}")
+    if problems:
+        return Finding("environment", WARN, "; ".join(problems))
+    if not needed:
+        return Finding("environment", OK, f"the {len(definitions)} active definitions name no variable")
+    return Finding("environment", OK, f"set here: {', '.join(sorted(needed))}; {WORKERS_NEED_THEM}")
+
+
+# -- outbound ------------------------------------------------------------------------
+
+
+def outbound_check() -> Finding:
+    """Each OUTBOUND_ALLOW_HOSTS entry is a host name or a network; warns for
+    entries that allow every address and for unparseable ones."""
+    entries = [str(entry).strip() for entry in settings.OUTBOUND_ALLOW_HOSTS if str(entry).strip()]
+    if not entries:
+        return Finding("outbound", OK, "OUTBOUND_ALLOW_HOSTS is empty: outbound calls reach public addresses only")
+    warnings = []
+    for entry in entries:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(entry.lower()):
+                warnings.append(f"{entry!r} is neither a host name nor a network")
+            continue
+        if network.prefixlen == 0:
+            warnings.append(f"{entry} allows every address (internal services and cloud metadata included)")
+    if warnings:
+        return Finding("outbound", WARN, "OUTBOUND_ALLOW_HOSTS: " + "; ".join(warnings))
+    return Finding("outbound", OK, f"OUTBOUND_ALLOW_HOSTS allows {', '.join(entries)}")
+
+
+# -- all of them ----------------------------------------------------------------------
+
+CHECKS = ("database", "broker", "workers", "beat", "environment", "outbound")
+
+
+def doctor_run(*, only: list[str] | None = None, skip: list[str] | None = None) -> list[Finding]:
+    """The findings of the chosen checks (all by default), in CHECKS order.
+    Sets PGCONNECT_TIMEOUT in this process when it is unset (bounds a PostgreSQL connect)."""
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(DATABASE_CONNECT_TIMEOUT_SECONDS))
+    chosen = [name for name in CHECKS if (not only or name in only) and name not in (skip or [])]
+    findings: list[Finding] = []
+    broker: Finding | None = None
+    for name in chosen:
+        if name == "workers":
+            # Asking workers through a broker that cannot be reached would only wait.
+            broker = broker or broker_check()
+            finding = workers_check(broker_ok=broker.status == OK)
+        elif name == "broker":
+            broker = finding = broker_check()
+        else:
+            finding = {
+                "database": database_check,
+                "beat": beat_check,
+                "environment": environment_check,
+                "outbound": outbound_check,
+            }[name]()
+        findings.append(finding)
+    return findings
