@@ -122,21 +122,28 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         # Escapes control characters from trace ids, node ids and remote text, so a line cannot drive a terminal.
-        "text": {
-            "()": "apps.logs.TextFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
-        },
+        # key=value pairs (time, level, process, logger, run_id, trace_id, msg); see apps/logs.py.
+        "text": {"()": "apps.logs.TextFormatter"},
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            # python-json-logger, with ISO-8601 UTC timestamps ("2026-11-29T10:00:00.123Z").
+            "()": "apps.logs.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
             # ASCII-only JSON escapes every control and bidi character (the library's default; relied on).
             "json_ensure_ascii": True,
         },
     },
-    "filters": {"scrub_secrets": {"()": "apps.secrets.ScrubFilter"}},
+    "filters": {
+        # Stamps run_id / trace_id on every line written while a run is executed (apps/logcontext.py).
+        "run_context": {"()": "apps.logcontext.RunContextFilter"},
+        "scrub_secrets": {"()": "apps.secrets.ScrubFilter"},
+    },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["scrub_secrets"]},
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["run_context", "scrub_secrets"],
+        },
     },
     "loggers": {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
