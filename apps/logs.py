@@ -42,9 +42,10 @@ def _quoted(text: str) -> str:
 
 
 def _bare(value) -> str:
-    """A field's value written without quotes when it is one printable token."""
+    """A field's value, written as it is when it has no space (trace ids never
+    do), so `grep ' trace_id=<id>'` finds it; quoted otherwise."""
     text = printable(str(value))
-    return text if text and " " not in text and '"' not in text else _quoted(str(value))
+    return text if text and " " not in text else _quoted(str(value))
 
 
 class TextFormatter(logging.Formatter):

@@ -114,6 +114,9 @@ PIPELINES_DIR = env.path("PIPELINES_DIR", BASE_DIR / "pipelines")
 
 LOG_FORMAT = env.str("LOG_FORMAT", "text", validate=lambda v: v in ("text", "json"))
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+# The workers' log file, named in the hint a fire-and-forget launch prints. Unset, the
+# hint names var/worker.log when that file exists (scripts/worker.sh writes there).
+WORKER_LOG_PATH = env.str("WORKER_LOG_PATH", "")
 
 # One line per event on stderr; LOG_FORMAT=json makes each line a JSON object
 # whose fields (run_id, trace_id, node, status...) tools can filter on.
