@@ -1,30 +1,74 @@
-"""Log formatting for people reading a terminal (LOG_FORMAT=text).
+"""Log formatting: one line per record, in one of two formats (LOG_FORMAT).
+
+Both formats carry the same fields: an ISO-8601 UTC timestamp with
+milliseconds (``2026-11-29T10:00:00.123Z``), the level, the process, the
+logger, the message, and ``run_id`` / ``trace_id`` when the line concerns a
+run (see apps/logcontext.py).
+
+``text`` writes them as ``key=value`` pairs (logfmt), the message last and
+quoted::
+
+    time=2026-11-29T10:00:00.123Z level=INFO process=MainProcess logger=celery.app.trace run_id=7 trace_id=abc msg="Task ... succeeded in 0.1s: None"
 
 Log lines quote trace ids, node ids, alert titles and remote error bodies,
 which come from outside. Written raw, an escape sequence among them could
 recolour or rewrite a terminal, and a newline could forge a whole log line
-that `grep <trace id>` would then show as ours. JSON lines (LOG_FORMAT=json)
-need none of this: the JSON formatter writes ASCII only, with every control
-character escaped.
+that `grep <trace id>` would then show as ours: the text format writes every
+control and format character as an escape. ``json`` writes one JSON object
+per line, ASCII only, with every control character escaped.
 """
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from apps.text import printable
 
+# The fields a line about a run carries, in this order, after the standard ones.
+RUN_FIELDS = ("run_id", "trace_id")
+
+
+def iso_utc(record: logging.LogRecord) -> str:
+    """The record's creation time as ISO-8601 UTC with milliseconds and a ``Z``."""
+    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
+
+
+def _quoted(text: str) -> str:
+    # Backslashes and quotes first, so the escapes printable() adds stay single-backslashed.
+    return '"' + printable(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def _bare(value) -> str:
+    """A field's value, written as it is when it has no space (trace ids never
+    do), so `grep ' trace_id=<id>'` finds it; quoted otherwise."""
+    text = printable(str(value))
+    return text if text and " " not in text else _quoted(str(value))
+
 
 class TextFormatter(logging.Formatter):
-    """A logging.Formatter whose line is always one line of printable text:
-    control and format characters in it, newlines included, are written as
+    """A logging.Formatter writing ``key=value`` pairs (time, level, process,
+    logger, run_id and trace_id when present, msg) on one line of printable
+    text: control and format characters, newlines included, are written as
     escapes (``\\x1b``, ``\\n``). A traceback or stack below the line keeps its
     line breaks, with every other such character escaped."""
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_utc(record)
+
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
-        if self.usesTime():
-            record.asctime = self.formatTime(record, self.datefmt)
-        text = printable(self.formatMessage(record))
+        pairs = [
+            f"time={iso_utc(record)}",
+            f"level={_bare(record.levelname)}",
+            f"process={_bare(record.processName)}",
+            f"logger={_bare(record.name)}",
+        ]
+        pairs += [f"{name}={_bare(getattr(record, name))}" for name in RUN_FIELDS if hasattr(record, name)]
+        pairs.append(f"msg={_quoted(record.message)}")
+        text = " ".join(pairs)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -32,3 +76,10 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             text += "\n" + printable(self.formatStack(record.stack_info), lines=True)
         return text
+
+
+class JsonFormatter(_JsonFormatter):
+    """python-json-logger's formatter with the timestamp as ISO-8601 UTC (``...Z``)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_utc(record)

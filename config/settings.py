@@ -114,6 +114,9 @@ PIPELINES_DIR = env.path("PIPELINES_DIR", BASE_DIR / "pipelines")
 
 LOG_FORMAT = env.str("LOG_FORMAT", "text", validate=lambda v: v in ("text", "json"))
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+# The workers' log file, named in the hint a fire-and-forget launch prints. Unset, the
+# hint names var/worker.log when that file exists (scripts/worker.sh writes there).
+WORKER_LOG_PATH = env.str("WORKER_LOG_PATH", "")
 
 # One line per event on stderr; LOG_FORMAT=json makes each line a JSON object
 # whose fields (run_id, trace_id, node, status...) tools can filter on.
@@ -122,21 +125,28 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         # Escapes control characters from trace ids, node ids and remote text, so a line cannot drive a terminal.
-        "text": {
-            "()": "apps.logs.TextFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
-        },
+        # key=value pairs (time, level, process, logger, run_id, trace_id, msg); see apps/logs.py.
+        "text": {"()": "apps.logs.TextFormatter"},
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            # python-json-logger, with ISO-8601 UTC timestamps ("2026-11-29T10:00:00.123Z").
+            "()": "apps.logs.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "processName": "process", "name": "logger"},
             # ASCII-only JSON escapes every control and bidi character (the library's default; relied on).
             "json_ensure_ascii": True,
         },
     },
-    "filters": {"scrub_secrets": {"()": "apps.secrets.ScrubFilter"}},
+    "filters": {
+        # Stamps run_id / trace_id on every line written while a run is executed (apps/logcontext.py).
+        "run_context": {"()": "apps.logcontext.RunContextFilter"},
+        "scrub_secrets": {"()": "apps.secrets.ScrubFilter"},
+    },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["scrub_secrets"]},
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["run_context", "scrub_secrets"],
+        },
     },
     "loggers": {
         "apps": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},

@@ -27,6 +27,10 @@ BEAT_PID="$STATE_DIR/beat.pid"
 BEAT_LOG="$STATE_DIR/beat.log"
 BEAT_SCHEDULE="$STATE_DIR/celerybeat-schedule"
 WAIT_STEPS=300  # bounded waits: 300 x 0.1 s = 30 s
+# With LOG_FORMAT=json, Celery's startup banner (printed on stdout, not logged) is
+# left out, so every line of the logs is one JSON object.
+QUIET=()
+if [ "${LOG_FORMAT:-text}" = json ]; then QUIET=(--quiet); fi
 mkdir -p "$STATE_DIR"
 
 # running PIDFILE KIND: the pid file names a live `celery ... KIND` process
@@ -103,10 +107,10 @@ case "${1:-status}" in
 start)
     # The worker first: the ticks beat sends then find a worker to run them.
     start_one worker worker "$WORKER_PID" "$WORKER_LOG" " ready\." \
-        .venv/bin/celery -A workers worker -l info || exit 1
+        .venv/bin/celery ${QUIET[@]+"${QUIET[@]}"} -A workers worker -l info || exit 1
     # "Scheduler: " is logged once the scheduler has read the schedules from the database.
     start_one beat beat "$BEAT_PID" "$BEAT_LOG" "Scheduler: " \
-        .venv/bin/celery -A workers beat -l info -s "$BEAT_SCHEDULE" || exit 1
+        .venv/bin/celery ${QUIET[@]+"${QUIET[@]}"} -A workers beat -l info -s "$BEAT_SCHEDULE" || exit 1
     ;;
 stop)
     # Beat first, so no tick is sent to a worker that is going away.

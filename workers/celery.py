@@ -1,12 +1,13 @@
 """The Celery app, configured from Django settings (the CELERY_ namespace),
-and the worker-side housekeeping: the recovery sweep and the pool check."""
+and the worker-side housekeeping: the recovery sweep, the pool check, and
+the per-run log context of the tasks that execute runs."""
 import logging
 import os
 import sys
 import threading
 
 from celery import Celery, bootsteps
-from celery.signals import beat_init, worker_init, worker_ready
+from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -35,6 +36,13 @@ def _start_embedded_broker(**kwargs):
         sys.stderr.write(f"Refusing to start: {exc}\n")
         sys.stderr.flush()
         os._exit(1)
+
+
+@celeryd_init.connect
+def _warnings_through_logging(**kwargs):
+    """Warnings the worker gives while starting (Celery's SecurityWarning for a worker
+    run as root among them) are written as log lines, in LOG_FORMAT, not raw on stderr."""
+    logging.captureWarnings(True)
 
 
 class PoolCheck(bootsteps.Step):
@@ -121,3 +129,47 @@ app.steps["consumer"].add(RecoverySweep)
 def _sweep_at_start(**kwargs):
     """Every worker start looks for runs left behind (lost messages, dead holders)."""
     sweeper.kick("start")
+
+
+# The log context each running execute_run task bound, by task id, for task_postrun to undo.
+_task_log_tokens: dict = {}
+
+
+def _trace_id_of(run_id: int) -> str | None:
+    """Run ``run_id``'s trace id: one indexed read by primary key; None when the
+    run or the database is not there (the engine reports that itself)."""
+    from django.db import DatabaseError, connection
+
+    from apps.orchestration.models import PipelineRun
+
+    try:
+        return PipelineRun.objects.filter(pk=run_id).values_list("trace_id", flat=True).first()
+    except DatabaseError:
+        connection.close()
+        return None
+
+
+@task_prerun.connect
+def _bind_run_log_context(sender=None, task_id=None, task=None, args=None, kwargs=None, **_):
+    """While an execute_run task runs, every line its process writes (Celery's
+    "Task ... succeeded" and failure lines included) carries the run's ids:
+    from the task's arguments, the trace id read from the run's row when the
+    message does not carry it."""
+    from apps.logcontext import EXECUTE_RUN_TASK, bind, ids_from_task_arguments
+
+    if task is None or task.name != EXECUTE_RUN_TASK:
+        return
+    ids = ids_from_task_arguments(args, kwargs)
+    if ids is None:
+        return
+    _task_log_tokens[task_id] = bind(ids.run_id, ids.trace_id or _trace_id_of(ids.run_id))
+
+
+@task_postrun.connect
+def _unbind_run_log_context(sender=None, task_id=None, **_):
+    """The task is over: lines written from now on are about no run."""
+    from apps.logcontext import unbind
+
+    token = _task_log_tokens.pop(task_id, None)
+    if token is not None:
+        unbind(token)

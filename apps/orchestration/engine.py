@@ -23,6 +23,7 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from apps.logcontext import run_context
 from apps.orchestration import dispatch, events
 from apps.orchestration.lease import (
     CancelRequested,
@@ -114,7 +115,7 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     except PipelineRun.DoesNotExist:
         return None
     except DatabaseUnavailable as exc:
-        logger.error("event=run.claim_failed run_id=%s error=%s", run_id, exc)
+        logger.error("event=run.claim_failed run_id=%s error=%s", run_id, exc, extra={"run_id": run_id})
         return None
     if claim.lease is None:
         if claim.reason == "held":
@@ -124,16 +125,18 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
             _log("run.waiting", claim.run, reason="max_concurrent", limit=claim.run.config_snapshot["max_concurrent"])
         return claim.run
     run = claim.run
-    _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
-    events.run_event_publish(run_id=run.pk, status=run.status)
-    if claim.resumed:
-        events.progress_publish(run_id=run.pk, event={"phase": "takeover", "worker": token})
-    with Heartbeat(claim.lease):
-        ended = _Execution(claim).execute()
-        if ended:
-            events.run_event_publish(run_id=run.pk, status=run.status)
-    if ended and run.config_snapshot.get("max_concurrent"):
-        _next_waiting_wake(run)
+    # Every line written while this process executes the run carries its ids (apps/logcontext.py).
+    with run_context(run.pk, run.trace_id):
+        _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
+        events.run_event_publish(run_id=run.pk, status=run.status)
+        if claim.resumed:
+            events.progress_publish(run_id=run.pk, event={"phase": "takeover", "worker": token})
+        with Heartbeat(claim.lease):
+            ended = _Execution(claim).execute()
+            if ended:
+                events.run_event_publish(run_id=run.pk, status=run.status)
+        if ended and run.config_snapshot.get("max_concurrent"):
+            _next_waiting_wake(run)
     return run
 
 
@@ -143,12 +146,15 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     ending at the same moment would otherwise all wake the same one (the
     claim lets only as many start as there are free slots)."""
     limit = run.config_snapshot["max_concurrent"]
-    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", flat=True)
-    for next_id in waiting[:limit]:
+    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", "trace_id")
+    for next_id, next_trace_id in waiting[:limit]:
         try:
             dispatch.run_publish(run_id=next_id)
         except Exception as exc:  # the broker is away: the recovery sweep sends it later
-            logger.warning("event=run.wake_failed run_id=%s error=%s", next_id, type(exc).__name__)
+            logger.warning(
+                "event=run.wake_failed run_id=%s trace_id=%s error=%s", next_id, next_trace_id, type(exc).__name__,
+                extra={"run_id": next_id, "trace_id": next_trace_id},  # the next run's line, not the current one's
+            )
             return
 
 

@@ -12,6 +12,7 @@ LeaseLost is raised, so a process that lost its run writes nothing more.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
@@ -263,7 +264,8 @@ def run_claim(*, run_id: int, token: str) -> Claim:
                     return Claim(run, None, "held")
                 stages_interrupted(run_id=run_id, holder=previous)
             logger.warning(
-                "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown"
+                "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown",
+                extra={"run_id": run_id, "trace_id": run.trace_id},
             )
             reason = "taken_over"
         return _claimed(run, token, reason)
@@ -309,7 +311,16 @@ class Heartbeat:
         self.interval = settings.RUN_LEASE_SECONDS / 3
         self._stop = threading.Event()
         self._events = ExitStack()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.run_id}", daemon=True)
+        # The thread runs in a copy of this context, so its log lines carry the run's ids (apps/logcontext.py).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"heartbeat-{lease.run_id}", daemon=True
+        )
+
+    @property
+    def _ids(self) -> dict:
+        """The ``extra`` of a line about this lease's run."""
+        return {"run_id": self.lease.run_id, "trace_id": self.lease.trace_id}
 
     def __enter__(self) -> Heartbeat:
         # Subscribed here, before the run goes on, so the run's final status (published
@@ -351,7 +362,10 @@ class Heartbeat:
     def _cancel_seen(self) -> None:
         if not self.lease.cancel_requested.is_set():
             self.lease.cancel_requested.set()
-            logger.info("event=run.cancel_requested run_id=%s trace_id=%s", self.lease.run_id, self.lease.trace_id)
+            logger.info(
+                "event=run.cancel_requested run_id=%s trace_id=%s", self.lease.run_id, self.lease.trace_id,
+                extra=self._ids,
+            )
 
     def _renew(self) -> bool:
         """One renewal; False when the database could not be reached."""
@@ -366,6 +380,7 @@ class Heartbeat:
             logger.warning(
                 "event=heartbeat.error run_id=%s trace_id=%s error=%s",
                 self.lease.run_id, self.lease.trace_id, f"{type(exc).__name__}: {exc}".strip(),
+                extra=self._ids,
             )
             connection.close()
             return False
@@ -374,5 +389,6 @@ class Heartbeat:
             logger.warning(
                 "event=heartbeat.lease_lost run_id=%s trace_id=%s worker=%s",
                 self.lease.run_id, self.lease.trace_id, self.lease.token,
+                extra=self._ids,
             )
         return True

@@ -80,6 +80,7 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
             logger.error(
                 "event=run.recover_failed run_id=%s trace_id=%s reason=%s error=%s",
                 row["pk"], row["trace_id"], reason, f"{type(exc).__name__}: {exc}",
+                extra={"run_id": row["pk"], "trace_id": row["trace_id"]},
             )
             continue
         logger.warning(

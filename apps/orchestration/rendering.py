@@ -3,6 +3,8 @@ the dry-run listing of a definition, and the listings of runs and schedules."""
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 from django.utils import timezone
 
@@ -215,10 +217,41 @@ def render_progress(event: dict) -> str:
     return f"{stamp} {_MARKS.get(status, '•')} {node} {status}{took}{attempt}{error}"
 
 
+def worker_log_path() -> str | None:
+    """Where the workers' log is, when known: WORKER_LOG_PATH, else var/worker.log
+    if it exists; relative to the working directory when it lies below it."""
+    from django.conf import settings
+
+    path = settings.WORKER_LOG_PATH or (settings.VAR_DIR / "worker.log")
+    if not settings.WORKER_LOG_PATH and not Path(path).exists():
+        return None
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def trace_grep_pattern(trace_id: str) -> str:
+    """A shell-quoted grep pattern and options matching the worker log lines of the
+    run with ``trace_id`` and of no other run, in the LOG_FORMAT the workers use."""
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json":
+        # The closing quote ends the value: a trace id that merely starts with this one does not match.
+        return "-F " + shlex.quote(f'"trace_id": {json.dumps(trace_id)}')
+    # In text lines the field is preceded by a space and followed by one (or ends the line).
+    return "-E " + shlex.quote(f" trace_id={_ere_escape(trace_id)}( |$)")
+
+
+def _ere_escape(text: str) -> str:
+    return "".join("\\" + char if char in "\\.^$*+?()[]{}|" else char for char in text)
+
+
 def follow_hint(run: PipelineRun) -> str:
     return (
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"
-        f"Worker log: grep {printable(run.trace_id)} <worker log>"
+        f"Worker log: grep {printable(trace_grep_pattern(run.trace_id))} {printable(worker_log_path() or '<worker log>')}"
     )
 
 

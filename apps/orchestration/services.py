@@ -299,6 +299,7 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
             logger.error(
                 "event=run.enqueue_failed run_id=%s trace_id=%s error=%s (the recovery sweep sends it when it can)",
                 run.pk, run.trace_id, outcome["error"],
+                extra={"run_id": run.pk, "trace_id": run.trace_id},
             )
 
 
@@ -374,7 +375,10 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> Pi
         definition = PipelineDefinition.objects.select_for_update().filter(name=definition_name).first()
         earlier = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
         if earlier is not None:
-            logger.info("event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, earlier.pk)
+            logger.info(
+                "event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, earlier.pk,
+                extra={"run_id": earlier.pk, "trace_id": earlier.trace_id},
+            )
             return earlier
         if definition is None:
             from apps.orchestration.schedules import schedule_disable
@@ -395,6 +399,7 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> Pi
                 logger.info(
                     "event=schedule.skipped definition=%s due=%s reason=overlap run_id=%s status=%s",
                     definition_name, due, active.pk, active.status,
+                    extra={"run_id": active.pk, "trace_id": active.trace_id},
                 )
                 return None
         resolved = ResolvedDefinition(definition.config, "definition", definition.name, definition)
@@ -404,10 +409,14 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> Pi
                 trigger=PipelineRun.Trigger.SCHEDULE, idempotency_key=key,
             )
         except RunExists as exc:
-            logger.info("event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, exc.run.pk)
+            logger.info(
+                "event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, exc.run.pk,
+                extra={"run_id": exc.run.pk, "trace_id": exc.run.trace_id},
+            )
             return exc.run
     logger.info(
-        "event=schedule.launched definition=%s due=%s run_id=%s trace_id=%s", definition_name, due, run.pk, run.trace_id
+        "event=schedule.launched definition=%s due=%s run_id=%s trace_id=%s", definition_name, due, run.pk, run.trace_id,
+        extra={"run_id": run.pk, "trace_id": run.trace_id},
     )
     return run
 

@@ -69,13 +69,14 @@ def test_fire_and_forget_then_the_run_completes(cli, worker, health_check):
 
 
 def test_fire_and_forget_text_says_how_to_follow(cli, worker, health_check):
-    result = cli("run_pipeline", "--definition", "health-check", "--trace-id", "t-ff")
+    log = "/var/log/pipelines/worker.log"
+    result = cli("run_pipeline", "--definition", "health-check", "--trace-id", "t-ff", WORKER_LOG_PATH=log, LOG_FORMAT="text")
     run = PipelineRun.objects.get()
     assert result.exit_code == 0
     assert result.stdout == (
         f"Run {run.pk} queued (trace id t-ff).\n"
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"
-        "Worker log: grep t-ff <worker log>\n"
+        f"Worker log: grep -E ' trace_id=t-ff( |$)' {log}\n"
     )
 
 
