@@ -107,6 +107,9 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     or the database stayed away) it stops at once, writes nothing more, and
     returns the run as it last knew it: the row, not this process, says how
     it ends. Never raises for a node's failure: failures are recorded.
+    A run this call executed carries ``ended_here``: True when this call
+    recorded its end, False when it lost the run on the way; a run it did not
+    execute lacks the attribute.
     """
     token = new_token()
     try:
@@ -130,6 +133,8 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
         ended = _Execution(claim).execute()
         if ended:
             events.run_event_publish(run_id=run.pk, status=run.status)
+    # The task tells a run this call ended from one it only found (finished, held, lost).
+    run.ended_here = ended
     if ended and run.config_snapshot.get("max_concurrent"):
         _next_waiting_wake(run)
     return run
@@ -141,10 +146,10 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     ending at the same moment would otherwise all wake the same one (the
     claim lets only as many start as there are free slots)."""
     limit = run.config_snapshot["max_concurrent"]
-    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", flat=True)
-    for next_id in waiting[:limit]:
+    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", "trace_id")
+    for next_id, trace_id in waiting[:limit]:
         try:
-            dispatch.run_publish(run_id=next_id)
+            dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=trace_id)
         except Exception as exc:  # the broker is away: the recovery sweep sends it later
             logger.warning("event=run.wake_failed run_id=%s error=%s", next_id, type(exc).__name__)
             return
