@@ -88,10 +88,13 @@ class RunsCollector:
     @staticmethod
     def _runs() -> GaugeMetricFamily:
         family = GaugeMetricFamily(
-            "pipeline_runs", "Stored runs by definition, trigger and status.", labels=["definition", "trigger", "status"]
+            "pipeline_runs", "Stored runs by definition, trigger and status.",
+            labels=["definition", "trigger", "status"],
         )
         counts: dict[tuple, int] = defaultdict(int)
-        rows = PipelineRun.objects.order_by().values("origin_kind", "origin", "trigger", "status").annotate(n=Count("pk"))
+        rows = (
+            PipelineRun.objects.order_by().values("origin_kind", "origin", "trigger", "status").annotate(n=Count("pk"))
+        )
         for row in rows:
             counts[(definition_label(row["origin_kind"], row["origin"]), row["trigger"], row["status"])] += row["n"]
         for labels, count in sorted(counts.items()):
@@ -146,7 +149,9 @@ class RunsCollector:
         _histogram(
             family,
             rows,
-            lambda row: (definition_label(row["run__origin_kind"], row["run__origin"]), row["node_type"], row["status"]),
+            lambda row: (
+                definition_label(row["run__origin_kind"], row["run__origin"]), row["node_type"], row["status"]
+            ),
             NODE_BUCKETS,
         )
         return family
