@@ -198,7 +198,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Our loggers have their own handlers and format (LOG_FORMAT); keep Celery off the root logger.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = False
+# Task events feed Flower (`celery -A workers flower`); off by default as each task then sends
+# several broker messages. CELERY_TASK_EVENTS=1 turns on the workers' events and the
+# "sent" event of whoever publishes a run (CLI, beat, web), so Flower sees queued tasks too.
+CELERY_TASK_EVENTS = env.bool("CELERY_TASK_EVENTS", False)
+CELERY_WORKER_SEND_TASK_EVENTS = CELERY_TASK_EVENTS
+CELERY_TASK_SEND_SENT_EVENT = CELERY_TASK_EVENTS
 
 # A worker holding a run renews its lease every third of this (database time);
 # a run whose lease ran out is taken over by another worker.

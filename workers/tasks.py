@@ -8,6 +8,7 @@ from django.db import DatabaseError
 
 from apps.orchestration.dispatch import EXECUTE_RUN_TASK, RECOVER_RUNS_TASK
 from apps.orchestration.engine import run_execute
+from apps.orchestration.models import PipelineRun
 from apps.orchestration.recovery import runs_recover
 from apps.orchestration.schedules import SCHEDULED_TASK
 from apps.orchestration.services import PRUNE_RUNS_TASK, pipeline_run_schedule, pipeline_runs_prune
@@ -15,15 +16,42 @@ from apps.orchestration.services import PRUNE_RUNS_TASK, pipeline_run_schedule, 
 logger = logging.getLogger("workers.tasks")
 
 
-@shared_task(name=EXECUTE_RUN_TASK)
-def execute_run(run_id: int) -> None:
-    """Execute PipelineRun ``run_id``.
+class RunUnsuccessful(Exception):
+    """The run this task executed ended failed or cancelled. Declared in the
+    task's ``throws``: Celery records the task as failed (Flower counts it)
+    and logs one INFO line, without a traceback."""
 
-    A missing or finished run is left alone, and so is one that another live
-    process holds (a duplicate message): should that process die, its lease
-    runs out and the recovery sweep sends the run again.
+
+# The end of a run is in its row; the task only reports it, so a long error is cut here.
+_ERROR_CHARS = 200
+
+
+@shared_task(
+    name=EXECUTE_RUN_TASK,
+    throws=(RunUnsuccessful,),
+    # Acknowledged when it raises (Celery's default, stated): a failed run is recorded, never redelivered.
+    acks_on_failure=True,
+)
+def execute_run(run_id: int, definition: str | None = None, trace_id: str | None = None) -> str | None:
+    """Execute PipelineRun ``run_id``; returns its status when this delivery
+    completed it.
+
+    ``definition`` and ``trace_id`` only label the message (Flower shows
+    them); messages with only ``run_id`` work the same. A missing or finished
+    run is left alone, and so is one that another live process holds (a
+    duplicate message), one at its definition's concurrency limit, and one
+    this process lost midway (lease lost, database gone): those return None.
+    Should a holder die, its lease runs out and the recovery sweep sends the
+    run again. Raises RunUnsuccessful when this delivery ended the run
+    failed or cancelled.
     """
-    run_execute(run_id=run_id)
+    run = run_execute(run_id=run_id)
+    if run is None or not getattr(run, "ended_here", False):
+        return None
+    if run.status in (PipelineRun.Status.FAILED, PipelineRun.Status.CANCELLED):
+        error = run.error if len(run.error) <= _ERROR_CHARS else run.error[: _ERROR_CHARS - 3] + "..."
+        raise RunUnsuccessful(f"run {run.pk} {run.status}: {error}")
+    return run.status
 
 
 @shared_task(name=RECOVER_RUNS_TASK, ignore_result=True)

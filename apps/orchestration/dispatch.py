@@ -36,11 +36,18 @@ def run_queue() -> str:
     return _app().conf.task_default_queue
 
 
-def run_publish(*, run_id: int) -> None:
+def run_publish(*, run_id: int, definition: str | None = None, trace_id: str | None = None) -> None:
     """Send run ``run_id``'s wake-up message to the workers.
 
-    Raises whatever kombu raises when the broker does not take it."""
-    _app().send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}")
+    ``definition`` (the run's origin: a definition name, a config path or
+    "builtin") and ``trace_id`` travel as keyword arguments only so that
+    Flower and ``celery inspect`` show which run a task is; the worker reads
+    the run from its row, never from them. Raises whatever kombu raises when
+    the broker does not take it."""
+    labels = {key: value for key, value in (("definition", definition), ("trace_id", trace_id)) if value}
+    _app().send_task(
+        EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}"
+    )
 
 
 def _run_id_of(raw: bytes) -> int | None:

@@ -108,6 +108,9 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     or the database stayed away) it stops at once, writes nothing more, and
     returns the run as it last knew it: the row, not this process, says how
     it ends. Never raises for a node's failure: failures are recorded.
+    A run this call executed carries ``ended_here``: True when this call
+    recorded its end, False when it lost the run on the way; a run it did not
+    execute lacks the attribute.
     """
     token = new_token()
     try:
@@ -135,6 +138,8 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
             ended = _Execution(claim).execute()
             if ended:
                 events.run_event_publish(run_id=run.pk, status=run.status)
+        # The task tells a run this call ended from one it only found (finished, held, lost).
+        run.ended_here = ended
         if ended and run.config_snapshot.get("max_concurrent"):
             _next_waiting_wake(run)
     return run
@@ -149,7 +154,7 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", "trace_id")
     for next_id, next_trace_id in waiting[:limit]:
         try:
-            dispatch.run_publish(run_id=next_id)
+            dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=next_trace_id)
         except Exception as exc:  # the broker is away: the recovery sweep sends it later
             logger.warning(
                 "event=run.wake_failed run_id=%s trace_id=%s error=%s", next_id, next_trace_id, type(exc).__name__,

@@ -75,7 +75,7 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         if not mine.update(published_at=Now()):
             continue
         try:
-            dispatch.run_publish(run_id=row["pk"])
+            dispatch.run_publish(run_id=row["pk"], definition=row["origin"], trace_id=row["trace_id"])
         except Exception as exc:  # kombu raises several kinds for an unreachable broker
             logger.error(
                 "event=run.recover_failed run_id=%s trace_id=%s reason=%s error=%s",

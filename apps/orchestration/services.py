@@ -292,7 +292,7 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
     """Send the run's message; a refusal is noted in ``outcome``, and logged
     when the launcher has already returned."""
     try:
-        dispatch.run_publish(run_id=run.pk)
+        dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id)
     except Exception as exc:  # kombu raises several kinds for an unreachable broker
         outcome["error"] = f"{type(exc).__name__}: {exc}"
         if outcome["nested"]:

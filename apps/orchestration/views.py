@@ -1,0 +1,29 @@
+"""HTTP views of the orchestration app: the Prometheus scrape endpoint."""
+import logging
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from apps.orchestration.metrics import RunsCollector
+
+logger = logging.getLogger("apps.orchestration.views")
+
+# Only our collector: the web process's own CPU or memory says nothing about runs.
+registry = CollectorRegistry(auto_describe=False)
+registry.register(RunsCollector())
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """The run metrics in Prometheus's text format, read from the database now.
+
+    Answers 503 with one line when the database cannot be read, so the
+    scrape shows as failed instead of reporting stale or zero values."""
+    try:
+        body = generate_latest(registry)
+    except DatabaseError as exc:
+        logger.warning("event=metrics.unavailable error=%s", f"{type(exc).__name__}: {exc}".strip())
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain; charset=utf-8")
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
