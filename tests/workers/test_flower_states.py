@@ -70,8 +70,8 @@ def test_failed_run_is_a_failed_task_once_and_completed_one_a_success(cli, monit
     bad_id, good_id = task_id(log, bad), task_id(log, good)
     # Celery's own lines: the failure declared as expected (INFO, no traceback), the success with its status.
     assert re.search(
-        rf"INFO .*Task orchestration\.execute_run\[{bad_id}\] raised expected: RunUnsuccessful\(\"run {bad.pk} failed: "
-        r"Node 't' failed: Path not found: payload\.nothing\"\)",
+        rf"level=INFO .*Task orchestration\.execute_run\[{bad_id}\] raised expected: RunUnsuccessful\(\\?\"run {bad.pk} "
+        r"failed: Node 't' failed: Path not found: payload\.nothing\\?\"\)",
         log,
     ), log
     assert re.search(rf"Task orchestration\.execute_run\[{good_id}\] succeeded in [0-9.e-]+s: 'completed'", log), log

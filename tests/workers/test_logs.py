@@ -54,8 +54,7 @@ def test_json_worker_log_lines_parse_and_carry_the_run_ids(cli, start_worker, tm
     succeeded = [r for r in task_lines if " succeeded in " in r["message"]]
     assert len(received) == 1 and len(succeeded) == 1, task_lines
     # The received line is written by the worker's main process before the task starts: its ids come from
-    # the message's arguments, and the trace id only once the message carries it.
-    assert received[0]["run_id"] == run["run_id"], received
-    assert received[0].get("trace_id") in (None, "t-logs-1"), received
+    # the message's arguments (run id, definition, trace id).
+    assert (received[0]["run_id"], received[0]["trace_id"]) == (run["run_id"], "t-logs-1"), received
     assert (succeeded[0]["run_id"], succeeded[0]["trace_id"]) == (run["run_id"], "t-logs-1"), succeeded
     assert all(r.get("run_id") in (None, run["run_id"]) for r in records)
