@@ -291,6 +291,8 @@ class _Execution:
                 run_id=self.run.pk, event={"phase": "start", "node": node_id, "type": node_type, "attempt": attempt}
             )
             self._attempt(handler, config, stage)
+            # Followers hear of the end before it is written: the node has ended, whatever the write does.
+            _progress_end(self.run, node, stage)
             done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
             if done:
                 self._record(node, stage, following)
@@ -307,7 +309,6 @@ class _Execution:
                 duration_ms=stage.duration_ms,
                 error=stage.errors[-1] if stage.errors else None,
             )
-            _progress_end(self.run, node, stage)
             if done:
                 return
 

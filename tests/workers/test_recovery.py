@@ -85,8 +85,10 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
         assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90), worker.log()
         kill_group(worker)
         runs.append(run)
-        # A watcher of the run is told the holder is gone, and keeps waiting for the recovery.
-        watcher = cli.popen("show_run", str(run.pk), "--wait", "--timeout", "120", "--json")
+        # A watcher of the run is told the holder is gone, and keeps waiting for the recovery
+        # (the first one follows it, and sees the takeover as it happens).
+        how = "--follow" if round_ == 0 else "--wait"
+        watcher = cli.popen("show_run", str(run.pk), how, "--timeout", "120", "--json")
         try:
             if round_ == 0:
                 wait_until(
@@ -104,6 +106,8 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
         assert json.loads(out)["status"] == "completed"
         if round_ == 0:
             assert f"The worker holding run {run.pk} (" in err and "stopped renewing its lease" in err, err
+            assert "↻ run taken over by worker " in err and "✓ slow (context) succeeded" in err, err
+            assert err.count("✓ first (context) succeeded") == 1, err
         assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} ", timeout=30)
         assert "reason=lease_expired" in worker.log()
     for run in runs:
