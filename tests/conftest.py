@@ -1,16 +1,20 @@
 """Shared fixtures: running the CLI in-process and as a real subprocess."""
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import logging.config
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -137,3 +141,27 @@ def apps_log(caplog):
             yield caplog
     finally:
         logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def log_to():
+    """A logger writing through the formatter and filter settings.LOGGING names; returns it and its output."""
+    made = []
+
+    def _make(fmt: str, name: str | None = None):
+        configurator = logging.config.DictConfigurator(copy.deepcopy(settings.LOGGING))
+        handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(configurator.configure_formatter(configurator.config["formatters"][fmt]))
+        for filter_name in settings.LOGGING["handlers"]["stderr"]["filters"]:
+            handler.addFilter(configurator.configure_filter(configurator.config["filters"][filter_name]))
+        logger = logging.getLogger(name or f"tests.logs.{uuid.uuid4().hex}")
+        logger.addHandler(handler)
+        if name is None:
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
+        made.append((logger, handler))
+        return logger, handler.stream
+
+    yield _make
+    for logger, handler in made:
+        logger.removeHandler(handler)

@@ -1,43 +1,16 @@
 """Log lines (apps/logs.py, apps/logcontext.py, settings.LOGGING): the run context
 filter, the key=value text format and the JSON format, both with ISO UTC times."""
-import copy
-import io
 import json
 import logging
 import logging.config
 import re
 import threading
-import uuid
 
 import pytest
-from django.conf import settings
 
 from apps.logcontext import RunContextFilter, current, ids_from_task_arguments, run_context
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-@pytest.fixture
-def log_to():
-    """A logger writing through the formatter and filters settings.LOGGING gives the stderr handler."""
-    made = []
-
-    def _make(fmt: str):
-        configurator = logging.config.DictConfigurator(copy.deepcopy(settings.LOGGING))
-        handler = logging.StreamHandler(io.StringIO())
-        handler.setFormatter(configurator.configure_formatter(configurator.config["formatters"][fmt]))
-        for name in settings.LOGGING["handlers"]["stderr"]["filters"]:
-            handler.addFilter(configurator.configure_filter(configurator.config["filters"][name]))
-        logger = logging.getLogger(f"tests.logs.{uuid.uuid4().hex}")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-        made.append((logger, handler))
-        return logger, handler.stream
-
-    yield _make
-    for logger, handler in made:
-        logger.removeHandler(handler)
 
 
 def _record(**attrs) -> logging.LogRecord:

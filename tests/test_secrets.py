@@ -1,13 +1,8 @@
 """Scrubbing secrets and their identifying parts; log lines that keep them out
 and cannot drive a terminal (apps/secrets.py, apps/logs.py, settings.LOGGING)."""
-import copy
-import io
 import json
-import logging
-import logging.config
 import subprocess
 import sys
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -125,30 +120,6 @@ def test_scrub_is_deep(monkeypatch):
 
 
 # --- log records ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_to():
-    """A logger writing through the formatter and filter settings.LOGGING names; returns it and its output."""
-    made = []
-
-    def _make(fmt: str, name: str | None = None):
-        configurator = logging.config.DictConfigurator(copy.deepcopy(settings.LOGGING))
-        handler = logging.StreamHandler(io.StringIO())
-        handler.setFormatter(configurator.configure_formatter(configurator.config["formatters"][fmt]))
-        for filter_name in settings.LOGGING["handlers"]["stderr"]["filters"]:
-            handler.addFilter(configurator.configure_filter(configurator.config["filters"][filter_name]))
-        logger = logging.getLogger(name or f"tests.secrets.{uuid.uuid4().hex}")
-        logger.addHandler(handler)
-        if name is None:
-            logger.setLevel(logging.DEBUG)
-            logger.propagate = False
-        made.append((logger, handler))
-        return logger, handler.stream
-
-    yield _make
-    for logger, handler in made:
-        logger.removeHandler(handler)
 
 
 def _port_error():
