@@ -195,6 +195,16 @@ def pipeline_run_create(
     launch_check(
         payload=payload, source=source, environment=environment, trace_id=trace_id, idempotency_key=idempotency_key
     )
+    return _run_create(
+        resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
+        trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
+    )
+
+
+def _run_create(
+    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results
+) -> PipelineRun:
+    """pipeline_run_create once its checks have passed."""
     if idempotency_key is not None:
         existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -276,7 +286,8 @@ def pipeline_run_launch(
     # Inside an enclosing transaction the send happens after this returns: only the log can tell.
     outcome = {"nested": transaction.get_connection().in_atomic_block}
     with transaction.atomic():
-        run = pipeline_run_create(
+        # Checked above, before the broker was started: not again.
+        run = _run_create(
             resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
             trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
         )

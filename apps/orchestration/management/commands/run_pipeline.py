@@ -75,11 +75,12 @@ class Command(RunOutputMixin, PipelineCommand):
                 environment=options["environment"],
             )
             key = options["idempotency_key"]
-            services.launch_check(
-                payload=payload, source=options["source"], environment=options["environment"],
-                trace_id=options["trace_id"], idempotency_key=key,
-            )
             if options["dry_run"]:
+                # A launch checks these itself; the dry run checks what a launch would.
+                services.launch_check(
+                    payload=payload, source=options["source"], environment=options["environment"],
+                    trace_id=options["trace_id"], idempotency_key=key,
+                )
                 services.definition_check(resolved=resolved)
                 if options["json"]:
                     self.stdout.write(json.dumps(rendering.dry_run_as_dict(**launch), indent=2))
