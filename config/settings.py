@@ -4,10 +4,14 @@ Every value comes from the environment, read here and nowhere else. The
 defaults need no server: SQLite under ``var/`` and (from the Celery side) an
 embedded broker, so a laptop with only Python can run everything.
 """
+import socket
 from pathlib import Path
 
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 from environs import Env
+
+from apps.hostnames import HOST_NAME_RULE, host_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -243,6 +247,12 @@ CELERY_BEAT_SCHEDULER = "workers.beat:PipelineScheduler"
 # Beat writes a schedule's last tick to its row after every tick (not every few
 # minutes), so the admin and `list_schedules` show it, and its next due time, as they are.
 CELERY_BEAT_SYNC_EVERY = 1
+# The host a worker measures and serves: besides the shared queue it consumes
+# the queue "host.<MONITOR_HOST>", and its `context` nodes report this name.
+# Host names are compared in lower case (as DNS does).
+MONITOR_HOST = host_name(env.str("MONITOR_HOST", "") or socket.gethostname())
+if MONITOR_HOST is None:
+    raise ImproperlyConfigured(f"MONITOR_HOST must be a host name ({HOST_NAME_RULE}; not 'auto' or 'all')")
 # `run_pipeline --wait` asks the workers whether any consumes the run's queue
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)

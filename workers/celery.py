@@ -62,6 +62,20 @@ class PoolCheck(bootsteps.Step):
         super().__init__(worker, **kwargs)
 
 
+class HostQueue(bootsteps.Step):
+    """Adds the queue of the host this worker serves (``host.<MONITOR_HOST>``)
+    to the queues it consumes, whatever -Q chose: a run sent to a host is
+    only taken by workers that measure that host."""
+
+    def __init__(self, worker, **kwargs):
+        from django.conf import settings
+
+        from apps.hostnames import host_queue
+
+        worker.app.amqp.queues.select_add(host_queue(settings.MONITOR_HOST))
+        super().__init__(worker, **kwargs)
+
+
 class _Sweeper:
     """Runs the recovery sweep in a thread of its own, one at a time, so a slow
     database never blocks the worker's event loop."""
@@ -122,6 +136,7 @@ class RecoverySweep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(PoolCheck)
+app.steps["worker"].add(HostQueue)
 app.steps["consumer"].add(RecoverySweep)
 
 
@@ -129,6 +144,18 @@ app.steps["consumer"].add(RecoverySweep)
 def _sweep_at_start(**kwargs):
     """Every worker start looks for runs left behind (lost messages, dead holders)."""
     sweeper.kick("start")
+
+
+@worker_ready.connect
+def _say_what_is_served(sender=None, **kwargs):
+    """One line at start saying which host this worker measures and which queues it consumes."""
+    from django.conf import settings
+
+    queues = ",".join(sorted(app.amqp.queues.consume_from))
+    logger.info(
+        "event=worker.serving host=%s queues=%s", settings.MONITOR_HOST, queues,
+        extra={"event": "worker.serving", "host": settings.MONITOR_HOST, "queues": queues},
+    )
 
 
 # The log context each running execute_run task bound, by task id, for task_postrun to undo.

@@ -61,21 +61,22 @@ def recover_runs() -> int:
 
 
 @shared_task(name=SCHEDULED_TASK, ignore_result=True)
-def run_scheduled(definition: str, due: str | None = None) -> int | None:
-    """One tick of a definition's schedule (sent by beat): launch its run
-    through the launcher. Returns the run id (None when the tick is skipped).
+def run_scheduled(definition: str, due: str | None = None) -> list[int] | None:
+    """One tick of a definition's schedule (sent by beat): launch its runs
+    (one, or one per host) through the launcher. Returns their ids (none
+    when the tick is skipped).
 
     A database that cannot be reached is logged in one line; the next tick
     tries again (a tick is not retried: it would come late and overlap the next).
     """
     try:
-        run = pipeline_run_schedule(definition_name=definition, due=due)
+        runs = pipeline_run_schedule(definition_name=definition, due=due)
     except DatabaseError as exc:
         logger.error(
             "event=schedule.failed definition=%s due=%s error=%s", definition, due, f"{type(exc).__name__}: {exc}"
         )
         return None
-    return run.pk if run is not None else None
+    return [run.pk for run in runs]
 
 
 @shared_task(name=PRUNE_RUNS_TASK, ignore_result=True)

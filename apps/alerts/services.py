@@ -47,6 +47,16 @@ def alert_sample(*, source: str) -> dict:
     return _parser(source).sample()
 
 
+def alert_hosts(*, payload: dict, source: str) -> list[str]:
+    """The hosts the alerts of ``payload`` name, in payload order, each once
+    (empty when none names one). Reads only; raises PayloadError as
+    alert_ingest does for a payload that cannot be read as alerts."""
+    if not isinstance(payload, dict) or not payload:
+        raise PayloadError("No alerts found in payload")
+    name = alert_source_detect(payload=payload) if not source or source in AUTODETECT else source
+    return list(dict.fromkeys(item.host for item in _parser(name).parse(payload) if item.host))
+
+
 def alert_ingest(*, payload: dict, source: str) -> dict:
     """Record the alerts of ``payload`` and group them into an incident.
 

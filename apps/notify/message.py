@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-import socket
+
+from django.conf import settings
 
 from apps.notify.base import Message
 
@@ -65,7 +66,7 @@ def message_build(
         title = f"[{label}] {incident.get('title', '')}"
     else:
         # The measuring host, not this one: a run taken over by another worker keeps its checks.
-        title = f"[{severity.upper()}] {pipeline} on {host or socket.gethostname()}"
+        title = f"[{severity.upper()}] {pipeline} on {host or settings.MONITOR_HOST}"
 
     lines = [
         f"Pipeline: {pipeline} (run {run_info.get('run_id')}, trace {run_info.get('trace_id')}, "

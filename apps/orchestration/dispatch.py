@@ -13,6 +13,8 @@ import logging
 import uuid
 
 import redis
+
+from apps.hostnames import QUEUE_PREFIX, host_queue
 from apps.orchestration import events
 
 logger = logging.getLogger("apps.orchestration.dispatch")
@@ -31,13 +33,17 @@ def _app():
     return app
 
 
-def run_queue() -> str:
-    """The queue runs are sent to."""
-    return _app().conf.task_default_queue
+def run_queue(host: str | None = None) -> str:
+    """The queue of runs for ``host`` (its host queue), or the shared queue
+    every worker consumes when ``host`` is empty."""
+    return host_queue(host) if host else _app().conf.task_default_queue
 
 
-def run_publish(*, run_id: int, definition: str | None = None, trace_id: str | None = None) -> None:
-    """Send run ``run_id``'s wake-up message to the workers.
+def run_publish(
+    *, run_id: int, definition: str | None = None, trace_id: str | None = None, host: str | None = None
+) -> None:
+    """Send run ``run_id``'s wake-up message to the workers: those serving
+    ``host``, or any worker when ``host`` is empty.
 
     ``definition`` (the run's origin: a definition name, a config path or
     "builtin") and ``trace_id`` travel as keyword arguments only so that
@@ -46,7 +52,8 @@ def run_publish(*, run_id: int, definition: str | None = None, trace_id: str | N
     the broker does not take it."""
     labels = {key: value for key, value in (("definition", definition), ("trace_id", trace_id)) if value}
     _app().send_task(
-        EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}"
+        EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}",
+        queue=run_queue(host),
     )
 
 
@@ -62,52 +69,76 @@ def _run_id_of(raw: bytes) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def _on_queue_keys(command: str, *args) -> list | None:
-    """Run one Redis list command on each of the run queue's keys (one per
-    priority), in one round trip; None when the broker cannot be looked into
-    (not Redis, or unreachable)."""
+def _on_queue_keys(queues, command: str, *args) -> list | None:
+    """Run one Redis list command on each key (one per priority) of each of
+    ``queues``, in one round trip; None when the broker cannot be looked
+    into (not Redis, or unreachable)."""
     client = events.broker_client()
     if client is None:
         return None
-    queue = run_queue()
     try:
         with client.pipeline(transaction=False) as pipe:
-            for step in _PRIORITY_STEPS:
-                getattr(pipe, command)(queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}", *args)
+            for queue in queues:
+                for step in _PRIORITY_STEPS:
+                    getattr(pipe, command)(queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}", *args)
             return pipe.execute()
     except redis.RedisError as exc:
-        logger.warning("could not look into the run queue: %s", exc)
+        logger.warning("could not look into the run queues: %s", exc)
         return None
 
 
-def queued_run_ids() -> set[int] | None:
-    """Ids of the runs that have a message waiting in the run queue.
+def queued_run_ids(*, hosts=(None,)) -> set[int] | None:
+    """Ids of the runs that have a message waiting in the queues of
+    ``hosts`` (None or "" stands for the shared queue; by default only it).
 
     Messages a worker has already taken are not counted: a run whose worker
     took its message and died before claiming it needs a new one. None when
     the broker cannot be looked into."""
-    batches = _on_queue_keys("lrange", 0, -1)
+    batches = _on_queue_keys(sorted({run_queue(host) for host in hosts}), "lrange", 0, -1)
     if batches is None:
         return None
     return {run_id for batch in batches for run_id in map(_run_id_of, batch) if run_id is not None}
 
 
-def queue_length() -> int | None:
-    """How many messages wait in the run queue; None when unknown."""
-    lengths = _on_queue_keys("llen")
+def queue_length(*, host: str | None = None) -> int | None:
+    """How many messages wait in the queue of ``host`` (default: the shared
+    queue); None when unknown."""
+    lengths = _on_queue_keys([run_queue(host)], "llen")
     return None if lengths is None else sum(lengths)
 
 
-def live_consumers(*, queue: str | None = None, timeout: float = 2.0) -> list[str] | None:
-    """Names of the live workers consuming ``queue`` (default: the run queue),
-    asked over Celery's remote control; None when the broker cannot be asked."""
-    queue = queue or run_queue()
+def _active_queues(timeout: float) -> dict[str, set[str]] | None:
+    """The queues each live worker consumes, by worker name, asked over
+    Celery's remote control (this takes ``timeout`` seconds: every worker's
+    reply is awaited); None when the broker cannot be asked."""
     try:
         replies = _app().control.inspect(timeout=timeout).active_queues() or {}
     except Exception as exc:  # kombu raises several kinds for an unreachable broker
         logger.warning("could not ask workers for their queues: %s", exc)
         return None
-    return sorted(
-        name for name, queues in replies.items() if any(q.get("name") == queue for q in queues or ())
-    )
+    return {
+        name: {q.get("name") for q in queues or () if isinstance(q, dict)} for name, queues in replies.items()
+    }
+
+
+def live_consumers(*, host: str | None = None, timeout: float = 2.0) -> list[str] | None:
+    """Names of the live workers consuming the queue of ``host`` (default:
+    the shared queue); None when the broker cannot be asked."""
+    queue = run_queue(host)
+    replies = _active_queues(timeout)
+    if replies is None:
+        return None
+    return sorted(name for name, queues in replies.items() if queue in queues)
+
+
+def live_hosts(*, timeout: float = 2.0) -> list[str] | None:
+    """The hosts live workers serve (from their host queues), sorted; None
+    when the broker cannot be asked."""
+    replies = _active_queues(timeout)
+    if replies is None:
+        return None
+    return sorted({
+        queue[len(QUEUE_PREFIX):] for queues in replies.values() for queue in queues
+        if isinstance(queue, str) and queue.startswith(QUEUE_PREFIX)
+    })
 

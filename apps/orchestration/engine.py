@@ -151,10 +151,13 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     ending at the same moment would otherwise all wake the same one (the
     claim lets only as many start as there are free slots)."""
     limit = run.config_snapshot["max_concurrent"]
-    waiting = same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk").values_list("pk", "trace_id")
-    for next_id, next_trace_id in waiting[:limit]:
+    waiting = (
+        same_origin(run).filter(status=PipelineRun.Status.QUEUED).order_by("pk")
+        .values_list("pk", "trace_id", "target_host")
+    )
+    for next_id, next_trace_id, next_host in waiting[:limit]:
         try:
-            dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=next_trace_id)
+            dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=next_trace_id, host=next_host)
         except Exception as exc:  # the broker is away: the recovery sweep sends it later
             logger.warning(
                 "event=run.wake_failed run_id=%s trace_id=%s error=%s", next_id, next_trace_id, type(exc).__name__,

@@ -80,6 +80,15 @@ class PipelineRun(models.Model):
         help_text="For a retry from the failed node: the original run's node_results entries of the nodes "
         "that are reused instead of executed again (copied, so pruning the original changes nothing).",
     )
+    target_host = models.CharField(
+        max_length=100, blank=True, default="", db_index=True,
+        help_text="The host the run measures: only workers serving this host (MONITOR_HOST) take it. "
+        "Empty: any worker, from the shared queue.",
+    )
+    group_id = models.UUIDField(
+        null=True, blank=True, db_index=True,
+        help_text="Shared by the runs one launch made, one per host (--host all, a definition's hosts).",
+    )
     source = models.CharField(max_length=50, default="cli", help_text="Alert source / launcher.")
     environment = models.CharField(max_length=50, default="development")
     payload = models.JSONField(default=dict, blank=True)

@@ -5,7 +5,8 @@ lost message (a broker restarted without its data, an enqueue that failed
 after the commit) or a lost worker (killed with its whole process group, a
 host gone) must not leave a run behind. The sweep re-publishes
 
-- a ``queued`` run with no message waiting for it in the run queue, and
+- a ``queued`` run with no message waiting for it in its queue (its host's
+  queue, or the shared one), and
 - a ``running`` run whose lease ran out (database time),
 
 once each has gone without a message for RUN_RECOVERY_GRACE_SECONDS. It runs
@@ -56,11 +57,12 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         )
         .filter(quiet)
         .order_by("pk")
-        .values("pk", "status", "published_at", "trace_id", "origin")[:BATCH]
+        .values("pk", "status", "published_at", "trace_id", "origin", "target_host")[:BATCH]
     )
     if not candidates:
         return []
-    waiting = dispatch.queued_run_ids()
+    # Each run's message waits in its host's queue, or in the shared one.
+    waiting = dispatch.queued_run_ids(hosts={row["target_host"] for row in candidates})
     recovered = []
     for row in candidates:
         if waiting is not None and row["pk"] in waiting:
@@ -75,7 +77,9 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         if not mine.update(published_at=Now()):
             continue
         try:
-            dispatch.run_publish(run_id=row["pk"], definition=row["origin"], trace_id=row["trace_id"])
+            dispatch.run_publish(
+                run_id=row["pk"], definition=row["origin"], trace_id=row["trace_id"], host=row["target_host"]
+            )
         except Exception as exc:  # kombu raises several kinds for an unreachable broker
             logger.error(
                 "event=run.recover_failed run_id=%s trace_id=%s reason=%s error=%s",

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_describe
-from apps.orchestration.services import ResolvedDefinition, exit_code_for
+from apps.orchestration.services import ResolvedDefinition, Targets, exit_code_for
 from apps.secrets import scrub
 from apps.text import display_width, printable, shorten
 
@@ -37,15 +38,41 @@ def _origin_line(kind: str, origin: str, *, dry_run: bool) -> str:
     )
 
 
-def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, environment: str) -> str:
-    """The dry-run listing: where the definition came from, its nodes, and the payload."""
+def _target_line(target) -> str | None:
+    """The dry run's line on where the run would go (services.target_choice,
+    with ``auto`` already looked up as services.Targets); None for any worker."""
+    if isinstance(target, Targets):
+        found = target.hosts[0]
+        return f"Host: auto → {found}" if found else "Host: auto → the alert names none: any worker"
+    if target == ALL:
+        return "Hosts: all (one run per host a live worker serves)"
+    if isinstance(target, list):
+        return f"Hosts: {', '.join(target)} (one run each)"
+    return f"Host: {target}" if target else None
+
+
+def _target_dict(target) -> dict:
+    if isinstance(target, Targets):
+        return {"host": target.hosts[0] or None, "hosts": None}
+    if target == ALL or isinstance(target, list):
+        return {"host": None, "hosts": target}
+    return {"host": target or None, "hosts": None}
+
+
+def render_dry_run(
+    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target=""
+) -> str:
+    """The dry-run listing: where the definition came from, where the run
+    would go (``target``), its nodes, and the payload."""
     nodes = resolved.config["nodes"]
+    where = _target_line(target)
     lines = [
         "=== DRY RUN ===",
         "",
         _origin_line(resolved.kind, resolved.origin, dry_run=True),
         f"Source: {printable(source)}",
         f"Environment: {printable(environment)}",
+        *([where] if where else []),
         "",
     ]
     if resolved.kind == "builtin":
@@ -70,7 +97,9 @@ def render_dry_run(*, resolved: ResolvedDefinition, payload: dict, source: str, 
     return _shown("\n".join(lines))
 
 
-def dry_run_as_dict(*, resolved: ResolvedDefinition, payload: dict, source: str, environment: str) -> dict:
+def dry_run_as_dict(
+    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target=""
+) -> dict:
     """The dry-run plan as a JSON-serialisable dict (``--dry-run --json``)."""
     config = resolved.config
     return scrub({
@@ -81,6 +110,7 @@ def dry_run_as_dict(*, resolved: ResolvedDefinition, payload: dict, source: str,
         "origin_kind": resolved.kind,
         "source": source,
         "environment": environment,
+        **_target_dict(target),
         "nodes": [
             {
                 "id": node["id"],
@@ -135,6 +165,10 @@ def render_result(run: PipelineRun) -> str:
     ]
     if run.retry_of_id is not None:
         lines.append(f"Retry of: run {run.retry_of_id}")
+    if run.target_host:
+        lines.append(f"Host: {run.target_host}")
+    if run.group_id:
+        lines.append(f"Group: {run.group_id}")
     if run.duration_ms is not None:
         lines.append(f"Duration: {run.duration_ms:.2f}ms")
     if run.error:
@@ -177,6 +211,8 @@ def run_as_dict(run: PipelineRun) -> dict:
         "trigger": run.trigger,
         "retry_of": run.retry_of_id,
         "idempotency_key": run.idempotency_key,
+        "target_host": run.target_host or None,
+        "group_id": str(run.group_id) if run.group_id else None,
         "source": run.source,
         "environment": run.environment,
         "status": run.status,
@@ -255,9 +291,34 @@ def follow_hint(run: PipelineRun) -> str:
     )
 
 
+def queued_as_dict(run: PipelineRun) -> dict:
+    """What a fire-and-forget launch prints with ``--json``."""
+    return {
+        "run_id": run.pk,
+        "trace_id": run.trace_id,
+        "status": run.status,
+        "target_host": run.target_host or None,
+        "group_id": str(run.group_id) if run.group_id else None,
+    }
+
+
 def render_queued(run: PipelineRun) -> str:
     """What a fire-and-forget launch prints."""
-    return f"Run {run.pk} queued (trace id {printable(run.trace_id)}).\n{follow_hint(run)}"
+    host = f" for host {run.target_host}" if run.target_host else ""
+    return f"Run {run.pk} queued{host} (trace id {printable(run.trace_id)}).\n{follow_hint(run)}"
+
+
+def start_hint(host: str) -> str:
+    """How to start a worker serving ``host``, on that host."""
+    return f"Start one on that host with:  MONITOR_HOST={host} celery -A workers worker -l info"
+
+
+def render_unserved(host: str) -> str:
+    """The warning of a launch for a host no live worker serves."""
+    return (
+        f"Warning: no live worker serves host '{host}' right now; its run stays queued until one does.\n"
+        f"{start_hint(host)}"
+    )
 
 
 def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> str:
@@ -267,6 +328,13 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
 
         from apps.orchestration import dispatch
 
+        if run.target_host:
+            return (
+                f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s, "
+                f"and no live worker serves its host '{run.target_host}' (queue '{dispatch.run_queue(run.target_host)}').\n"
+                f"{start_hint(run.target_host)}\n"
+                f"The run stays queued and runs when a worker for that host starts.\n{follow_hint(run)}"
+            )
         return (
             f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s, "
             f"and no live worker consumes its queue '{dispatch.run_queue()}'.\n"

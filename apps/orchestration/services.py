@@ -6,6 +6,7 @@ for bad input, before anything is written.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import uuid
@@ -18,8 +19,9 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps import jsondata
+from apps.hostnames import ALL, AUTO, HOST_NAME_RULE, host_name
 from apps.alerts.parsers.base import PayloadError
-from apps.alerts.services import alert_sample
+from apps.alerts.services import alert_hosts, alert_sample
 from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
@@ -173,6 +175,127 @@ def launch_check(
         raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")
 
 
+def _broker_ready() -> None:
+    """Start the embedded broker when it is the one in use and nobody has;
+    LaunchError (exit 1) when it cannot be used."""
+    from workers.embedded import EmbeddedBrokerError, ensure_broker
+
+    try:
+        ensure_broker()
+    except EmbeddedBrokerError as exc:
+        raise LaunchError(str(exc), exit_code=EXIT_FAILED) from exc
+
+
+@dataclass
+class Targets:
+    """Where a launch's runs go: ``hosts`` names their hosts (an empty
+    string: the shared queue); with ``fan_out`` each gets a run of its own,
+    all sharing a group id. ``note`` says what the launcher decided for the
+    user when it was not told (``auto`` found no host)."""
+
+    hosts: list[str]
+    fan_out: bool = False
+    note: str | None = None
+    live: bool = False  # the hosts are those live workers said they serve
+
+
+def target_choice(*, host: str | None, config: dict) -> str | list[str]:
+    """What a launch targets before anyone is asked: ``host`` (``--host``)
+    when given, else the definition's "host" or "hosts": a host name, "" (the
+    shared queue), AUTO, ALL, or a list of host names. Raises LaunchError
+    (exit 2) for a ``host`` that is none of these."""
+    if host is not None:
+        choice = host.lower() if isinstance(host, str) else host
+        if choice not in (AUTO, ALL) and host_name(choice) is None:
+            shown = printable(str(host)[:80])
+            raise LaunchError(f"--host must be a host name ({HOST_NAME_RULE}), {AUTO} or {ALL}: {shown}")
+        return choice
+    # Read as validate_definition allows; anything else counts as no choice.
+    hosts = config.get("hosts")
+    if hosts == ALL:
+        return ALL
+    if isinstance(hosts, list) and hosts:
+        return [name for name in map(host_name, hosts) if name]
+    choice = config.get("host") or ""
+    return choice if choice == AUTO else host_name(choice) or ""
+
+
+def launch_targets(
+    *, host: str | None, resolved: ResolvedDefinition, payload: dict, source: str, live_timeout: float = 2.0
+) -> Targets:
+    """The hosts the runs of a launch target: ``host`` (``--host``) when
+    given, else the definition's "host" or "hosts", else the shared queue.
+
+    A host name targets that host; ``auto`` the host the payload's first
+    alert names (read as the definition's ingest node would read it), or the
+    shared queue when it names none; ``all`` (or a definition's "hosts": "all")
+    one run for each host a live worker serves, asked over the broker (this
+    takes ``live_timeout`` seconds); a definition's list of hosts one run for
+    each. Raises LaunchError: exit 2 for an invalid definition or a value
+    that is not a host name, exit 3 when ``all`` finds no live worker host,
+    exit 1 when the broker cannot be asked."""
+    definition_check(resolved=resolved)
+    config = resolved.config
+    choice = target_choice(host=host, config=config)
+    if isinstance(choice, list):
+        return Targets(hosts=choice, fan_out=True)
+    if choice == ALL:
+        _broker_ready()
+        from apps.orchestration import dispatch
+
+        hosts = dispatch.live_hosts(timeout=live_timeout)
+        if hosts is None:
+            raise LaunchError("Cannot ask the workers which hosts they serve: the broker did not answer", EXIT_FAILED)
+        if not hosts:
+            raise LaunchError(
+                "No live worker serves a host, so there is no host to run on (--host all).\n"
+                "Start one on each host with:  MONITOR_HOST=<host> celery -A workers worker -l info",
+                EXIT_WAIT_GAVE_UP,
+            )
+        return Targets(hosts=hosts, fan_out=True, live=True)
+    if choice == AUTO:
+        return alert_target(config=config, payload=payload, source=source)
+    return Targets(hosts=[choice])
+
+
+def alert_target(*, config: dict, payload: dict, source: str) -> Targets:
+    """The target of ``auto``: the host of the payload's first alert that names one."""
+    ingest = next((n for n in engine.node_path(config.get("nodes") or []) if n.get("type") == "ingest"), None)
+    source = ((ingest or {}).get("config") or {}).get("source") or source
+    try:
+        named = alert_hosts(payload=payload, source=source)
+    except PayloadError:
+        named = []
+    if not named:
+        return Targets(hosts=[""], note="The alert names no host: the run goes to the shared queue.")
+    host = host_name(named[0])
+    if host is None:
+        return Targets(
+            hosts=[""],
+            note=f"The alert's host is not a host name ({printable(named[0][:80])}): the run goes to the shared queue.",
+        )
+    return Targets(hosts=[host])
+
+
+def pipeline_runs_launch(*, targets: Targets, **launch) -> list[PipelineRun]:
+    """Launch the runs ``targets`` (from launch_targets, which checked the
+    definition) stand for, as pipeline_run_launch does (``launch`` holds its
+    other arguments): one run, or with ``fan_out`` one per host sharing a
+    new group id. Raises as pipeline_run_launch does, and LaunchError for
+    an idempotency key given to several runs; runs launched before a
+    failure stay launched."""
+    launch_check(
+        payload=launch["payload"], source=launch.get("source", "cli"),
+        environment=launch.get("environment", "development"), trace_id=launch.get("trace_id"),
+        idempotency_key=launch.get("idempotency_key"),
+    )
+    if targets.fan_out and launch.get("idempotency_key") is not None:
+        raise LaunchError("--idempotency-key names one run: it cannot be used with --host all or a definition's hosts")
+    _broker_ready()
+    group_id = uuid.uuid4() if targets.fan_out else None
+    return [_launch_checked(target_host=host, group_id=group_id, **launch) for host in targets.hosts]
+
+
 def pipeline_run_create(
     *,
     resolved: ResolvedDefinition,
@@ -184,10 +307,13 @@ def pipeline_run_create(
     idempotency_key: str | None = None,
     retry_of: PipelineRun | None = None,
     reused_results: dict | None = None,
+    target_host: str = "",
+    group_id: uuid.UUID | None = None,
 ) -> PipelineRun:
     """Validate ``resolved`` and the launch values, then store a queued run
     holding a snapshot of the definition and the payload (and, for a retry,
-    the run it retries and the node results it reuses).
+    the run it retries and the node results it reuses; for a targeted run,
+    its host and the group of runs launched with it).
 
     Raises RunExists (creating nothing) when a run has ``idempotency_key``
     already, even when another launch stores it at the same moment."""
@@ -195,14 +321,22 @@ def pipeline_run_create(
     launch_check(
         payload=payload, source=source, environment=environment, trace_id=trace_id, idempotency_key=idempotency_key
     )
+    _target_check(target_host)
     return _run_create(
         resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
         trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
+        target_host=target_host, group_id=group_id,
     )
 
 
+def _target_check(target_host: str) -> None:
+    if target_host and host_name(target_host) != target_host:
+        raise LaunchError(f"--host must be a host name ({HOST_NAME_RULE}), {AUTO} or {ALL}")
+
+
 def _run_create(
-    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results
+    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results,
+    target_host, group_id,
 ) -> PipelineRun:
     """pipeline_run_create once its checks have passed."""
     if idempotency_key is not None:
@@ -214,7 +348,7 @@ def _run_create(
             return _run_store(
                 resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
                 trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of,
-                reused_results=reused_results or {},
+                reused_results=reused_results or {}, target_host=target_host, group_id=group_id,
             )
     except IntegrityError:
         existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
@@ -224,10 +358,13 @@ def _run_create(
 
 
 def _run_store(
-    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results
+    *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results,
+    target_host, group_id,
 ) -> PipelineRun:
     return PipelineRun.objects.create(
         trace_id=trace_id or str(uuid.uuid4()),
+        target_host=target_host,
+        group_id=group_id,
         trigger=trigger,
         idempotency_key=idempotency_key,
         retry_of=retry_of,
@@ -261,8 +398,11 @@ def pipeline_run_launch(
     idempotency_key: str | None = None,
     retry_of: PipelineRun | None = None,
     reused_results: dict | None = None,
+    target_host: str = "",
+    group_id: uuid.UUID | None = None,
 ) -> PipelineRun:
-    """Validate, store the run as queued, and enqueue it for a worker once committed.
+    """Validate, store the run as queued, and enqueue it for a worker once
+    committed: for the workers serving ``target_host``, or any worker.
 
     Raises RunExists when a run has ``idempotency_key`` already (nothing is
     stored or sent), LaunchError for an invalid definition (nothing stored) and, with
@@ -276,20 +416,27 @@ def pipeline_run_launch(
     launch_check(
         payload=payload, source=source, environment=environment, trace_id=trace_id, idempotency_key=idempotency_key
     )
-    from workers.embedded import EmbeddedBrokerError, ensure_broker
+    _target_check(target_host)
+    _broker_ready()
+    return _launch_checked(
+        resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
+        trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
+        target_host=target_host, group_id=group_id,
+    )
 
-    try:
-        ensure_broker()
-    except EmbeddedBrokerError as exc:
-        raise LaunchError(str(exc), exit_code=EXIT_FAILED) from exc
 
+def _launch_checked(
+    *, resolved, payload, source="cli", environment="development", trace_id=None, trigger=PipelineRun.Trigger.CLI,
+    idempotency_key=None, retry_of=None, reused_results=None, target_host="", group_id=None,
+) -> PipelineRun:
+    """pipeline_run_launch once its checks have passed and the broker is ready."""
     # Inside an enclosing transaction the send happens after this returns: only the log can tell.
     outcome = {"nested": transaction.get_connection().in_atomic_block}
     with transaction.atomic():
-        # Checked above, before the broker was started: not again.
         run = _run_create(
             resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
             trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
+            target_host=target_host, group_id=group_id,
         )
         transaction.on_commit(functools.partial(_enqueue, run, outcome))
     if "error" in outcome and not outcome["nested"]:
@@ -303,7 +450,7 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
     """Send the run's message; a refusal is noted in ``outcome``, and logged
     when the launcher has already returned."""
     try:
-        dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id)
+        dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host)
     except Exception as exc:  # kombu raises several kinds for an unreachable broker
         outcome["error"] = f"{type(exc).__name__}: {exc}"
         if outcome["nested"]:
@@ -339,7 +486,7 @@ def retry_launch(*, run_id: int, from_failed: bool = False) -> dict:
     )
     return dict(
         resolved=resolved, payload=original.payload, source=original.source, environment=original.environment,
-        trigger=PipelineRun.Trigger.RETRY, retry_of=original, reused_results=reused,
+        trigger=PipelineRun.Trigger.RETRY, retry_of=original, reused_results=reused, target_host=original.target_host,
     )
 
 
@@ -369,16 +516,18 @@ def pipeline_run_retry(*, run_id: int, from_failed: bool = False) -> PipelineRun
     return pipeline_run_launch(**retry_launch(run_id=run_id, from_failed=from_failed))
 
 
-def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> PipelineRun | None:
-    """Launch the scheduled run of the definition ``definition_name`` for the
-    tick due at ``due`` (an ISO time; it makes the run's idempotency key, so
-    a tick delivered twice launches once).
+def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> list[PipelineRun]:
+    """Launch the scheduled runs of the definition ``definition_name`` for
+    the tick due at ``due`` (an ISO time; it makes the runs' idempotency
+    keys, so a tick delivered twice launches once): one run, or one per host
+    of the definition's "hosts" sharing a group id.
 
-    Returns the run, the run an earlier delivery of this tick made, or None
-    when the tick is skipped because the schedule's overlap policy is "skip"
-    and a scheduled run of the definition is still queued or running. A
-    definition that was deleted, made inactive or no longer validates gives
-    a failed run saying why (a deleted one also has its schedule disabled).
+    Returns the runs, the runs an earlier delivery of this tick made, or an
+    empty list when the tick is skipped because the schedule's overlap
+    policy is "skip" and a scheduled run of the definition is still queued
+    or running. A definition that was deleted, made inactive or no longer
+    validates, or whose "hosts": "all" finds no live worker host, gives a
+    failed run saying why (a deleted one also has its schedule disabled).
     """
     key = f"schedule:{definition_name}:{due}" if due else None
     with transaction.atomic():
@@ -390,46 +539,76 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> Pi
                 "event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, earlier.pk,
                 extra={"run_id": earlier.pk, "trace_id": earlier.trace_id},
             )
-            return earlier
+            return [earlier]
         if definition is None:
             from apps.orchestration.schedules import schedule_disable
 
             schedule_disable(definition_name=definition_name)
-            return _schedule_failed(definition_name, None, key, "it no longer exists; its schedule is disabled")
+            return [_schedule_failed(definition_name, None, key, "it no longer exists; its schedule is disabled")]
         if not definition.is_active:
-            return _schedule_failed(definition_name, definition, key, "it is inactive")
+            return [_schedule_failed(definition_name, definition, key, "it is inactive")]
         messages = validate_definition(definition.config)
         if messages:
-            return _schedule_failed(definition_name, definition, key, "it is invalid: " + "; ".join(messages))
+            return [_schedule_failed(definition_name, definition, key, "it is invalid: " + "; ".join(messages))]
         schedule = definition.config.get("schedule") or {}
-        if schedule.get("overlap", "skip") == "skip":
-            active = PipelineRun.objects.filter(
-                definition=definition, trigger=PipelineRun.Trigger.SCHEDULE, status__in=PipelineRun.ACTIVE
-            ).first()
-            if active is not None:
-                logger.info(
-                    "event=schedule.skipped definition=%s due=%s reason=overlap run_id=%s status=%s",
-                    definition_name, due, active.pk, active.status,
-                    extra={"run_id": active.pk, "trace_id": active.trace_id},
-                )
-                return None
         resolved = ResolvedDefinition(definition.config, "definition", definition.name, definition)
+        payload = schedule.get("payload") or {}
         try:
-            run = pipeline_run_launch(
-                resolved=resolved, payload=schedule.get("payload") or {}, source="auto",
-                trigger=PipelineRun.Trigger.SCHEDULE, idempotency_key=key,
-            )
-        except RunExists as exc:
+            targets = launch_targets(host=None, resolved=resolved, payload=payload, source="auto")
+        except LaunchError as exc:
+            return [_schedule_failed(definition_name, definition, key, str(exc).split("\n")[0])]
+        if schedule.get("overlap", "skip") == "skip":
+            # Per host: a run waiting for a host whose worker is down holds back only that host's ticks.
+            active = {
+                run.target_host: run for run in PipelineRun.objects.filter(
+                    definition=definition, trigger=PipelineRun.Trigger.SCHEDULE, status__in=PipelineRun.ACTIVE
+                ).only("pk", "status", "target_host", "trace_id")
+            }
+            for host in [host for host in targets.hosts if host in active]:
+                run = active[host]
+                logger.info(
+                    "event=schedule.skipped definition=%s due=%s reason=overlap run_id=%s status=%s host=%s",
+                    definition_name, due, run.pk, run.status, host or "-",
+                    extra={"run_id": run.pk, "trace_id": run.trace_id},
+                )
+            targets.hosts = [host for host in targets.hosts if host not in active]
+            if not targets.hosts:
+                return []
+        try:
+            launch_check(payload=payload, source="auto", environment="development", trace_id=None)
+            _broker_ready()
+        except LaunchError as exc:
+            return [_schedule_failed(definition_name, definition, key, str(exc))]
+        group_id = uuid.uuid4() if targets.fan_out else None
+        runs = []
+        for host in targets.hosts:
+            # Each host's run of a tick has a key of its own.
+            run_key = _host_key(key, host) if key and targets.fan_out else key
+            try:
+                run = _launch_checked(
+                    resolved=resolved, payload=payload, source="auto", trigger=PipelineRun.Trigger.SCHEDULE,
+                    idempotency_key=run_key, target_host=host, group_id=group_id,
+                )
+            except RunExists as exc:
+                logger.info(
+                    "event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, exc.run.pk,
+                    extra={"run_id": exc.run.pk, "trace_id": exc.run.trace_id},
+                )
+                runs.append(exc.run)
+                continue
             logger.info(
-                "event=schedule.duplicate definition=%s due=%s run_id=%s", definition_name, due, exc.run.pk,
-                extra={"run_id": exc.run.pk, "trace_id": exc.run.trace_id},
+                "event=schedule.launched definition=%s due=%s run_id=%s trace_id=%s host=%s",
+                definition_name, due, run.pk, run.trace_id, host or "-",
+                extra={"run_id": run.pk, "trace_id": run.trace_id},
             )
-            return exc.run
-    logger.info(
-        "event=schedule.launched definition=%s due=%s run_id=%s trace_id=%s", definition_name, due, run.pk, run.trace_id,
-        extra={"run_id": run.pk, "trace_id": run.trace_id},
-    )
-    return run
+            runs.append(run)
+    return runs
+
+
+def _host_key(key: str, host: str) -> str:
+    """``key`` made host ``host``'s own, within the 200 characters a key may hold."""
+    keyed = f"{key}@{host}"
+    return keyed if len(keyed) <= 200 else f"{key[:150]}@{hashlib.sha256(keyed.encode()).hexdigest()[:40]}"
 
 
 def _schedule_failed(name: str, definition: PipelineDefinition | None, key: str | None, why: str) -> PipelineRun:
@@ -533,6 +712,17 @@ def exit_code_for(run: PipelineRun) -> int:
         PipelineRun.Status.FAILED: EXIT_FAILED,
         PipelineRun.Status.CANCELLED: EXIT_CANCELLED,
     }.get(run.status, EXIT_WAIT_GAVE_UP)
+
+
+# The exit code of a group of runs is its worst member's, worst first.
+_WORST_FIRST = (EXIT_FAILED, EXIT_WAIT_GAVE_UP, EXIT_CANCELLED, EXIT_OK)
+
+
+def exit_code_worst(codes) -> int:
+    """The exit code a group of runs with these codes stands for: failed
+    over gave up over cancelled over completed."""
+    present = set(codes)
+    return next((code for code in _WORST_FIRST if code in present), EXIT_OK)
 
 
 @dataclass

@@ -7,13 +7,18 @@ worker's environment (webhook URLs, API keys) are checked when the node runs.
 from __future__ import annotations
 
 from apps import jsondata
+from apps.hostnames import ALL, AUTO, HOST_NAME_RULE, host_name
 from apps.options import is_positive_number
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_messages
 from apps.text import printable
 
 SUPPORTED_VERSIONS = ("1.0",)
-TOP_LEVEL_FIELDS = {"version", "description", "tags", "defaults", "nodes", "schedule", "max_concurrent"}
+TOP_LEVEL_FIELDS = {
+    "version", "description", "tags", "defaults", "nodes", "schedule", "max_concurrent", "host", "hosts",
+}
+# A definition's "hosts" list: one run per host at every launch.
+HOSTS_MAX = 100
 # Node ids are stored with each stage and shown in logs and displays.
 NODE_ID_MAX = 100
 
@@ -43,6 +48,32 @@ def _validate_defaults(defaults) -> list[str]:
     return messages
 
 
+def _validate_hosts(config: dict) -> list[str]:
+    """The optional "host" (a host name, or "auto": the alert's host) and
+    "hosts" (a list of host names, or "all": every live worker host)."""
+    messages = []
+    if "host" in config and "hosts" in config:
+        messages.append("Cannot give both 'host' and 'hosts'")
+    if "host" in config:
+        host = config["host"]
+        if host != AUTO and host_name(host) is None:
+            messages.append(f"'host' must be a host name ({HOST_NAME_RULE}) or \"{AUTO}\"")
+    if "hosts" in config:
+        hosts = config["hosts"]
+        if hosts == ALL:
+            pass
+        elif not isinstance(hosts, list) or not hosts or len(hosts) > HOSTS_MAX:
+            messages.append(f"'hosts' must be \"{ALL}\" or a list of 1 to {HOSTS_MAX} host names")
+        else:
+            names = [host_name(host) for host in hosts]
+            bad = [printable(str(host)) for host, name in zip(hosts, names) if name is None]
+            if bad:
+                messages.append(f"'hosts' holds what is not a host name ({HOST_NAME_RULE}): {', '.join(bad[:5])}")
+            elif len(set(names)) != len(names):
+                messages.append("'hosts' names a host more than once")
+    return messages
+
+
 def validate_definition(config) -> list[str]:
     """Return every problem found in ``config`` (empty when it is valid)."""
     if not isinstance(config, dict):
@@ -62,6 +93,7 @@ def validate_definition(config) -> list[str]:
     limit = config.get("max_concurrent")
     if "max_concurrent" in config and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         messages.append("max_concurrent must be a whole number of 1 or more")
+    messages += _validate_hosts(config)
     for key in sorted(set(config) - TOP_LEVEL_FIELDS):
         messages.append(f"Unknown top-level field: {key}")
 

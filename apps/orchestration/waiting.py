@@ -89,7 +89,7 @@ def pipeline_run_wait(
                 pickup_deadline = None
             elif pickup_deadline is not None and now >= pickup_deadline:
                 pickup_deadline = None
-                workers = dispatch.live_consumers()
+                workers = dispatch.live_consumers(host=run.target_host)
                 run, queries = _read(run_id), queries + 1
                 if run.status == PipelineRun.Status.QUEUED:
                     if not workers:
@@ -191,12 +191,12 @@ def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
                 f"run{'s' if limit != 1 else ''} at a time (max_concurrent) and {running} are running."
             )
     live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} consume{'' if len(workers) != 1 else 's'} its queue"
-    waiting = dispatch.queued_run_ids()
+    waiting = dispatch.queued_run_ids(hosts=[run.target_host])
     if waiting is not None and run.pk not in waiting:
         return (
             f"Run {run.pk} is still queued and has no message in the queue ({live}); "
             "the recovery sweep sends it again."
         )
-    count = dispatch.queue_length()
+    count = dispatch.queue_length(host=run.target_host)
     queue = f" with {count} message(s) in the queue" if count else ""
     return f"Run {run.pk} is still queued{queue}; {live}, waiting for a free one."

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
+
+from django.conf import settings
 
 from apps.notify.base import Delivery, Driver, Message, drivers
 from apps.notify.drivers.common import (
@@ -50,7 +51,7 @@ def event_source(message: Message, config: dict) -> str:
             return str(alert["host"])
     # Not this host when the checks were measured elsewhere: a worker that takes
     # a run over keeps its checks, and the dedup key must not change with it.
-    return str(data.get("host") or socket.gethostname())
+    return str(data.get("host") or settings.MONITOR_HOST)
 
 
 def dedup_key(message: Message, source: str) -> str:

@@ -1,9 +1,10 @@
 """Printing runs from management commands: the display, JSON, and exit codes."""
 import json
+import time
 
 from django.core.management.base import CommandError
 
-from apps.orchestration import rendering, services, waiting
+from apps.orchestration import dispatch, rendering, services, waiting
 from apps.secrets import scrub
 from apps.text import printable
 
@@ -13,9 +14,25 @@ class RunOutputMixin:
 
     def show_queued(self, run, *, as_json: bool) -> None:
         if as_json:
-            self.stdout.write(json.dumps({"run_id": run.pk, "trace_id": run.trace_id, "status": run.status}))
+            self.stdout.write(json.dumps(rendering.queued_as_dict(run)))
         else:
             self.stdout.write(rendering.render_queued(run))
+
+    def show_queued_group(self, runs, *, as_json: bool) -> None:
+        """The runs one launch made, one per host."""
+        if as_json:
+            self.stdout.write(json.dumps([rendering.queued_as_dict(run) for run in runs], indent=2))
+        else:
+            self.stdout.write("\n\n".join(rendering.render_queued(run) for run in runs))
+
+    def warn_unserved(self, runs) -> None:
+        """A warning line for each host of ``runs`` that no live worker serves
+        right now (asking the workers takes about a second)."""
+        hosts = sorted({run.target_host for run in runs if run.target_host})
+        live = dispatch.live_hosts(timeout=1.0) if hosts else None
+        for host in hosts if live is not None else ():
+            if host not in live:
+                self.stderr.write(rendering.render_unserved(host))
 
     def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Show the run a launch found under its idempotency key (nothing new was launched)."""
@@ -29,16 +46,17 @@ class RunOutputMixin:
             return self.show(run, as_json=as_json)
         self.show_queued(run, as_json=as_json)
 
+    def _wait(self, run_id: int, *, timeout: float | None, follow: bool = False) -> waiting.WaitOutcome:
+        progress = waiting.RunProgress(self.stderr.write) if follow else None
+        try:
+            return waiting.pipeline_run_wait(run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress)
+        except KeyboardInterrupt:
+            raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
+
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract.
         With ``follow``, a line on stderr as each node starts and ends."""
-        progress = waiting.RunProgress(self.stderr.write) if follow else None
-        try:
-            outcome = waiting.pipeline_run_wait(
-                run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
-            )
-        except KeyboardInterrupt:
-            raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
+        outcome = self._wait(run_id, timeout=timeout, follow=follow)
         if outcome.reason == "finished":
             return self.show(outcome.run, as_json=as_json)
         if as_json:
@@ -62,3 +80,33 @@ class RunOutputMixin:
             raise CommandError(f"Pipeline cancelled: {printable(scrub(run.error or 'cancelled'))}", returncode=code)
         if code != services.EXIT_OK:
             raise CommandError(f"Pipeline failed: {printable(scrub(run.error))}", returncode=code)
+
+    def wait_and_show_group(self, runs, *, timeout: float | None, as_json: bool) -> None:
+        """Wait for each of the runs one launch made (``timeout`` bounds the
+        whole wait), show each in turn (``as_json``: a JSON array of them),
+        and leave with the group's worst exit code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shown, codes, troubles = [], [], []
+        for run in runs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            outcome = self._wait(run.pk, timeout=left)
+            run = outcome.run
+            shown.append(run)
+            if outcome.reason == "finished":
+                code = services.exit_code_for(run)
+                if not as_json:
+                    self.stdout.write(rendering.render_result(run) + "\n")
+                if code != services.EXIT_OK:
+                    troubles.append(f"run {run.pk} ({run.target_host or 'shared queue'}) {run.status}")
+            else:
+                code = services.EXIT_WAIT_GAVE_UP
+                self.stderr.write(rendering.render_gave_up(run, reason=outcome.reason, timeout=timeout))
+                troubles.append(f"run {run.pk} ({run.target_host or 'shared queue'}) still {run.status}")
+            codes.append(code)
+        if as_json:
+            self.stdout.write(json.dumps([rendering.run_as_dict(run) for run in shown], indent=2))
+        worst = services.exit_code_worst(codes)
+        if worst != services.EXIT_OK:
+            raise CommandError(
+                f"{len(troubles)} of {len(shown)} runs did not complete: {'; '.join(troubles)}", returncode=worst
+            )

@@ -1,5 +1,5 @@
 """`context` nodes: gather the state of this host through the registered checkers."""
-import socket
+from django.conf import settings
 
 from apps.checkers.services import checks_run, checks_validate
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
@@ -32,7 +32,7 @@ class ContextNode(NodeType):
         for result in results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1
         return {
-            "host": socket.gethostname(),
+            "host": settings.MONITOR_HOST,
             "checks_run": len(results),
             "status_counts": counts,
             "checks": {result["name"]: result for result in results},

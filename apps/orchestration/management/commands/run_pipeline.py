@@ -4,6 +4,7 @@ import json
 
 from django.core.management.base import CommandError
 
+from apps.hostnames import AUTO
 from apps.orchestration import rendering, services
 from apps.orchestration.management.base import PipelineCommand, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
@@ -36,6 +37,12 @@ class Command(RunOutputMixin, PipelineCommand):
         parser.add_argument(
             "--idempotency-key",
             help="Launch at most one run with this key: when a run has it already, show (or wait for) that one.",
+        )
+        parser.add_argument(
+            "--host",
+            help="Run on the workers serving this host (their MONITOR_HOST); 'auto': the host the alert names "
+            "(else any worker); 'all': one run per host a live worker serves. Default: the definition's "
+            "host or hosts, else any worker.",
         )
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
         parser.add_argument("--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON.")
@@ -82,17 +89,29 @@ class Command(RunOutputMixin, PipelineCommand):
                     trace_id=options["trace_id"], idempotency_key=key,
                 )
                 services.definition_check(resolved=resolved)
+                choice = services.target_choice(host=options["host"], config=resolved.config)
+                if choice == AUTO:
+                    choice = services.alert_target(config=resolved.config, payload=payload, source=options["source"])
                 if options["json"]:
-                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**launch), indent=2))
+                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**launch, target=choice), indent=2))
                 else:
-                    self.stdout.write(rendering.render_dry_run(**launch))
+                    self.stdout.write(rendering.render_dry_run(**launch, target=choice))
                 return
             launch.update(trace_id=options["trace_id"], idempotency_key=key)
             if options["inline"]:
+                if options["host"] is not None:
+                    raise LaunchError("Cannot specify --inline with a target host (an inline run measures this host)")
                 run = services.pipeline_run_create(**launch)
                 run = services.pipeline_run_execute(run_id=run.pk)
                 return self.show(run, as_json=options["json"])
-            run = services.pipeline_run_launch(**launch)
+            targets = services.launch_targets(
+                host=options["host"], resolved=resolved, payload=payload, source=options["source"]
+            )
+            if targets.note:
+                self.stderr.write(targets.note)
+            if targets.fan_out and options["follow"]:
+                raise LaunchError("--follow follows one run; with several hosts use --wait")
+            runs = services.pipeline_runs_launch(targets=targets, **launch)
         except services.RunExists as exc:
             return self.show_existing(
                 exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
@@ -101,5 +120,11 @@ class Command(RunOutputMixin, PipelineCommand):
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
 
         if not options["wait"]:
-            return self.show_queued(run, as_json=options["json"])
-        self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
+            if not targets.live:
+                self.warn_unserved(runs)
+            if targets.fan_out:
+                return self.show_queued_group(runs, as_json=options["json"])
+            return self.show_queued(runs[0], as_json=options["json"])
+        if targets.fan_out:
+            return self.wait_and_show_group(runs, timeout=options["timeout"], as_json=options["json"])
+        self.wait_and_show(runs[0].pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
