@@ -143,9 +143,9 @@ class RunChangeList(ChangeList):
 
 @admin.register(PipelineRun)
 class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "origin_shown", "trigger", "status", "created_at", "duration", "short_error")
+    list_display = ("id", "origin_shown", "target_host", "trigger", "status", "created_at", "duration", "short_error")
     list_display_links = ("id",)
-    list_filter = ("status", "definition_name", "trigger", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", "definition_name", "target_host", "trigger", ("created_at", admin.DateFieldListFilter))
     search_fields = ("trace_id",)
     search_help_text = "A run id, or a trace id (or its beginning)."
     ordering = ("-created_at", "-id")
@@ -153,7 +153,13 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ("cancel_runs", "retry_runs", "retry_runs_from_failed")
     inlines = (StageExecutionInline,)
     fieldsets = (
-        (None, {"fields": ("id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id")}),
+        (
+            None,
+            {"fields": (
+                "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id", "target_host",
+                "group_id",
+            )},
+        ),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "current_node")}),
         ("Outcome", {"fields": ("error_shown", "result_shown")}),
         ("Input", {"fields": ("source", "environment", "payload_shown", "config_snapshot_shown")}),
@@ -169,7 +175,7 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     )
     readonly_fields = (
-        "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id",
+        "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id", "target_host", "group_id",
         "created_at", "started_at", "finished_at", "duration", "current_node",
         "error_shown", "result_shown", "source", "environment", "payload_shown", "config_snapshot_shown",
         "claimed_by", "heartbeat_at", "lease_expires_at", "published_at", "cancel_requested_at", "idempotency_key",

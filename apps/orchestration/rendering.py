@@ -416,6 +416,7 @@ def render_runs_table(rows: list[dict]) -> str:
         [
             str(row["id"]),
             _listed_origin(row),
+            row["target_host"] or "-",
             row["trigger"],
             row["status"],
             _local(row["created_at"]),
@@ -424,7 +425,7 @@ def render_runs_table(rows: list[dict]) -> str:
         ]
         for row in rows
     ]
-    headers = ["ID", "DEFINITION", "TRIGGER", "STATUS", _zone_header("CREATED"), "DURATION", "ERROR"]
+    headers = ["ID", "DEFINITION", "HOST", "TRIGGER", "STATUS", _zone_header("CREATED"), "DURATION", "ERROR"]
     return render_table(headers, body, right=(0,))
 
 
@@ -437,6 +438,8 @@ def run_listing_dict(row: dict) -> dict:
         "config": row["origin"] if row["origin_kind"] == "config" else None,
         "origin": row["origin"],
         "origin_kind": row["origin_kind"],
+        "target_host": row["target_host"] or None,
+        "group_id": str(row["group_id"]) if row["group_id"] else None,
         "trigger": row["trigger"],
         "idempotency_key": row["idempotency_key"],
         "status": row["status"],

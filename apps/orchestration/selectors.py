@@ -25,6 +25,8 @@ RUN_LIST_FIELDS = (
     "definition_name",
     "origin",
     "origin_kind",
+    "target_host",
+    "group_id",
     "trigger",
     "idempotency_key",
     "status",
@@ -52,11 +54,13 @@ def pipeline_runs_list(
     status: str | None = None,
     trigger: str | None = None,
     since: datetime | None = None,
+    host: str | None = None,
     limit: int = 20,
 ) -> list[dict]:
     """The newest runs first (by creation, then id), at most ``limit`` of them,
     as dicts of RUN_LIST_FIELDS: runs of the definition named ``definition``,
-    with ``status``, launched by ``trigger``, created at or after ``since``.
+    with ``status``, launched by ``trigger``, created at or after ``since``,
+    targeting ``host``.
 
     Raises ValueError when ``limit`` is not from 1 to RUN_LIST_MAX.
     """
@@ -71,6 +75,8 @@ def pipeline_runs_list(
         runs = runs.filter(trigger=trigger)
     if since is not None:
         runs = runs.filter(created_at__gte=since)
+    if host is not None:
+        runs = runs.filter(target_host=host)
     return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
 
 

@@ -124,6 +124,8 @@ def test_json_has_every_field_of_the_run(tmp_path):
         "config": None,
         "origin": "tiny",
         "origin_kind": "definition",
+        "target_host": None,
+        "group_id": None,
         "trigger": "cli",
         "idempotency_key": "k-1",
         "status": "completed",
@@ -135,6 +137,17 @@ def test_json_has_every_field_of_the_run(tmp_path):
     }
     assert by_config["definition"] is None and by_config["config"] == by_config["origin"] == str(config)
     assert by_config["origin_kind"] == "config" and by_config["trigger"] == "cli"
+
+
+def test_host_lists_only_the_runs_targeting_that_host():
+    web = make_run(name="health-check")
+    make_run(name="health-check")
+    PipelineRun.objects.filter(pk=web.pk).update(target_host="web-01")
+    assert [row["run_id"] for row in listed("--host", "WEB-01")] == [web.pk]
+    assert listed("--host", "db-01") == []
+    refused = cli("list_runs", "--host", "no such host")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("CommandError: --host must be a host name")
 
 
 def test_the_query_reads_only_listed_columns_and_is_bounded():
@@ -155,18 +168,21 @@ def test_the_table_is_aligned_in_columns():
     make_run(name="health-check", duration_ms=231.4)
     make_run(name="x", status="failed", error="Node 'metrics' failed: disk full", duration_ms=65_000)
     make_run(kind="config", origin="/srv/pipelines/ｗｉｄｅ-名前.json", trigger="schedule", duration_ms=12_345)
-    make_run(kind="builtin", origin="builtin", name="builtin", status="running")
+    builtin = make_run(kind="builtin", origin="builtin", name="builtin", status="running")
+    PipelineRun.objects.filter(pk=builtin.pk).update(target_host="web-01")
     result = cli("list_runs")
     assert result.exit_code == 0, result.stderr
     header, *lines = result.stdout.rstrip("\n").split("\n")
-    assert header.split() == ["ID", "DEFINITION", "TRIGGER", "STATUS", "CREATED", "(UTC)", "DURATION", "ERROR"]
-    columns = ("DEFINITION", "TRIGGER", "STATUS", "CREATED", "DURATION", "ERROR")
+    assert header.split() == [
+        "ID", "DEFINITION", "HOST", "TRIGGER", "STATUS", "CREATED", "(UTC)", "DURATION", "ERROR"
+    ]
+    columns = ("DEFINITION", "HOST", "TRIGGER", "STATUS", "CREATED", "DURATION", "ERROR")
     starts = [header.index(name) for name in columns]
     expected = [  # newest first; None: not compared
-        ["built-in", "cli", "running", None, "-", None],
-        ["/srv/pipelines/ｗｉｄｅ-名前.json", "schedule", "completed", None, "12.3s", None],
-        ["x", "cli", "failed", None, "1m05s", "Node 'metrics' failed: disk full"],
-        ["health-check", "cli", "completed", None, "231ms", None],
+        ["built-in", "web-01", "cli", "running", None, "-", None],
+        ["/srv/pipelines/ｗｉｄｅ-名前.json", "-", "schedule", "completed", None, "12.3s", None],
+        ["x", "-", "cli", "failed", None, "1m05s", "Node 'metrics' failed: disk full"],
+        ["health-check", "-", "cli", "completed", None, "231ms", None],
     ]
     assert len(lines) == len(expected)
     for line, cells in zip(lines, expected):

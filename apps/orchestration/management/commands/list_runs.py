@@ -4,6 +4,7 @@ import json
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from apps.hostnames import HOST_NAME_RULE, host_name
 from apps.orchestration import rendering, services
 from apps.orchestration.management.base import PipelineCommand, duration_option
 from apps.orchestration.models import PipelineRun
@@ -18,6 +19,7 @@ class Command(PipelineCommand):
         parser.add_argument("--status", choices=PipelineRun.Status.values, help="Only runs with this status.")
         parser.add_argument("--trigger", choices=PipelineRun.Trigger.values, help="Only runs launched this way.")
         parser.add_argument("--since", help="Only runs created within this long: 30s, 15m, 2h, 7d.")
+        parser.add_argument("--host", help="Only runs targeting this host.")
         parser.add_argument(
             "--limit", type=int, default=20, help=f"At most this many runs, 1 to {RUN_LIST_MAX} (default 20)."
         )
@@ -31,6 +33,9 @@ class Command(PipelineCommand):
                 "--definition must be a definition name: letters, digits, '-' and '_', at most 100",
                 returncode=services.EXIT_BAD_INPUT,
             )
+        host = options["host"]
+        if host is not None and host_name(host) is None:
+            raise CommandError(f"--host must be a host name ({HOST_NAME_RULE})", returncode=services.EXIT_BAD_INPUT)
         if not 1 <= options["limit"] <= RUN_LIST_MAX:
             raise CommandError(f"--limit must be from 1 to {RUN_LIST_MAX}", returncode=services.EXIT_BAD_INPUT)
         since = duration_option(options["since"], "--since")
@@ -39,6 +44,7 @@ class Command(PipelineCommand):
             status=options["status"],
             trigger=options["trigger"],
             since=timezone.now() - since if since else None,
+            host=host_name(host) if host is not None else None,
             limit=options["limit"],
         )
         if options["json"]:
