@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from django.core.management import load_command_class
 
+from apps.hostnames import host_name
 from apps.jsondata import MAX_DEPTH
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from tests.conftest import CommandResult
@@ -208,6 +209,7 @@ def test_hostile_text_in_every_run_pipeline_option(verdicts, tiny_config):
         timeout = ("run_pipeline", "--config", tiny_config, "--dry-run", "--wait", "--timeout", text)
         verdicts.run(*timeout, refused=text != "9" * 30)
         verdicts.run(*base, "--sample", "--source", text)
+        verdicts.run("run_pipeline", "--config", tiny_config, "--dry-run", "--host", text, refused=host_name(text) is None)
     verdicts.assert_clean()
 
 

@@ -62,7 +62,8 @@ def test_fire_and_forget_then_the_run_completes(cli, worker, health_check):
     result = cli("run_pipeline", "--definition", "health-check", "--json")
     assert result.exit_code == 0, result.stderr
     queued = json.loads(result.stdout)
-    assert queued["status"] == "queued" and set(queued) == {"run_id", "trace_id", "status"}
+    assert queued["status"] == "queued" and set(queued) == {"run_id", "trace_id", "status", "target_host", "group_id"}
+    assert queued["target_host"] is None and queued["group_id"] is None
     shown = cli("show_run", str(queued["run_id"]), "--wait", "--timeout", "60")
     assert shown.exit_code == 0, shown.stderr
     assert f"Run ID: {queued['run_id']}\n" in shown.stdout
