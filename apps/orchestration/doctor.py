@@ -125,7 +125,31 @@ def workers_check(*, broker_ok: bool) -> Finding:
         return Finding("workers", FAIL, f"no live worker answered within {WORKER_REPLY_SECONDS:g}s")
     if not consumers:
         return Finding("workers", FAIL, f"no live worker consumes the run queue {queue}: {listing}")
+    stranded = _stranded_hosts({q for queues in served.values() for q in queues})
+    if stranded:
+        return Finding(
+            "workers", WARN,
+            f"queued runs wait for hosts no live worker serves: {stranded} "
+            f"(start one there with MONITOR_HOST=<host>); {len(served)} live: {listing}",
+        )
     return Finding("workers", OK, f"{len(served)} live, {len(consumers)} on the run queue {queue}: {listing}")
+
+
+def _stranded_hosts(queues: set[str]) -> str:
+    """The hosts that queued runs target and no queue in ``queues`` serves,
+    with how many runs wait for each ("gamma (2), db-9 (1)"); empty when none."""
+    from django.db.models import Count
+
+    from apps.hostnames import host_queue
+    from apps.orchestration.models import PipelineRun
+
+    waiting = (
+        PipelineRun.objects.filter(status=PipelineRun.Status.QUEUED).exclude(target_host="")
+        .values("target_host").annotate(n=Count("pk")).order_by("target_host")
+    )
+    return ", ".join(
+        f"{row['target_host']} ({row['n']})" for row in waiting if host_queue(row["target_host"]) not in queues
+    )
 
 
 # -- beat ----------------------------------------------------------------------------

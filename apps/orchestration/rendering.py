@@ -329,11 +329,16 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
         from apps.orchestration import dispatch
 
         if run.target_host:
+            queue = dispatch.run_queue(run.target_host)
+            what = (
+                f"The worker holding run {run.pk} stopped renewing its lease"
+                if run.status == PipelineRun.Status.RUNNING
+                else f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s"
+            )
             return (
-                f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s, "
-                f"and no live worker serves its host '{run.target_host}' (queue '{dispatch.run_queue(run.target_host)}').\n"
+                f"{what}, and no live worker serves its host '{run.target_host}' (queue '{queue}').\n"
                 f"{start_hint(run.target_host)}\n"
-                f"The run stays queued and runs when a worker for that host starts.\n{follow_hint(run)}"
+                f"The run stays {run.status} and goes on when a worker for that host starts.\n{follow_hint(run)}"
             )
         return (
             f"No worker has picked up run {run.pk} within {settings.RUN_PICKUP_TIMEOUT_SECONDS:g}s, "

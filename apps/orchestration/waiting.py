@@ -58,7 +58,8 @@ def pipeline_run_wait(
 
     When the run is still queued after ``pickup_timeout`` seconds, the live
     workers are asked which queues they consume: with none on the run's
-    queue the wait ends with reason "no_worker"; otherwise it goes on and
+    queue the wait ends with reason "no_worker" (as it does for a run for a
+    host whose holder was lost when no live worker serves that host); otherwise it goes on and
     ``notice`` is told once how many runs wait ahead. ``notice`` is also told
     once when the run's holder stops renewing its lease. KeyboardInterrupt
     propagates: the run itself goes on.
@@ -98,6 +99,12 @@ def pipeline_run_wait(
                 continue
             if _holder_lost(run) and not told_lost:
                 told_lost = True
+                # Only a worker of its host may take over a run for a host: with none alive, nobody will.
+                if run.target_host and dispatch.live_consumers(host=run.target_host) == []:
+                    run, queries = _read(run_id), queries + 1
+                    if _holder_lost(run):
+                        return WaitOutcome(run, "no_worker", queries)
+                    continue
                 say(
                     f"The worker holding run {run.pk} ({run.claimed_by}) stopped renewing its lease; "
                     "waiting for another worker to take it over."

@@ -209,7 +209,8 @@ def test_hostile_text_in_every_run_pipeline_option(verdicts, tiny_config):
         timeout = ("run_pipeline", "--config", tiny_config, "--dry-run", "--wait", "--timeout", text)
         verdicts.run(*timeout, refused=text != "9" * 30)
         verdicts.run(*base, "--sample", "--source", text)
-        verdicts.run("run_pipeline", "--config", tiny_config, "--dry-run", "--host", text, refused=host_name(text) is None)
+        host = ("run_pipeline", "--config", tiny_config, "--dry-run", "--host", text)
+        verdicts.run(*host, refused=host_name(text) is None)
     verdicts.assert_clean()
 
 

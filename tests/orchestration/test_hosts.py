@@ -92,7 +92,8 @@ def test_the_dry_run_says_where_the_run_would_go(tmp_path):
     path = config_file(tmp_path)
     shown = cli("run_pipeline", "--config", path, "--dry-run", "--host", "Web-01")
     assert shown.exit_code == 0 and "Environment: development\nHost: web-01\n\nNodes (1):" in shown.stdout
-    auto = cli("run_pipeline", "--config", path, "--dry-run", "--host", "auto", "--payload", '{"title": "x", "host": "db-01"}')
+    alert = '{"title": "x", "host": "db-01"}'
+    auto = cli("run_pipeline", "--config", path, "--dry-run", "--host", "auto", "--payload", alert)
     assert "\nHost: auto → db-01\n" in auto.stdout
     fan = cli("run_pipeline", "--config", config_file(tmp_path, hosts=["a", "b"]), "--dry-run", "--json")
     plan = json.loads(fan.stdout)

@@ -10,7 +10,7 @@ import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from tests.workers.conftest import Worker
-from tests.workers.test_recovery import wait_until
+from tests.workers.test_recovery import kill_group, slow_then, wait_until
 
 pytestmark = pytest.mark.subprocess
 
@@ -56,7 +56,8 @@ def test_runs_sent_to_a_host_are_executed_only_by_its_worker(cli, two_hosts, con
         "from apps.orchestration import services\n"
         f"resolved = services.definition_resolve(config_path={context_config!r})\n"
         "for index in range(12):\n"
-        "    targets = services.launch_targets(host=('alpha', 'beta')[index % 2], resolved=resolved, payload={}, source='cli')\n"
+        "    host = ('alpha', 'beta')[index % 2]\n"
+        "    targets = services.launch_targets(host=host, resolved=resolved, payload={}, source='cli')\n"
         "    [run] = services.pipeline_runs_launch(targets=targets, resolved=resolved, payload={})\n"
         "    print('launched', run.pk, run.target_host)\n"
     ))
@@ -134,6 +135,8 @@ def test_a_host_nobody_serves_ends_the_wait_with_exit_3_and_runs_when_its_worker
     assert "Warning: no live worker serves host 'gamma' right now" in unwaited.stderr
     runs = list(PipelineRun.objects.filter(target_host="gamma"))
     assert len(runs) == 2 and all(run.status == "queued" for run in runs)
+    doctor = cli("doctor", "--only", "workers")
+    assert "queued runs wait for hosts no live worker serves: gamma (2)" in doctor.stdout, doctor.stdout
     start_worker(concurrency=1, MONITOR_HOST="gamma")
     done = wait_until(lambda: finished([run.pk for run in runs]), what="gamma's runs")
     assert [(run.status, measured_host(run)) for run in done] == [("completed", "gamma")] * 2
@@ -152,3 +155,25 @@ def test_a_lost_message_of_a_host_run_is_sent_again_to_that_host(cli, two_hosts,
     assert swept.exit_code == 0, swept.stderr
     [run] = wait_until(lambda: finished([run_id]), what="the recovered run")
     assert (run.status, run.target_host, measured_host(run)) == ("completed", "beta", "beta")
+
+
+def test_a_run_whose_host_worker_died_ends_the_wait_and_is_taken_over_when_one_returns(
+    cli, two_hosts, start_worker, transactional_db
+):
+    slow_then("slow-delta", 8)
+    fast = {"RUN_LEASE_SECONDS": "4", "RUN_RECOVERY_GRACE_SECONDS": "0"}
+    first = start_worker(concurrency=1, MONITOR_HOST="delta", **fast)
+    launched = cli("run_pipeline", "--definition", "slow-delta", "--host", "delta", "--json")
+    assert launched.exit_code == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    wait_until(lambda: PipelineRun.objects.filter(pk=run_id, current_node="slow").exists(), what="the slow node")
+    kill_group(first)
+    # Only a worker of delta may take the run over, and none is alive: the wait says so instead of hanging.
+    waited = cli("show_run", str(run_id), "--wait", "--timeout", "120")
+    assert waited.exit_code == 3, waited.stderr
+    assert "stopped renewing its lease, and no live worker serves its host 'delta'" in waited.stderr
+    assert PipelineRun.objects.get(pk=run_id).status == "running"
+    start_worker(concurrency=1, MONITOR_HOST="delta", **fast)
+    [run] = wait_until(lambda: finished([run_id]), what="the takeover by delta's new worker")
+    assert (run.status, run.result["node_results"]["first"]["output"]["host"]) == ("completed", "delta")
+    assert "interrupted" in run.stages.filter(node_id="slow").order_by("attempt").first().errors[0]

@@ -49,7 +49,9 @@ class RunOutputMixin:
     def _wait(self, run_id: int, *, timeout: float | None, follow: bool = False) -> waiting.WaitOutcome:
         progress = waiting.RunProgress(self.stderr.write) if follow else None
         try:
-            return waiting.pipeline_run_wait(run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress)
+            return waiting.pipeline_run_wait(
+                run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
+            )
         except KeyboardInterrupt:
             raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
 
