@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--recovery-rounds R]
                                   [--schedule-ticks T | --no-schedule | --schedule-only]
-                                  [--brokers embedded,redis]
+                                  [--no-hosts | --hosts-only] [--brokers embedded,redis]
 
 For each broker this prepares a fresh environment (a temp dir with a short path,
 the database, the broker), runs bench/measure.py in a child process with that
@@ -42,6 +42,7 @@ RECOVERY_ROUND_TIMEOUT = 300  # seconds more per recovery round (one takes about
 SCHEDULE_TIMEOUT = 300  # seconds for the scheduling delay's start-up and stop, plus 3 s per tick
 DOC = ROOT / "docs" / "benchmarks.md"
 
+from bench import hosts as host_bench  # noqa: E402  (the "Host queues" section)
 from bench.measure import RECOVERY_SLOW_SECONDS, WARMUP  # noqa: E402
 from bench.recovery import KILL_INTO_NODE  # noqa: E402
 from bench.schedule import EVERY_SECONDS, WARMUP_TICKS  # noqa: E402
@@ -687,6 +688,9 @@ def main() -> int:
     parser.add_argument("--no-schedule", action="store_true", help="skip the scheduling delay")
     parser.add_argument("--schedule-only", action="store_true",
                         help="measure only the scheduling delay; rewrite only that section of the doc")
+    parser.add_argument("--no-hosts", action="store_true", help="skip the host queue measurement")
+    parser.add_argument("--hosts-only", action="store_true",
+                        help="measure only host queue vs shared queue latency; rewrite only that section of the doc")
     parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")
     parser.add_argument("--redis-db", type=int, default=9, help="spare Redis database, flushed (default 9)")
     parser.add_argument("--no-doc", action="store_true", help=f"do not write {DOC.relative_to(ROOT)}")
@@ -701,37 +705,49 @@ def main() -> int:
         parser.error("--schedule-ticks must be >= 2")
     if args.no_schedule and args.schedule_only:
         parser.error("--no-schedule and --schedule-only exclude each other")
+    if args.hosts_only and (args.no_hosts or args.schedule_only):
+        parser.error("--hosts-only excludes --no-hosts and --schedule-only")
 
     started = time.monotonic()
     facts = machine_facts(args.brokers)
-    results = {}
+    results, host_results = {}, {}
     for broker in args.brokers:
-        results[broker] = measure(broker, args)
+        if not args.hosts_only:
+            results[broker] = measure(broker, args)
+        if host_bench.wanted(args):
+            host_results[broker] = host_bench.measure_hosts(broker, args)
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     main_table = diag_table = section = ""
     missed: list[str] = []
-    if not args.schedule_only:
+    if not (args.schedule_only or args.hosts_only):
         main_table, diag_table, missed = build_tables(results, args.brokers)
         print(main_table)
         print()
         print(diag_table)
         print()
     schedule_missed: list[str] = []
-    if not args.no_schedule:
+    if not (args.no_schedule or args.hosts_only):
         table, schedule_missed = schedule_table(results, args.brokers)
         section = schedule_section(facts, args, table, schedule_missed, elapsed)
+        print(table)
+        print()
+    hosts_section = ""
+    if host_results:
+        table, hosts_section = host_bench.report(host_results, args, facts, elapsed)
         print(table)
         print()
     every_missed = missed + schedule_missed
     print(("Targets missed:\n  " + "\n  ".join(every_missed)) if every_missed else "All targets met.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"facts": facts, "results": results, "hosts": host_results}, indent=1))
     if not args.no_doc:
         if args.schedule_only:
             replace_schedule_section(section)
-        else:
+        elif not args.hosts_only:
             write_doc(facts, args, main_table, diag_table, missed, elapsed, schedule=section)
+        if hosts_section:
+            host_bench.replace_section(hosts_section)
         log(f"wrote {DOC.relative_to(ROOT)} ({elapsed:.0f} s)")
     return 0
 

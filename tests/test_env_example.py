@@ -68,9 +68,15 @@ def test_env_is_ignored_by_git():
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
+def app_services(compose: dict) -> list[str]:
+    """The services built from this repository."""
+    return [name for name, service in compose["services"].items() if "build" in service]
+
+
 def test_compose_passes_env_file_to_every_app_container():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for service in APP_SERVICES:
+    assert set(APP_SERVICES) <= set(app_services(compose))
+    for service in app_services(compose):
         env_files = compose["services"][service].get("env_file")
         assert env_files == [{"path": ".env", "required": False}], service
     # The database and broker images have no use for the app's secrets.
@@ -82,8 +88,34 @@ def test_compose_health_checks_run_doctor_with_checks_it_has():
     from apps.orchestration.doctor import CHECKS
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for service in ("worker", "beat"):
+    for service in ("worker", *host_workers(compose), "beat"):
         command = compose["services"][service]["healthcheck"]["test"][1]
         selected = re.search(r"manage\.py doctor --only (\S+)", command)
         assert selected, service
         assert set(selected[1].split(",")) <= set(CHECKS), service
+
+
+def host_workers(compose: dict) -> list[str]:
+    """The services of workers that serve a monitored host (MONITOR_HOST set)."""
+    return [
+        name for name, service in compose["services"].items()
+        if "MONITOR_HOST" in (service.get("environment") or {})
+    ]
+
+
+def test_compose_host_workers_are_workers_serving_a_valid_host_name():
+    from apps.hostnames import host_name
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    names = host_workers(compose)
+    assert names, "docker-compose.yml shows no worker for a monitored host"
+    hosts = [services[name]["environment"]["MONITOR_HOST"] for name in names]
+    assert len(set(hosts)) == len(hosts)
+    for name, host in zip(names, hosts):
+        service = services[name]
+        assert host_name(host) == host, name
+        # The shared worker's command and health check, and the shared environment besides MONITOR_HOST.
+        for key in ("command", "healthcheck", "depends_on", "stop_grace_period", "env_file"):
+            assert service[key] == services["worker"][key], (name, key)
+        assert {k: v for k, v in service["environment"].items() if k != "MONITOR_HOST"} == services["worker"]["environment"]
