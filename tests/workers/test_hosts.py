@@ -9,7 +9,7 @@ import time
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from tests.workers.conftest import Worker
+from tests.workers.conftest import BrokerNamespace, Worker
 from tests.workers.test_recovery import kill_group, slow_then, wait_until
 
 pytestmark = pytest.mark.subprocess
@@ -177,3 +177,15 @@ def test_a_run_whose_host_worker_died_ends_the_wait_and_is_taken_over_when_one_r
     [run] = wait_until(lambda: finished([run_id]), what="the takeover by delta's new worker")
     assert (run.status, run.result["node_results"]["first"]["output"]["host"]) == ("completed", "delta")
     assert "interrupted" in run.stages.filter(node_id="slow").order_by("attempt").first().errors[0]
+
+
+def test_host_all_with_no_live_worker_exits_3_and_stores_nothing(cli, broker, context_config):
+    empty = BrokerNamespace(broker.kind)  # a broker of its own, where no worker listens
+    try:
+        result = cli("run_pipeline", "--config", context_config, "--host", "all", "--wait", **empty.env)
+    finally:
+        empty.close()
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.startswith("CommandError: No live worker serves a host, so there is no host to run on")
+    assert "MONITOR_HOST=<host> celery -A workers worker -l info" in result.stderr
+    assert result.stdout == "" and not PipelineRun.objects.exists()
