@@ -15,8 +15,8 @@ and waited for in-process.
     python -m bench.hosts --broker embedded --workdir /tmp/bbXXXX --out hosts.json --runs 100   # the child
 
 bench/run.py runs it for each broker (``--hosts-only`` for nothing else) and
-puts its section, "Host queues", in docs/benchmarks.md through
-``replace_section``; it always stops the worker (the child's finally) and the
+puts its section, "Host queues", in docs/benchmarks.md (run.replace_section);
+it always stops the worker (the child's finally) and the
 embedded broker, and flushes the Redis database it used.
 """
 from __future__ import annotations
@@ -305,24 +305,6 @@ def report(results: dict[str, dict], args, facts: dict, elapsed: float) -> tuple
     how = HOW_MEASURED.format(database=PG_DATABASE, host=HOST, runs=args.runs, warmup=results[brokers[0]]["warmup"],
                               bootstrap=BOOTSTRAP)
     return table, f"{TITLE}\n\n{when}\n\n{table}\n\n{verdict}\n\n{how}"
-
-
-def replace_section(section: str, doc: Path | None = None) -> None:
-    """Put ``section`` in docs/benchmarks.md in place of its "Host queues" section (or
-    at its end), leaving the rest of the file as it is."""
-    from bench.run import DOC
-
-    doc = doc or DOC
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{TITLE}\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        following = text.find("\n## ", start + 1)
-        rest = text[following:] if following != -1 else ""
-        text = text[:start].rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + rest
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
 
 
 if __name__ == "__main__":

@@ -605,11 +605,13 @@ def schedule_section(facts: dict, args, table: str, missed: list[str], elapsed: 
     return f"## Scheduling delay\n\n{when}\n\n{table}\n\n{verdict}\n\n{how}"
 
 
-def replace_schedule_section(section: str) -> None:
-    """Put ``section`` in docs/benchmarks.md in place of its "Scheduling delay"
-    section (or at its end), leaving the rest of the file as it is."""
+def replace_section(section: str) -> None:
+    """Put ``section`` (a Markdown "## Title" section) in docs/benchmarks.md in
+    place of the section with its title (or at its end), leaving the rest of
+    the file as it is."""
+    title = section.split("\n", 1)[0]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find("\n## Scheduling delay\n")
+    start = text.find(f"\n{title}\n")
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + section
     else:
@@ -743,11 +745,11 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"facts": facts, "results": results, "hosts": host_results}, indent=1))
     if not args.no_doc:
         if args.schedule_only:
-            replace_schedule_section(section)
+            replace_section(section)
         elif not args.hosts_only:
             write_doc(facts, args, main_table, diag_table, missed, elapsed, schedule=section)
         if hosts_section:
-            host_bench.replace_section(hosts_section)
+            replace_section(hosts_section)
         log(f"wrote {DOC.relative_to(ROOT)} ({elapsed:.0f} s)")
     return 0
 
