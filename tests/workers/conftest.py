@@ -196,6 +196,10 @@ def start_worker(base_env):
             worker.stop()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def cli(base_env, transactional_db):
     """Run manage.py in a child process on this module's broker and database."""
@@ -211,6 +215,8 @@ def cli(base_env, transactional_db):
         return subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), *args],
             cwd=ROOT, env={**base_env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # As from a terminal, even when the suite itself runs in the background (where a shell ignores Ctrl-C).
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
 
     _run.popen = _popen
