@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Run the whole test suite: once on SQLite, once on PostgreSQL.
 #
+# The two passes share nothing (SQLite and the embedded broker here, PostgreSQL
+# and Redis there), so they run side by side: the PostgreSQL pass in the
+# background, its output shown once the SQLite pass has ended. TEST_PARALLEL=0
+# runs them one after the other.
+#
 # The PostgreSQL pass uses TEST_DATABASE_URL (default: the local server's
 # `test` database). When that server is not reachable the pass is skipped
 # with a message, unless REQUIRE_SERVICES=1 (set by CI), which makes it fail.
@@ -11,17 +16,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
-echo "== tests on SQLite =="
-# The whole-worker kill test repeats 5 times per broker on PostgreSQL and twice here,
-# which keeps the suite short; TEST_KILL_ROUNDS sets both (scripts/soak.py goes further).
-# Worker tests run on the embedded broker here and on Redis in the PostgreSQL pass
-# (TEST_BROKERS=embedded,redis runs both in each pass).
-env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" TEST_BROKERS="${TEST_BROKERS:-embedded}" \
-    .venv/bin/python -m pytest "$@"
-sqlite_rc=$?
-
-echo "== tests on PostgreSQL ($PG_URL) =="
-if .venv/bin/python - "$PG_URL" <<'PY'
+pg_reachable() {
+    .venv/bin/python - "$PG_URL" <<'PY'
 import sys, psycopg, dj_database_url
 cfg = dj_database_url.parse(sys.argv[1])
 try:
@@ -31,14 +27,58 @@ except Exception as exc:
     print(f"PostgreSQL not reachable: {exc}")
     sys.exit(1)
 PY
-then
+}
+
+# The whole-worker kill test repeats 5 times per broker on PostgreSQL and twice here,
+# which keeps the suite short; TEST_KILL_ROUNDS sets both (scripts/soak.py goes further).
+# Worker tests run on the embedded broker here and on Redis in the PostgreSQL pass
+# (TEST_BROKERS=embedded,redis runs both in each pass).
+sqlite_pass() {
+    env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" TEST_BROKERS="${TEST_BROKERS:-embedded}" \
+        .venv/bin/python -m pytest "$@"
+}
+pg_pass() {
     DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis}" .venv/bin/python -m pytest "$@"
-    pg_rc=$?
+}
+
+pg_rc=0
+pg_pid=""
+pg_log=""
+pg_run="no"
+if pg_reachable; then
+    pg_run="after"
+    if [ "${TEST_PARALLEL:-1}" != "0" ]; then
+        pg_run="alongside"
+        pg_log="$(mktemp -t pg-pass.XXXXXX)"
+        # A process group of its own (set -m), so Ctrl-C or an early exit stops all of it.
+        set -m
+        pg_pass "$@" >"$pg_log" 2>&1 &
+        pg_pid=$!
+        set +m
+        trap '[ -n "$pg_pid" ] && kill -TERM -- "-$pg_pid" 2>/dev/null; rm -f "$pg_log"' EXIT
+        trap 'exit 130' INT TERM
+        echo "== tests on PostgreSQL ($PG_URL): running alongside, output below once SQLite is done =="
+    fi
 elif [ "${REQUIRE_SERVICES:-0}" = "1" ]; then
     echo "REQUIRE_SERVICES=1 and PostgreSQL is not reachable: failing."
     pg_rc=1
 else
     echo "SKIPPED: the PostgreSQL pass (server not reachable; set TEST_DATABASE_URL to run it)."
-    pg_rc=0
+fi
+
+echo "== tests on SQLite =="
+sqlite_pass "$@"
+sqlite_rc=$?
+
+if [ "$pg_run" = "alongside" ]; then
+    wait "$pg_pid"
+    pg_rc=$?
+    pg_pid=""
+    echo "== tests on PostgreSQL ($PG_URL) =="
+    cat "$pg_log"
+elif [ "$pg_run" = "after" ]; then
+    echo "== tests on PostgreSQL ($PG_URL) =="
+    pg_pass "$@"
+    pg_rc=$?
 fi
 [ "$sqlite_rc" -eq 0 ] && [ "$pg_rc" -eq 0 ]
