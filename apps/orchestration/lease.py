@@ -5,10 +5,12 @@ A run is held by one process at a time. The holder is named by a token in
 from a heartbeat thread. Every time is the database's (``Now()`` in SQL), so
 neither a worker's clock nor its settings decide whether a lease has run out.
 
-Every write of a run's progress is one conditional UPDATE on the holder's
-token, and a stage row is written in the same transaction: when the UPDATE
-matches nothing the lease was lost, the transaction is rolled back and
-LeaseLost is raised, so a process that lost its run writes nothing more.
+Every write of a run's progress is fenced by the holder's token: the run's
+row is updated only WHERE claimed_by is the token, and the stage rows of the
+same write only while that holds, so when it matches nothing the lease was
+lost, nothing is written and LeaseLost is raised: a process that lost its run
+writes nothing more. A write is one statement on PostgreSQL (the run's
+UPDATE and the stage rows in one WITH); see ``Lease.write`` for SQLite.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.db.models.sql import UpdateQuery
 
 from apps.orchestration import events
 from apps.orchestration.models import PipelineRun, StageExecution
@@ -74,22 +78,6 @@ class DbClock:
 
     def now(self):
         return self._base + timedelta(seconds=time.monotonic() - self._start)
-
-
-@contextmanager
-def progress_transaction(*, durable: bool = False):
-    """A transaction for a record of a run's progress.
-
-    On PostgreSQL its commit does not wait for the disk flush unless
-    ``durable``: a database crash could lose the last such records, and the
-    run is then taken over and its missing nodes executed again. A run's end
-    is always written durably.
-    """
-    with transaction.atomic():
-        if not durable and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield
 
 
 def with_reconnect(action, *, what: str):
@@ -141,6 +129,9 @@ class Lease:
         self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
         self.cancel_requested = threading.Event()
         self.ending = threading.Event()  # set when the run's end is being written
+        # When a write last renewed the lease (this process's monotonic clock; the claim
+        # took it just now): the heartbeat renews only after a whole interval without one.
+        self.renewed_at = time.monotonic()
         # Built once: every write reuses them (each update or read works on a copy).
         self._held = PipelineRun.objects.filter(pk=run_id, claimed_by=token, status=PipelineRun.Status.RUNNING)
         self._held_uncancelled = self._held.filter(cancel_requested_at__isnull=True)
@@ -154,55 +145,141 @@ class Lease:
         self,
         *,
         run_fields: dict,
+        stages: Sequence[StageExecution] = (),
         stage: StageExecution | None = None,
-        stage_fields: tuple[str, ...] = (),
         before_node: bool = False,
         durable: bool = False,
     ) -> None:
-        """Write ``run_fields`` on the run and save ``stage`` (inserted when
-        ``stage_fields`` is empty, else those fields updated) in one fenced
-        transaction, reconnecting through database faults.
+        """Write ``run_fields`` on the run and save ``stages`` (and ``stage``),
+        fenced by this lease's token. A stage row is inserted, or its outcome
+        updated when its run, node and attempt have a row already; the
+        stages' primary keys are set. Unless ``durable`` (the run's end), the
+        same write renews the lease, so the heartbeat has nothing to do while
+        writes come. Reconnects through database faults (a write is safe to
+        repeat).
+
+        On PostgreSQL a write is one statement and one commit, and only a
+        ``durable`` one waits for the disk flush: a database crash could lose
+        the last progress records, and the run is then taken over and its
+        missing nodes executed again. On SQLite (no UPDATE inside a WITH) the
+        stage rows go first, then the run's row, each fenced by the token, so
+        a process that dies between the two leaves stage rows that the
+        takeover settles (a stage left open is recorded as interrupted, a
+        finished one is kept); a ``durable`` write there is one transaction.
 
         A cancel request seen here sets ``cancel_requested``; with
         ``before_node`` it raises CancelRequested instead and writes nothing.
         Raises LeaseLost (nothing written) and DatabaseUnavailable.
         """
-        new_stage = stage is not None and not stage_fields
+        rows = [*stages, stage] if stage is not None else list(stages)
+        for row in rows:
+            if row.started_at is None:
+                row.started_at = self.clock.now()
+        # PostgreSQL updates the run's row in every write (its lock is the fence), so it renews there too.
+        renew = not durable and bool(run_fields or connection.vendor == "postgresql")
+        fields = {**run_fields, "heartbeat_at": Now(), "lease_expires_at": lease_end()} if renew else dict(run_fields)
         if durable:
             self.ending.set()
 
         def attempt(tries: int) -> None:
-            with progress_transaction(durable=durable):
-                if not self._mine(unless_cancelled=True).update(**run_fields):
-                    if not self._mine(unless_cancelled=False).exists():
-                        raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
-                    self.cancel_requested.set()
-                    if before_node:
-                        raise CancelRequested()
-                    self._mine(unless_cancelled=False).update(**run_fields)
-                if stage is None:
+            with transaction.atomic() if durable and connection.vendor != "postgresql" else nullcontext():
+                if self._write_once(fields, rows, unless_cancelled=True, durable=durable):
                     return
-                if new_stage:
-                    _insert_stage(stage, retried=tries > 0)
-                else:
-                    stage.save(update_fields=stage_fields)
+                if not self._held.exists():
+                    raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+                self.cancel_requested.set()
+                if before_node:
+                    raise CancelRequested()
+                if not self._write_once(fields, rows, unless_cancelled=False, durable=durable):
+                    raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
 
+        started = time.monotonic()
         with_reconnect(attempt, what=f"recording run {self.run_id}")
+        if renew:
+            self.renewed_at = started
+
+    def _write_once(self, fields: dict, stages: list, *, unless_cancelled: bool, durable: bool) -> bool:
+        """One try of a write; False when the fence matched nothing (and nothing was written)."""
+        held = self._mine(unless_cancelled=unless_cancelled)
+        if connection.vendor == "postgresql":
+            return _write_in_one_statement(held, fields, stages, durable=durable)
+        if not stages:
+            return bool(held.update(**fields)) if fields else True
+        fence, fence_params = held.values("pk").query.get_compiler(connection=connection).as_sql()
+        sql, params = _stages_upsert_sql(stages, f"EXISTS ({fence})", fence_params)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            written = cursor.fetchall()
+        if not written:
+            return False
+        _set_stage_keys(stages, written)
+        if fields and not self._held.update(**fields):
+            # Taken over between the two statements: the takeover has recorded the stages just written.
+            raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+        return True
 
 
-def _insert_stage(stage: StageExecution, *, retried: bool) -> None:
-    """Insert ``stage``; on a retry, a row an earlier try did commit is reused."""
-    stage.pk = None
-    if retried:
-        stage.pk = (
-            StageExecution.objects.filter(run_id=stage.run_id, node_id=stage.node_id, attempt=stage.attempt)
-            .values_list("pk", flat=True)
-            .first()
-        )
-    if stage.pk is None:
-        stage.save(force_insert=True)
+# Every column of a stage row, in the order the upsert writes them; a row
+# written again (its outcome, or a write repeated after a fault) keeps the rest.
+_STAGE_COLUMNS = ("run", "node_id", "node_type", "status", "attempt", "output", "errors", "started_at",
+                  "finished_at", "duration_ms")
+_STAGE_OUTCOME = ("status", "output", "errors", "finished_at", "duration_ms")
+
+
+def _stages_upsert_sql(stages: list, condition: str, condition_params) -> tuple[str, list]:
+    """SQL and parameters inserting ``stages`` while the SQL ``condition`` holds,
+    each updated with its outcome instead when its run, node and attempt have
+    a row; it returns each written row's id, node id and attempt."""
+    meta = StageExecution._meta
+    fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        # Typed: a VALUES column holding only NULLs or literals would be text.
+        slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
     else:
-        stage.save()
+        slots = "(" + ", ".join("%s" for _ in fields) + ")"
+    params = [f.get_db_prep_save(getattr(stage, f.attname), connection) for stage in stages for f in fields]
+    outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (meta.get_field(n).column for n in _STAGE_OUTCOME))
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT * FROM (VALUES {', '.join([slots] * len(stages))}) AS v WHERE {condition} "
+        f"ON CONFLICT ({quote('run_id')}, {quote('node_id')}, {quote('attempt')}) DO UPDATE SET {outcome} "
+        f"RETURNING {quote('id')}, {quote('node_id')}, {quote('attempt')}"
+    )
+    return sql, [*params, *condition_params]
+
+
+def _set_stage_keys(stages: list, written) -> None:
+    keys = {(node_id, attempt): pk for pk, node_id, attempt in written if pk is not None}
+    for stage in stages:
+        stage.pk = keys.get((stage.node_id, stage.attempt), stage.pk)
+
+
+def _write_in_one_statement(held, fields: dict, stages: list, *, durable: bool) -> bool:
+    """The fenced write as one PostgreSQL statement: the run's UPDATE (which waits
+    for a takeover changing the row, then checks the token again) and the
+    stage rows only when it matched. Returns whether it matched."""
+    query = held.query.chain(UpdateQuery)
+    query.add_update_values(fields)
+    update_sql, update_params = query.get_compiler(connection=connection).as_sql()
+    params = list(update_params)
+    ctes = f"WITH held AS ({update_sql} RETURNING 1)"
+    rows = "NULL::bigint, NULL::text, NULL::integer"
+    source = ""
+    if stages:
+        upsert_sql, upsert_params = _stages_upsert_sql(stages, "EXISTS (SELECT 1 FROM held)", [])
+        ctes += f", staged AS ({upsert_sql})"
+        params += upsert_params
+        rows, source = "staged.*", " FROM (SELECT 1) AS one LEFT JOIN staged ON true"
+    # synchronous_commit is read when the statement's transaction commits.
+    flush = "" if durable else ", set_config('synchronous_commit', 'off', true)"
+    with connection.cursor() as cursor:
+        cursor.execute(f"{ctes} SELECT (SELECT count(*) FROM held), {rows}{flush}{source}", params)
+        result = cursor.fetchall()
+    if not result[0][0]:
+        return False
+    _set_stage_keys(stages, [row[1:4] for row in result])
+    return True
 
 
 @dataclass
@@ -299,8 +376,9 @@ def _claimed(run: PipelineRun, token: str, reason: str) -> Claim:
 
 
 class Heartbeat:
-    """Renews a lease from a background thread while its run executes, and
-    listens on the run's wake-up channel for cancel requests.
+    """Renews a lease from a background thread while its run executes (when no
+    write has renewed it for an interval), and listens on the run's wake-up
+    channel for cancel requests.
 
     Database errors do not end it: it reconnects and tries again at the next
     beat. A renewal that matches nothing sets ``lease.lost``.
@@ -337,10 +415,13 @@ class Heartbeat:
 
     def _run(self) -> None:
         try:
-            next_beat = time.monotonic() + self.interval
+            next_beat = self.lease.renewed_at + self.interval
             while not self._stop.is_set():
                 remaining = next_beat - time.monotonic()
                 if remaining <= 0:
+                    if self.lease.renewed_at + self.interval > time.monotonic():
+                        next_beat = self.lease.renewed_at + self.interval  # a write renewed it meanwhile
+                        continue
                     next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
                     continue
                 message = self._subscription.wait(remaining, stop=self._stop)
