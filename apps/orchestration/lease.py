@@ -18,6 +18,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -311,23 +312,37 @@ def _stages_upsert_sql(stages: list, condition: str, condition_params) -> tuple[
     """SQL and parameters inserting ``stages`` while the SQL ``condition`` holds,
     each updated with its outcome instead when its run, node and attempt have
     a row; it returns each written row's id, node id and attempt."""
-    meta = StageExecution._meta
-    fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
-    quote = connection.ops.quote_name
-    if connection.vendor == "postgresql":
-        # Typed: a VALUES column holding only NULLs or literals would be text.
-        slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
-    else:
-        slots = "(" + ", ".join("%s" for _ in fields) + ")"
+    fields, head, slots, tail = _stage_upsert_parts()
     params = [f.get_db_prep_save(getattr(stage, f.attname), connection) for stage in stages for f in fields]
-    outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (meta.get_field(n).column for n in _STAGE_OUTCOME))
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT * FROM (VALUES {', '.join([slots] * len(stages))}) AS v WHERE {condition} "
-        f"ON CONFLICT ({quote('run_id')}, {quote('node_id')}, {quote('attempt')}) DO UPDATE SET {outcome} "
-        f"RETURNING {quote('id')}, {quote('node_id')}, {quote('attempt')}"
-    )
+    sql = f"{head}{', '.join([slots] * len(stages))}) AS v WHERE {condition} {tail}"
     return sql, [*params, *condition_params]
+
+
+def _stage_upsert_parts() -> tuple[list, str, str, str]:
+    """The stage upsert's fields and fixed SQL, made once per database connection."""
+    parts = _UPSERT_PARTS.get(connection.alias)
+    if parts is None:
+        meta = StageExecution._meta
+        fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
+        quote = connection.ops.quote_name
+        if connection.vendor == "postgresql":
+            # Typed: a VALUES column holding only NULLs or literals would be text.
+            slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
+        else:
+            slots = "(" + ", ".join("%s" for _ in fields) + ")"
+        outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (meta.get_field(n).column
+                                                                           for n in _STAGE_OUTCOME))
+        columns = ", ".join(quote(f.column) for f in fields)
+        head = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM (VALUES "
+        tail = (
+            f"ON CONFLICT ({quote('run_id')}, {quote('node_id')}, {quote('attempt')}) DO UPDATE SET {outcome} "
+            f"RETURNING {quote('id')}, {quote('node_id')}, {quote('attempt')}"
+        )
+        parts = _UPSERT_PARTS[connection.alias] = (fields, head, slots, tail)
+    return parts
+
+
+_UPSERT_PARTS: dict = {}
 
 
 def _set_stage_keys(stages: list, written) -> None:
@@ -503,6 +518,12 @@ class Heartbeat:
     write has renewed it for an interval), and listens on the run's wake-up
     channel for cancel requests.
 
+    The thread starts once the run has gone on for ``start_after`` seconds
+    (a second, or half an interval when that is shorter): a run that ends
+    sooner renews its lease and sees cancel requests through its own writes,
+    and costs no thread and no subscription. A thread started late reads
+    the run's row once for a cancel request it could not hear.
+
     Database errors do not end it: it reconnects and tries again at the next
     beat. A renewal that matches nothing sets ``lease.lost``.
     """
@@ -510,8 +531,11 @@ class Heartbeat:
     def __init__(self, lease: Lease):
         self.lease = lease
         self.interval = settings.RUN_LEASE_SECONDS / 3
+        self.start_after = min(1.0, self.interval / 2)
         self._stop = threading.Event()
+        self._started = threading.Event()  # set once the starter has started the thread
         self._events = ExitStack()
+        self._subscription = None
         # The thread runs in a copy of this context, so its log lines carry the run's ids (apps/logcontext.py).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -524,20 +548,33 @@ class Heartbeat:
         return {"run_id": self.lease.run_id, "trace_id": self.lease.trace_id}
 
     def __enter__(self) -> Heartbeat:
-        # Subscribed here, before the run goes on, so the run's final status (published
-        # by the engine as it ends) is sure to reach the thread and end it at once.
-        self._subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
-        self._thread.start()
+        _starter.add(self, time.monotonic() + self.start_after)
         return self
 
     def __exit__(self, *exc) -> None:
+        if _starter.remove(self):
+            return  # the run ended before its heartbeat was needed
+        self._started.wait(5)  # being started right now
         # Without the final status (a run lost midway) the thread notices within a second.
         self._stop.set()
-        self._thread.join(self.interval + 5)
+        if self._thread.ident is not None:
+            self._thread.join(self.interval + 5)
         self._events.close()
+
+    def _start(self) -> None:
+        """Start the thread (called by the starter)."""
+        try:
+            self._thread.start()
+        finally:
+            self._started.set()
 
     def _run(self) -> None:
         try:
+            # Subscribed before the row is read, so a cancel request is either in the row or heard;
+            # the run's final status, published as it ends, reaches the thread and ends it at once.
+            self._subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
+            if not self._stop.is_set() and self._cancel_stored():
+                self._cancel_seen()
             next_beat = self.lease.renewed_at + self.interval
             while not self._stop.is_set():
                 remaining = next_beat - time.monotonic()
@@ -596,3 +633,52 @@ class Heartbeat:
                 extra=self._ids,
             )
         return True
+
+
+class _Starter:
+    """Starts each heartbeat's thread when it is due, from one thread per
+    process (started when first needed, and again in a forked child)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._due: dict[Heartbeat, float] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = None
+        self._sleeping_until = math.inf  # woken only for a heartbeat due earlier (a wake-up costs a thread switch)
+
+    def add(self, beat: Heartbeat, at: float) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid, self._sleeping_until = os.getpid(), math.inf
+                self._thread = threading.Thread(target=self._loop, name="heartbeat-starter", daemon=True)
+                self._thread.start()
+            self._due[beat] = at
+            wake = at < self._sleeping_until
+        if wake:
+            self._wake.set()
+
+    def remove(self, beat: Heartbeat) -> bool:
+        """Forget ``beat``; True when its thread was not started (and now never will be)."""
+        with self._lock:
+            return self._due.pop(beat, None) is not None
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                due = [beat for beat, at in self._due.items() if at <= now]
+                for beat in due:
+                    del self._due[beat]
+                self._sleeping_until = min(self._due.values(), default=math.inf)
+                wait = min(self._sleeping_until - now, 60)
+            for beat in due:
+                try:
+                    beat._start()
+                except Exception:  # a thread that cannot start: the run's writes still renew and fence it
+                    logger.exception("event=heartbeat.start_failed run_id=%s", beat.lease.run_id)
+            self._wake.wait(max(wait, 0))
+            self._wake.clear()
+
+
+_starter = _Starter()
