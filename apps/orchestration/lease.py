@@ -32,6 +32,7 @@ from datetime import timedelta
 import psutil
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.db.models.sql import UpdateQuery
@@ -251,6 +252,9 @@ class Lease:
         return query.get_compiler(connection=connection).as_sql()
 
 
+_ADAPTERS: dict = {}  # (database alias, PipelineRun field name): _adapter
+
+
 def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, list] | None:
     """UPDATE of the run's row writing ``fields`` (values, or DbTime) WHERE ``where``;
     None when a value is an ORM expression (the ORM then writes it)."""
@@ -266,7 +270,7 @@ def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, 
         elif hasattr(value, "resolve_expression"):
             return None
         else:
-            sql, value_params = "%s", [field.get_db_prep_save(value, connection)]
+            sql, value_params = "%s", [_ADAPTERS.setdefault((connection.alias, name), _adapter(field))(value)]
         sets.append(f"{quote(field.column)} = {sql}")
         params += value_params
     return f"UPDATE {quote(PipelineRun._meta.db_table)} SET {', '.join(sets)} WHERE {where}", params + where_params
@@ -313,7 +317,7 @@ def _stages_upsert_sql(stages: list, condition: str, condition_params) -> tuple[
     each updated with its outcome instead when its run, node and attempt have
     a row; it returns each written row's id, node id and attempt."""
     fields, head, slots, tail = _stage_upsert_parts()
-    params = [f.get_db_prep_save(getattr(stage, f.attname), connection) for stage in stages for f in fields]
+    params = [adapt(getattr(stage, attname)) for stage in stages for attname, adapt in fields]
     sql = f"{head}{', '.join([slots] * len(stages))}) AS v WHERE {condition} {tail}"
     return sql, [*params, *condition_params]
 
@@ -324,6 +328,7 @@ def _stage_upsert_parts() -> tuple[list, str, str, str]:
     if parts is None:
         meta = StageExecution._meta
         fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
+        adapters = [(f.attname, _adapter(f)) for f in fields]
         quote = connection.ops.quote_name
         if connection.vendor == "postgresql":
             # Typed: a VALUES column holding only NULLs or literals would be text.
@@ -338,11 +343,28 @@ def _stage_upsert_parts() -> tuple[list, str, str, str]:
             f"ON CONFLICT ({quote('run_id')}, {quote('node_id')}, {quote('attempt')}) DO UPDATE SET {outcome} "
             f"RETURNING {quote('id')}, {quote('node_id')}, {quote('attempt')}"
         )
-        parts = _UPSERT_PARTS[connection.alias] = (fields, head, slots, tail)
+        parts = _UPSERT_PARTS[connection.alias] = (adapters, head, slots, tail)
     return parts
 
 
 _UPSERT_PARTS: dict = {}
+
+
+def _adapter(field):
+    """How a value of ``field`` is passed to this connection's database: what
+    field.get_db_prep_save does for the values a run's writes hold (plain
+    values: JSON data, aware datetimes, text and numbers), without its checks
+    for expressions (a tenth of a stage upsert's cost)."""
+    ops = connection.ops
+    if isinstance(field, models.JSONField):
+        encoder = field.encoder
+        return lambda value: None if value is None else ops.adapt_json_value(value, encoder)
+    if isinstance(field, models.DateTimeField):
+        return ops.adapt_datetimefield_value
+    if isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.FloatField,
+                          models.ForeignKey)):
+        return lambda value: value
+    return lambda value: field.get_db_prep_save(value, connection)
 
 
 def _set_stage_keys(stages: list, written) -> None:
