@@ -321,6 +321,15 @@ def launcher_throughput(config_path: str, m: int) -> dict:
     }
 
 
+def _writes(sql: str) -> bool:
+    """Whether a statement writes rows: INSERT, UPDATE, DELETE, or a WITH holding one
+    (PostgreSQL's one-statement fenced write)."""
+    head = sql.lstrip().upper()
+    if head.startswith(("INSERT", "UPDATE", "DELETE")):
+        return True
+    return head.startswith("WITH") and any(word in head for word in ("INSERT INTO", "UPDATE ", "DELETE FROM"))
+
+
 def launcher_diagnostics(config_path: str) -> dict:
     """Where the time goes, measured in this process (no worker involved)."""
     from django.db import connection
@@ -341,9 +350,7 @@ def launcher_diagnostics(config_path: str) -> dict:
         engine.run_execute(run_id=run.pk)
         out["engine_inline_ms_first"] = (time.perf_counter() - start) * 1000
     out["queries_engine"] = len(engine_q.captured_queries)
-    out["writes_engine"] = sum(
-        1 for q in engine_q.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
-    )
+    out["writes_engine"] = sum(1 for q in engine_q.captured_queries if _writes(q["sql"]))
     inline = []
     for i in range(10):
         run = services.pipeline_run_create(resolved=resolved, payload={"x": i}, source="bench")

@@ -194,6 +194,12 @@ class _Execution:
         self.status = PipelineRun.Status.COMPLETED
         self.error = ""
         self.open_stage: StageExecution | None = None  # written as running, outcome not yet recorded
+        # An attempt that has ended and whose outcome goes with the next write: the one that
+        # opens the next attempt (with the run's current node), or the run's end.
+        self.ended_stage: StageExecution | None = None
+        # What the run's row holds of the walk (current node, and the result as of which
+        # _record call), so a write carries only what changed.
+        self.written_node, self.recorded, self.written_recorded = self.run.current_node, 0, 0
 
     def execute(self) -> bool:
         """Walk the run and record its end; False when this process lost the
@@ -231,7 +237,7 @@ class _Execution:
 
     def _walk(self) -> None:
         succeeded, last_attempt = self._earlier_stages()
-        for index, node in enumerate(self.path):
+        for node in self.path:
             node_id = node["id"]
             if self.status != PipelineRun.Status.COMPLETED:
                 self.result["skipped_nodes"].append(node_id)
@@ -239,20 +245,19 @@ class _Execution:
             if self.lease.lost.is_set():
                 raise LeaseLost(f"run {self.run.pk}: lease lost")
             self._time_left()
-            following = self.path[index + 1]["id"] if index + 1 < len(self.path) else ""
             if self.lease.cancel_requested.is_set():
                 self._cancelled_before(node_id)
             elif node_id in succeeded:
                 # Executed by an earlier delivery: reuse what it produced.
-                self._record(node, succeeded[node_id], following, reused=True)
+                self._record(node, succeeded[node_id], reused=True)
                 _progress_end(self.run, node, succeeded[node_id], reused=True)
             elif node_id in self.reused_results:
                 # A retry from the failed node: the original run executed it.
                 stage = _reused_stage(self.run, node, self.reused_results[node_id])
-                self._record(node, stage, following, reused=True)
+                self._record(node, stage, reused=True)
                 _progress_end(self.run, node, stage, reused=True)
             else:
-                self._run_node(node, following, previous_attempts=last_attempt.get(node_id, 0))
+                self._run_node(node, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
                 self.result["skipped_nodes"].append(node_id)
 
@@ -273,18 +278,24 @@ class _Execution:
         self.error = f"Cancelled on request before node '{node_id}'"
         _log("run.cancel", self.run, node=node_id)
 
-    def _run_node(self, node: dict, following: str, *, previous_attempts: int) -> None:
-        """Run one node, retrying up to ``max_retries`` times; each attempt is a StageExecution."""
+    def _run_node(self, node: dict, *, previous_attempts: int) -> None:
+        """Run one node, retrying up to ``max_retries`` times; each attempt is a StageExecution.
+
+        One fenced write per attempt, before it starts: it opens the attempt's
+        stage, makes the node the run's current one, and carries what ended
+        since the last write (the previous attempt's stage, the run's result).
+        """
         node_id, node_type = node["id"], node["type"]
         handler = node_types.get(node_type)()
         config = node.get("config") or {}
         last = previous_attempts + self.max_retries + 1
         for attempt in range(previous_attempts + 1, last + 1):
             stage = StageExecution(
-                run_id=self.run.pk, node_id=node_id, node_type=node_type, attempt=attempt
+                run_id=self.run.pk, node_id=node_id, node_type=node_type, attempt=attempt,
+                started_at=self.lease.clock.now(),
             )
             try:
-                self.lease.write(run_fields={"current_node": node_id}, stage=stage, before_node=True)
+                self._write(current_node=node_id, opening=stage)
             except CancelRequested:
                 self._cancelled_before(node_id)
                 return
@@ -298,10 +309,8 @@ class _Execution:
             _progress_end(self.run, node, stage)
             done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
             if done:
-                self._record(node, stage, following)
-            else:
-                self.lease.write(run_fields={"current_node": node_id}, stage=stage, stage_fields=_STAGE_OUTCOME)
-            self.open_stage = None
+                self._record(node, stage)
+            self.open_stage, self.ended_stage = None, stage
             _log(
                 "node.end",
                 self.run,
@@ -314,6 +323,19 @@ class _Execution:
             )
             if done:
                 return
+
+    def _write(self, *, current_node: str, opening: StageExecution) -> None:
+        """The write before an attempt starts (see _run_node); raises
+        CancelRequested (nothing written), LeaseLost, DatabaseUnavailable."""
+        fields = {}
+        if current_node != self.written_node:
+            fields["current_node"] = current_node
+        if self.recorded != self.written_recorded:
+            fields.update(result=self.result, error=self.error)
+        stages = [opening] if self.ended_stage is None else [self.ended_stage, opening]
+        self.lease.write(run_fields=fields, stages=stages, before_node=True)
+        self.ended_stage = None
+        self.written_node, self.written_recorded = current_node, self.recorded
 
     def _time_left(self) -> float:
         """Seconds until the run time limit; raises RunOutOfTime when none are left."""
@@ -352,32 +374,29 @@ class _Execution:
         # Secrets a node read must not reach the database or the logs.
         stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
 
-    def _record(self, node: dict, stage: StageExecution, following: str, *, reused: bool = False) -> None:
-        """Store the node's outcome on the run, with the node that comes next,
-        in one fenced write together with the stage's own outcome."""
+    def _record(self, node: dict, stage: StageExecution, *, reused: bool = False) -> None:
+        """Add the node's outcome to the run's result (written with the next
+        write: the next attempt's, or the run's end)."""
         node_id, required = node["id"], node.get("required", True)
         entry = _entry(node["type"], required, stage, reused=reused)
         self.result["executed_nodes"].append(node_id)
         self.result["node_results"][node_id] = entry
+        self.recorded += 1
         if stage.status == StageExecution.Status.SUCCEEDED:
             self.ctx.results[node_id] = {"type": node["type"], "output": stage.output}
         elif required:
             self.status = PipelineRun.Status.FAILED
             self.error = f"Node '{node_id}' failed: {entry['error']}"
-        fields = {
-            "result": self.result,
-            "error": self.error,
-            "current_node": following if self.status == PipelineRun.Status.COMPLETED else "",
-        }
-        self.lease.write(run_fields=fields, stage=None if reused else stage, stage_fields=_STAGE_OUTCOME)
 
     def _finish(self) -> None:
-        """Write the run's end: one durable fenced commit."""
+        """Write the run's end, with the last attempt's stage: one durable fenced commit."""
         finished = self.lease.clock.now()
         started = self.run.started_at or self.run.created_at
         duration_ms = round((finished - started).total_seconds() * 1000, 2)
+        stages = [self.ended_stage] if self.ended_stage is not None else []
         stage = self.open_stage
         if stage is not None:  # stopped inside a node (the run time limit)
+            stages.append(stage)
             stage.status, stage.errors = StageExecution.Status.FAILED, [self.error]
             stage.finished_at, stage.output = finished, stage.output or {}
             node = next(node for node in self.path if node["id"] == stage.node_id)
@@ -391,14 +410,11 @@ class _Execution:
             "finished_at": finished,
             "duration_ms": duration_ms,
         }
-        self.lease.write(run_fields=fields, stage=stage, stage_fields=_STAGE_OUTCOME, durable=True)
-        self.open_stage = None
+        self.lease.write(run_fields=fields, stages=stages, durable=True)
+        self.open_stage = self.ended_stage = None
         for key, value in fields.items():
             setattr(self.run, key, value)
         _log("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
-
-
-_STAGE_OUTCOME = ("output", "errors", "status", "duration_ms", "finished_at")
 
 
 def _progress_end(run: PipelineRun, node: dict, stage: StageExecution, *, reused: bool = False) -> None:

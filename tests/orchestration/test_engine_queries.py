@@ -1,0 +1,121 @@
+"""What executing a run costs the database: queries, writes and commits per
+run, with the fenced write's guarantees around a node boundary."""
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.models.functions import Now
+from django.test.utils import CaptureQueriesContext
+
+from apps.orchestration import engine, lease, services
+from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+
+# Real commits, as on a worker: inside a test's transaction, commits would be savepoints.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREE_TRANSFORMS = [
+    {"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}, "next": "b"},
+    {"id": "b", "type": "transform", "config": {"mapping": {"y": "a.x"}}, "next": "c"},
+    {"id": "c", "type": "transform", "config": {"mapping": {"z": "b.y"}}},
+]
+QUERY_CEILING = 12
+
+
+def make_run(nodes=THREE_TRANSFORMS) -> PipelineRun:
+    PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": nodes})
+    return services.pipeline_run_create(resolved=services.definition_resolve(name="three"), payload={"x": 7})
+
+
+def writes(sql: str) -> bool:
+    head = sql.lstrip().upper()
+    return head.startswith(("INSERT", "UPDATE", "DELETE")) or (
+        head.startswith("WITH") and ("INSERT INTO" in head or "UPDATE " in head)
+    )
+
+
+def test_a_three_node_run_takes_at_most_12_queries_and_reads_only_its_row():
+    run = make_run()
+    with CaptureQueriesContext(connection) as captured:
+        done = engine.run_execute(run_id=run.pk)
+    sql = [q["sql"] for q in captured.captured_queries]
+    shown = "\n".join(s[:160] for s in sql)
+    assert done.status == "completed" and done.result["node_results"]["c"]["output"] == {"z": 7}
+    assert len(sql) <= QUERY_CEILING, shown
+    # The claim reads the run once; nothing else is read back.
+    assert sum(s.lstrip().upper().startswith("SELECT") for s in sql) == 1, shown
+    stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
+    assert stages == [("a", 1, "succeeded"), ("b", 1, "succeeded"), ("c", 1, "succeeded")]
+
+
+def test_a_three_node_run_commits_once_per_node_plus_the_claim_and_the_end_on_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("one statement per node boundary needs PostgreSQL (SQLite has no UPDATE inside WITH)")
+    run = make_run()
+    with CaptureQueriesContext(connection) as captured:
+        engine.run_execute(run_id=run.pk)
+    sql = [q["sql"] for q in captured.captured_queries]
+    shown = "\n".join(s[:160] for s in sql)
+    # Every write is one autocommit statement: the claim, one per node (opening it and
+    # recording the one before) and the end.
+    assert not any(s.strip().upper() in ("BEGIN", "COMMIT") for s in sql), shown
+    assert sum(writes(s) for s in sql) == 1 + len(THREE_TRANSFORMS) + 1, shown
+    # Only the claim and the end wait for the disk flush.
+    durable = [s for s in sql if writes(s) and "set_config('synchronous_commit', 'off', true)" not in s]
+    assert len(durable) == 2 and "'completed'" in durable[-1], shown
+
+
+def test_a_progress_write_renews_the_lease():
+    run = make_run()
+    claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
+    PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() + timedelta(seconds=1))
+    stage = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
+    claim.lease.write(run_fields={"current_node": "a"}, stage=stage, before_node=True)
+    row = PipelineRun.objects.annotate(db_now=Now()).get(pk=run.pk)
+    assert (row.lease_expires_at - row.db_now).total_seconds() > 20
+
+
+def test_a_takeover_after_a_node_boundary_keeps_the_ended_node_and_interrupts_the_opened_one():
+    run = make_run()
+    old = lease.run_claim(run_id=run.pk, token="host-a:1:a").lease
+    first = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
+    old.write(run_fields={}, stage=first, before_node=True)
+    first.status, first.output, first.finished_at = "succeeded", {"x": 7}, old.clock.now()
+    second = StageExecution(run_id=run.pk, node_id="b", node_type="transform")
+    # One write records a's outcome, opens b and makes b the run's current node.
+    old.write(run_fields={"current_node": "b"}, stages=[first, second], before_node=True)
+    assert PipelineRun.objects.get(pk=run.pk).current_node == "b"
+    assert StageExecution.objects.filter(run=run).count() == 2  # a's row was updated, not added
+    PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    done = engine.run_execute(run_id=run.pk)
+    assert done.status == "completed", done.error
+    stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
+    assert stages == [("a", 1, "succeeded"), ("b", 1, "failed"), ("b", 2, "succeeded"), ("c", 1, "succeeded")]
+    assert StageExecution.objects.get(run=run, node_id="b", attempt=1).errors == [
+        "interrupted: the process executing it (host-a:1:a) was lost"
+    ]
+    assert done.result["node_results"]["a"]["reused"] is True
+    # The old holder's next write is refused and changes nothing.
+    def record():
+        return PipelineRun.objects.values().get(pk=run.pk), list(StageExecution.objects.filter(run=run).values())
+
+    before = record()
+    third = StageExecution(run_id=run.pk, node_id="c", node_type="transform", attempt=2)
+    with pytest.raises(lease.LeaseLost):
+        old.write(run_fields={"current_node": "c"}, stages=[second, third], before_node=True)
+    assert record() == before
+
+
+def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_no_other():
+    run = make_run()
+    claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
+    first = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
+    claim.lease.write(run_fields={}, stage=first, before_node=True)
+    PipelineRun.objects.filter(pk=run.pk).update(cancel_requested_at=Now())
+    first.status, first.finished_at = "succeeded", claim.lease.clock.now()
+    with pytest.raises(lease.CancelRequested):
+        claim.lease.write(run_fields={"current_node": "b"}, stages=[first, StageExecution(
+            run_id=run.pk, node_id="b", node_type="transform")], before_node=True)
+    assert list(StageExecution.objects.filter(run=run).values_list("node_id", "status")) == [("a", "running")]
+    claim.lease.write(run_fields={"status": "cancelled", "finished_at": Now(), "current_node": ""},
+                      stage=first, durable=True)
+    assert list(StageExecution.objects.filter(run=run).values_list("node_id", "status")) == [("a", "succeeded")]
