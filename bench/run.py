@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--runs N] [--throughput M] [--cli-runs K] [--recovery-rounds R]
                                   [--schedule-ticks T | --no-schedule | --schedule-only]
-                                  [--no-hosts | --hosts-only] [--brokers embedded,redis]
+                                  [--no-hosts | --hosts-only] [--no-drain | --drain-only] [--drain-runs N]
+                                  [--brokers embedded,redis]
 
 For each broker this prepares a fresh environment (a temp dir with a short path,
 the database, the broker), runs bench/measure.py in a child process with that
@@ -42,6 +43,7 @@ RECOVERY_ROUND_TIMEOUT = 300  # seconds more per recovery round (one takes about
 SCHEDULE_TIMEOUT = 300  # seconds for the scheduling delay's start-up and stop, plus 3 s per tick
 DOC = ROOT / "docs" / "benchmarks.md"
 
+from bench import drain as drain_bench  # noqa: E402  (the "Drain" section)
 from bench import hosts as host_bench  # noqa: E402  (the "Host queues" section)
 from bench.measure import RECOVERY_SLOW_SECONDS, WARMUP  # noqa: E402
 from bench.recovery import KILL_INTO_NODE  # noqa: E402
@@ -705,6 +707,11 @@ def main() -> int:
     parser.add_argument("--no-hosts", action="store_true", help="skip the host queue measurement")
     parser.add_argument("--hosts-only", action="store_true",
                         help="measure only host queue vs shared queue latency; rewrite only that section of the doc")
+    parser.add_argument("--no-drain", action="store_true", help="skip the drain of a backlog of queued runs")
+    parser.add_argument("--drain-only", action="store_true",
+                        help="measure only the drain of queued runs by one worker; rewrite only that section of the doc")
+    parser.add_argument("--drain-runs", type=int, default=1000,
+                        help="queued runs (and no-op tasks) per drain (default 1000)")
     parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")
     parser.add_argument("--redis-db", type=int, default=9, help="spare Redis database, flushed (default 9)")
     parser.add_argument("--no-doc", action="store_true", help=f"do not write {DOC.relative_to(ROOT)}")
@@ -721,27 +728,33 @@ def main() -> int:
         parser.error("--no-schedule and --schedule-only exclude each other")
     if args.hosts_only and (args.no_hosts or args.schedule_only):
         parser.error("--hosts-only excludes --no-hosts and --schedule-only")
+    if args.drain_only and (args.no_drain or args.schedule_only or args.hosts_only):
+        parser.error("--drain-only excludes --no-drain, --schedule-only and --hosts-only")
+    if args.drain_runs < 2:
+        parser.error("--drain-runs must be >= 2")
 
     started = time.monotonic()
     facts = machine_facts(args.brokers)
-    results, host_results = {}, {}
+    results, host_results, drain_results = {}, {}, {}
     for broker in args.brokers:
-        if not args.hosts_only:
+        if not (args.hosts_only or args.drain_only):
             results[broker] = measure(broker, args)
         if host_bench.wanted(args):
             host_results[broker] = host_bench.measure_hosts(broker, args)
+        if drain_bench.wanted(args):
+            drain_results[broker] = drain_bench.measure_drain(broker, args)
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     main_table = diag_table = section = ""
     missed: list[str] = []
-    if not (args.schedule_only or args.hosts_only):
+    if not (args.schedule_only or args.hosts_only or args.drain_only):
         main_table, diag_table, missed = build_tables(results, args.brokers)
         print(main_table)
         print()
         print(diag_table)
         print()
     schedule_missed: list[str] = []
-    if not (args.no_schedule or args.hosts_only):
+    if not (args.no_schedule or args.hosts_only or args.drain_only):
         table, schedule_missed = schedule_table(results, args.brokers)
         section = schedule_section(facts, args, table, schedule_missed, elapsed)
         print(table)
@@ -751,17 +764,26 @@ def main() -> int:
         table, hosts_section = host_bench.report(host_results, args, facts, elapsed)
         print(table)
         print()
-    every_missed = missed + schedule_missed
+    drain_section = ""
+    drain_missed: list[str] = []
+    if drain_results:
+        table, drain_section, drain_missed = drain_bench.report(drain_results, args, facts, elapsed)
+        print(table)
+        print()
+    every_missed = missed + schedule_missed + drain_missed
     print(("Targets missed:\n  " + "\n  ".join(every_missed)) if every_missed else "All targets met.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"facts": facts, "results": results, "hosts": host_results}, indent=1))
+        Path(args.json).write_text(json.dumps({"facts": facts, "results": results, "hosts": host_results,
+                                                "drain": drain_results}, indent=1))
     if not args.no_doc:
         if args.schedule_only:
             replace_section(section)
-        elif not args.hosts_only:
+        elif not (args.hosts_only or args.drain_only):
             write_doc(facts, args, main_table, diag_table, missed, elapsed, schedule=section)
         if hosts_section:
             replace_section(hosts_section)
+        if drain_section:
+            replace_section(drain_section)
         log(f"wrote {DOC.relative_to(ROOT)} ({elapsed:.0f} s)")
     return 0
 
