@@ -24,10 +24,7 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -165,17 +162,10 @@ def child_main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", type=int, default=1000)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    os.environ["BENCH_BROKER"] = args.broker
+    from bench.measure import child_setup
+
+    child_setup(args.broker, _on_sigterm)
     workdir = Path(args.workdir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    import logging
-
-    for name in ("apps", "workers", "celery"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
     from django.conf import settings
 
@@ -240,35 +230,14 @@ def wanted(args) -> bool:
 
 
 def measure_drain(broker: str, args) -> dict:
-    """One broker's drains, measured by the child in a fresh environment of its own; the
-    embedded broker is stopped and the Redis database flushed whatever happens."""
+    """One broker's drains, measured by the child in a fresh environment of its own."""
     from bench import run as bench
-    from workers.embedded import EmbeddedBroker
 
-    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
-    ok = False
-    try:
-        bench.log(f"{broker}: drain, preparing {workdir}")
-        env = bench.prepare(broker, workdir, args.redis_db, database=PG_DATABASE)
-        out = workdir / "drain.json"
-        cmd = [bench.PYTHON, "-m", "bench.drain", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
-               "--runs", str(args.drain_runs)]
-        timeout = CHILD_TIMEOUT + RUN_SECONDS * args.drain_runs * len(CONCURRENCIES) * (1 + len(FLOOR_DELIVERIES))
-        result = bench.run_child(cmd, env, out, timeout, f"{broker}: drain")
-        ok = True
-        return result
-    finally:
-        if EmbeddedBroker(workdir / "b").stop():
-            bench.log(f"{broker}: embedded broker stopped")
-        if broker == "redis":
-            try:
-                bench.redis_client(args.redis_db).flushdb()
-            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
-                bench.log(f"could not flush redis db {args.redis_db}: {exc}")
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            bench.log(f"{broker}: worker logs kept in {workdir}")
+    return bench.measure_in_child(
+        broker, args, module="bench.drain", label="drain", options=["--runs", str(args.drain_runs)],
+        timeout=CHILD_TIMEOUT + RUN_SECONDS * args.drain_runs * len(CONCURRENCIES) * (1 + len(FLOOR_DELIVERIES)),
+        database=PG_DATABASE,
+    )
 
 
 HOW_MEASURED = """\

@@ -25,10 +25,7 @@ import argparse
 import json
 import os
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -118,17 +115,10 @@ def child_main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    os.environ["BENCH_BROKER"] = args.broker
+    from bench.measure import child_setup
+
+    child_setup(args.broker, _on_sigterm)
     workdir = Path(args.workdir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    import logging
-
-    for name in ("apps", "workers", "celery"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
     from django.conf import settings
 
@@ -182,34 +172,13 @@ def wanted(args) -> bool:
 
 
 def measure_hosts(broker: str, args) -> dict:
-    """One broker's samples, measured by the child in a fresh environment of its own; the
-    embedded broker is stopped and the Redis database flushed whatever happens."""
+    """One broker's samples, measured by the child in a fresh environment of its own."""
     from bench import run as bench
-    from workers.embedded import EmbeddedBroker
 
-    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
-    ok = False
-    try:
-        bench.log(f"{broker}: host queues, preparing {workdir}")
-        env = bench.prepare(broker, workdir, args.redis_db, database=PG_DATABASE)
-        out = workdir / "hosts.json"
-        cmd = [bench.PYTHON, "-m", "bench.hosts", "--broker", broker, "--workdir", str(workdir), "--out", str(out),
-               "--runs", str(args.runs)]
-        result = bench.run_child(cmd, env, out, CHILD_TIMEOUT + RUN_SECONDS * args.runs, f"{broker}: host queues")
-        ok = True
-        return result
-    finally:
-        if EmbeddedBroker(workdir / "b").stop():
-            bench.log(f"{broker}: embedded broker stopped")
-        if broker == "redis":
-            try:
-                bench.redis_client(args.redis_db).flushdb()
-            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
-                bench.log(f"could not flush redis db {args.redis_db}: {exc}")
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            bench.log(f"{broker}: worker log kept in {workdir}")
+    return bench.measure_in_child(
+        broker, args, module="bench.hosts", label="host queues", options=["--runs", str(args.runs)],
+        timeout=CHILD_TIMEOUT + RUN_SECONDS * args.runs, database=PG_DATABASE,
+    )
 
 
 def _median_difference_interval(host: list[float], shared: list[float]) -> tuple[float, float]:

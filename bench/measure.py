@@ -477,6 +477,22 @@ def recovery(worker_env: dict, workdir: Path, rounds: int, tag: str) -> dict:
 
 # --- main -------------------------------------------------------------------------------
 
+def child_setup(broker: str, on_sigterm) -> None:
+    """What every bench child does first: stop through ``on_sigterm`` (so its finally
+    blocks stop its workers), name its broker in its log lines, set Django up, and
+    keep the project's own log lines to warnings."""
+    import logging
+
+    import django
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    os.environ["BENCH_BROKER"] = broker
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    for name in ("apps", "workers", "celery"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker", required=True, choices=["embedded", "redis"])

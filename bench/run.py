@@ -208,19 +208,45 @@ def measure(broker: str, args) -> dict:
         ok = True
         return result
     finally:
-        from workers.embedded import EmbeddedBroker
+        clean_up(broker, args, workdir, ok=ok)
 
-        if EmbeddedBroker(workdir / "b").stop():
-            log(f"{broker}: embedded broker stopped")
-        if broker == "redis":
-            try:
-                redis_client(args.redis_db).flushdb()
-            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
-                log(f"could not flush redis db {args.redis_db}: {exc}")
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"{broker}: worker logs kept in {workdir}")
+
+def clean_up(broker: str, args, workdir: Path, *, ok: bool) -> None:
+    """Stop the embedded broker of ``workdir`` and flush the Redis database, whatever
+    happened; keep the workdir (worker logs) only when the measurement failed."""
+    from workers.embedded import EmbeddedBroker
+
+    if EmbeddedBroker(workdir / "b").stop():
+        log(f"{broker}: embedded broker stopped")
+    if broker == "redis":
+        try:
+            redis_client(args.redis_db).flushdb()
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
+            log(f"could not flush redis db {args.redis_db}: {exc}")
+    if ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"{broker}: worker logs kept in {workdir}")
+
+
+def measure_in_child(broker: str, args, *, module: str, label: str, options: list[str], timeout: float,
+                     database: str) -> dict:
+    """What ``python -m <module> --broker B --workdir W --out O <options>`` measures in a
+    fresh environment of its own (PostgreSQL database ``database`` for redis); the
+    embedded broker is stopped and the Redis database flushed whatever happens, and
+    the workdir (worker logs) is kept only when it failed."""
+    workdir = Path(tempfile.mkdtemp(prefix="bb", dir="/tmp"))
+    ok = False
+    try:
+        log(f"{broker}: {label}, preparing {workdir}")
+        env = prepare(broker, workdir, args.redis_db, database=database)
+        out = workdir / "result.json"
+        cmd = [PYTHON, "-m", module, "--broker", broker, "--workdir", str(workdir), "--out", str(out), *options]
+        result = run_child(cmd, env, out, timeout, f"{broker}: {label}")
+        ok = True
+        return result
+    finally:
+        clean_up(broker, args, workdir, ok=ok)
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import CELERY, READY_TIMEOUT, Worker, stop_group  # noqa: E402
+from bench.measure import CELERY, READY_TIMEOUT, Worker, child_setup, stop_group  # noqa: E402
 
 NAME = "bench-tick"
 EVERY_SECONDS = 1
@@ -117,17 +116,8 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--ticks", type=int, default=50)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    os.environ["BENCH_BROKER"] = args.broker
+    child_setup(args.broker, _on_sigterm)
     workdir = Path(args.workdir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    import logging
-
-    for name in ("apps", "workers", "celery"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
     from django.conf import settings
     from django_celery_beat.models import PeriodicTask
