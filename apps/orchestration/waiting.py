@@ -58,10 +58,11 @@ def pipeline_run_wait(
 
     When the run is still queued after ``pickup_timeout`` seconds, the live
     workers are asked which queues they consume: with none on the run's
-    queue the wait ends with reason "no_worker" (as it does for a run for a
-    host whose holder was lost when no live worker serves that host); otherwise it goes on and
+    queue the wait ends with reason "no_worker"; otherwise it goes on and
     ``notice`` is told once how many runs wait ahead. ``notice`` is also told
-    once when the run's holder stops renewing its lease. KeyboardInterrupt
+    once when the run's holder stops renewing its lease, and the wait ends
+    with "no_worker" then too when the run is for a host no live worker
+    serves (only such a worker may take it over). KeyboardInterrupt
     propagates: the run itself goes on.
 
     With ``progress`` (``--follow``), each node's start and end are reported
