@@ -199,11 +199,11 @@ def main() -> int:
     if args.child:
         return child_main(args)
 
-    from bench.run import kill_group, prepare, redis_client
-    from workers.embedded import EmbeddedBroker
+    from bench.run import clean_up, prepare, run_child
 
     for broker in args.brokers.split(","):
         workdir = Path(tempfile.mkdtemp(prefix="bp", dir="/tmp"))
+        ok = False
         try:
             env = prepare(broker, workdir, args.redis_db)
             if args.cpu_clock:
@@ -212,18 +212,7 @@ def main() -> int:
             cmd = [PYTHON, "-m", "bench.profile_worker", "--child", "--broker", broker, "--workdir", str(workdir),
                    "--out", str(out), "--runs", str(args.runs)]
             log(f"{broker}: {WARMUP_RUNS} warm-up runs, then {args.runs} profiled and {args.runs} plain")
-            child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                if child.wait(900) != 0:
-                    raise RuntimeError(f"{broker}: the profile failed; see {workdir}")
-            finally:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-                    try:
-                        child.wait(30)
-                    except subprocess.TimeoutExpired:
-                        kill_group(child.pid)
-            result = json.loads(out.read_text())
+            result = run_child(cmd, env, out, 900, f"{broker}: the profile")
             print(f"\n### {broker}\n")
             for tag in ("profiled", "plain"):
                 r = result[tag]
@@ -234,14 +223,9 @@ def main() -> int:
             if args.stats_dir:
                 Path(args.stats_dir).mkdir(parents=True, exist_ok=True)
                 shutil.copy(result["stats"], Path(args.stats_dir) / f"{broker}.prof")
+            ok = True
         finally:
-            EmbeddedBroker(workdir / "b").stop()
-            if broker == "redis":
-                try:
-                    redis_client(args.redis_db).flushdb()
-                except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
-                    log(f"could not flush redis db {args.redis_db}: {exc}")
-            shutil.rmtree(workdir, ignore_errors=True)
+            clean_up(broker, args, workdir, ok=ok)
     return 0
 
 
