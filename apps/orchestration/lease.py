@@ -31,10 +31,12 @@ from datetime import timedelta
 
 import psutil
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections
+from django.db import transaction
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models.sql import UpdateQuery
 
 from apps.orchestration import events
@@ -81,6 +83,12 @@ class DbClock:
 
     def now(self):
         return self._base + timedelta(seconds=time.monotonic() - self._start)
+
+
+def _db():
+    """This thread's connection to the default database. The ``connection``
+    proxy looks it up again on every attribute: hot paths take it once."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def with_reconnect(action, *, what: str):
@@ -184,8 +192,9 @@ class Lease:
         for row in rows:
             if row.started_at is None:
                 row.started_at = self.clock.now()
+        postgresql = _db().vendor == "postgresql"
         # PostgreSQL updates the run's row in every write (its lock is the fence), so it renews there too.
-        renew = not durable and bool(run_fields or connection.vendor == "postgresql")
+        renew = not durable and bool(run_fields or postgresql)
         fields = dict(run_fields)
         if renew:
             fields.update(heartbeat_at=DbTime(), lease_expires_at=DbTime(settings.RUN_LEASE_SECONDS))
@@ -193,7 +202,7 @@ class Lease:
             self.ending.set()
 
         def attempt(tries: int) -> None:
-            with transaction.atomic() if durable and connection.vendor != "postgresql" else nullcontext():
+            with transaction.atomic() if durable and not postgresql else nullcontext():
                 if self._write_once(fields, rows, unless_cancelled=True, durable=durable):
                     return
                 if not self._held.exists():
@@ -211,14 +220,15 @@ class Lease:
 
     def _write_once(self, fields: dict, stages: list, *, unless_cancelled: bool, durable: bool) -> bool:
         """One try of a write; False when the fence matched nothing (and nothing was written)."""
-        if connection.vendor == "postgresql":
+        db = _db()
+        if db.vendor == "postgresql":
             update = self._update_sql(fields, unless_cancelled=unless_cancelled)
             return _write_in_one_statement(update, stages, durable=durable)
         if stages:
             fence, fence_params = self._fence_sql(unless_cancelled=unless_cancelled)
-            table = connection.ops.quote_name(PipelineRun._meta.db_table)
+            table = db.ops.quote_name(PipelineRun._meta.db_table)
             sql, params = _stages_upsert_sql(stages, f"EXISTS (SELECT 1 FROM {table} WHERE {fence})", fence_params)
-            with connection.cursor() as cursor:
+            with db.cursor() as cursor:
                 cursor.execute(sql, params)
                 written = cursor.fetchall()
             if not written:
@@ -235,7 +245,7 @@ class Lease:
 
     def _fence_sql(self, *, unless_cancelled: bool) -> tuple[str, list]:
         """The WHERE condition of the run's row while this process holds it (see _mine)."""
-        quote = connection.ops.quote_name
+        quote = _db().ops.quote_name
         sql = f"{quote('id')} = %s AND {quote('claimed_by')} = %s AND {quote('status')} = %s"
         if unless_cancelled:
             sql += f" AND {quote('cancel_requested_at')} IS NULL"
@@ -258,22 +268,33 @@ _ADAPTERS: dict = {}  # (database alias, PipelineRun field name): _adapter
 def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, list] | None:
     """UPDATE of the run's row writing ``fields`` (values, or DbTime) WHERE ``where``;
     None when a value is an ORM expression (the ORM then writes it)."""
-    quote = connection.ops.quote_name
+    db = _db()
+    quote = db.ops.quote_name
     sets, params = [], []
     for name, value in fields.items():
-        field = PipelineRun._meta.get_field(name)
         if isinstance(value, DbTime):
-            written = value.sql()
+            written = value.sql(db.vendor)
             if written is None:
                 return None  # a database whose time this module does not write
             sql, value_params = written
         elif hasattr(value, "resolve_expression"):
             return None
         else:
-            sql, value_params = "%s", [_ADAPTERS.setdefault((connection.alias, name), _adapter(field))(value)]
-        sets.append(f"{quote(field.column)} = {sql}")
+            adapt = _ADAPTERS.get((db.alias, name))
+            if adapt is None:
+                adapt = _ADAPTERS[db.alias, name] = _adapter(PipelineRun._meta.get_field(name), db)
+            sql, value_params = "%s", [adapt(value)]
+        sets.append(f"{quote(_COLUMNS.get(name) or _column(name))} = {sql}")
         params += value_params
     return f"UPDATE {quote(PipelineRun._meta.db_table)} SET {', '.join(sets)} WHERE {where}", params + where_params
+
+
+_COLUMNS: dict = {}  # PipelineRun field name: its column
+
+
+def _column(name: str) -> str:
+    column = _COLUMNS[name] = PipelineRun._meta.get_field(name).column
+    return column
 
 
 class DbTime:
@@ -285,22 +306,58 @@ class DbTime:
     def expression(self):
         return Now() + timedelta(seconds=self.seconds) if self.seconds else Now()
 
-    def sql(self) -> tuple[str, list] | None:
-        """SQL and parameters, as Django writes Now() (so stored times compare as
-        before) plus the seconds; None on a database other than these two."""
-        if connection.vendor == "postgresql":
+    def sql(self, vendor: str) -> tuple[str, list] | None:
+        """SQL and parameters on a ``vendor`` database, as Django writes Now() (so
+        stored times compare as before) plus the seconds; None on a database
+        other than these two."""
+        if vendor == "postgresql":
             if not self.seconds:
                 return "STATEMENT_TIMESTAMP()", []
             return "(STATEMENT_TIMESTAMP() + %s)", [timedelta(seconds=self.seconds)]
-        if connection.vendor == "sqlite":
+        if vendor == "sqlite":
             if not self.seconds:
                 return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')", []
             return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [f"{self.seconds:+f} seconds"]
         return None
 
 
+def statement_cursor():
+    """A cursor for the run's hand-written statements (the claim, its read, the
+    fenced writes). On PostgreSQL it binds parameters on the server, so each
+    statement's shape is prepared once it has run DB_PREPARE_THRESHOLD times
+    on the connection (settings); parsing and planning cost the database more
+    than executing these statements. Django's own cursors bind on the client
+    and never prepare. Elsewhere it is Django's cursor."""
+    db = _db()
+    if db.vendor != "postgresql":
+        return db.cursor()
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor, register_tzloader
+    from psycopg.pq import Format
+
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        raw = db.connection
+        cursor = ServerBindingCursor(raw)
+        # As Django's own cursors do: read times in the connection's time zone.
+        if db.timezone != raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
+            register_tzloader(db.timezone, cursor)
+        db.validate_thread_sharing()
+        return _LoggedStatements(cursor, db) if db.queries_logged else db.make_cursor(cursor)
+
+
+class _LoggedStatements(CursorDebugWrapper):
+    """Logs (DEBUG, captured queries) a server-bound statement with its parameters
+    written in, as Django's client-bound cursors show theirs: a prepared
+    statement's own text holds only placeholders."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(self.db.ops.compose_sql(sql, params) if params else sql, params):
+            return CursorWrapper.execute(self, sql, params)
+
+
 def _row_count(statement: tuple[str, list]) -> int:
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(*statement)
         return cursor.rowcount
 
@@ -324,15 +381,16 @@ def _stages_upsert_sql(stages: list, condition: str, condition_params) -> tuple[
 
 def _stage_upsert_parts() -> tuple[list, str, str, str]:
     """The stage upsert's fields and fixed SQL, made once per database connection."""
-    parts = _UPSERT_PARTS.get(connection.alias)
+    db = _db()
+    parts = _UPSERT_PARTS.get(db.alias)
     if parts is None:
         meta = StageExecution._meta
         fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
-        adapters = [(f.attname, _adapter(f)) for f in fields]
-        quote = connection.ops.quote_name
-        if connection.vendor == "postgresql":
+        adapters = [(f.attname, _adapter(f, db)) for f in fields]
+        quote = db.ops.quote_name
+        if db.vendor == "postgresql":
             # Typed: a VALUES column holding only NULLs or literals would be text.
-            slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields) + ")"
+            slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(db)})" for f in fields) + ")"
         else:
             slots = "(" + ", ".join("%s" for _ in fields) + ")"
         outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (meta.get_field(n).column
@@ -343,19 +401,19 @@ def _stage_upsert_parts() -> tuple[list, str, str, str]:
             f"ON CONFLICT ({quote('run_id')}, {quote('node_id')}, {quote('attempt')}) DO UPDATE SET {outcome} "
             f"RETURNING {quote('id')}, {quote('node_id')}, {quote('attempt')}"
         )
-        parts = _UPSERT_PARTS[connection.alias] = (adapters, head, slots, tail)
+        parts = _UPSERT_PARTS[db.alias] = (adapters, head, slots, tail)
     return parts
 
 
 _UPSERT_PARTS: dict = {}
 
 
-def _adapter(field):
+def _adapter(field, db):
     """How a value of ``field`` is passed to this connection's database: what
     field.get_db_prep_save does for the values a run's writes hold (plain
     values: JSON data, aware datetimes, text and numbers), without its checks
     for expressions (a tenth of a stage upsert's cost)."""
-    ops = connection.ops
+    ops = db.ops
     if isinstance(field, models.JSONField):
         encoder = field.encoder
         return lambda value: None if value is None else ops.adapt_json_value(value, encoder)
@@ -364,7 +422,7 @@ def _adapter(field):
     if isinstance(field, (models.CharField, models.TextField, models.IntegerField, models.FloatField,
                           models.ForeignKey)):
         return lambda value: value
-    return lambda value: field.get_db_prep_save(value, connection)
+    return lambda value: field.get_db_prep_save(value, db)
 
 
 def _set_stage_keys(stages: list, written) -> None:
@@ -387,7 +445,7 @@ def _write_in_one_statement(update: tuple[str, list], stages: list, *, durable: 
         rows, source = "staged.*", " FROM (SELECT 1) AS one LEFT JOIN staged ON true"
     # synchronous_commit is read when the statement's transaction commits.
     flush = "" if durable else ", set_config('synchronous_commit', 'off', true)"
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(f"{ctes} SELECT (SELECT count(*) FROM held), {rows}{flush}{source}", params)
         result = cursor.fetchall()
     if not result[0][0]:
@@ -423,7 +481,7 @@ def run_claim(*, run_id: int, token: str) -> Claim:
     """
 
     def attempt(tries: int) -> Claim:
-        run = _run_read(run_id)
+        run = run_read(run_id)
         if run.is_terminal:
             return Claim(run, None, "finished")
         if tries and run.status == PipelineRun.Status.RUNNING and run.claimed_by == token:
@@ -481,22 +539,25 @@ def run_claim(*, run_id: int, token: str) -> Claim:
 _READERS: dict = {}
 
 
-def _run_read(run_id: int) -> PipelineRun:
+def run_read(run_id: int) -> PipelineRun:
     """Run ``run_id`` as stored, with the database's time now as ``db_now``;
-    raises PipelineRun.DoesNotExist."""
-    reader = _READERS.get(connection.alias)
+    raises PipelineRun.DoesNotExist. One statement, compiled once per
+    connection (and prepared on PostgreSQL): the claim's read and a waiting
+    watcher's."""
+    db = _db()
+    reader = _READERS.get(db.alias)
     if reader is None:
         compiler = PipelineRun.objects.annotate(db_now=Now()).filter(pk=0).order_by().query.get_compiler(
-            connection=connection
+            connection=db
         )
         sql, params = compiler.as_sql()
         if list(params) != [0]:
             raise RuntimeError(f"unexpected parameters of the run's read: {params!r}")
         columns = [column for column, _, _ in compiler.select]
         names = [column.target.attname for column in columns[:-1]]
-        reader = _READERS[connection.alias] = (sql, names, compiler.get_converters(columns))
+        reader = _READERS[db.alias] = (sql, names, compiler.get_converters(columns))
     sql, names, converters = reader
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(sql, [run_id])
         row = cursor.fetchone()
     if row is None:
@@ -504,8 +565,8 @@ def _run_read(run_id: int) -> PipelineRun:
     row = list(row)
     for position, (functions, expression) in converters.items():
         for convert in functions:
-            row[position] = convert(row[position], expression, connection)
-    run = PipelineRun.from_db(connection.alias, names, row[:-1])
+            row[position] = convert(row[position], expression, db)
+    run = PipelineRun.from_db(db.alias, names, row[:-1])
     run.db_now = row[-1]
     return run
 
