@@ -10,6 +10,7 @@ import hashlib
 import logging
 import re
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -343,8 +344,11 @@ def _run_create(
         existing = PipelineRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             raise RunExists(existing)
+    # One INSERT needs no transaction of its own; inside an enclosing one, a savepoint
+    # lets a refused idempotency key leave that transaction usable.
+    guarded = idempotency_key is not None and transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
+        with transaction.atomic() if guarded else nullcontext():
             return _run_store(
                 resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
                 trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of,
@@ -432,13 +436,13 @@ def _launch_checked(
     """pipeline_run_launch once its checks have passed and the broker is ready."""
     # Inside an enclosing transaction the send happens after this returns: only the log can tell.
     outcome = {"nested": transaction.get_connection().in_atomic_block}
-    with transaction.atomic():
-        run = _run_create(
-            resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
-            trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
-            target_host=target_host, group_id=group_id,
-        )
-        transaction.on_commit(functools.partial(_enqueue, run, outcome))
+    run = _run_create(
+        resolved=resolved, payload=payload, source=source, environment=environment, trace_id=trace_id,
+        trigger=trigger, idempotency_key=idempotency_key, retry_of=retry_of, reused_results=reused_results,
+        target_host=target_host, group_id=group_id,
+    )
+    # Sent now (the run's INSERT has committed), or when the enclosing transaction commits.
+    transaction.on_commit(functools.partial(_enqueue, run, outcome))
     if "error" in outcome and not outcome["nested"]:
         message = f"Could not enqueue run {run.pk}: the broker did not take it ({outcome['error']})"
         run_mark_failed(run_id=run.pk, error=message)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from django.conf import settings
-from django.db.models.functions import Now
 
 from apps.orchestration import dispatch, events
-from apps.orchestration.lease import CANCEL_EVENT, same_origin
+from apps.orchestration.lease import CANCEL_EVENT, run_read, same_origin
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.rendering import render_progress
 from apps.text import printable
@@ -31,11 +30,6 @@ class WaitOutcome:
     run: PipelineRun
     reason: str  # "finished", "timeout" or "no_worker"
     queries: int  # reads of the run row while waiting
-
-
-def _read(run_id: int) -> PipelineRun:
-    """The run, with the database's current time as ``db_now``."""
-    return PipelineRun.objects.annotate(db_now=Now()).get(pk=run_id)
 
 
 def _holder_lost(run: PipelineRun) -> bool:
@@ -77,7 +71,7 @@ def pipeline_run_wait(
     pickup_deadline: float | None = start + pickup_timeout
     told_lost = False
     with events.run_events(run_id=run_id) as subscription:
-        run = _read(run_id)
+        run = run_read(run_id)
         queries = 1
         if progress is not None:
             progress.row(run)
@@ -92,7 +86,7 @@ def pipeline_run_wait(
             elif pickup_deadline is not None and now >= pickup_deadline:
                 pickup_deadline = None
                 workers = dispatch.live_consumers(host=run.target_host)
-                run, queries = _read(run_id), queries + 1
+                run, queries = run_read(run_id), queries + 1
                 if run.status == PipelineRun.Status.QUEUED:
                     if not workers:
                         return WaitOutcome(run, "no_worker", queries)
@@ -102,7 +96,7 @@ def pipeline_run_wait(
                 told_lost = True
                 # Only a worker of its host may take over a run for a host: with none alive, nobody will.
                 if run.target_host and dispatch.live_consumers(host=run.target_host) == []:
-                    run, queries = _read(run_id), queries + 1
+                    run, queries = run_read(run_id), queries + 1
                     if _holder_lost(run):
                         return WaitOutcome(run, "no_worker", queries)
                     continue
@@ -124,7 +118,7 @@ def pipeline_run_wait(
                 continue
             if event is None and time.monotonic() < next_check:
                 continue
-            run, queries = _read(run_id), queries + 1
+            run, queries = run_read(run_id), queries + 1
             if progress is not None:
                 progress.row(run)
             if event is None:
