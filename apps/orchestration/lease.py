@@ -31,16 +31,15 @@ from datetime import timedelta
 
 import psutil
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.db.models.sql import UpdateQuery
 
 from apps.orchestration import events
 from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.statements import DbTime, statement_cursor, thread_db
 
 logger = logging.getLogger("apps.orchestration.lease")
 
@@ -83,12 +82,6 @@ class DbClock:
 
     def now(self):
         return self._base + timedelta(seconds=time.monotonic() - self._start)
-
-
-def _db():
-    """This thread's connection to the default database. The ``connection``
-    proxy looks it up again on every attribute: hot paths take it once."""
-    return connections[DEFAULT_DB_ALIAS]
 
 
 def with_reconnect(action, *, what: str):
@@ -192,7 +185,7 @@ class Lease:
         for row in rows:
             if row.started_at is None:
                 row.started_at = self.clock.now()
-        postgresql = _db().vendor == "postgresql"
+        postgresql = thread_db().vendor == "postgresql"
         # PostgreSQL updates the run's row in every write (its lock is the fence), so it renews there too.
         renew = not durable and bool(run_fields or postgresql)
         fields = dict(run_fields)
@@ -220,7 +213,7 @@ class Lease:
 
     def _write_once(self, fields: dict, stages: list, *, unless_cancelled: bool, durable: bool) -> bool:
         """One try of a write; False when the fence matched nothing (and nothing was written)."""
-        db = _db()
+        db = thread_db()
         if db.vendor == "postgresql":
             update = self._update_sql(fields, unless_cancelled=unless_cancelled)
             return _write_in_one_statement(update, stages, durable=durable)
@@ -245,7 +238,7 @@ class Lease:
 
     def _fence_sql(self, *, unless_cancelled: bool) -> tuple[str, list]:
         """The WHERE condition of the run's row while this process holds it (see _mine)."""
-        quote = _db().ops.quote_name
+        quote = thread_db().ops.quote_name
         sql = f"{quote('id')} = %s AND {quote('claimed_by')} = %s AND {quote('status')} = %s"
         if unless_cancelled:
             sql += f" AND {quote('cancel_requested_at')} IS NULL"
@@ -268,7 +261,7 @@ _ADAPTERS: dict = {}  # (database alias, PipelineRun field name): _adapter
 def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, list] | None:
     """UPDATE of the run's row writing ``fields`` (values, or DbTime) WHERE ``where``;
     None when a value is an ORM expression (the ORM then writes it)."""
-    db = _db()
+    db = thread_db()
     quote = db.ops.quote_name
     sets, params = [], []
     for name, value in fields.items():
@@ -297,65 +290,6 @@ def _column(name: str) -> str:
     return column
 
 
-class DbTime:
-    """The database's time when a statement runs, plus ``seconds``: a value of a fenced write."""
-
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
-
-    def expression(self):
-        return Now() + timedelta(seconds=self.seconds) if self.seconds else Now()
-
-    def sql(self, vendor: str) -> tuple[str, list] | None:
-        """SQL and parameters on a ``vendor`` database, as Django writes Now() (so
-        stored times compare as before) plus the seconds; None on a database
-        other than these two."""
-        if vendor == "postgresql":
-            if not self.seconds:
-                return "STATEMENT_TIMESTAMP()", []
-            return "(STATEMENT_TIMESTAMP() + %s)", [timedelta(seconds=self.seconds)]
-        if vendor == "sqlite":
-            if not self.seconds:
-                return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')", []
-            return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [f"{self.seconds:+f} seconds"]
-        return None
-
-
-def statement_cursor():
-    """A cursor for the run's hand-written statements (the claim, its read, the
-    fenced writes). On PostgreSQL it binds parameters on the server, so each
-    statement's shape is prepared once it has run DB_PREPARE_THRESHOLD times
-    on the connection (settings); parsing and planning cost the database more
-    than executing these statements. Django's own cursors bind on the client
-    and never prepare. Elsewhere it is Django's cursor."""
-    db = _db()
-    if db.vendor != "postgresql":
-        return db.cursor()
-    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor, register_tzloader
-    from psycopg.pq import Format
-
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    with db.wrap_database_errors:
-        raw = db.connection
-        cursor = ServerBindingCursor(raw)
-        # As Django's own cursors do: read times in the connection's time zone.
-        if db.timezone != raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
-            register_tzloader(db.timezone, cursor)
-        db.validate_thread_sharing()
-        return _LoggedStatements(cursor, db) if db.queries_logged else db.make_cursor(cursor)
-
-
-class _LoggedStatements(CursorDebugWrapper):
-    """Logs (DEBUG, captured queries) a server-bound statement with its parameters
-    written in, as Django's client-bound cursors show theirs: a prepared
-    statement's own text holds only placeholders."""
-
-    def execute(self, sql, params=None):
-        with self.debug_sql(self.db.ops.compose_sql(sql, params) if params else sql, params):
-            return CursorWrapper.execute(self, sql, params)
-
-
 def _row_count(statement: tuple[str, list]) -> int:
     with statement_cursor() as cursor:
         cursor.execute(*statement)
@@ -381,7 +315,7 @@ def _stages_upsert_sql(stages: list, condition: str, condition_params) -> tuple[
 
 def _stage_upsert_parts() -> tuple[list, str, str, str]:
     """The stage upsert's fields and fixed SQL, made once per database connection."""
-    db = _db()
+    db = thread_db()
     parts = _UPSERT_PARTS.get(db.alias)
     if parts is None:
         meta = StageExecution._meta
@@ -481,6 +415,10 @@ def run_claim(*, run_id: int, token: str) -> Claim:
     """
 
     def attempt(tries: int) -> Claim:
+        if not tries:
+            run = _claim_queued(run_id, token)
+            if run is not None:
+                return _claimed(run, token, "claimed")
         run = run_read(run_id)
         if run.is_terminal:
             return Claim(run, None, "finished")
@@ -544,31 +482,93 @@ def run_read(run_id: int) -> PipelineRun:
     raises PipelineRun.DoesNotExist. One statement, compiled once per
     connection (and prepared on PostgreSQL): the claim's read and a waiting
     watcher's."""
-    db = _db()
+    db = thread_db()
+    sql, names, converters = _reader(db)
+    with statement_cursor() as cursor:
+        cursor.execute(sql, [run_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise PipelineRun.DoesNotExist(f"PipelineRun {run_id} does not exist")
+    return _run_from_row(db, names, converters, row)
+
+
+def _reader(db) -> tuple[str, list, dict]:
+    """The SQL reading a run's row with the database's time, the row's field
+    names and its converters, made by the ORM once per database."""
     reader = _READERS.get(db.alias)
     if reader is None:
         compiler = PipelineRun.objects.annotate(db_now=Now()).filter(pk=0).order_by().query.get_compiler(
             connection=db
         )
         sql, params = compiler.as_sql()
-        if list(params) != [0]:
-            raise RuntimeError(f"unexpected parameters of the run's read: {params!r}")
+        if list(params) != [0] or not sql.startswith("SELECT ") or sql.count(" FROM ") != 1:
+            raise RuntimeError(f"unexpected SQL of the run's read: {sql!r} {params!r}")
         columns = [column for column, _, _ in compiler.select]
         names = [column.target.attname for column in columns[:-1]]
         reader = _READERS[db.alias] = (sql, names, compiler.get_converters(columns))
-    sql, names, converters = reader
-    with statement_cursor() as cursor:
-        cursor.execute(sql, [run_id])
-        row = cursor.fetchone()
-    if row is None:
-        raise PipelineRun.DoesNotExist(f"PipelineRun {run_id} does not exist")
+    return reader
+
+
+def _run_from_row(db, names: list, converters: dict, row) -> PipelineRun:
     row = list(row)
     for position, (functions, expression) in converters.items():
         for convert in functions:
             row[position] = convert(row[position], expression, db)
-    run = PipelineRun.from_db(db.alias, names, row[:-1])
-    run.db_now = row[-1]
+    run = PipelineRun.from_db(db.alias, names, row[:len(names)])
+    run.db_now = row[len(names)]
     return run
+
+
+# Per database: the claim of a queued run as one UPDATE returning the row (see _claim_queued).
+_CLAIMS: dict = {}
+
+
+def _claim_queued(run_id: int, token: str) -> PipelineRun | None:
+    """Take run ``run_id`` when it is queued and its definition sets no
+    max_concurrent, in one UPDATE that returns the claimed row (its first
+    node, read from the snapshot, becomes the current one); None when that
+    UPDATE matched nothing (run_claim then reads the row and decides) or
+    this database has no such statement here.
+
+    On PostgreSQL the claim does not wait for the disk flush: should the
+    database lose it in a crash, the run is queued again and the recovery
+    sweep sends it, while this process's fenced writes find the row no
+    longer its own and stop. The run's end is durable, and so is all before it."""
+    db = thread_db()
+    claim = _CLAIMS.get(db.alias)
+    if claim is None:
+        if db.vendor not in ("postgresql", "sqlite"):
+            return None
+        quote = db.ops.quote_name
+        snapshot = quote(PipelineRun._meta.get_field("config_snapshot").column)
+        if db.vendor == "postgresql":
+            first, unlimited = f"COALESCE({snapshot} -> 'nodes' -> 0 ->> 'id', '')", f"{snapshot} -> 'max_concurrent'"
+            flush = ", set_config('synchronous_commit', 'off', true)"
+        else:
+            first = f"COALESCE(JSON_EXTRACT({snapshot}, '$.nodes[0].id'), '')"
+            unlimited, flush = f"JSON_EXTRACT({snapshot}, '$.max_concurrent')", ""
+        update, _ = _run_update_sql(
+            {"status": PipelineRun.Status.RUNNING.value, "started_at": DbTime(), "claimed_by": "",
+             "heartbeat_at": DbTime(), "lease_expires_at": DbTime(settings.RUN_LEASE_SECONDS)},
+            f"{quote('id')} = %s AND {quote('status')} = %s AND {unlimited} IS NULL", [],
+        )
+        select = _reader(db)[0]
+        returning = select[len("SELECT "):select.index(" FROM ")]
+        head, _, where = update.partition(" WHERE ")
+        claim = _CLAIMS[db.alias] = f"{head}, {quote('current_node')} = {first} WHERE {where} RETURNING {returning}{flush}"
+    params = [PipelineRun.Status.RUNNING.value, token, *_lease_params(db), run_id, PipelineRun.Status.QUEUED.value]
+    with statement_cursor() as cursor:
+        cursor.execute(claim, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    _, names, converters = _reader(db)
+    return _run_from_row(db, names, converters, row)
+
+
+def _lease_params(db) -> list:
+    """The parameter of DbTime(RUN_LEASE_SECONDS) on ``db``."""
+    return DbTime(settings.RUN_LEASE_SECONDS).sql(db.vendor)[1]
 
 
 def same_origin(run: PipelineRun):

@@ -27,6 +27,7 @@ from apps.orchestration import dispatch, engine, events, lease
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.selectors import RUN_ID_MAX, pipeline_definition_get
+from apps.orchestration.statements import row_insert
 from apps.orchestration.validation import validate_definition
 from apps.text import printable
 
@@ -365,7 +366,7 @@ def _run_store(
     *, resolved, payload, source, environment, trace_id, trigger, idempotency_key, retry_of, reused_results,
     target_host, group_id,
 ) -> PipelineRun:
-    return PipelineRun.objects.create(
+    run = PipelineRun(
         trace_id=trace_id or str(uuid.uuid4()),
         target_host=target_host,
         group_id=group_id,
@@ -381,9 +382,10 @@ def _run_store(
         source=source,
         environment=environment,
         payload=payload,
-        # Counted from here, a run whose message never reaches the broker is re-sent by the sweep.
-        published_at=Now(),
     )
+    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+    row_insert(run, db_time=("published_at",))
+    return run
 
 
 def pipeline_run_execute(*, run_id: int) -> PipelineRun | None:

@@ -33,7 +33,7 @@ def writes(sql: str) -> bool:
     )
 
 
-def test_a_three_node_run_takes_at_most_12_queries_and_reads_only_its_row():
+def test_a_three_node_run_takes_at_most_12_queries_and_reads_nothing_back():
     run = make_run()
     with CaptureQueriesContext(connection) as captured:
         done = engine.run_execute(run_id=run.pk)
@@ -41,8 +41,9 @@ def test_a_three_node_run_takes_at_most_12_queries_and_reads_only_its_row():
     shown = "\n".join(s[:160] for s in sql)
     assert done.status == "completed" and done.result["node_results"]["c"]["output"] == {"z": 7}
     assert len(sql) <= QUERY_CEILING, shown
-    # The claim reads the run once; nothing else is read back.
-    assert sum(s.lstrip().upper().startswith("SELECT") for s in sql) == 1, shown
+    # The claim's UPDATE returns the run's row: nothing is read on its own.
+    assert not any(s.lstrip().upper().startswith("SELECT") for s in sql), shown
+    assert sql[0].lstrip().upper().startswith("UPDATE") and "RETURNING" in sql[0].upper(), shown
     stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
     assert stages == [("a", 1, "succeeded"), ("b", 1, "succeeded"), ("c", 1, "succeeded")]
 
@@ -59,9 +60,9 @@ def test_a_three_node_run_commits_once_per_node_plus_the_claim_and_the_end_on_po
     # recording the one before) and the end.
     assert not any(s.strip().upper() in ("BEGIN", "COMMIT") for s in sql), shown
     assert sum(writes(s) for s in sql) == 1 + len(THREE_TRANSFORMS) + 1, shown
-    # Only the claim and the end wait for the disk flush.
+    # Only the end waits for the disk flush (a claim lost in a crash leaves the run queued for the sweep).
     durable = [s for s in sql if writes(s) and "set_config('synchronous_commit', 'off', true)" not in s]
-    assert len(durable) == 2 and "'completed'" in durable[-1], shown
+    assert len(durable) == 1 and "'completed'" in durable[-1], shown
 
 
 def test_a_progress_write_renews_the_lease():
@@ -119,3 +120,38 @@ def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_n
     claim.lease.write(run_fields={"status": "cancelled", "finished_at": Now(), "current_node": ""},
                       stage=first, durable=True)
     assert list(StageExecution.objects.filter(run=run).values_list("node_id", "status")) == [("a", "succeeded")]
+
+
+def test_launching_a_run_is_one_insert_that_stores_every_value():
+    PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
+    resolved = services.definition_resolve(name="three")
+    with CaptureQueriesContext(connection) as captured:
+        run = services.pipeline_run_create(
+            resolved=resolved, payload={"x": 7, "text": "é ✓"}, source="bench", environment="staging",
+            trace_id="trace-1", target_host="alpha",
+        )
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert len(sql) == 1 and sql[0].lstrip().upper().startswith("INSERT"), sql
+    stored = PipelineRun.objects.annotate(db_now=Now()).get(pk=run.pk)
+    assert (stored.status, stored.trace_id, stored.source, stored.environment, stored.target_host) == (
+        "queued", "trace-1", "bench", "staging", "alpha"
+    )
+    assert stored.payload == {"x": 7, "text": "é ✓"} and stored.config_snapshot == resolved.config
+    assert stored.definition_id == resolved.definition.pk and stored.origin == "three"
+    assert stored.created_at == run.created_at and stored.result == {} and stored.reused_results == {}
+    # The database's time, for the recovery sweep's grace period.
+    assert stored.published_at is not None and abs((stored.db_now - stored.published_at).total_seconds()) < 60
+
+
+def test_a_launch_with_a_taken_idempotency_key_inside_a_transaction_leaves_it_usable():
+    from django.db import transaction
+
+    PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
+    resolved = services.definition_resolve(name="three")
+    first = services.pipeline_run_create(resolved=resolved, payload={}, idempotency_key="k-1")
+    with transaction.atomic():
+        with pytest.raises(services.RunExists) as refused:
+            services.pipeline_run_create(resolved=resolved, payload={}, idempotency_key="k-1")
+        assert refused.value.run.pk == first.pk
+        # The enclosing transaction goes on.
+        assert PipelineRun.objects.filter(idempotency_key="k-1").count() == 1
