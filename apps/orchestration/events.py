@@ -155,6 +155,37 @@ def progress_publish(*, run_id: int, event: dict) -> None:
         _publish(client, run_id, [PROGRESS_PREFIX + json.dumps(event, default=str)], "progress")
 
 
+class RunEvents:
+    """Status and progress events of one run, queued, then published together
+    by ``send`` in the order they were queued: one round trip for several."""
+
+    def __init__(self, *, run_id: int):
+        self.run_id = run_id
+        self._queued: list[str] = []
+        self._kinds: set[str] = set()
+
+    def status(self, status: str) -> None:
+        """Queue a status wake-up (see run_event_publish)."""
+        self._queued.append(status)
+        self._kinds.add("status")
+
+    def progress(self, event: dict) -> None:
+        """Queue a progress event (see progress_publish)."""
+        if has_channel():  # no JSON for nobody
+            self._queued.append(PROGRESS_PREFIX + json.dumps(event, default=str))
+            self._kinds.add("progress")
+
+    def send(self) -> None:
+        """Publish what is queued, in order, in one round trip; never raises."""
+        if not self._queued:
+            return
+        messages, kinds = self._queued, self._kinds
+        self._queued, self._kinds = [], set()
+        client = broker_client()
+        if client is not None:
+            _publish(client, self.run_id, messages, " and ".join(k for k in ("status", "progress") if k in kinds))
+
+
 def progress_event(message: str | None) -> dict | None:
     """The progress event a message carries, or None when it is not one."""
     if not message or not message.startswith(PROGRESS_PREFIX):

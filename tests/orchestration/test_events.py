@@ -7,12 +7,16 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.db.models.functions import Now
 
-from apps.orchestration import events
+from apps.orchestration import engine, events, services
+from apps.orchestration.models import PipelineDefinition, PipelineRun
 from workers.embedded import EmbeddedBroker
 
 RUN_ID = 7
@@ -140,3 +144,105 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
         for fd in (published_r, published_w, go_r, go_w):
             os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- the events of a run the engine executes -------------------------------------------------
+
+
+def subscribe(broker, run_id: int):
+    """A subscriber to ``run_id``'s channel; returns (messages(count, timeout) -> list, close)."""
+    client = broker.client(socket_timeout=10)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(events.channel_name(run_id))
+
+    def messages(count: int, timeout: float = 5) -> list:
+        """The next messages, up to ``count``, as statuses and progress events."""
+        received, deadline = [], time.monotonic() + timeout
+        while len(received) < count and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                text = message["data"].decode()
+                step = events.progress_event(text)
+                received.append(text if step is None else (step["phase"], step["node"], step.get("attempt")))
+        return received
+
+    def close():
+        pubsub.close()
+        client.close()
+
+    return messages, close
+
+
+def make_run(nodes: list[dict], defaults: dict | None = None) -> PipelineRun:
+    config = {"version": "1.0", "nodes": nodes, **({"defaults": defaults} if defaults else {})}
+    PipelineDefinition.objects.create(name="events", config=config)
+    return services.pipeline_run_create(resolved=services.definition_resolve(name="events"), payload={"x": 1})
+
+
+@pytest.mark.django_db
+def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(broker):
+    run = make_run(
+        [
+            {"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}, "next": "b"},
+            {"id": "b", "type": "transform", "config": {"mapping": {"y": "payload.missing"}}},
+        ],
+        defaults={"max_retries": 1},
+    )
+    messages, close = subscribe(broker, run.pk)
+    try:
+        assert engine.run_execute(run_id=run.pk).status == "failed"
+        assert messages(9, timeout=2) == [
+            "running",
+            ("start", "a", 1), ("end", "a", 1),
+            ("start", "b", 1), ("end", "b", 1),
+            ("start", "b", 2), ("end", "b", 2),
+            "failed",
+        ]
+    finally:
+        close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("meanwhile", ["lost", "cancelled"])
+def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker, http_server, monkeypatch, meanwhile):
+    # The first node waits on the server until released; meanwhile the run is taken over or cancelled.
+    http_server.slow = True
+    monkeypatch.setenv("EVENTS_TEST_HOOK", http_server.url("/hook"))
+    run = make_run([
+        {"id": "hook", "type": "notify", "config": {"driver": "webhook", "url_env": "EVENTS_TEST_HOOK"}, "next": "b"},
+        {"id": "b", "type": "transform", "config": {"mapping": {"x": "payload.x"}}},
+    ])
+    messages, close = subscribe(broker, run.pk)
+    executed = {}
+
+    def execute():
+        try:
+            executed["run"] = engine.run_execute(run_id=run.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not http_server.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert http_server.requests
+        if meanwhile == "lost":
+            PipelineRun.objects.filter(pk=run.pk).update(claimed_by="another-host:1:x")
+        else:
+            PipelineRun.objects.filter(pk=run.pk).update(cancel_requested_at=Now())
+        http_server.release.set()
+        thread.join(30)
+        assert not thread.is_alive()
+        received = messages(5, timeout=2)
+    finally:
+        http_server.release.set()
+        thread.join(30)
+        close()
+    if meanwhile == "lost":
+        assert executed["run"].ended_here is False
+        assert received == ["running", ("start", "hook", 1), ("end", "hook", 1)]
+    else:
+        assert executed["run"].status == "cancelled"
+        assert received == ["running", ("start", "hook", 1), ("end", "hook", 1), "cancelled"]
