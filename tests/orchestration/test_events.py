@@ -38,28 +38,37 @@ def broker(settings):
             shutil.rmtree(directory, ignore_errors=True)
 
 
+class Subscriber:
+    """A subscriber to one run's channel on the broker."""
+
+    def __init__(self, broker: EmbeddedBroker, run_id: int):
+        self.client = broker.client(socket_timeout=10)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(events.channel_name(run_id))
+
+    def received(self, count: int, timeout: float = 5) -> list:
+        """The next messages, up to ``count``: statuses as they are, progress events as (phase, node, attempt)."""
+        received, deadline = [], time.monotonic() + timeout
+        while len(received) < count and time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is not None:
+                text = message["data"].decode()
+                step = events.progress_event(text)
+                received.append(text if step is None else (step["phase"], step["node"], step.get("attempt")))
+        return received
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
 @pytest.fixture
 def listener(broker):
-    """A subscriber to RUN_ID's channel on the broker; ``received(n)`` returns the next n messages."""
-    client = broker.client(socket_timeout=10)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(events.channel_name(RUN_ID))
-
-    class Listener:
-        @staticmethod
-        def received(count: int, timeout: float = 5) -> list[str]:
-            messages, deadline = [], time.monotonic() + timeout
-            while len(messages) < count and time.monotonic() < deadline:
-                message = pubsub.get_message(timeout=0.1)
-                if message is not None:
-                    messages.append(message["data"].decode())
-            return messages
-
+    subscriber = Subscriber(broker, RUN_ID)
     try:
-        yield Listener
+        yield subscriber
     finally:
-        pubsub.close()
-        client.close()
+        subscriber.close()
 
 
 def test_status_and_progress_events_reach_a_subscriber_in_order(broker, listener, apps_log):
@@ -67,10 +76,7 @@ def test_status_and_progress_events_reach_a_subscriber_in_order(broker, listener
     events.progress_publish(run_id=RUN_ID, event={"phase": "start", "node": "a"})
     events.run_event_publish(run_id=RUN_ID, status="completed")
 
-    received = listener.received(3)
-    assert received[0] == "running"
-    assert events.progress_event(received[1]) == {"phase": "start", "node": "a"}
-    assert received[2] == "completed"
+    assert listener.received(3) == ["running", ("start", "a", None), "completed"]
     assert "could not publish" not in apps_log.text
 
 
@@ -101,19 +107,12 @@ def test_a_publish_to_a_dead_broker_is_only_logged_and_the_next_one_reconnects(b
     assert f"could not publish status of run {RUN_ID}" in apps_log.text
 
     broker.ensure_running()
-    client = broker.client(socket_timeout=10)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(events.channel_name(RUN_ID))
+    subscriber = Subscriber(broker, RUN_ID)
     try:
         events.run_event_publish(run_id=RUN_ID, status="failed")
-        message = None
-        deadline = time.monotonic() + 5
-        while message is None and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.1)
-        assert message is not None and message["data"] == b"failed"
+        assert subscriber.received(1) == ["failed"]
     finally:
-        pubsub.close()
-        client.close()
+        subscriber.close()
 
 
 def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
@@ -149,30 +148,6 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
 # --- the events of a run the engine executes -------------------------------------------------
 
 
-def subscribe(broker, run_id: int):
-    """A subscriber to ``run_id``'s channel; returns (messages(count, timeout) -> list, close)."""
-    client = broker.client(socket_timeout=10)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(events.channel_name(run_id))
-
-    def messages(count: int, timeout: float = 5) -> list:
-        """The next messages, up to ``count``, as statuses and progress events."""
-        received, deadline = [], time.monotonic() + timeout
-        while len(received) < count and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.1)
-            if message is not None:
-                text = message["data"].decode()
-                step = events.progress_event(text)
-                received.append(text if step is None else (step["phase"], step["node"], step.get("attempt")))
-        return received
-
-    def close():
-        pubsub.close()
-        client.close()
-
-    return messages, close
-
-
 def make_run(nodes: list[dict], defaults: dict | None = None) -> PipelineRun:
     config = {"version": "1.0", "nodes": nodes, **({"defaults": defaults} if defaults else {})}
     PipelineDefinition.objects.create(name="events", config=config)
@@ -188,10 +163,10 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
         ],
         defaults={"max_retries": 1},
     )
-    messages, close = subscribe(broker, run.pk)
+    subscriber = Subscriber(broker, run.pk)
     try:
         assert engine.run_execute(run_id=run.pk).status == "failed"
-        assert messages(9, timeout=2) == [
+        assert subscriber.received(9, timeout=2) == [
             "running",
             ("start", "a", 1), ("end", "a", 1),
             ("start", "b", 1), ("end", "b", 1),
@@ -199,7 +174,7 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
             "failed",
         ]
     finally:
-        close()
+        subscriber.close()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -212,7 +187,7 @@ def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker,
         {"id": "hook", "type": "notify", "config": {"driver": "webhook", "url_env": "EVENTS_TEST_HOOK"}, "next": "b"},
         {"id": "b", "type": "transform", "config": {"mapping": {"x": "payload.x"}}},
     ])
-    messages, close = subscribe(broker, run.pk)
+    subscriber = Subscriber(broker, run.pk)
     executed = {}
 
     def execute():
@@ -235,11 +210,11 @@ def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker,
         http_server.release.set()
         thread.join(30)
         assert not thread.is_alive()
-        received = messages(5, timeout=2)
+        received = subscriber.received(5, timeout=2)
     finally:
         http_server.release.set()
         thread.join(30)
-        close()
+        subscriber.close()
     if meanwhile == "lost":
         assert executed["run"].ended_here is False
         assert received == ["running", ("start", "hook", 1), ("end", "hook", 1)]
