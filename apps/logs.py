@@ -30,10 +30,25 @@ from apps.text import printable
 RUN_FIELDS = ("run_id", "trace_id")
 
 
+# The date and time of the second the last line was written in: lines come many to a second.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_utc(record: logging.LogRecord) -> str:
     """The record's creation time as ISO-8601 UTC with milliseconds and a ``Z``."""
-    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
+    global _last_second
+    created = record.created
+    second = int(created)
+    # datetime rounds the time to microseconds, which carries into the next second from
+    # .9999995 on: such times take the long way, so every line reads as it always did.
+    if created >= 0 and created - second < 0.999999:
+        cached_second, text = _last_second
+        if cached_second != second:
+            text = f"{datetime.fromtimestamp(second, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}"
+            _last_second = (second, text)
+    else:
+        text = f"{datetime.fromtimestamp(created, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}"
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 def _quoted(text: str) -> str:
@@ -46,6 +61,23 @@ def _bare(value) -> str:
     do), so `grep ' trace_id=<id>'` finds it; quoted otherwise."""
     text = printable(str(value))
     return text if text and " " not in text else _quoted(str(value))
+
+
+# Level, process and logger names: a few values written on every line, so written once.
+_NAMES: dict[str, str] = {}
+_NAMES_LIMIT = 1000
+
+
+def _bare_name(value) -> str:
+    """``_bare(value)``, remembered for a string."""
+    if type(value) is not str:
+        return _bare(value)
+    text = _NAMES.get(value)
+    if text is None:
+        text = _bare(value)
+        if len(_NAMES) < _NAMES_LIMIT:
+            _NAMES[value] = text
+    return text
 
 
 class TextFormatter(logging.Formatter):
@@ -62,9 +94,9 @@ class TextFormatter(logging.Formatter):
         record.message = record.getMessage()
         pairs = [
             f"time={iso_utc(record)}",
-            f"level={_bare(record.levelname)}",
-            f"process={_bare(record.processName)}",
-            f"logger={_bare(record.name)}",
+            f"level={_bare_name(record.levelname)}",
+            f"process={_bare_name(record.processName)}",
+            f"logger={_bare_name(record.name)}",
         ]
         pairs += [f"{name}={_bare(getattr(record, name))}" for name in RUN_FIELDS if hasattr(record, name)]
         pairs.append(f"msg={_quoted(record.message)}")

@@ -52,6 +52,7 @@ MIN_PLAIN_FRAGMENT_LENGTH = 12
 _URL_SHAPED = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 _seen: set[str] = set()
+_seen_additions = 0  # how many values remember() has added to _seen
 
 
 class SecretMissing(Exception):
@@ -107,8 +108,10 @@ def secret_get(config: dict, key: str, *, default_env: str | None, what: str) ->
 
 def remember(value: str) -> None:
     """Scrub ``value`` (and its identifying parts) from everything this process writes from now on."""
-    if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+    global _seen_additions
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH and value not in _seen:
         _seen.add(value)
+        _seen_additions += 1
 
 
 def is_identifying(fragment: str) -> bool:
@@ -157,13 +160,46 @@ def secret_fragments(value: str) -> set[str]:
     return fragments
 
 
+# _known()'s last answer and what it was worked out from: (variable names, their names as
+# os.environ stores them, their raw values, the state of _seen, the answer).
+_known_memo: tuple | None = None
+
+
+def _env_keys(names: tuple[str, ...]) -> tuple | None:
+    encode = getattr(os.environ, "encodekey", None)
+    return tuple(encode(name) for name in names) if encode is not None else None
+
+
+def _raw_env_values(names: tuple[str, ...], keys: tuple | None) -> tuple:
+    """The values of variables ``names`` as os.environ holds them, to tell whether one changed.
+
+    Read from the dict inside CPython's os.environ when there is one: os.environ.get
+    runs the generic Mapping code, which made up most of the cost of every log line."""
+    data = getattr(os.environ, "_data", None)
+    if keys is not None and type(data) is dict:
+        return tuple([data.get(key) for key in keys])
+    return tuple([os.environ.get(name) for name in names])
+
+
 def _known() -> frozenset[str]:
+    """The secret values known now: those remembered, and those of settings.SECRET_ENV_VARS.
+    Worked out again only when one of these changed."""
+    global _known_memo
+    names = tuple(settings.SECRET_ENV_VARS)
+    memo = _known_memo
+    keys = memo[1] if memo is not None and memo[0] == names else _env_keys(names)
+    raw = _raw_env_values(names, keys)
+    seen = (_seen_additions, len(_seen))
+    if memo is not None and memo[0] == names and memo[2] == raw and memo[3] == seen:
+        return memo[4]
     values = set(_seen)
-    for name in settings.SECRET_ENV_VARS:
+    for name in names:
         value = os.environ.get(name, "").strip()
         if len(value) >= MIN_SECRET_LENGTH:
             values.add(value)
-    return frozenset(values)
+    known = frozenset(values)
+    _known_memo = (names, keys, raw, seen, known)
+    return known
 
 
 class _Matcher:

@@ -108,3 +108,26 @@ def test_timestamps_are_utc_whatever_the_local_zone(log_to, monkeypatch):
 
     written = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     assert abs((datetime.now(timezone.utc) - written).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.5, 0.998999, 0.999, 0.9999989, 0.9999995, 0.99999951, 0.9999999])
+def test_the_time_is_written_as_datetime_writes_it_next_to_a_second_boundary(fraction):
+    from datetime import datetime, timezone
+
+    from apps.logs import iso_utc
+
+    # Seconds in turn, twice each, with times that datetime rounds into the next second.
+    for created in (1_800_000_000 + fraction, 1_800_000_001 + fraction, 1_800_000_001 + fraction, 59.0 + fraction):
+        record = _record(created=created, msecs=int((created - int(created)) * 1000) + 0.0)
+        moment = datetime.fromtimestamp(created, tz=timezone.utc)
+        assert iso_utc(record) == f"{moment:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
+
+
+def test_level_process_and_logger_names_are_escaped_each_time(log_to):
+    logger, out = log_to("text", name="tests.logs.odd\x1bname")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.info("one")
+    logger.info("two")
+    for line in out.getvalue().splitlines():
+        assert " logger=tests.logs.odd\\x1bname " in line

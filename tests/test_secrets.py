@@ -299,3 +299,15 @@ def test_a_set_secret_is_read_from_the_variable_the_node_names(monkeypatch):
     monkeypatch.setenv("OPS_SLACK_URL", SLACK_URL)
     assert secret_get({"webhook_url_env": "OPS_SLACK_URL"}, "webhook_url", default_env="SLACK_WEBHOOK_URL",
                       what="Slack webhook URL") == SLACK_URL
+
+
+def test_a_changed_or_removed_secret_variable_is_noticed_at_once(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-first-1234567")
+    assert scrub("sk-first-1234567 sk-second-7654321") == f"{REDACTED} sk-second-7654321"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-second-7654321")
+    assert scrub("sk-first-1234567 sk-second-7654321") == f"sk-first-1234567 {REDACTED}"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert scrub("sk-first-1234567 sk-second-7654321") == "sk-first-1234567 sk-second-7654321"
+    monkeypatch.setenv("SECRETS_TEST_NODE_KEY", "read-by-a-node-42")
+    assert secret_get({"key_env": "SECRETS_TEST_NODE_KEY"}, "key", default_env=None, what="key") == "read-by-a-node-42"
+    assert scrub("got read-by-a-node-42") == f"got {REDACTED}"

@@ -131,13 +131,20 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     # Every line written while this process executes the run carries its ids (apps/logcontext.py).
     with run_context(run.pk, run.trace_id):
         _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
-        events.run_event_publish(run_id=run.pk, status=run.status)
+        # Events wait for the write that follows them and go out with the events after it
+        # (see _Execution): one round trip per node boundary instead of two.
+        run_events = events.RunEvents(run_id=run.pk)
+        run_events.status(run.status)
         if claim.resumed:
-            events.progress_publish(run_id=run.pk, event={"phase": "takeover", "worker": token})
+            run_events.progress({"phase": "takeover", "worker": token})
         with Heartbeat(claim.lease):
-            ended = _Execution(claim).execute()
-            if ended:
-                events.run_event_publish(run_id=run.pk, status=run.status)
+            try:
+                ended = _Execution(claim, run_events).execute()
+                if ended:  # its end is durable: now watchers may read it
+                    run_events.status(run.status)
+            finally:
+                # Within the heartbeat: the final status is what ends its thread at once.
+                run_events.send()
         # The task tells a run this call ended from one it only found (finished, held, lost).
         run.ended_here = ended
         if ended and run.config_snapshot.get("max_concurrent"):
@@ -170,8 +177,11 @@ class _Execution:
     """One process's execution of a claimed run: the walk along the nodes and
     the run's outcome, recorded through the claim's lease."""
 
-    def __init__(self, claim: Claim):
+    def __init__(self, claim: Claim, run_events: events.RunEvents):
         self.run, self.lease = claim.run, claim.lease
+        # Queued events go out after the next fenced write, with the node start it allows,
+        # and at the latest when run_execute ends, whatever stopped the run.
+        self.events = run_events
         self.resumed = claim.resumed
         # The run time limit holds on every pool: nodes are stopped at it (Celery's soft
         # time limit, where the pool has one, is only a backstop).
@@ -250,12 +260,12 @@ class _Execution:
             elif node_id in succeeded:
                 # Executed by an earlier delivery: reuse what it produced.
                 self._record(node, succeeded[node_id], reused=True)
-                _progress_end(self.run, node, succeeded[node_id], reused=True)
+                _progress_end(self.events, node, succeeded[node_id], reused=True)
             elif node_id in self.reused_results:
                 # A retry from the failed node: the original run executed it.
                 stage = _reused_stage(self.run, node, self.reused_results[node_id])
                 self._record(node, stage, reused=True)
-                _progress_end(self.run, node, stage, reused=True)
+                _progress_end(self.events, node, stage, reused=True)
             else:
                 self._run_node(node, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
@@ -301,12 +311,11 @@ class _Execution:
                 return
             self.open_stage = stage
             _log("node.start", self.run, node=node_id, type=node_type, attempt=attempt)
-            events.progress_publish(
-                run_id=self.run.pk, event={"phase": "start", "node": node_id, "type": node_type, "attempt": attempt}
-            )
+            self.events.progress({"phase": "start", "node": node_id, "type": node_type, "attempt": attempt})
+            self.events.send()  # with what ended before the write
             self._attempt(handler, config, stage)
-            # Followers hear of the end before it is written: the node has ended, whatever the write does.
-            _progress_end(self.run, node, stage)
+            # Sent with the next write's outcome, whatever it is: the node has ended either way.
+            _progress_end(self.events, node, stage)
             done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
             if done:
                 self._record(node, stage)
@@ -417,17 +426,16 @@ class _Execution:
         _log("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
 
 
-def _progress_end(run: PipelineRun, node: dict, stage: StageExecution, *, reused: bool = False) -> None:
-    """Tell followers a node's attempt ended (errors are scrubbed already; cut short here)."""
+def _progress_end(
+    run_events: events.RunEvents, node: dict, stage: StageExecution, *, reused: bool = False
+) -> None:
+    """Queue the event telling followers a node's attempt ended (errors are scrubbed already; cut short here)."""
     error = stage.errors[-1] if stage.errors else None
-    events.progress_publish(
-        run_id=run.pk,
-        event={
-            "phase": "end", "node": node["id"], "type": node["type"], "attempt": stage.attempt,
-            "status": stage.status, "duration_ms": stage.duration_ms, "reused": reused,
-            "error": error[:300] if isinstance(error, str) else None,
-        },
-    )
+    run_events.progress({
+        "phase": "end", "node": node["id"], "type": node["type"], "attempt": stage.attempt,
+        "status": stage.status, "duration_ms": stage.duration_ms, "reused": reused,
+        "error": error[:300] if isinstance(error, str) else None,
+    })
 
 
 def _reused_stage(run: PipelineRun, node: dict, entry: dict) -> StageExecution:

@@ -38,9 +38,12 @@ def channel_name(run_id: int, *, db: int | None = None) -> str:
 _FAST = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
 
 
-@lru_cache(maxsize=1)
 def _client() -> redis.Redis | None:
-    url = settings.CELERY_BROKER_URL
+    return _client_for(settings.CELERY_BROKER_URL)
+
+
+@lru_cache(maxsize=4)
+def _client_for(url: str) -> redis.Redis | None:
     if url.startswith("redis+socket://"):
         return redis.Redis(unix_socket_path=_socket_path(url), **_FAST)
     if url.startswith(("redis://", "rediss://")):
@@ -71,16 +74,72 @@ def has_channel() -> bool:
     return _client() is not None
 
 
+class _Publisher:
+    """This process's own connection to the broker's Redis, for PUBLISH only.
+
+    A publish goes straight through one redis-py Connection: going through
+    the client (its pool, retry and instrumentation layers) about doubles its
+    CPU, and a worker publishes at every node boundary. Made with the
+    client's connection settings (fast timeouts, no retries)."""
+
+    def __init__(self, client: redis.Redis):
+        pool = client.connection_pool
+        self.client, self.pid = client, os.getpid()
+        self.connection = pool.connection_class(**pool.connection_kwargs)
+        self.lock = threading.Lock()  # one command and its replies at a time on the socket
+
+    def publish(self, channel: str, messages: list[str]) -> None:
+        """Publish ``messages`` on ``channel`` in order, in one round trip;
+        raises redis.RedisError."""
+        connection = self.connection
+        with self.lock:
+            try:
+                connection.connect()  # a no-op once connected; connects again after an error
+                # Something to read on an idle connection means the server closed it (a restart,
+                # its idle timeout): start a new one, as redis-py's pool does before each command.
+                try:
+                    stale = connection.can_read(timeout=0)
+                except redis.ConnectionError:
+                    stale = True
+                if stale:
+                    connection.disconnect()
+                    connection.connect()
+                commands = [("PUBLISH", channel, message) for message in messages]
+                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    connection.read_response()
+            except BaseException:
+                # A reply left unread would be taken for the next command's.
+                connection.disconnect()
+                raise
+
+
+_publisher: _Publisher | None = None
+
+
+def _publisher_of(client: redis.Redis) -> _Publisher:
+    """This process's publisher for ``client``: a forked child makes its own
+    rather than share its parent's socket."""
+    global _publisher
+    publisher = _publisher
+    if publisher is None or publisher.pid != os.getpid() or publisher.client is not client:
+        publisher = _publisher = _Publisher(client)
+    return publisher
+
+
+def _publish(client: redis.Redis, run_id: int, messages: list[str], what: str) -> None:
+    try:
+        _publisher_of(client).publish(channel_name(run_id), messages)
+    except redis.RedisError as exc:
+        # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
+        logger.warning("could not publish %s of run %s: %s", what, run_id, exc)
+
+
 def run_event_publish(*, run_id: int, status: str) -> None:
     """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
     client = broker_client()
-    if client is None:
-        return
-    try:
-        client.publish(channel_name(run_id), status)
-    except redis.RedisError as exc:
-        # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
-        logger.warning("could not publish status of run %s: %s", run_id, exc)
+    if client is not None:
+        _publish(client, run_id, [status], "status")
 
 
 # Progress events (a node started or ended, a takeover) travel on the same
@@ -92,12 +151,39 @@ def progress_publish(*, run_id: int, event: dict) -> None:
     """Tell followers of ``run_id`` about progress (``event``: a JSON-able dict
     with ``phase`` "start", "end" or "takeover"); never raises."""
     client = broker_client()
-    if client is None:
-        return
-    try:
-        client.publish(channel_name(run_id), PROGRESS_PREFIX + json.dumps(event, default=str))
-    except redis.RedisError as exc:
-        logger.warning("could not publish progress of run %s: %s", run_id, exc)
+    if client is not None:
+        _publish(client, run_id, [PROGRESS_PREFIX + json.dumps(event, default=str)], "progress")
+
+
+class RunEvents:
+    """Status and progress events of one run, queued, then published together
+    by ``send`` in the order they were queued: one round trip for several."""
+
+    def __init__(self, *, run_id: int):
+        self.run_id = run_id
+        self._queued: list[str] = []
+        self._kinds: set[str] = set()
+
+    def status(self, status: str) -> None:
+        """Queue a status wake-up (see run_event_publish)."""
+        self._queued.append(status)
+        self._kinds.add("status")
+
+    def progress(self, event: dict) -> None:
+        """Queue a progress event (see progress_publish)."""
+        if has_channel():  # no JSON for nobody
+            self._queued.append(PROGRESS_PREFIX + json.dumps(event, default=str))
+            self._kinds.add("progress")
+
+    def send(self) -> None:
+        """Publish what is queued, in order, in one round trip; never raises."""
+        if not self._queued:
+            return
+        messages, kinds = self._queued, self._kinds
+        self._queued, self._kinds = [], set()
+        client = broker_client()
+        if client is not None:
+            _publish(client, self.run_id, messages, " and ".join(k for k in ("status", "progress") if k in kinds))
 
 
 def progress_event(message: str | None) -> dict | None:
