@@ -59,11 +59,11 @@ class PipelineRun(models.Model):
     )
     config_snapshot = models.JSONField(help_text="The definition as it was when the run was created.")
     trigger = models.CharField(
-        max_length=20, choices=Trigger.choices, default=Trigger.CLI, db_index=True,
+        max_length=20, choices=Trigger.choices, default=Trigger.CLI,
         help_text="What launched the run: the command line, a schedule, a retry...",
     )
     idempotency_key = models.CharField(
-        max_length=200, null=True, blank=True, unique=True,
+        max_length=200, null=True, blank=True,
         help_text="A launch with a key that a run already has creates nothing (a schedule's tick, --idempotency-key).",
     )
     retry_of = models.ForeignKey(
@@ -81,7 +81,7 @@ class PipelineRun(models.Model):
         "that are reused instead of executed again (copied, so pruning the original changes nothing).",
     )
     target_host = models.CharField(
-        max_length=100, blank=True, default="", db_index=True,
+        max_length=100, blank=True, default="",
         help_text="The host the run measures: only workers serving this host (MONITOR_HOST) take it. "
         "Empty: any worker, from the shared queue.",
     )
@@ -92,9 +92,7 @@ class PipelineRun(models.Model):
     source = models.CharField(max_length=50, default="cli", help_text="Alert source / launcher.")
     environment = models.CharField(max_length=50, default="development")
     payload = models.JSONField(default=dict, blank=True)
-    status = models.CharField(
-        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     current_node = models.CharField(max_length=100, blank=True, default="")
     result = models.JSONField(default=dict, blank=True, help_text="Per-node outcome, kept current.")
     error = models.TextField(blank=True, default="")
@@ -125,7 +123,16 @@ class PipelineRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Declared here rather than with db_index/unique on the fields: on PostgreSQL those also
+        # add a second index per text field for LIKE queries, which nothing makes on these, and
+        # every index is written again whenever a run's row moves.
+        indexes = [
+            models.Index(fields=["status"], name="pipelinerun_status"),
+            models.Index(fields=["trigger"], name="pipelinerun_trigger"),
+            models.Index(fields=["target_host"], name="pipelinerun_target_host"),
+        ]
         constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="pipelinerun_unique_idempotency_key"),
             models.CheckConstraint(
                 condition=Q(status__in=["queued", "running"]) | Q(finished_at__isnull=False),
                 name="pipelinerun_terminal_has_finished_at",
@@ -149,9 +156,9 @@ class StageExecution(models.Model):
     run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages")
     node_id = models.CharField(max_length=100)
     node_type = models.CharField(max_length=50)
-    status = models.CharField(
-        max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True
-    )
+    # Not indexed: nothing looks stages up by status, and an index on it would keep a stage's
+    # outcome from being written in place (PostgreSQL's HOT updates).
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     attempt = models.PositiveIntegerField(default=1)
     output = models.JSONField(default=dict, blank=True)
     errors = models.JSONField(default=list, blank=True)
