@@ -54,6 +54,8 @@ def run_publish(
     _app().send_task(
         EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}",
         queue=run_queue(host),
+        # What Flower shows, written here: Celery's size-bounded repr of any value cost more than the rest of the message.
+        argsrepr=f"[{run_id}]", kwargsrepr=repr(labels),
     )
 
 
