@@ -1,5 +1,5 @@
-"""Hand-written SQL for the statements every run executes: its INSERT, the
-claim, its read and the fenced writes (apps/orchestration/lease.py).
+"""What the statements every run executes share: the run's INSERT (here),
+the claim, its read and the fenced writes (apps/orchestration/lease.py).
 
 The ORM took longer to build such a statement (about 250 µs for a fenced
 UPDATE, 300 µs for the run's INSERT) than the database to execute it, so
