@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -638,11 +639,11 @@ class Heartbeat:
         if _starter.remove(self):
             return  # the run ended before its heartbeat was needed
         self._started.wait(5)  # being started right now
-        # Without the final status (a run lost midway) the thread notices within a second.
+        # The thread ends at once on the run's final status, or within a second of this (a
+        # run lost midway, or a final status sent before it subscribed); it renews nothing
+        # once stopped, so the run's process goes on without waiting for it (a run that frees
+        # a max_concurrent slot wakes the next one now, not a second later).
         self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(self.interval + 5)
-        self._events.close()
 
     def _start(self) -> None:
         """Start the thread (called by the starter)."""
@@ -652,6 +653,7 @@ class Heartbeat:
             self._started.set()
 
     def _run(self) -> None:
+        _leave_timer_signal_to_main_thread()
         try:
             # Subscribed before the row is read, so a cancel request is either in the row or heard;
             # the run's final status, published as it ends, reaches the thread and ends it at once.
@@ -673,6 +675,7 @@ class Heartbeat:
                 if message == CANCEL_EVENT and self._cancel_stored():
                     self._cancel_seen()
         finally:
+            self._events.close()
             connection.close()
 
     def _cancel_stored(self) -> bool:
@@ -718,6 +721,15 @@ class Heartbeat:
         return True
 
 
+def _leave_timer_signal_to_main_thread() -> None:
+    """Block SIGALRM in this thread. A node's time limit (engine._time_limit)
+    is a SIGALRM timer whose handler must interrupt the node's blocking call
+    in the main thread; a signal the kernel hands to another thread would
+    only be handled once that call returns on its own."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+
+
 class _Starter:
     """Starts each heartbeat's thread when it is due, from one thread per
     process (started when first needed, and again in a forked child)."""
@@ -747,6 +759,7 @@ class _Starter:
             return self._due.pop(beat, None) is not None
 
     def _loop(self) -> None:
+        _leave_timer_signal_to_main_thread()
         while True:
             with self._lock:
                 now = time.monotonic()
