@@ -201,7 +201,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # recorded as failed by the engine itself; Celery's soft and hard limits are
 # a backstop, and a run found past it at a takeover is ended, not executed.
 RUN_TIME_LIMIT_SECONDS = env.int("RUN_TIME_LIMIT_SECONDS", 3600)
-CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_SECONDS
+# The soft limit comes 10 s after the engine's own: at the same moment, its SIGUSR1 could
+# land while the engine is recording the run's end after its own timer stopped the node.
+CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_SECONDS + 10
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 # Unacknowledged messages of a worker that vanished are redelivered after this.
 # Recovery does not wait for it (the sweep below re-publishes runs whose lease
