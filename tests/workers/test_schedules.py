@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from itertools import combinations
@@ -117,7 +118,7 @@ def test_a_tick_delivered_twice_makes_one_run(cli, worker, tmp_path):
 
 
 def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, start_worker, tmp_path):
-    start_worker(concurrency=4)
+    worker = start_worker(concurrency=4)
     load(cli, tmp_path / "defs", "limited", {"nodes": slow(1), "max_concurrent": 2})
     launch = (
         "from concurrent.futures import ThreadPoolExecutor\n"
@@ -132,7 +133,16 @@ def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, start_worker
     )
     assert cli("shell", "-c", launch).exit_code == 0
     runs = PipelineRun.objects.filter(definition_name="limited")
-    last = runs.order_by("-pk").first()
+    # Once every run's first message has been taken (it started or was told to wait), only a
+    # freed slot wakes a queued run, oldest first: the newest queued run is the last to start.
+    # Before that, a late message can meet a slot just freed and start out of order.
+    ids = list(runs.values_list("pk", flat=True))
+    wait_until(
+        lambda: all(re.search(rf"event=run\.(start|waiting) run_id={pk} ", worker.log()) for pk in ids),
+        timeout=120, what="every limited run's first message taken",
+    )
+    last = runs.filter(status="queued").order_by("-pk").first()
+    assert last is not None, "every run started before the wait could be watched"
     waited = cli("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1")
     assert waited.exit_code == 0, waited.stderr
     assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.stderr
