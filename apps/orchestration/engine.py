@@ -210,6 +210,9 @@ class _Execution:
         # What the run's row holds of the walk (current node, and the result as of which
         # _record call), so a write carries only what changed.
         self.written_node, self.recorded, self.written_recorded = self.run.current_node, 0, 0
+        # A run taken from the queue: its claim, just made, holds the lease and made the first
+        # node its current one, so that node's first attempt needs no write of its own (see _write).
+        self.claim_opens = not self.resumed
 
     def execute(self) -> bool:
         """Walk the run and record its end; False when this process lost the
@@ -294,6 +297,8 @@ class _Execution:
         One fenced write per attempt, before it starts: it opens the attempt's
         stage, makes the node the run's current one, and carries what ended
         since the last write (the previous attempt's stage, the run's result).
+        The first node of a run taken from the queue has its claim for that
+        write instead (see _write).
         """
         node_id, node_type = node["id"], node["type"]
         handler = node_types.get(node_type)()
@@ -334,13 +339,20 @@ class _Execution:
                 return
 
     def _write(self, *, current_node: str, opening: StageExecution) -> None:
-        """The write before an attempt starts (see _run_node); raises
-        CancelRequested (nothing written), LeaseLost, DatabaseUnavailable."""
+        """The write before an attempt starts (see _run_node), none right
+        after a claim from the queue; raises CancelRequested (nothing
+        written), LeaseLost, DatabaseUnavailable."""
         fields = {}
         if current_node != self.written_node:
             fields["current_node"] = current_node
         if self.recorded != self.written_recorded:
             fields.update(result=self.result, error=self.error)
+        claim_opens, self.claim_opens = self.claim_opens, False
+        if claim_opens and not fields and self.ended_stage is None and opening.attempt == 1:
+            # The claim's node, right after the claim: the claim stands for its start (a takeover
+            # records the current node as interrupted when it has no stage), and its stage is
+            # written with its outcome by the next write. One statement per run fewer.
+            return
         stages = [opening] if self.ended_stage is None else [self.ended_stage, opening]
         self.lease.write(run_fields=fields, stages=stages, before_node=True)
         self.ended_stage = None

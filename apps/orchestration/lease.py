@@ -117,13 +117,25 @@ def _holder_gone(run: PipelineRun) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
 
 
-def stages_interrupted(*, run_id: int, holder: str) -> None:
-    """Record the node a lost holder was executing as failed: it never finished."""
-    StageExecution.objects.filter(run_id=run_id, status=StageExecution.Status.RUNNING).update(
-        status=StageExecution.Status.FAILED,
-        errors=[f"interrupted: the process executing it ({holder or 'unknown'}) was lost"],
-        finished_at=Now(),
-    )
+def stages_interrupted(*, run: PipelineRun, holder: str) -> None:
+    """Record the node a lost holder was executing as failed: it never finished.
+
+    That is the run's open stage; or, when the run's current node has no stage
+    at all, the current node itself: a run's claim stands for the start of its
+    first node, whose stage is written with its end (engine._Execution._write),
+    so a holder lost during that node left no row for it."""
+    errors = [f"interrupted: the process executing it ({holder or 'unknown'}) was lost"]
+    stages = StageExecution.objects.filter(run_id=run.pk)
+    failed = {"status": StageExecution.Status.FAILED, "errors": errors, "finished_at": Now()}
+    if stages.filter(status=StageExecution.Status.RUNNING).update(**failed) or not run.current_node:
+        return
+    if stages.filter(node_id=run.current_node).exists():
+        return
+    nodes = run.config_snapshot.get("nodes") or []
+    node_type = next((n.get("type") or "" for n in nodes if n.get("id") == run.current_node), "")
+    stage = StageExecution.objects.create(run_id=run.pk, node_id=run.current_node, node_type=node_type, **failed)
+    if run.started_at is not None:  # the claim's time: when the node started
+        stages.filter(pk=stage.pk).update(started_at=run.started_at)
 
 
 class Lease:
@@ -462,7 +474,7 @@ def run_claim(*, run_id: int, token: str) -> Claim:
                     rows = rows.filter(lease_expired())  # the holder must not have renewed meanwhile
                 if not rows.update(**taken):
                     return Claim(run, None, "held")
-                stages_interrupted(run_id=run_id, holder=previous)
+                stages_interrupted(run=run, holder=previous)
             logger.warning(
                 "event=run.taken_over run_id=%s trace_id=%s previous=%s", run_id, run.trace_id, previous or "unknown",
                 extra={"run_id": run_id, "trace_id": run.trace_id},

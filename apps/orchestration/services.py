@@ -703,7 +703,7 @@ def _cancel_abandoned(run_id: int, cancelled: dict) -> bool:
         if run is None:
             return False
         node = run.current_node
-        lease.stages_interrupted(run_id=run_id, holder=run.claimed_by)
+        lease.stages_interrupted(run=run, holder=run.claimed_by)
         PipelineRun.objects.filter(pk=run_id).update(
             error=f"Cancelled on request; its worker was gone (at node '{node}')" if node else "Cancelled on request",
             **cancelled,

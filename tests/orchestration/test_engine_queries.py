@@ -56,10 +56,10 @@ def test_a_three_node_run_commits_once_per_node_plus_the_claim_and_the_end_on_po
         engine.run_execute(run_id=run.pk)
     sql = [q["sql"] for q in captured.captured_queries]
     shown = "\n".join(s[:160] for s in sql)
-    # Every write is one autocommit statement: the claim, one per node (opening it and
-    # recording the one before) and the end.
+    # Every write is one autocommit statement: the claim (which stands for the first node's
+    # start), one per later node (opening it and recording the one before) and the end.
     assert not any(s.strip().upper() in ("BEGIN", "COMMIT") for s in sql), shown
-    assert sum(writes(s) for s in sql) == 1 + len(THREE_TRANSFORMS) + 1, shown
+    assert sum(writes(s) for s in sql) == 1 + (len(THREE_TRANSFORMS) - 1) + 1, shown
     # Only the end waits for the disk flush (a claim lost in a crash leaves the run queued for the sweep).
     durable = [s for s in sql if writes(s) and "set_config('synchronous_commit', 'off', true)" not in s]
     assert len(durable) == 1 and "'completed'" in durable[-1], shown
@@ -104,6 +104,24 @@ def test_a_takeover_after_a_node_boundary_keeps_the_ended_node_and_interrupts_th
     with pytest.raises(lease.LeaseLost):
         old.write(run_fields={"current_node": "c"}, stages=[second, third], before_node=True)
     assert record() == before
+
+
+def test_a_takeover_during_the_first_node_records_it_as_interrupted_from_the_claim():
+    run = make_run()
+    # A holder lost during its first node has written nothing since its claim.
+    lease.run_claim(run_id=run.pk, token="host-a:1:a")
+    claimed = PipelineRun.objects.get(pk=run.pk)
+    assert claimed.current_node == "a" and not StageExecution.objects.filter(run=run).exists()
+    PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    done = engine.run_execute(run_id=run.pk)
+    assert done.status == "completed", done.error
+    stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
+    assert stages == [("a", 1, "failed"), ("a", 2, "succeeded"), ("b", 1, "succeeded"), ("c", 1, "succeeded")]
+    interrupted = StageExecution.objects.get(run=run, node_id="a", attempt=1)
+    assert interrupted.errors == ["interrupted: the process executing it (host-a:1:a) was lost"]
+    assert interrupted.node_type == "transform" and interrupted.started_at == claimed.started_at
+    assert interrupted.finished_at is not None
+    assert done.result["node_results"]["a"]["attempts"] == 2
 
 
 def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_no_other():
