@@ -9,12 +9,10 @@ import threading
 from celery import Celery, bootsteps
 from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_ready
 
-from workers import transport
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-transport.register()  # redis:// brokers: kombu's transport, one client per pool (workers/transport.py)
-app = Celery("workers")
+# Redis brokers: kombu's transport with one client per pool (workers/transport.py).
+app = Celery("workers", amqp="workers.transport:AMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
 

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one client per connection pool.
+"""kombu's Redis transport, with one client per connection pool, for the
+app's connections.
 
 kombu's Redis channel builds a new ``redis.Redis`` for every command it
 sends outside its polling connection: twice to acknowledge a message and
@@ -8,17 +9,18 @@ worker and a launcher spend per run. A ``redis.Redis`` holds no connection
 of its own, only its pool, and is safe to share between threads, so this
 channel keeps the one it built for as long as its pool lives.
 
-Everything else is kombu's. ``workers/celery.py`` puts this transport under
-the ``redis`` alias, so ``redis://`` and ``redis+socket://`` broker URLs
-(the embedded broker's) use it; ``rediss://``, ``sentinel://`` and other
-brokers keep kombu's own.
+Everything else is kombu's. The app (workers/celery.py) makes its
+connections through ``AMQP.Connection``, which takes this transport where
+kombu would take its Redis one (``redis://``, ``rediss://`` and the embedded
+broker's ``redis+socket://``); other brokers, and kombu connections made
+outside the app, are left as they are.
 """
 from __future__ import annotations
 
+import kombu
+from celery.app import amqp
+from kombu import connection as kombu_connection
 from kombu.transport import redis as kombu_redis
-
-ALIAS = "redis"
-PATH = "workers.transport:Transport"
 
 
 class Channel(kombu_redis.Channel):
@@ -37,10 +39,26 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-def register() -> None:
-    """Make ``redis`` broker URLs use this transport in this process. Called
-    before the app makes its first connection: kombu keeps the class an alias
-    first resolved to."""
-    from kombu import transport
+class Connection(kombu.Connection):
+    """kombu's connection, taking this transport for kombu's Redis one; its
+    clones and pooled copies (the app's producer pool) do the same."""
 
-    transport.TRANSPORT_ALIASES[ALIAS] = PATH
+    def get_transport_cls(self):
+        cls = super().get_transport_cls()
+        return Transport if cls is kombu_redis.Transport else cls
+
+    def Pool(self, limit=None, **kwargs):
+        return _ConnectionPool(self, limit=limit, **kwargs)
+
+
+class _PooledConnection(kombu_connection.PooledConnection, Connection):
+    pass
+
+
+class _ConnectionPool(kombu_connection.ConnectionPool):
+    def new(self):
+        return _PooledConnection(self, **dict(self.connection._info(resolve=False)))
+
+
+class AMQP(amqp.AMQP):
+    Connection = Connection

@@ -39,11 +39,14 @@ def test_the_app_sends_and_acknowledges_through_one_client_per_pool(broker):
             queue.close()
 
 
-def test_other_brokers_keep_kombus_own_transport():
+def test_other_brokers_and_other_connections_keep_kombus_own_transport():
     from kombu.transport import redis as kombu_redis
 
     # Building a connection's transport connects to nothing.
-    assert Connection("redis://127.0.0.1:1/0").transport.Channel is transport.Channel
-    assert Connection("redis+socket:///tmp/x.sock").transport.Channel is transport.Channel
-    assert Connection("rediss://127.0.0.1:1/0").transport.Channel is kombu_redis.Channel
-    assert type(Connection("amqp://127.0.0.1:1//").transport).__module__ == "kombu.transport.pyamqp"
+    for url in ("redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "redis+socket:///tmp/x.sock"):
+        assert app.connection_for_write(url).transport.Channel is transport.Channel, url
+        assert app.connection_for_write(url).clone().transport.Channel is transport.Channel, url
+        with app.connection_for_write(url).Pool(limit=1).acquire() as pooled:
+            assert pooled.transport.Channel is transport.Channel, url
+        assert Connection(url).transport.Channel is kombu_redis.Channel, url
+    assert type(app.connection_for_write("amqp://127.0.0.1:1//").transport).__module__ == "kombu.transport.pyamqp"
