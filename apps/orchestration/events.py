@@ -5,6 +5,10 @@ to read it again, so it need not poll the database. They travel over the
 broker when it is Redis (the embedded broker included) as pub/sub messages on
 one channel per run. With any other broker there is no event channel and
 watchers fall back to polling the row.
+
+One pub/sub message may carry several events, one per line (status words and
+compact JSON hold no line break): a worker sends what it queued at a node
+boundary as one message.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -89,8 +94,8 @@ class _Publisher:
         self.lock = threading.Lock()  # one command and its replies at a time on the socket
 
     def publish(self, channel: str, messages: list[str]) -> None:
-        """Publish ``messages`` on ``channel`` in order, in one round trip;
-        raises redis.RedisError."""
+        """Publish ``messages`` on ``channel`` in order, in one round trip
+        (one message per item); raises redis.RedisError."""
         connection = self.connection
         with self.lock:
             try:
@@ -176,14 +181,15 @@ class RunEvents:
             self._kinds.add("progress")
 
     def send(self) -> None:
-        """Publish what is queued, in order, in one round trip; never raises."""
+        """Publish what is queued, in order, as one message; never raises."""
         if not self._queued:
             return
-        messages, kinds = self._queued, self._kinds
+        events, kinds = self._queued, self._kinds
         self._queued, self._kinds = [], set()
         client = broker_client()
         if client is not None:
-            _publish(client, self.run_id, messages, " and ".join(k for k in ("status", "progress") if k in kinds))
+            what = " and ".join(k for k in ("status", "progress") if k in kinds)
+            _publish(client, self.run_id, ["\n".join(events)], what)
 
 
 def progress_event(message: str | None) -> dict | None:
@@ -201,14 +207,17 @@ class _Subscription:
     def __init__(self, pubsub, channel: str):
         self._pubsub = pubsub
         self._channel = channel.encode()
+        self._pending: deque[str] = deque()  # the rest of a message that carried several events
 
     @property
     def usable(self) -> bool:
         return self._pubsub is not None
 
     def wait(self, timeout: float, *, stop=None) -> str | None:
-        """The next message published for the run, or None after ``timeout``
+        """The next event published for the run, or None after ``timeout``
         seconds, or within about a second of ``stop`` (a threading.Event) being set."""
+        if self._pending:
+            return self._pending.popleft()
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             remaining = deadline - time.monotonic()
@@ -229,7 +238,9 @@ class _Subscription:
                 continue
             if message is not None and message.get("channel") in (self._channel, self._channel.decode()):
                 data = message["data"]
-                return data.decode() if isinstance(data, bytes) else str(data)
+                first, *rest = (data.decode() if isinstance(data, bytes) else str(data)).split("\n")
+                self._pending.extend(rest)
+                return first
             if remaining <= 0:
                 return None
 

@@ -268,39 +268,55 @@ class Lease:
         return query.get_compiler(connection=connection).as_sql()
 
 
-_ADAPTERS: dict = {}  # (database alias, PipelineRun field name): _adapter
+# Per (database alias, WHERE, the fields written and which of them are the database's time):
+# the UPDATE's SQL and, per field, its adapter (None: the database's time, with its parameters).
+_UPDATES: dict = {}
 
 
 def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, list] | None:
     """UPDATE of the run's row writing ``fields`` (values, or DbTime) WHERE ``where``;
     None when a value is an ORM expression (the ORM then writes it)."""
     db = thread_db()
-    quote = db.ops.quote_name
-    sets, params = [], []
+    shape = []
     for name, value in fields.items():
         if isinstance(value, DbTime):
-            written = value.sql(db.vendor)
-            if written is None:
-                return None  # a database whose time this module does not write
-            sql, value_params = written
+            shape.append((name, value.seconds))
         elif hasattr(value, "resolve_expression"):
             return None
         else:
-            adapt = _ADAPTERS.get((db.alias, name))
-            if adapt is None:
-                adapt = _ADAPTERS[db.alias, name] = _adapter(PipelineRun._meta.get_field(name), db)
-            sql, value_params = "%s", [adapt(value)]
-        sets.append(f"{quote(_COLUMNS.get(name) or _column(name))} = {sql}")
-        params += value_params
-    return f"UPDATE {quote(PipelineRun._meta.db_table)} SET {', '.join(sets)} WHERE {where}", params + where_params
+            shape.append((name, None))
+    key = (db.alias, where, tuple(shape))
+    plan = _UPDATES.get(key)
+    if plan is None:
+        plan = _run_update_plan(db, key[2], where)
+        if plan is None:
+            return None  # a database whose time this module does not write
+        _UPDATES[key] = plan
+    sql, steps = plan
+    params = []
+    for (name, _), (adapt, time_params) in zip(shape, steps):
+        if adapt is None:
+            params += time_params
+        else:
+            params.append(adapt(fields[name]))
+    return sql, params + where_params
 
 
-_COLUMNS: dict = {}  # PipelineRun field name: its column
-
-
-def _column(name: str) -> str:
-    column = _COLUMNS[name] = PipelineRun._meta.get_field(name).column
-    return column
+def _run_update_plan(db, shape: tuple, where: str) -> tuple[str, list] | None:
+    quote = db.ops.quote_name
+    sets, steps = [], []
+    for name, seconds in shape:
+        if seconds is not None:
+            written = DbTime(seconds).sql(db.vendor)
+            if written is None:
+                return None
+            sql, time_params = written
+            steps.append((None, time_params))
+        else:
+            sql = "%s"
+            steps.append((_adapter(PipelineRun._meta.get_field(name), db), None))
+        sets.append(f"{quote(PipelineRun._meta.get_field(name).column)} = {sql}")
+    return f"UPDATE {quote(PipelineRun._meta.db_table)} SET {', '.join(sets)} WHERE {where}", steps
 
 
 def _row_count(statement: tuple[str, list]) -> int:

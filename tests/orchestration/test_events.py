@@ -45,16 +45,18 @@ class Subscriber:
         self.client = broker.client(socket_timeout=10)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(events.channel_name(run_id))
+        self.messages = 0  # pub/sub messages, each carrying one or more events
 
     def received(self, count: int, timeout: float = 5) -> list:
-        """The next messages, up to ``count``: statuses as they are, progress events as (phase, node, attempt)."""
+        """The next events, up to ``count``: statuses as they are, progress events as (phase, node, attempt)."""
         received, deadline = [], time.monotonic() + timeout
         while len(received) < count and time.monotonic() < deadline:
             message = self.pubsub.get_message(timeout=0.1)
             if message is not None:
-                text = message["data"].decode()
-                step = events.progress_event(text)
-                received.append(text if step is None else (step["phase"], step["node"], step.get("attempt")))
+                self.messages += 1
+                for text in message["data"].decode().split("\n"):
+                    step = events.progress_event(text)
+                    received.append(text if step is None else (step["phase"], step["node"], step.get("attempt")))
         return received
 
     def close(self) -> None:
@@ -173,6 +175,8 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
             ("start", "b", 2), ("end", "b", 2),
             "failed",
         ]
+        # One message per node boundary: each carries what ended and what starts there.
+        assert subscriber.messages == 4
     finally:
         subscriber.close()
 
