@@ -129,6 +129,8 @@ def stages_interrupted(*, run: PipelineRun, holder: str) -> None:
     failed = {"status": StageExecution.Status.FAILED, "errors": errors, "finished_at": Now()}
     if stages.filter(status=StageExecution.Status.RUNNING).update(**failed) or not run.current_node:
         return
+    if run.current_node in (run.reused_results or {}):
+        return  # a retry's node that its original run executed: never executed here
     if stages.filter(node_id=run.current_node).exists():
         return
     nodes = run.config_snapshot.get("nodes") or []

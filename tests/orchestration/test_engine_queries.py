@@ -124,6 +124,23 @@ def test_a_takeover_during_the_first_node_records_it_as_interrupted_from_the_cla
     assert done.result["node_results"]["a"]["attempts"] == 2
 
 
+def test_a_takeover_before_a_retrys_first_executed_node_records_no_reused_node_as_interrupted():
+    PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
+    reused = {"a": {"type": "transform", "status": "succeeded", "required": True, "attempts": 1,
+                    "output": {"x": 7}, "duration_ms": 0.1}}
+    run = services.pipeline_run_create(
+        resolved=services.definition_resolve(name="three"), payload={"x": 7}, reused_results=reused,
+    )
+    # Lost right after its claim: the current node is the reused one, executed by the original run.
+    lease.run_claim(run_id=run.pk, token="host-a:1:a")
+    PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    done = engine.run_execute(run_id=run.pk)
+    assert done.status == "completed", done.error
+    stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
+    assert stages == [("b", 1, "succeeded"), ("c", 1, "succeeded")]
+    assert done.result["node_results"]["a"]["reused"] is True
+
+
 def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_no_other():
     run = make_run()
     claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")

@@ -117,8 +117,8 @@ def test_a_tick_delivered_twice_makes_one_run(cli, worker, tmp_path):
     ]
 
 
-def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, start_worker, tmp_path):
-    worker = start_worker(concurrency=4)
+def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, start_worker, tmp_path):
+    workers = [worker, start_worker(concurrency=4)]  # the module's worker consumes the same queue
     load(cli, tmp_path / "defs", "limited", {"nodes": slow(1), "max_concurrent": 2})
     launch = (
         "from concurrent.futures import ThreadPoolExecutor\n"
@@ -137,10 +137,12 @@ def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, start_worker
     # freed slot wakes a queued run, oldest first: the newest queued run is the last to start.
     # Before that, a late message can meet a slot just freed and start out of order.
     ids = list(runs.values_list("pk", flat=True))
-    wait_until(
-        lambda: all(re.search(rf"event=run\.(start|waiting) run_id={pk} ", worker.log()) for pk in ids),
-        timeout=120, what="every limited run's first message taken",
-    )
+
+    def every_first_message_taken() -> bool:
+        logs = "".join(w.log() for w in workers)
+        return all(re.search(rf"event=run\.(start|waiting) run_id={pk} ", logs) for pk in ids)
+
+    wait_until(every_first_message_taken, timeout=120, what="every limited run's first message taken")
     last = runs.filter(status="queued").order_by("-pk").first()
     assert last is not None, "every run started before the wait could be watched"
     waited = cli("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1")
