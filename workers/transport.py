@@ -57,6 +57,7 @@ class _PooledConnection(kombu_connection.PooledConnection, Connection):
 
 class _ConnectionPool(kombu_connection.ConnectionPool):
     def new(self):
+        # As kombu's ConnectionPool.new, with the pooled copy of this module's class.
         return _PooledConnection(self, **dict(self.connection._info(resolve=False)))
 
 
