@@ -56,10 +56,10 @@ def _loadavg() -> str:
 
 def _purge_runs(app) -> int:
     """Empty the run queue (no worker runs now) and the runs table; the messages purged."""
-    from apps.orchestration.models import PipelineRun
+    from bench.measure import runs_clear
 
     purged = app.control.purge()
-    PipelineRun.objects.all().delete()
+    runs_clear()
     return purged
 
 

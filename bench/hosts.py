@@ -122,11 +122,10 @@ def child_main() -> int:
 
     from django.conf import settings
 
-    from apps.orchestration.models import PipelineRun
-    from bench.measure import PIPELINE, WARMUP, Worker
+    from bench.measure import PIPELINE, WARMUP, Worker, runs_clear
     from workers.celery import app
 
-    PipelineRun.objects.all().delete()  # this benchmark's own database
+    runs_clear()  # this benchmark's own database
     config_path = workdir / "three-transforms.json"
     config_path.write_text(json.dumps(PIPELINE))
     config_path = str(config_path)

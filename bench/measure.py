@@ -408,6 +408,17 @@ def repeated(measure_once, repeats: int, meter: CpuMeter) -> list[dict]:
     return out
 
 
+def alternated(sides: dict, repeats: int) -> dict:
+    """``repeats`` throughput measurements of each side (key: (measure_once, meter)),
+    taken in turn, one of each and again: a machine whose speed drifts while the
+    benchmark runs weighs on every side alike, which keeps their ratio fair."""
+    out: dict = {key: [] for key in sides}
+    for _ in range(repeats):
+        for key, (measure_once, meter) in sides.items():
+            out[key] += repeated(measure_once, 1, meter)
+    return out
+
+
 # --- CLI --------------------------------------------------------------------------------
 
 def cli_cost(config_path: str, k: int) -> dict:
@@ -477,6 +488,23 @@ def recovery(worker_env: dict, workdir: Path, rounds: int, tag: str) -> dict:
 
 # --- main -------------------------------------------------------------------------------
 
+def runs_clear() -> None:
+    """Empty the benchmark database's runs and stages. On PostgreSQL with
+    TRUNCATE: a DELETE leaves every row behind dead, and with autovacuum off
+    (as on the machine these figures come from) dead rows pile up from one
+    benchmark to the next and slow every statement on the tables."""
+    from django.db import connection
+
+    from apps.orchestration.models import PipelineRun, StageExecution
+
+    if connection.vendor == "postgresql":
+        tables = ", ".join(connection.ops.quote_name(m._meta.db_table) for m in (StageExecution, PipelineRun))
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {tables} CASCADE")
+    else:
+        PipelineRun.objects.all().delete()
+
+
 def child_setup(broker: str, on_sigterm) -> None:
     """What every bench child does first: stop through ``on_sigterm`` (so its finally
     blocks stop its workers), name its broker in its log lines, set Django up, and
@@ -499,8 +527,8 @@ def main() -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--throughput", type=int, default=150)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--throughput", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cli-runs", type=int, default=5)
     parser.add_argument("--recovery-rounds", type=int, default=5)
     args = parser.parse_args()
@@ -521,7 +549,6 @@ def main() -> int:
     for name in ("apps", "workers", "celery"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from apps.orchestration.models import PipelineRun
     from workers.celery import app as project_app
     from workers.embedded import EmbeddedBroker
 
@@ -536,7 +563,7 @@ def main() -> int:
         "throughput_count": args.throughput,
         "throughput_repeats": args.repeats,
     }
-    PipelineRun.objects.all().delete()  # a benchmark-only database: start from an empty table
+    runs_clear()  # a benchmark-only database: start from empty tables
 
     worker_env = {k: v for k, v in os.environ.items() if k != "BENCH_BROKER"}
     floor_env = {k: v for k, v in worker_env.items() if k != "DJANGO_SETTINGS_MODULE"}
@@ -555,9 +582,14 @@ def main() -> int:
 
     sessions_before = pg_sessions()
 
-    # 1-5, launcher side: one 2-process worker of the project.
+    # 1-5: one 2-process worker of the project and, beside it on the same broker (a queue of
+    # its own), the floor: a plain Celery app's 2-process worker.
+    from bench.floor_app import app as floor_app
+
     worker = Worker(app="workers", name=f"bench-launcher-{tag}@bench", env=worker_env,
                     log_path=workdir / "worker-launcher.log")
+    floor = Worker(app="bench.floor_app", name=f"bench-floor-default-{tag}@bench", env=floor_env,
+                   log_path=workdir / "worker-floor-default.log")
     try:
         worker.start()
         if settings.CELERY_BROKER_IS_EMBEDDED:
@@ -571,13 +603,22 @@ def main() -> int:
         result["launcher_worker_ready_s"] = worker.wait_ready(project_app)
         log(f"launcher worker ready in {result['launcher_worker_ready_s']:.1f}s; latency x{args.runs}")
         result["launcher"] = launcher_latency(config_path, args.runs)
-        log(f"launcher throughput {args.repeats} x {args.throughput}")
-        meter = CpuMeter(worker_pid=worker.proc.pid, broker_pid=result.get("embedded_broker_pid"))
-        result["launcher_throughput"] = repeated(
-            lambda: launcher_throughput(config_path, args.throughput), args.repeats, meter
-        )
+        floor.start()
+        log(f"floor worker (default delivery) ready in {floor.wait_ready(floor_app):.1f}s")
+        result["floor_rt_ms"] = floor_latency(args.runs)
+        log(f"throughput {args.repeats} x {args.throughput}, the launcher and the floor in turn")
+        broker_pid = result.get("embedded_broker_pid")
+        result.update(alternated({
+            "launcher_throughput": (lambda: launcher_throughput(config_path, args.throughput),
+                                    CpuMeter(worker_pid=worker.proc.pid, broker_pid=broker_pid)),
+            "floor_throughput": (lambda: floor_throughput(args.throughput),
+                                 CpuMeter(worker_pid=floor.proc.pid, broker_pid=broker_pid)),
+        }, args.repeats))
     finally:
-        worker.stop()
+        try:
+            floor.stop()
+        finally:
+            worker.stop()
     if sessions_before is not None:
         # the worker's sessions are counted when they end; the worker has stopped
         executed = WARMUP + args.runs + args.repeats * args.throughput
@@ -585,27 +626,20 @@ def main() -> int:
     log("diagnostics (in-process)")
     result["diagnostics"] = launcher_diagnostics(config_path)
 
-    # 1 and 5, floor side: a plain Celery app's 2-process worker on the same broker.
-    from bench.floor_app import app as floor_app
-
-    # "project": the same no-op with the launcher's delivery settings (acks_late, prefetch 1).
-    for label, extra in (("default", {}), ("project", {"BENCH_FLOOR_DELIVERY": "project"})):
-        worker = Worker(app="bench.floor_app", name=f"bench-floor-{label}-{tag}@bench", env={**floor_env, **extra},
-                        log_path=workdir / f"worker-floor-{label}.log")
-        try:
-            worker.start()
-            ready = worker.wait_ready(floor_app)
-            log(f"floor worker ({label} delivery) ready in {ready:.1f}s")
-            if label == "default":
-                result["floor_rt_ms"] = floor_latency(args.runs)
-            else:
-                floor_throughput(WARMUP)
-            log(f"floor throughput {args.repeats} x {args.throughput}")
-            meter = CpuMeter(worker_pid=worker.proc.pid, broker_pid=result.get("embedded_broker_pid"))
-            key = "floor_throughput" if label == "default" else "floor_project_delivery_throughput"
-            result[key] = repeated(lambda: floor_throughput(args.throughput), args.repeats, meter)
-        finally:
-            worker.stop()
+    # 5, the floor again with the launcher's delivery settings (acks_late, prefetch 1).
+    worker = Worker(app="bench.floor_app", name=f"bench-floor-project-{tag}@bench",
+                    env={**floor_env, "BENCH_FLOOR_DELIVERY": "project"}, log_path=workdir / "worker-floor-project.log")
+    try:
+        worker.start()
+        log(f"floor worker (project delivery) ready in {worker.wait_ready(floor_app):.1f}s")
+        floor_throughput(WARMUP)
+        log(f"floor throughput (project delivery) {args.repeats} x {args.throughput}")
+        meter = CpuMeter(worker_pid=worker.proc.pid, broker_pid=result.get("embedded_broker_pid"))
+        result["floor_project_delivery_throughput"] = repeated(
+            lambda: floor_throughput(args.throughput), args.repeats, meter
+        )
+    finally:
+        worker.stop()
 
     # 6: the CLI, with no worker running (both sides only enqueue).
     log(f"CLI cost x{args.cli_runs}")

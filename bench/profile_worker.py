@@ -92,7 +92,7 @@ def child_main(args) -> int:
 
     from apps.orchestration import services, waiting
     from apps.orchestration.models import PipelineRun
-    from bench.measure import PIPELINE
+    from bench.measure import PIPELINE, runs_clear
     from workers.celery import app as project_app
 
     for name in ("apps", "workers", "celery"):
@@ -101,7 +101,7 @@ def child_main(args) -> int:
     config_path = workdir / "three-transforms.json"
     config_path.write_text(json.dumps(PIPELINE))
     resolved = services.definition_resolve(config_path=str(config_path))
-    PipelineRun.objects.all().delete()
+    runs_clear()
     result: dict = {}
 
     def runs(count: int) -> None:

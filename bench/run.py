@@ -287,6 +287,7 @@ def machine_facts(brokers: list[str]) -> dict:
                 facts["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
                 facts["pg synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]
                 facts["pg fsync"] = conn.execute("SHOW fsync").fetchone()[0]
+                facts["pg autovacuum"] = conn.execute("SHOW autovacuum").fetchone()[0]
         except Exception:  # noqa: BLE001
             facts["postgresql"] = "?"
     return facts
@@ -561,9 +562,12 @@ minus `finished_at`; both use the same host clock. Throughput launches
 reported. The floor is a plain Celery app (bench/floor_app.py: no Django
 fixup, Celery's default delivery settings, a Redis result backend on the same
 server) whose no-op task is timed with `apply_async().get()` on its own
-`-P prefork -c 2` worker, {runs} times after {warmup} warm-ups, and for
-throughput with {throughput} tasks sent back to back then collected ({repeats}
-times, median); it is measured again with the launcher's delivery settings
+`-P prefork -c 2` worker (running beside the launcher's, on a queue of its
+own), {runs} times after {warmup} warm-ups, and for throughput with
+{throughput} tasks sent back to back then collected ({repeats} times, median).
+The throughput repeats of the two sides alternate (launcher, floor,
+launcher...), so a drift of the machine's speed weighs on both. The floor
+is measured again afterwards with the launcher's delivery settings
 (acks_late, reject on worker lost, prefetch multiplier 1). CPU per run/task
 sums psutil's user+system time of the worker (main + pool processes), the
 benchmark process, the broker and every PostgreSQL process (reaped backends
@@ -729,10 +733,10 @@ def main() -> int:
         signal.signal(signal.SIGINT, _on_signal)
     parser = argparse.ArgumentParser(description="Benchmark the pipeline launcher against raw Celery.")
     parser.add_argument("--runs", type=int, default=100, help="latency samples per measurement (default 100)")
-    parser.add_argument("--throughput", type=int, default=150,
-                        help="runs / tasks per throughput measurement (default 150)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="throughput measurements per side; the median is reported (default 3)")
+    parser.add_argument("--throughput", type=int, default=400,
+                        help="runs / tasks per throughput measurement (default 400)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="throughput measurements per side, taken in turn; the median is reported (default 5)")
     parser.add_argument("--cli-runs", type=int, default=5, help="CLI invocations of each kind (default 5)")
     parser.add_argument("--recovery-rounds", type=int, default=5,
                         help="whole-worker SIGKILLs per broker, about a minute each; 0 skips them (default 5)")

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import CELERY, READY_TIMEOUT, Worker, child_setup, stop_group  # noqa: E402
+from bench.measure import CELERY, READY_TIMEOUT, Worker, child_setup, runs_clear, stop_group  # noqa: E402
 
 NAME = "bench-tick"
 EVERY_SECONDS = 1
@@ -128,7 +128,7 @@ def main() -> int:
     from workers.celery import app
 
     # A benchmark-only database: no runs, no schedule of ours left from an earlier run.
-    PipelineRun.objects.all().delete()
+    runs_clear()
     PeriodicTask.objects.filter(name=task_name(NAME)).delete()
     PipelineDefinition.objects.filter(name=NAME).delete()
 
