@@ -119,6 +119,31 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
     assert not StageExecution.objects.filter(status="running").exists()
 
 
+def test_a_whole_worker_killed_during_a_runs_first_node_leaves_it_recorded_as_interrupted(
+    cli, start_worker, transactional_db
+):
+    # A run's first node has no write of its own before it starts (its claim stands for that).
+    slow = {"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 5}}}}
+    PipelineDefinition.objects.create(name="slow-first", config={"version": "1.0", "nodes": [slow]})
+    worker = start_worker(concurrency=1, **FAST_RECOVERY)
+    run = launch(cli, "slow-first")
+    assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90), worker.log()
+    kill_group(worker)
+    assert not StageExecution.objects.filter(run=run).exists()
+    worker = start_worker(concurrency=1, **FAST_RECOVERY)
+    done = wait_until(
+        lambda: PipelineRun.objects.filter(pk=run.pk, status__in=PipelineRun.TERMINAL).first(),
+        timeout=150, what="the run taken over and ended",
+    )
+    assert done.status == "completed", done.error + worker.log()
+    stages = list(StageExecution.objects.filter(run=run).order_by("pk").values_list("node_id", "attempt", "status"))
+    assert stages == [("slow", 1, "failed"), ("slow", 2, "succeeded")], stages
+    interrupted = StageExecution.objects.get(run=run, node_id="slow", attempt=1)
+    assert interrupted.errors[0].startswith("interrupted: the process executing it (")
+    assert interrupted.started_at == done.started_at  # the claim's time
+    assert done.result["node_results"]["slow"]["attempts"] == 2
+
+
 def test_worker_frozen_past_its_lease_writes_nothing_after_it_wakes(cli, start_worker, transactional_db):
     from tests.httpserver import start_server
 
