@@ -91,11 +91,10 @@ class _Publisher:
         pool = client.connection_pool
         self.client, self.pid = client, os.getpid()
         self.connection = pool.connection_class(**pool.connection_kwargs)
-        self.lock = threading.Lock()  # one command and its replies at a time on the socket
+        self.lock = threading.Lock()  # one command and its reply at a time on the socket
 
-    def publish(self, channel: str, messages: list[str]) -> None:
-        """Publish ``messages`` on ``channel`` in order, in one round trip
-        (one message per item); raises redis.RedisError."""
+    def publish(self, channel: str, message: str) -> None:
+        """Publish ``message`` on ``channel``; raises redis.RedisError."""
         connection = self.connection
         with self.lock:
             try:
@@ -109,10 +108,8 @@ class _Publisher:
                 if stale:
                     connection.disconnect()
                     connection.connect()
-                commands = [("PUBLISH", channel, message) for message in messages]
-                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-                for _ in commands:
-                    connection.read_response()
+                connection.send_packed_command(connection.pack_command("PUBLISH", channel, message), check_health=False)
+                connection.read_response()
             except BaseException:
                 # A reply left unread would be taken for the next command's.
                 connection.disconnect()
@@ -132,9 +129,9 @@ def _publisher_of(client: redis.Redis) -> _Publisher:
     return publisher
 
 
-def _publish(client: redis.Redis, run_id: int, messages: list[str], what: str) -> None:
+def _publish(client: redis.Redis, run_id: int, message: str, what: str) -> None:
     try:
-        _publisher_of(client).publish(channel_name(run_id), messages)
+        _publisher_of(client).publish(channel_name(run_id), message)
     except redis.RedisError as exc:
         # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
         logger.warning("could not publish %s of run %s: %s", what, run_id, exc)
@@ -144,7 +141,7 @@ def run_event_publish(*, run_id: int, status: str) -> None:
     """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
     client = broker_client()
     if client is not None:
-        _publish(client, run_id, [status], "status")
+        _publish(client, run_id, status, "status")
 
 
 # Progress events (a node started or ended, a takeover) travel on the same
@@ -157,7 +154,7 @@ def progress_publish(*, run_id: int, event: dict) -> None:
     with ``phase`` "start", "end" or "takeover"); never raises."""
     client = broker_client()
     if client is not None:
-        _publish(client, run_id, [PROGRESS_PREFIX + json.dumps(event, default=str)], "progress")
+        _publish(client, run_id, PROGRESS_PREFIX + json.dumps(event, default=str), "progress")
 
 
 class RunEvents:
@@ -189,7 +186,7 @@ class RunEvents:
         client = broker_client()
         if client is not None:
             what = " and ".join(k for k in ("status", "progress") if k in kinds)
-            _publish(client, self.run_id, ["\n".join(events)], what)
+            _publish(client, self.run_id, "\n".join(events), what)
 
 
 def progress_event(message: str | None) -> dict | None:
