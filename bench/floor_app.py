@@ -8,13 +8,21 @@ a round trip costs with nothing but Celery and the broker.
 BENCH_FLOOR_DELIVERY=project gives it the launcher's delivery settings
 (acks_late, prefetch multiplier 1, reject on worker lost) to tell apart what
 those settings cost from what the launcher's own work costs.
+
+``bench.recorded`` (queue ``bench-floor-recorded``) is the no-op plus the
+statements that record a run, on the database BENCH_FLOOR_DATABASE names
+(bench/floor_records.py); the benchmark runs it with the launcher's delivery
+settings.
 """
 import os
+import uuid
 
 from celery import Celery
 
 QUEUE = "bench-floor"
 NOOP = "bench.noop"
+RECORDED_QUEUE = "bench-floor-recorded"
+RECORDED = "bench.recorded"
 
 app = Celery(
     "bench_floor",
@@ -38,3 +46,10 @@ if os.environ.get("BENCH_FLOOR_DELIVERY") == "project":
 @app.task(name=NOOP)
 def noop():
     return None
+
+
+@app.task(name=RECORDED, queue=RECORDED_QUEUE)
+def recorded(run_id):
+    from bench import floor_records
+
+    floor_records.run_execute(run_id, uuid.uuid4().hex)

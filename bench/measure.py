@@ -66,13 +66,13 @@ class Worker:
     ``new_session`` it runs in a session of its own and is stopped by process group."""
 
     def __init__(self, *, app: str, name: str, env: dict, log_path: Path, concurrency: int = 2,
-                 new_session: bool = False):
+                 new_session: bool = False, queues: str | None = None):
         self.name = name
         # In a session of its own, the worker's process group (main + pool) can be killed as one.
         self.new_session = new_session
         self.cmd = [
             CELERY, "-A", app, "worker", "-P", "prefork", "-c", str(concurrency), "-n", name,
-            "-l", "info", "--without-mingle", "--without-gossip",
+            "-l", "info", "--without-mingle", "--without-gossip", *(["-Q", queues] if queues else []),
         ]
         self.env, self.log_path = env, log_path
         self.proc: subprocess.Popen | None = None
@@ -397,6 +397,27 @@ def floor_throughput(m: int) -> dict:
     return {"count": m, "seconds": elapsed, "per_second": m / elapsed, "send_seconds": t_sent - t0}
 
 
+def floor_recorded_throughput(m: int) -> dict:
+    """Raw Celery's throughput with the statements that record a run (bench/floor_records.py):
+    each run inserted and sent, then waited for and read, as launcher_throughput does."""
+    from bench import floor_records
+    from bench.floor_app import recorded
+
+    t0 = time.perf_counter()
+    sent = []
+    for i in range(m):
+        run_id = floor_records.run_insert({"x": i})
+        sent.append((run_id, recorded.apply_async((run_id,))))
+    t_sent = time.perf_counter()
+    for run_id, result in sent:
+        result.get(timeout=RUN_TIMEOUT + m)
+        status, _ = floor_records.run_read(run_id)
+        if status != "completed":
+            raise RuntimeError(f"recorded floor run {run_id}: status {status}")
+    elapsed = time.perf_counter() - t0
+    return {"count": m, "seconds": elapsed, "per_second": m / elapsed, "send_seconds": t_sent - t0}
+
+
 def repeated(measure_once, repeats: int, meter: CpuMeter) -> list[dict]:
     """``repeats`` throughput measurements, each with the CPU time it used."""
     out = []
@@ -568,6 +589,16 @@ def main() -> int:
     worker_env = {k: v for k, v in os.environ.items() if k != "BENCH_BROKER"}
     floor_env = {k: v for k, v in worker_env.items() if k != "DJANGO_SETTINGS_MODULE"}
     floor_env["PYTHONPATH"] = str(ROOT)
+    # The recorded floor's tables: in the launcher's PostgreSQL database, or a SQLite file of their own.
+    database = settings.DATABASES["default"]
+    if result["database"] == "postgresql":
+        floor_env["BENCH_FLOOR_DATABASE"] = os.environ["DATABASE_URL"]
+    else:
+        floor_env["BENCH_FLOOR_DATABASE"] = str(Path(database["NAME"]).with_name("floor.sqlite3"))
+    os.environ["BENCH_FLOOR_DATABASE"] = floor_env["BENCH_FLOOR_DATABASE"]
+    from bench import floor_records
+
+    floor_records.reset()
     tag = f"{os.getpid()}"
 
     def pg_sessions() -> int | None:
@@ -590,6 +621,12 @@ def main() -> int:
                     log_path=workdir / "worker-launcher.log")
     floor = Worker(app="bench.floor_app", name=f"bench-floor-default-{tag}@bench", env=floor_env,
                    log_path=workdir / "worker-floor-default.log")
+    # The recorded floor: raw Celery + a run's statements, with the launcher's delivery settings.
+    from bench.floor_app import RECORDED_QUEUE
+
+    recorded = Worker(app="bench.floor_app", name=f"bench-floor-recorded-{tag}@bench",
+                      env={**floor_env, "BENCH_FLOOR_DELIVERY": "project"}, queues=RECORDED_QUEUE,
+                      log_path=workdir / "worker-floor-recorded.log")
     try:
         worker.start()
         if settings.CELERY_BROKER_IS_EMBEDDED:
@@ -606,19 +643,27 @@ def main() -> int:
         floor.start()
         log(f"floor worker (default delivery) ready in {floor.wait_ready(floor_app):.1f}s")
         result["floor_rt_ms"] = floor_latency(args.runs)
-        log(f"throughput {args.repeats} x {args.throughput}, the launcher and the floor in turn")
+        recorded.start()
+        log(f"recorded floor worker ready in {recorded.wait_ready(floor_app):.1f}s")
+        floor_recorded_throughput(WARMUP)
+        log(f"throughput {args.repeats} x {args.throughput}, the launcher, the floor and the recorded floor in turn")
         broker_pid = result.get("embedded_broker_pid")
         result.update(alternated({
             "launcher_throughput": (lambda: launcher_throughput(config_path, args.throughput),
                                     CpuMeter(worker_pid=worker.proc.pid, broker_pid=broker_pid)),
             "floor_throughput": (lambda: floor_throughput(args.throughput),
                                  CpuMeter(worker_pid=floor.proc.pid, broker_pid=broker_pid)),
+            "floor_recorded_throughput": (lambda: floor_recorded_throughput(args.throughput),
+                                          CpuMeter(worker_pid=recorded.proc.pid, broker_pid=broker_pid)),
         }, args.repeats))
     finally:
         try:
-            floor.stop()
+            recorded.stop()
         finally:
-            worker.stop()
+            try:
+                floor.stop()
+            finally:
+                worker.stop()
     if sessions_before is not None:
         # the worker's sessions are counted when they end; the worker has stopped
         executed = WARMUP + args.runs + args.repeats * args.throughput

@@ -311,6 +311,8 @@ def summarize(r: dict) -> dict:
         "tp_raw": statistics.median(t["per_second"] for t in r["floor_throughput"]),
         "tp_raw_all": [t["per_second"] for t in r["floor_throughput"]],
         "tp_raw_project": statistics.median(t["per_second"] for t in r["floor_project_delivery_throughput"]),
+        "tp_recorded": statistics.median(t["per_second"] for t in r["floor_recorded_throughput"]),
+        "tp_recorded_all": [t["per_second"] for t in r["floor_recorded_throughput"]],
         "tp_send_s": statistics.median(t["send_seconds"] for t in r["launcher_throughput"]),
         "tp_span_s": statistics.median(t["worker_span_seconds"] for t in r["launcher_throughput"]),
         "cli": statistics.median(r["cli"]["cli_ms"]), "bare": statistics.median(r["cli"]["bare_ms"]),
@@ -325,7 +327,8 @@ def summarize(r: dict) -> dict:
         "pg_sessions_per_run": r.get("pg_sessions_per_run"),
     }
     nproc = os.cpu_count() or 1
-    for key, section in (("cpu_launcher", "launcher_throughput"), ("cpu_raw", "floor_throughput")):
+    for key, section in (("cpu_launcher", "launcher_throughput"), ("cpu_raw", "floor_throughput"),
+                         ("cpu_recorded", "floor_recorded_throughput")):
         samples = r[section]
         count = sum(t["count"] for t in samples)
         seconds = sum(t["seconds"] for t in samples)
@@ -350,6 +353,7 @@ def summarize(r: dict) -> dict:
     s["added_p50"] = s["e2e_p50"] - s["floor_p50"]
     s["added_p95"] = s["e2e_p95"] - s["floor_p95"]
     s["tp_ratio"] = s["tp_launcher"] / s["tp_raw"]
+    s["tp_recorded_ratio"] = s["tp_recorded"] / s["tp_raw"]
     s["cli_ratio"] = s["cli"] / s["bare"]
     return s
 
@@ -389,6 +393,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
         ("5. throughput ratio launcher / raw", cells(lambda s: f"{s['tp_ratio']:.2f}x"),
          f">= {THROUGHPUT_MIN_RATIO:g}x", ratio(lambda s: s["tp_ratio"]),
          met(lambda s: s["tp_ratio"] >= THROUGHPUT_MIN_RATIO)),
+        ("5. throughput, raw Celery no-op + a run's statements (bench/floor_records.py), -c 2 (runs/s)",
+         cells(lambda s: f"{s['tp_recorded']:.1f}"), "-", ratio(lambda s: s["tp_recorded_ratio"]), "-"),
         ("5. worker CPU per 3-node run, main + pool processes (ms)",
          cells(lambda s: f"{s['cpu_launcher']['worker']:.2f}"),
          f"<= {WORKER_CPU_MAX_MS:g} ms", "-", met(lambda s: s["cpu_launcher"]["worker"] <= WORKER_CPU_MAX_MS)),
@@ -446,6 +452,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
          cells(cpu("cpu_launcher"))),
         ("throughput, raw Celery: CPU ms per task: worker / sending process / broker / DB server",
          cells(cpu("cpu_raw"))),
+        ("throughput, raw Celery + a run's statements: CPU ms per run: worker / sending process / broker / DB server",
+         cells(cpu("cpu_recorded"))),
     ]
     if with_recovery:
         diag_rows += [
@@ -464,6 +472,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
     diag_rows += [
         ("throughput repeats, launcher (runs/s)", cells(lambda s: ", ".join(f"{x:.1f}" for x in s["tp_launcher_all"]))),
         ("throughput repeats, raw Celery (tasks/s)", cells(lambda s: ", ".join(f"{x:.0f}" for x in s["tp_raw_all"]))),
+        ("throughput repeats, raw Celery + a run's statements (runs/s)",
+         cells(lambda s: ", ".join(f"{x:.0f}" for x in s["tp_recorded_all"]))),
         ("raw Celery throughput with the launcher's delivery settings (acks_late, prefetch 1), median (tasks/s)",
          cells(lambda s: f"{s['tp_raw_project']:.1f}")),
     ]
