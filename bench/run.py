@@ -575,9 +575,16 @@ server) whose no-op task is timed with `apply_async().get()` on its own
 `-P prefork -c 2` worker (running beside the launcher's, on a queue of its
 own), {runs} times after {warmup} warm-ups, and for throughput with
 {throughput} tasks sent back to back then collected ({repeats} times, median).
-The throughput repeats of the two sides alternate (launcher, floor,
-launcher...), so a drift of the machine's speed weighs on both. The floor
-is measured again afterwards with the launcher's delivery settings
+The recorded floor is the same app's `bench.recorded` task on a third `-c 2`
+worker with the launcher's delivery settings (acks_late, reject on worker
+lost, prefetch multiplier 1): the no-op plus the statements that record a
+run, in their cheapest form (bench/floor_records.py: an INSERT before the
+send, the claim, two node boundaries each with a stage row, the end, one read
+after the result; two narrow tables in the same database, no ORM, no logging,
+no wake-up events), {throughput} runs sent back to back then collected. The
+throughput repeats of the three sides alternate (launcher, floor, recorded
+floor, launcher...), so a drift of the machine's speed weighs on all. The
+floor is measured again afterwards with the launcher's delivery settings
 (acks_late, reject on worker lost, prefetch multiplier 1). CPU per run/task
 sums psutil's user+system time of the worker (main + pool processes), the
 benchmark process, the broker and every PostgreSQL process (reaped backends
