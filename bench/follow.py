@@ -64,11 +64,12 @@ def child(args) -> int:
     for name in ("apps", "workers", "celery"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from apps.orchestration import services, waiting
+    from apps.orchestration import inputs, launch, launchrequest, waiting
+    from apps.orchestration.management.output import RunProgress
     from apps.orchestration.models import PipelineRun, StageExecution
     from workers.celery import app
 
-    class TimedProgress(waiting.RunProgress):
+    class TimedProgress(RunProgress):
         """Notes when each node end heard as an event is reported."""
 
         def __init__(self):
@@ -104,9 +105,9 @@ def child(args) -> int:
     try:
         worker.start()
         worker.wait_ready(app)
-        resolved = services.definition_resolve(config_path=str(config))
+        resolved = inputs.definition_resolve(config_path=str(config))
         for i in range(WARMUP_RUNS + args.runs):
-            run = services.pipeline_run_launch(resolved=resolved, payload={"x": i}, source="bench")
+            run = launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
             progress = TimedProgress()
             outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT,
                                                 progress=progress)

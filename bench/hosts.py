@@ -52,16 +52,16 @@ def _on_sigterm(signum, frame):
 
 def _launch_once(config_path: str, i: int, host: str | None) -> dict:
     """One run launched as `run_pipeline --config F [--host HOST] --wait` launches it, waited for in-process."""
-    from apps.orchestration import services, waiting
+    from apps.orchestration import inputs, launch, launchrequest, targeting, waiting
     from apps.orchestration.models import PipelineRun
     from bench.measure import RUN_TIMEOUT
 
     wall0 = time.time()
     t0 = time.perf_counter()
-    resolved = services.definition_resolve(config_path=config_path)
+    resolved = inputs.definition_resolve(config_path=config_path)
     payload = {"x": i}
-    targets = services.launch_targets(host=host, resolved=resolved, payload=payload, source="bench")
-    (run,) = services.pipeline_runs_launch(targets=targets, resolved=resolved, payload=payload, source="bench")
+    targets = targeting.launch_targets(host=host, resolved=resolved, payload=payload, source="bench")
+    (run,) = launch.pipeline_runs_launch(targets=targets, request=launchrequest.LaunchRequest(resolved=resolved, payload=payload, source="bench"))
     outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
     t1 = time.perf_counter()
     done = outcome.run
@@ -78,7 +78,7 @@ def _routing_check(app, worker_name: str, config_path: str) -> dict:
     """Check that a run for HOST waits in host.HOST and nowhere else while the worker does not
     consume that queue, and that the worker executes it once it does again."""
     from apps.hostnames import host_queue
-    from apps.orchestration import dispatch, services, waiting
+    from apps.orchestration import dispatch, inputs, launch, launchrequest, targeting, waiting
     from apps.orchestration.models import PipelineRun
     from bench.measure import RUN_TIMEOUT
 
@@ -89,9 +89,9 @@ def _routing_check(app, worker_name: str, config_path: str) -> dict:
         raise RuntimeError(f"worker {worker_name} consumes {sorted(consumed)}, expected celery and {queue}")
     app.control.cancel_consumer(queue, destination=[worker_name], reply=True, timeout=5)
     try:
-        resolved = services.definition_resolve(config_path=config_path)
-        targets = services.launch_targets(host=HOST, resolved=resolved, payload={"x": -1}, source="bench")
-        (run,) = services.pipeline_runs_launch(targets=targets, resolved=resolved, payload={"x": -1}, source="bench")
+        resolved = inputs.definition_resolve(config_path=config_path)
+        targets = targeting.launch_targets(host=HOST, resolved=resolved, payload={"x": -1}, source="bench")
+        (run,) = launch.pipeline_runs_launch(targets=targets, request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": -1}, source="bench"))
         deadline = time.monotonic() + 5
         while dispatch.queue_length(host=HOST) != 1 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -90,7 +90,7 @@ def child_main(args) -> int:
 
     import psutil
 
-    from apps.orchestration import services, waiting
+    from apps.orchestration import inputs, launch, launchrequest, waiting
     from apps.orchestration.models import PipelineRun
     from bench.measure import PIPELINE, runs_clear
     from workers.celery import app as project_app
@@ -100,12 +100,12 @@ def child_main(args) -> int:
     workdir = Path(args.workdir)
     config_path = workdir / "three-transforms.json"
     config_path.write_text(json.dumps(PIPELINE))
-    resolved = services.definition_resolve(config_path=str(config_path))
+    resolved = inputs.definition_resolve(config_path=str(config_path))
     runs_clear()
     result: dict = {}
 
     def runs(count: int) -> None:
-        launched = [services.pipeline_run_launch(resolved=resolved, payload={"x": i}, source="bench").pk
+        launched = [launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")).pk
                     for i in range(count)]
         for run_id in launched:
             outcome = waiting.pipeline_run_wait(run_id=run_id, timeout=120)

@@ -155,7 +155,7 @@ class KillRig:
     def round(self, index: int, moment: str) -> dict:
         """Kill a victim holding a run at ``moment`` (one of MOMENTS); the run's record
         is checked and the timings returned. Raises RoundFailed."""
-        from apps.orchestration import services
+        from apps.orchestration import inputs, launch, launchrequest
         from apps.orchestration.models import PipelineRun
 
         if moment not in MOMENTS:
@@ -170,8 +170,8 @@ class KillRig:
             victim_ready = self.victim.wait_ready(self.app)
             pause = random.uniform(0, self.jitter)
             time.sleep(pause)
-            resolved = services.definition_resolve(config_path=str(self.config_path))
-            run = services.pipeline_run_launch(resolved=resolved, payload={"round": index}, source=self.source)
+            resolved = inputs.definition_resolve(config_path=str(self.config_path))
+            run = launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"round": index}, source=self.source))
             claimed_by = self._wait_claim(run.pk)
             if moment != "claim":
                 self._survivor_consumes(True)

@@ -124,7 +124,7 @@ def main() -> int:
 
     from apps.orchestration.models import PipelineDefinition, PipelineRun
     from apps.orchestration.schedules import task_name
-    from apps.orchestration.services import definitions_load
+    from apps.orchestration.loading import definitions_load
     from workers.celery import app
 
     # A benchmark-only database: no runs, no schedule of ours left from an earlier run.

@@ -6,12 +6,13 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from apps.orchestration.dispatch import EXECUTE_RUN_TASK, RECOVER_RUNS_TASK
+from apps.orchestration.dispatch import EXECUTE_RUN_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.recovery import runs_recover
 from apps.orchestration.schedules import SCHEDULED_TASK
-from apps.orchestration.services import PRUNE_RUNS_TASK, pipeline_run_schedule, pipeline_runs_prune
+from apps.orchestration.pruning import pipeline_runs_prune
+from apps.orchestration.ticks import pipeline_run_schedule
 
 logger = logging.getLogger("workers.tasks")
 

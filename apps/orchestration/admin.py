@@ -15,9 +15,10 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html
 
-from apps.orchestration import services
+from apps.orchestration.launchrequest import LaunchError
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.rendering import format_duration
+from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.schedules import schedule_disable, schedule_sync
 from apps.orchestration.selectors import RUN_ID_MAX
 from apps.orchestration.validation import validate_definition
@@ -235,8 +236,8 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Cancel each selected run through the same service as `cancel_run`, one message per run."""
         for run_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                run = services.pipeline_run_cancel(run_id=run_id)
-            except services.LaunchError as exc:
+                run = pipeline_run_cancel(run_id=run_id)
+            except LaunchError as exc:
                 self.message_user(request, f"Run {run_id} not cancelled: {exc}", messages.ERROR)
                 continue
             if run.status == PipelineRun.Status.CANCELLED:
@@ -256,8 +257,8 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def _retry(self, request, queryset, *, from_failed: bool) -> None:
         for run_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                retry = services.pipeline_run_retry(run_id=run_id, from_failed=from_failed)
-            except services.LaunchError as exc:
+                retry = pipeline_run_retry(run_id=run_id, from_failed=from_failed)
+            except LaunchError as exc:
                 self.message_user(request, f"Run {run_id} not retried: {exc}", messages.ERROR)
                 continue
             self.message_user(request, f"Run {run_id} retried as run {retry.pk} (queued).", messages.SUCCESS)

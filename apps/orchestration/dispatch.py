@@ -16,11 +16,13 @@ import redis
 
 from apps.hostnames import QUEUE_PREFIX, host_queue
 from apps.orchestration import events
+from apps.orchestration.launchrequest import LaunchError, Refusal
 
 logger = logging.getLogger("apps.orchestration.dispatch")
 
 EXECUTE_RUN_TASK = "orchestration.execute_run"
 RECOVER_RUNS_TASK = "orchestration.recover_runs"
+PRUNE_RUNS_TASK = "orchestration.prune_runs"
 _TASK_ID_PREFIX = "run-"
 # kombu's Redis transport keeps messages of priority p > 0 in "<queue>\x06\x16<p>".
 _PRIORITY_SEPARATOR = "\x06\x16"
@@ -31,6 +33,17 @@ def _app():
     from workers.celery import app
 
     return app
+
+
+def broker_ready() -> None:
+    """Start the embedded broker when it is the one in use and nobody has;
+    LaunchError (UNAVAILABLE) when it cannot be used."""
+    from workers.embedded import EmbeddedBrokerError, ensure_broker
+
+    try:
+        ensure_broker()
+    except EmbeddedBrokerError as exc:
+        raise LaunchError(str(exc), Refusal.UNAVAILABLE) from exc
 
 
 def run_queue(host: str | None = None) -> str:

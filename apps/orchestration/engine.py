@@ -37,6 +37,7 @@ from apps.orchestration.lease import (
 )
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
+from apps.orchestration.validation import node_path
 from apps.secrets import scrub
 
 logger = logging.getLogger("apps.orchestration.engine")
@@ -55,16 +56,6 @@ def _log(event: str, run: PipelineRun, **fields) -> None:
     }
     text = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
     logger.info(text, extra=data)
-
-
-def node_path(nodes: list[dict]) -> list[dict]:
-    """The nodes in execution order: the first one, then along ``next``."""
-    by_id = {node["id"]: node for node in nodes}
-    ordered, current = [], nodes[0]["id"] if nodes else None
-    while current is not None and current in by_id and by_id[current] not in ordered:
-        ordered.append(by_id[current])
-        current = by_id[current].get("next")
-    return ordered
 
 
 class NodeTimeout(BaseException):

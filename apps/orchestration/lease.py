@@ -140,6 +140,27 @@ def stages_interrupted(*, run: PipelineRun, holder: str) -> None:
         stages.filter(pk=stage.pk).update(started_at=run.started_at)
 
 
+def run_end_abandoned(*, run_id: int, fields: dict, reason: str) -> bool:
+    """End running run ``run_id`` with ``fields`` when its holder is gone (its
+    lease ran out), recording the node it was executing as interrupted; the
+    error says ``reason`` and that node. False (nothing written) when the run
+    is not running or has a live holder."""
+    with transaction.atomic():
+        run = (
+            PipelineRun.objects.select_for_update()
+            .filter(lease_expired(), pk=run_id, status=PipelineRun.Status.RUNNING)
+            .first()
+        )
+        if run is None:
+            return False
+        node = run.current_node
+        stages_interrupted(run=run, holder=run.claimed_by)
+        PipelineRun.objects.filter(pk=run_id).update(
+            error=f"{reason}; its worker was gone (at node '{node}')" if node else reason, **fields
+        )
+    return True
+
+
 class Lease:
     """This process's hold on one run, and the fenced writes made under it."""
 

@@ -13,7 +13,7 @@ from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_describe
-from apps.orchestration.services import ResolvedDefinition, Targets, exit_code_for
+from apps.orchestration.launchrequest import ResolvedDefinition, Targets
 from apps.secrets import scrub
 from apps.text import display_width, printable, shorten
 
@@ -39,8 +39,8 @@ def _origin_line(kind: str, origin: str, *, dry_run: bool) -> str:
 
 
 def _target_line(target) -> str | None:
-    """The dry run's line on where the run would go (services.target_choice,
-    with ``auto`` already looked up as services.Targets); None for any worker."""
+    """The dry run's line on where the run would go (targets.target_choice,
+    with ``auto`` already looked up as Targets); None for any worker."""
     if isinstance(target, Targets):
         found = target.hosts[0]
         return f"Host: auto → {found}" if found else "Host: auto → the alert names none: any worker"
@@ -200,7 +200,7 @@ def _iso(value) -> str | None:
 
 
 def run_as_dict(run: PipelineRun) -> dict:
-    """The run record as a JSON-serialisable dict (the ``--json`` output)."""
+    """The run record as a JSON-serialisable dict (``--json`` shows it with the exit code)."""
     result = run.result or {}
     return scrub({
         "run_id": run.pk,
@@ -225,7 +225,6 @@ def run_as_dict(run: PipelineRun) -> dict:
         "executed_nodes": result.get("executed_nodes", []),
         "skipped_nodes": result.get("skipped_nodes", []),
         "node_results": result.get("node_results", {}),
-        "exit_code": exit_code_for(run),
     })
 
 

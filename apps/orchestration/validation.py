@@ -6,6 +6,8 @@ worker's environment (webhook URLs, API keys) are checked when the node runs.
 """
 from __future__ import annotations
 
+import re
+
 from apps import jsondata
 from apps.hostnames import ALL, AUTO, HOST_NAME_RULE, host_name
 from apps.options import is_positive_number
@@ -21,6 +23,18 @@ TOP_LEVEL_FIELDS = {
 HOSTS_MAX = 100
 # Node ids are stored with each stage and shown in logs and displays.
 NODE_ID_MAX = 100
+# A stored definition's name (and the file name it is loaded from).
+DEFINITION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+
+
+def node_path(nodes: list[dict]) -> list[dict]:
+    """The nodes in execution order: the first one, then along ``next``."""
+    by_id = {node["id"]: node for node in nodes}
+    ordered, current = [], nodes[0]["id"] if nodes else None
+    while current is not None and current in by_id and by_id[current] not in ordered:
+        ordered.append(by_id[current])
+        current = by_id[current].get("next")
+    return ordered
 
 
 def _node_label(node: dict, index: int) -> str:

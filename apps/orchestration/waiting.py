@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from django.conf import settings
 
 from apps.orchestration import dispatch, events
 from apps.orchestration.lease import CANCEL_EVENT, run_read, same_origin
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.rendering import render_progress
 from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0
+
+
+class Progress(Protocol):
+    """Told what a watched run does (``--follow``): its progress events as
+    heard, its row as read, and a cancel request once seen."""
+
+    def event(self, event: dict) -> None: ...
+
+    def row(self, run: PipelineRun) -> None: ...
+
+    def cancel_requested(self) -> None: ...
 
 
 @dataclass
@@ -46,7 +56,7 @@ def pipeline_run_wait(
     timeout: float | None = None,
     pickup_timeout: float | None = None,
     notice: Callable[[str], None] | None = None,
-    progress: RunProgress | None = None,
+    progress: Progress | None = None,
 ) -> WaitOutcome:
     """Watch run ``run_id`` until it is terminal or ``timeout`` passes.
 
@@ -127,52 +137,6 @@ def pipeline_run_wait(
     if progress is not None:
         progress.row(run)
     return WaitOutcome(run, "finished", queries)
-
-
-class RunProgress:
-    """The lines ``--follow`` prints: each node's start and end once, whether
-    heard as a progress event or found in the row, in the order they come."""
-
-    def __init__(self, say: Callable[[str], None]):
-        self.say = say
-        self.shown: set[tuple] = set()
-
-    def _once(self, key: tuple, line: str) -> None:
-        if key not in self.shown:
-            self.shown.add(key)
-            self.say(line)
-
-    def event(self, event: dict) -> None:
-        """Report a progress event (see events.progress_publish)."""
-        phase, node, attempt = event.get("phase"), event.get("node"), event.get("attempt") or 1
-        if phase == "takeover":
-            self._once(("takeover", event.get("worker")), render_progress(event))
-        elif phase == "start":
-            self._once(("start", node) if attempt == 1 else ("start", node, attempt), render_progress(event))
-        elif phase == "end":
-            self._once(("end", node, attempt), render_progress(event))
-
-    def row(self, run: PipelineRun) -> None:
-        """Report what the row shows: nodes ended, and the node being executed."""
-        result = run.result or {}
-        entries = result.get("node_results") or {}
-        for node_id in result.get("executed_nodes") or []:
-            entry = entries.get(node_id) or {}
-            self.event({
-                "phase": "end", "node": node_id, "type": entry.get("type"), "attempt": entry.get("attempts"),
-                "status": entry.get("status"), "duration_ms": entry.get("duration_ms"),
-                "reused": entry.get("reused", False), "error": entry.get("error"),
-            })
-        if run.status == PipelineRun.Status.RUNNING and run.current_node and run.current_node not in entries:
-            node_type = next(
-                (n.get("type") for n in run.config_snapshot.get("nodes") or [] if n.get("id") == run.current_node), None
-            )
-            self._once(("start", run.current_node), render_progress(
-                {"phase": "start", "node": run.current_node, "type": node_type}
-            ))
-
-    def cancel_requested(self) -> None:
-        self._once(("cancel",), render_progress({"phase": "cancel"}))
 
 
 def _until_lease_end(run: PipelineRun, interval: float) -> float:

@@ -10,7 +10,10 @@ from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.nodes.base import NodeContext
 from apps.orchestration.nodes.notify import NotifyNode
 from apps.orchestration.rendering import render_result
-from apps.orchestration.services import LaunchError, definition_resolve, pipeline_run_create, pipeline_run_execute
+from apps.orchestration.engine import run_execute
+from apps.orchestration.inputs import definition_resolve
+from apps.orchestration.launch import pipeline_run_create
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest
 from apps.orchestration.validation import validate_definition
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +36,8 @@ def run_pipeline(tmp_path, notify_config: dict):
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(definition(notify_config)))
     resolved = definition_resolve(config_path=str(path))
-    run = pipeline_run_create(resolved=resolved, payload={})
-    return pipeline_run_execute(run_id=run.pk)
+    run = pipeline_run_create(request=LaunchRequest(resolved=resolved, payload={}))
+    return run_execute(run_id=run.pk)
 
 
 @pytest.fixture
@@ -113,7 +116,7 @@ def test_inline_secret_next_to_a_channel_stops_the_launch(tmp_path):
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(definition(config)))
     with pytest.raises(LaunchError):
-        pipeline_run_create(resolved=definition_resolve(config_path=str(path)), payload={})
+        pipeline_run_create(request=LaunchRequest(resolved=definition_resolve(config_path=str(path)), payload={}))
     assert not PipelineRun.objects.exists()
 
 
@@ -193,8 +196,8 @@ def test_each_notify_node_of_a_run_sends_run_id_and_node_id_as_its_key(tmp_path,
             {"id": "second", "type": "notify", "config": hook},
         ],
     }))
-    run = pipeline_run_create(resolved=definition_resolve(config_path=str(path)), payload={})
-    run = pipeline_run_execute(run_id=run.pk)
+    run = pipeline_run_create(request=LaunchRequest(resolved=definition_resolve(config_path=str(path)), payload={}))
+    run = run_execute(run_id=run.pk)
     assert run.status == "completed", run.error
     assert idempotency_keys(http_server) == [f"{run.pk}-first", f"{run.pk}-second"]
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from whitenoise.middleware import WhiteNoiseFileResponse
 
-from apps.orchestration import engine, services
+from apps.orchestration import engine, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.validation import validate_definition
 from apps.secrets import secret_get
@@ -36,7 +36,7 @@ SLACK_SECRET = "https://hooks.slack.example/services/S1ackT0k3n99"
 
 def make_run(**fields) -> PipelineRun:
     PipelineDefinition.objects.get_or_create(name="p", defaults={"config": {"version": "1.0", "nodes": NODES}})
-    run = services.pipeline_run_create(resolved=services.definition_resolve(name="p"), payload={})
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
     if fields:
         PipelineRun.objects.filter(pk=run.pk).update(**fields)
         run.refresh_from_db()

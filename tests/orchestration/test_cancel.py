@@ -2,7 +2,7 @@
 import pytest
 from django.utils import timezone
 
-from apps.orchestration import engine, services
+from apps.orchestration import engine, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
 pytestmark = pytest.mark.django_db
@@ -15,7 +15,7 @@ NODES = [
 
 def make_run():
     PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": NODES})
-    return services.pipeline_run_create(resolved=services.definition_resolve(name="p"), payload={})
+    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
 
 
 def test_cancelled_queued_run_is_never_executed_and_exits_4(run_command):

@@ -90,9 +90,9 @@ def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_s
 
     launch = (
         "from django.db import transaction\n"
-        "from apps.orchestration import services\n"
+        "from apps.orchestration import inputs, launch, launchrequest\n"
         "with transaction.atomic():\n"
-        "    services.pipeline_run_launch(resolved=services.definition_resolve(name='health-check'), payload={})\n"
+        "    launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name='health-check'), payload={}))\n"
     )
     result = manage("shell", "-c", launch, env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
     run = PipelineRun.objects.get()

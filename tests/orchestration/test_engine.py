@@ -1,7 +1,7 @@
 """The engine: snapshots, idempotent re-delivery, outputs flowing between nodes."""
 import pytest
 
-from apps.orchestration import engine, services
+from apps.orchestration import engine, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
 pytestmark = pytest.mark.django_db
@@ -14,8 +14,8 @@ NODES = [
 
 def make_run(nodes=NODES, payload=None):
     PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": nodes})
-    resolved = services.definition_resolve(name="p")
-    return services.pipeline_run_create(resolved=resolved, payload=payload or {"server": "web-01"})
+    resolved = inputs.definition_resolve(name="p")
+    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload=payload or {"server": "web-01"}))
 
 
 def test_each_node_sees_earlier_outputs_and_the_payload():
@@ -72,7 +72,7 @@ def test_node_past_its_time_limit_fails_with_a_timeout():
     definition = PipelineDefinition.objects.create(
         name="slow", config={"version": "1.0", "defaults": {"timeout_seconds": 0.3}, "nodes": nodes}
     )
-    run = services.pipeline_run_create(resolved=services.definition_resolve(name=definition.name), payload={})
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=definition.name), payload={}))
     run = engine.run_execute(run_id=run.pk)
     assert run.status == "failed"
     assert run.error == "Node 'slow' failed: timed out after 0.3s"
@@ -87,7 +87,7 @@ def test_run_time_limit_stops_the_node_fails_the_run_once_and_skips_the_rest(set
         "version": "1.0", "defaults": {"max_retries": 2},
         "nodes": [slow, {"id": "after", "type": "context", "config": {"include": ["memory"]}}],
     })
-    run = services.pipeline_run_create(resolved=services.definition_resolve(name=definition.name), payload={})
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=definition.name), payload={}))
     run = engine.run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == "failed"

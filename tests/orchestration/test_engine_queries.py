@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 
-from apps.orchestration import engine, lease, services
+from apps.orchestration import engine, inputs, launch, launchrequest, lease
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
 # Real commits, as on a worker: inside a test's transaction, commits would be savepoints.
@@ -23,7 +23,7 @@ QUERY_CEILING = 12
 
 def make_run(nodes=THREE_TRANSFORMS) -> PipelineRun:
     PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": nodes})
-    return services.pipeline_run_create(resolved=services.definition_resolve(name="three"), payload={"x": 7})
+    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="three"), payload={"x": 7}))
 
 
 def writes(sql: str) -> bool:
@@ -128,9 +128,7 @@ def test_a_takeover_before_a_retrys_first_executed_node_records_no_reused_node_a
     PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
     reused = {"a": {"type": "transform", "status": "succeeded", "required": True, "attempts": 1,
                     "output": {"x": 7}, "duration_ms": 0.1}}
-    run = services.pipeline_run_create(
-        resolved=services.definition_resolve(name="three"), payload={"x": 7}, reused_results=reused,
-    )
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="three"), payload={"x": 7}, reused_results=reused,))
     # Lost right after its claim: the current node is the reused one, executed by the original run.
     lease.run_claim(run_id=run.pk, token="host-a:1:a")
     PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
@@ -159,12 +157,10 @@ def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_n
 
 def test_launching_a_run_is_one_insert_that_stores_every_value():
     PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
-    resolved = services.definition_resolve(name="three")
+    resolved = inputs.definition_resolve(name="three")
     with CaptureQueriesContext(connection) as captured:
-        run = services.pipeline_run_create(
-            resolved=resolved, payload={"x": 7, "text": "é ✓"}, source="bench", environment="staging",
-            trace_id="trace-1", target_host="alpha",
-        )
+        run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": 7, "text": "é ✓"}, source="bench", environment="staging",
+            trace_id="trace-1", target_host="alpha",))
     sql = [q["sql"] for q in captured.captured_queries]
     assert len(sql) == 1 and sql[0].lstrip().upper().startswith("INSERT"), sql
     stored = PipelineRun.objects.annotate(db_now=Now()).get(pk=run.pk)
@@ -182,11 +178,11 @@ def test_a_launch_with_a_taken_idempotency_key_inside_a_transaction_leaves_it_us
     from django.db import transaction
 
     PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": THREE_TRANSFORMS})
-    resolved = services.definition_resolve(name="three")
-    first = services.pipeline_run_create(resolved=resolved, payload={}, idempotency_key="k-1")
+    resolved = inputs.definition_resolve(name="three")
+    first = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={}, idempotency_key="k-1"))
     with transaction.atomic():
-        with pytest.raises(services.RunExists) as refused:
-            services.pipeline_run_create(resolved=resolved, payload={}, idempotency_key="k-1")
+        with pytest.raises(launchrequest.RunExists) as refused:
+            launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={}, idempotency_key="k-1"))
         assert refused.value.run.pk == first.pk
         # The enclosing transaction goes on.
         assert PipelineRun.objects.filter(idempotency_key="k-1").count() == 1

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from apps.orchestration import engine, events, services
+from apps.orchestration import engine, events, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from workers.embedded import EmbeddedBroker
 
@@ -153,7 +153,7 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
 def make_run(nodes: list[dict], defaults: dict | None = None) -> PipelineRun:
     config = {"version": "1.0", "nodes": nodes, **({"defaults": defaults} if defaults else {})}
     PipelineDefinition.objects.create(name="events", config=config)
-    return services.pipeline_run_create(resolved=services.definition_resolve(name="events"), payload={"x": 1})
+    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="events"), payload={"x": 1}))
 
 
 @pytest.mark.django_db

@@ -339,17 +339,17 @@ def test_alert_payloads_with_wrong_types_end_as_clean_runs(tmp_path):
     """Every top-level field of each source's sample alert, replaced by each wrong
     type: the ingest node reports what is wrong; no handler crashes."""
     from apps.alerts.services import alert_sample, alert_sources
-    from apps.orchestration import services
+    from apps.orchestration import engine, inputs, launch, launchrequest
 
     path = tmp_path / "ingest.json"
     path.write_text(json.dumps({"version": "1.0", "nodes": [{"id": "ingest", "type": "ingest"}]}))
-    resolved = services.definition_resolve(config_path=str(path))
+    resolved = inputs.definition_resolve(config_path=str(path))
     crashes = []
     for source in alert_sources():
         sample = alert_sample(source=source)
         for key, wrong in itertools.product(sample, WRONG_TYPES):
-            run = services.pipeline_run_create(resolved=resolved, payload={**sample, key: wrong}, source=source)
-            run = services.pipeline_run_execute(run_id=run.pk)
+            run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={**sample, key: wrong}, source=source))
+            run = engine.run_execute(run_id=run.pk)
             stage_error = (run.result["node_results"]["ingest"].get("error") or "") if run.result else ""
             if not run.is_terminal or re.match(r"\w+(Error|Exception): ", stage_error):
                 crashes.append(f"{source} {key}={wrong!r}: {run.status} {stage_error}")

@@ -9,7 +9,8 @@ import pytest
 
 from apps.alerts.services import alert_hosts
 from apps.hostnames import host_name, host_queue
-from apps.orchestration import services
+from apps.orchestration import inputs, launch, launchrequest, run_actions, targeting, ticks
+from apps.orchestration.management import exit_codes
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.validation import validate_definition
 from tests.orchestration.test_hostile_input import cli
@@ -69,22 +70,22 @@ def test_valid_host_fields_pass(top):
 def test_the_alert_hosts_are_read_as_the_ingest_node_reads_them():
     payload = {"alerts": [{"name": "cpu", "host": "web-01"}, {"name": "disk", "host": "db-01"}, {"name": "x"}]}
     assert alert_hosts(payload=payload, source="generic") == ["web-01", "db-01"]
-    resolved = services.ResolvedDefinition({"version": "1.0", "nodes": ALERT_FLOW}, "config", "x.json")
-    targets = services.alert_target(config=resolved.config, payload={"title": "cpu", "server": "Web-01"}, source="cli")
+    resolved = launchrequest.ResolvedDefinition({"version": "1.0", "nodes": ALERT_FLOW}, "config", "x.json")
+    targets = targeting.alert_target(config=resolved.config, payload={"title": "cpu", "server": "Web-01"}, source="cli")
     assert (targets.hosts, targets.fan_out, targets.note) == (["web-01"], False, None)
-    nobody = services.alert_target(config=resolved.config, payload={"title": "cpu"}, source="cli")
+    nobody = targeting.alert_target(config=resolved.config, payload={"title": "cpu"}, source="cli")
     assert nobody.hosts == [""] and nobody.note == "The alert names no host: the run goes to the shared queue."
-    odd = services.alert_target(config=resolved.config, payload={"title": "cpu", "host": "web 01;rm"}, source="cli")
+    odd = targeting.alert_target(config=resolved.config, payload={"title": "cpu", "host": "web 01;rm"}, source="cli")
     assert odd.hosts == [""] and "is not a host name (web 01;rm)" in odd.note
 
 
 def test_the_option_wins_over_the_definition_and_the_definition_over_the_shared_queue():
     config = {"version": "1.0", "nodes": NODES, "host": "Web-01"}
-    assert services.target_choice(host=None, config=config) == "web-01"
-    assert services.target_choice(host="DB-01", config=config) == "db-01"
-    assert services.target_choice(host="all", config=config) == "all"
-    assert services.target_choice(host=None, config={"nodes": NODES, "hosts": ["A", "b"]}) == ["a", "b"]
-    assert services.target_choice(host=None, config={"nodes": NODES}) == ""
+    assert targeting.target_choice(host=None, config=config) == "web-01"
+    assert targeting.target_choice(host="DB-01", config=config) == "db-01"
+    assert targeting.target_choice(host="all", config=config) == "all"
+    assert targeting.target_choice(host=None, config={"nodes": NODES, "hosts": ["A", "b"]}) == ["a", "b"]
+    assert targeting.target_choice(host=None, config={"nodes": NODES}) == ""
 
 
 @pytest.mark.django_db(transaction=True)  # commands close the connection a test transaction needs
@@ -128,28 +129,28 @@ def schedule_definition(**top) -> PipelineDefinition:
 
 def test_a_tick_of_a_definition_with_hosts_launches_one_run_per_host_in_one_group():
     schedule_definition(hosts=["web-01", "db-01"])
-    runs = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    runs = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     assert [run.target_host for run in runs] == ["web-01", "db-01"]
     assert len({run.group_id for run in runs}) == 1 and runs[0].group_id is not None
     assert [run.idempotency_key for run in runs] == ["schedule:tick:t1@web-01", "schedule:tick:t1@db-01"]
     # Delivered again: nothing new (each host's run of the tick is still active).
-    assert services.pipeline_run_schedule(definition_name="tick", due="t1") == []
+    assert ticks.pipeline_run_schedule(definition_name="tick", due="t1") == []
     assert PipelineRun.objects.count() == 2
 
 
 def test_overlap_is_judged_per_host_so_a_host_nobody_serves_holds_back_only_its_own_ticks():
     schedule_definition(hosts=["web-01", "down-01"])
-    first = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    first = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     # web-01's run ended; down-01's waits for a worker that never comes.
     PipelineRun.objects.filter(pk=first[0].pk).update(status="completed", finished_at=first[0].created_at)
-    second = services.pipeline_run_schedule(definition_name="tick", due="t2")
+    second = ticks.pipeline_run_schedule(definition_name="tick", due="t2")
     assert [run.target_host for run in second] == ["web-01"]
     assert PipelineRun.objects.filter(target_host="down-01").count() == 1
 
 
 def test_a_tick_of_a_definition_with_one_host_targets_it_without_a_group():
     schedule_definition(host="Web-01")
-    [run] = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    [run] = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     assert (run.target_host, run.group_id, run.idempotency_key) == ("web-01", None, "schedule:tick:t1")
 
 
@@ -157,20 +158,18 @@ def test_a_long_tick_key_stays_within_what_a_key_may_hold():
     host = "h" * 100
     schedule_definition(hosts=[host, "b"])
     due = "2026-11-29T10:00:00.000000+00:00" + "x" * 120
-    runs = services.pipeline_run_schedule(definition_name="tick", due=due)
+    runs = ticks.pipeline_run_schedule(definition_name="tick", due=due)
     assert len(runs) == 2 and all(len(run.idempotency_key) <= 200 for run in runs)
     assert runs[0].idempotency_key != runs[1].idempotency_key
 
 
 def test_a_retry_targets_the_host_of_the_run_it_retries(tmp_path):
-    run = services.pipeline_run_create(
-        resolved=services.definition_resolve(config_path=config_file(tmp_path)), payload={}, target_host="web-01"
-    )
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(config_path=config_file(tmp_path)), payload={}, target_host="web-01"))
     PipelineRun.objects.filter(pk=run.pk).update(status="failed", finished_at=run.created_at)
-    assert services.retry_launch(run_id=run.pk)["target_host"] == "web-01"
+    assert run_actions.retry_request(run_id=run.pk).target_host == "web-01"
 
 
 def test_a_group_exits_with_its_worst_code():
-    worst = services.exit_code_worst
+    worst = exit_codes.exit_code_worst
     assert worst([0, 0]) == 0 and worst([]) == 0
     assert worst([0, 4]) == 4 and worst([4, 3, 0]) == 3 and worst([3, 1, 4, 0]) == 1

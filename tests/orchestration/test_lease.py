@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from apps.orchestration import lease, services
+from apps.orchestration import inputs, launch, launchrequest, lease
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +17,7 @@ NODES = [{"id": "only", "type": "context", "config": {"include": ["memory"]}}]
 @pytest.fixture
 def run():
     PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": NODES})
-    return services.pipeline_run_create(resolved=services.definition_resolve(name="p"), payload={})
+    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
 
 
 def expire(run_id: int) -> None:

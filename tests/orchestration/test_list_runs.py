@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.selectors import RUN_LIST_MAX, pipeline_runs_list
-from apps.orchestration.services import DEFINITION_NAME
+from apps.orchestration.validation import DEFINITION_NAME
 from apps.text import display_width
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
 

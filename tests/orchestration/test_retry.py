@@ -1,4 +1,4 @@
-"""Retrying runs (services.pipeline_run_retry, retry_run): a new run of the
+"""Retrying runs (run_actions.pipeline_run_retry, retry_run): a new run of the
 original's snapshot and payload, and with --from-failed a start at the failed
 node that reuses what the nodes before it produced. Real engine, real webhook
 deliveries to local HTTP servers."""
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.orchestration import engine, services
+from apps.orchestration import engine, inputs, launch, launchrequest, run_actions
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from tests.httpserver import start_server
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, rows
@@ -49,10 +49,8 @@ def hooks(settings, monkeypatch):
 def failed_run(hooks) -> PipelineRun:
     """A run of the stored definition 'flaky' that failed at its second node, 'check'."""
     PipelineDefinition.objects.create(name="flaky", config=FLAKY)
-    run = services.pipeline_run_create(
-        resolved=services.definition_resolve(name="flaky"), payload={"server": "web-01"},
-        source="grafana", environment="production",
-    )
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="flaky"), payload={"server": "web-01"},
+        source="grafana", environment="production",))
     run = engine.run_execute(run_id=run.pk)
     assert run.status == "failed" and run.error.startswith("Node 'check' failed: Notification failed"), run.error
     return run
@@ -65,7 +63,7 @@ def test_retry_stores_a_queued_run_of_the_original_snapshot_and_payload_and_enqu
     # Editing the live definition must not change what a retry runs.
     PipelineDefinition.objects.filter(name="flaky").update(config={"version": "1.0", "nodes": FLAKY["nodes"][2:]})
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        retry = services.pipeline_run_retry(run_id=failed_run.pk)
+        retry = run_actions.pipeline_run_retry(run_id=failed_run.pk)
     assert len(callbacks) == 1  # the wake-up message, sent once the run is committed
     retry.refresh_from_db()
     assert retry.pk != failed_run.pk and retry.status == "queued"
@@ -120,7 +118,7 @@ def test_a_retry_shows_its_link_and_other_runs_look_as_before(failed_run, hooks,
 
 def test_a_reused_node_keeps_counting_after_a_takeover(failed_run, hooks):
     # A retry taken over by another worker: the reused node has no stage row, and is reused again.
-    retry = services.pipeline_run_create(**services.retry_launch(run_id=failed_run.pk, from_failed=True))
+    retry = launch.pipeline_run_create(request=run_actions.retry_request(run_id=failed_run.pk, from_failed=True))
     PipelineRun.objects.filter(pk=retry.pk).update(status="running", claimed_by="gone:1:x")
     done = engine.run_execute(run_id=retry.pk)
     assert done.status == "completed", done.error
@@ -149,8 +147,8 @@ def test_unknown_runs_are_refused_with_nothing_stored(run_command, db):
 
 def test_from_failed_is_refused_for_a_run_with_no_failed_node(failed_run, hooks, run_command):
     completed = run_command("retry_run", str(failed_run.pk), "--inline", "--json").json()
-    cancelled = services.pipeline_run_create(**services.retry_launch(run_id=failed_run.pk))
-    services.pipeline_run_cancel(run_id=cancelled.pk)
+    cancelled = launch.pipeline_run_create(request=run_actions.retry_request(run_id=failed_run.pk))
+    run_actions.pipeline_run_cancel(run_id=cancelled.pk)
     before = rows()
     for run_id, status in ((completed["run_id"], "completed"), (cancelled.pk, "cancelled")):
         result = run_command("retry_run", str(run_id), "--from-failed")

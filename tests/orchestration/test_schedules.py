@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from apps.orchestration import lease, services
+from apps.orchestration import inputs, launch, launchrequest, lease, ticks
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.schedules import SCHEDULED_TASK, schedule_messages, schedule_sync, task_name
 from apps.orchestration.validation import validate_definition
@@ -141,8 +141,8 @@ def test_cron_next_due_follows_the_time_zone_across_daylight_saving_changes():
 def test_a_tick_launches_a_scheduled_run_once_however_often_it_is_delivered():
     definition(schedule={"every": 60, "payload": {"server": "web-01"}})
     due = "2026-11-29T10:00:00.000+00:00"
-    [run] = services.pipeline_run_schedule(definition_name="tick", due=due)
-    [again] = services.pipeline_run_schedule(definition_name="tick", due=due)
+    [run] = ticks.pipeline_run_schedule(definition_name="tick", due=due)
+    [again] = ticks.pipeline_run_schedule(definition_name="tick", due=due)
     assert again.pk == run.pk
     assert PipelineRun.objects.count() == 1
     assert (run.trigger, run.status, run.payload, run.idempotency_key) == (
@@ -152,15 +152,15 @@ def test_a_tick_launches_a_scheduled_run_once_however_often_it_is_delivered():
 
 def test_overlap_skip_skips_a_tick_while_a_scheduled_run_is_active_and_allow_does_not():
     tick = definition(schedule={"every": 60})
-    [first] = services.pipeline_run_schedule(definition_name="tick", due="t1")
-    assert services.pipeline_run_schedule(definition_name="tick", due="t2") == []
+    [first] = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
+    assert ticks.pipeline_run_schedule(definition_name="tick", due="t2") == []
     # A run launched by hand does not count: only the schedule's own runs overlap.
     PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(timezone.utc))
-    services.pipeline_run_create(resolved=services.definition_resolve(name="tick"), payload={})
-    assert len(services.pipeline_run_schedule(definition_name="tick", due="t3")) == 1
+    launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="tick"), payload={}))
+    assert len(ticks.pipeline_run_schedule(definition_name="tick", due="t3")) == 1
     tick.config = {**tick.config, "schedule": {"every": 60, "overlap": "allow"}}
     tick.save()
-    assert len(services.pipeline_run_schedule(definition_name="tick", due="t4")) == 1
+    assert len(ticks.pipeline_run_schedule(definition_name="tick", due="t4")) == 1
     assert PipelineRun.objects.filter(trigger="schedule", status="queued").count() == 2
 
 
@@ -168,21 +168,21 @@ def test_a_tick_for_a_deleted_definition_records_why_and_disables_the_schedule()
     tick = definition(schedule={"every": 60})
     schedule_sync(definition=tick)
     tick.delete()
-    [run] = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    [run] = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     assert (run.status, run.trigger) == ("failed", "schedule")
     assert run.error == "Scheduled definition 'tick' cannot run: it no longer exists; its schedule is disabled"
     assert PeriodicTask.objects.get(name=task_name("tick")).enabled is False
-    assert [r.pk for r in services.pipeline_run_schedule(definition_name="tick", due="t1")] == [run.pk]
+    assert [r.pk for r in ticks.pipeline_run_schedule(definition_name="tick", due="t1")] == [run.pk]
 
 
 def test_a_tick_for_an_invalid_or_inactive_definition_records_a_failed_run():
     tick = definition(schedule={"every": 60})
     PipelineDefinition.objects.filter(pk=tick.pk).update(config={**tick.config, "nodes": []})
-    [invalid] = services.pipeline_run_schedule(definition_name="tick", due="t1")
+    [invalid] = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     assert invalid.status == "failed"
     assert invalid.error == "Scheduled definition 'tick' cannot run: it is invalid: Pipeline has no nodes"
     PipelineDefinition.objects.filter(pk=tick.pk).update(is_active=False)
-    [inactive] = services.pipeline_run_schedule(definition_name="tick", due="t2")
+    [inactive] = ticks.pipeline_run_schedule(definition_name="tick", due="t2")
     assert inactive.error == "Scheduled definition 'tick' cannot run: it is inactive"
 
 
@@ -205,8 +205,8 @@ def test_idempotency_key_on_the_command_line_shows_the_existing_run(run_command,
 
 def limited_runs(count: int, limit: int) -> list[PipelineRun]:
     definition(name="limited", max_concurrent=limit)
-    resolved = services.definition_resolve(name="limited")
-    return [services.pipeline_run_create(resolved=resolved, payload={}) for _ in range(count)]
+    resolved = inputs.definition_resolve(name="limited")
+    return [launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={})) for _ in range(count)]
 
 
 def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
@@ -224,6 +224,6 @@ def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
 def test_the_limit_counts_runs_of_the_same_definition_only():
     (limited,) = limited_runs(1, limit=1)
     other = PipelineDefinition.objects.create(name="other", config={"version": "1.0", "nodes": NODES, "max_concurrent": 1})
-    other_run = services.pipeline_run_create(resolved=services.definition_resolve(name=other.name), payload={})
+    other_run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=other.name), payload={}))
     assert lease.run_claim(run_id=limited.pk, token="a").reason == "claimed"
     assert lease.run_claim(run_id=other_run.pk, token="b").reason == "claimed"

@@ -53,12 +53,12 @@ def test_each_worker_says_which_host_it_serves_and_which_queues_it_consumes(two_
 
 def test_runs_sent_to_a_host_are_executed_only_by_its_worker(cli, two_hosts, context_config):
     launched = cli("shell", "-c", (
-        "from apps.orchestration import services\n"
-        f"resolved = services.definition_resolve(config_path={context_config!r})\n"
+        "from apps.orchestration import inputs, launch, launchrequest, targeting, ticks\n"
+        f"resolved = inputs.definition_resolve(config_path={context_config!r})\n"
         "for index in range(12):\n"
         "    host = ('alpha', 'beta')[index % 2]\n"
-        "    targets = services.launch_targets(host=host, resolved=resolved, payload={}, source='cli')\n"
-        "    [run] = services.pipeline_runs_launch(targets=targets, resolved=resolved, payload={})\n"
+        "    targets = targeting.launch_targets(host=host, resolved=resolved, payload={}, source='cli')\n"
+        "    [run] = launch.pipeline_runs_launch(targets=targets, request=launchrequest.LaunchRequest(resolved=resolved, payload={}))\n"
         "    print('launched', run.pk, run.target_host)\n"
     ))
     assert launched.exit_code == 0, launched.stderr
@@ -93,8 +93,8 @@ def test_host_all_makes_one_run_per_live_host_and_shows_each(cli, two_hosts, con
 def test_a_schedule_for_all_hosts_launches_a_run_on_each(cli, two_hosts, transactional_db):
     PipelineDefinition.objects.create(name="everywhere", config={**CONTEXT, "hosts": "all"})
     launched = cli("shell", "-c", (
-        "from apps.orchestration import services\n"
-        "for run in services.pipeline_run_schedule(definition_name='everywhere', due='2026-11-29T10:00:00Z'):\n"
+        "from apps.orchestration import inputs, launch, launchrequest, targeting, ticks\n"
+        "for run in ticks.pipeline_run_schedule(definition_name='everywhere', due='2026-11-29T10:00:00Z'):\n"
         "    print('launched', run.pk)\n"
     ))
     assert launched.exit_code == 0, launched.stderr
@@ -144,10 +144,10 @@ def test_a_host_nobody_serves_ends_the_wait_with_exit_3_and_runs_when_its_worker
 
 def test_a_lost_message_of_a_host_run_is_sent_again_to_that_host(cli, two_hosts, context_config):
     made = cli("shell", "-c", (
-        "from apps.orchestration import services\n"
-        f"resolved = services.definition_resolve(config_path={context_config!r})\n"
+        "from apps.orchestration import inputs, launch, launchrequest, targeting, ticks\n"
+        f"resolved = inputs.definition_resolve(config_path={context_config!r})\n"
         # Stored and never sent: as if its message was lost with the broker's data.
-        "print('made', services.pipeline_run_create(resolved=resolved, payload={}, target_host='beta').pk)\n"
+        "print('made', launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={}, target_host='beta')).pk)\n"
     ))
     assert made.exit_code == 0, made.stderr
     run_id = int(made.stdout.split("made ")[1].split()[0])

@@ -123,10 +123,10 @@ def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, star
     launch = (
         "from concurrent.futures import ThreadPoolExecutor\n"
         "from django.db import connection\n"
-        "from apps.orchestration import services\n"
+        "from apps.orchestration import inputs, launch, launchrequest\n"
         "def one(_):\n"
         "    try:\n"
-        "        services.pipeline_run_launch(resolved=services.definition_resolve(name='limited'), payload={})\n"
+        "        launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name='limited'), payload={}))\n"
         "    finally:\n"
         "        connection.close()\n"
         "with ThreadPoolExecutor(20) as pool: list(pool.map(one, range(20)))\n"

@@ -2,7 +2,7 @@
 import pytest
 from django.utils import timezone
 
-from apps.orchestration import services
+from apps.orchestration import inputs, launch, launchrequest
 from apps.orchestration.lease import lease_end
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from workers.tasks import RunUnsuccessful, execute_run
@@ -15,7 +15,7 @@ FAILING = [{"id": "t", "type": "transform", "config": {"mapping": {"x": "payload
 
 def make_run(nodes, name="p", **fields):
     PipelineDefinition.objects.get_or_create(name=name, defaults={"config": {"version": "1.0", "nodes": nodes}})
-    run = services.pipeline_run_create(resolved=services.definition_resolve(name=name), payload={"value": 1})
+    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=name), payload={"value": 1}))
     if fields:
         PipelineRun.objects.filter(pk=run.pk).update(**fields)
     return run

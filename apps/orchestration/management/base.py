@@ -12,10 +12,11 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
+from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT, exit_code_refused
 from apps.secrets import scrub
 from apps.text import printable
 
-EXIT_BAD_INPUT = 2
 # Longer than any wait or grace anyone means (about 31 years), and within what timers and dates can hold.
 MAX_SECONDS = 1_000_000_000
 
@@ -55,6 +56,11 @@ def duration_option(value: str | None, flag: str) -> timedelta | None:
             returncode=EXIT_BAD_INPUT,
         )
     return timedelta(seconds=seconds)
+
+
+def launch_refused(exc: LaunchError) -> CommandError:
+    """The CommandError a refused launch or run action ends a command with."""
+    return CommandError(str(exc), returncode=exit_code_refused(exc.refusal))
 
 
 class PipelineCommand(BaseCommand):

@@ -1,12 +1,73 @@
 """Printing runs from management commands: the display, JSON, and exit codes."""
 import json
 import time
+from collections.abc import Callable
 
 from django.core.management.base import CommandError
 
-from apps.orchestration import dispatch, rendering, services, waiting
+from apps.orchestration import dispatch, rendering, waiting
+from apps.orchestration.management.exit_codes import (
+    EXIT_CANCELLED,
+    EXIT_OK,
+    EXIT_WAIT_GAVE_UP,
+    exit_code_for,
+    exit_code_worst,
+)
+from apps.orchestration.models import PipelineRun
 from apps.secrets import scrub
 from apps.text import printable
+
+
+def run_json(run: PipelineRun) -> dict:
+    """The run record of ``--json``: the run as rendered, and the exit code it stands for."""
+    return rendering.run_as_dict(run) | {"exit_code": exit_code_for(run)}
+
+
+class RunProgress:
+    """The lines ``--follow`` prints: each node's start and end once, whether
+    heard as a progress event or found in the row, in the order they come."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.shown: set[tuple] = set()
+
+    def _once(self, key: tuple, line: str) -> None:
+        if key not in self.shown:
+            self.shown.add(key)
+            self.say(line)
+
+    def event(self, event: dict) -> None:
+        """Report a progress event (see events.progress_publish)."""
+        phase, node, attempt = event.get("phase"), event.get("node"), event.get("attempt") or 1
+        if phase == "takeover":
+            self._once(("takeover", event.get("worker")), rendering.render_progress(event))
+        elif phase == "start":
+            self._once(("start", node) if attempt == 1 else ("start", node, attempt), rendering.render_progress(event))
+        elif phase == "end":
+            self._once(("end", node, attempt), rendering.render_progress(event))
+
+    def row(self, run: PipelineRun) -> None:
+        """Report what the row shows: nodes ended, and the node being executed."""
+        result = run.result or {}
+        entries = result.get("node_results") or {}
+        for node_id in result.get("executed_nodes") or []:
+            entry = entries.get(node_id) or {}
+            self.event({
+                "phase": "end", "node": node_id, "type": entry.get("type"), "attempt": entry.get("attempts"),
+                "status": entry.get("status"), "duration_ms": entry.get("duration_ms"),
+                "reused": entry.get("reused", False), "error": entry.get("error"),
+            })
+        if run.status == PipelineRun.Status.RUNNING and run.current_node and run.current_node not in entries:
+            node_type = next(
+                (n.get("type") for n in run.config_snapshot.get("nodes") or [] if n.get("id") == run.current_node), None
+            )
+            self._once(("start", run.current_node), rendering.render_progress(
+                {"phase": "start", "node": run.current_node, "type": node_type}
+            ))
+
+    def cancel_requested(self) -> None:
+        self._once(("cancel",), rendering.render_progress({"phase": "cancel"}))
+
 
 
 class RunOutputMixin:
@@ -47,13 +108,13 @@ class RunOutputMixin:
         self.show_queued(run, as_json=as_json)
 
     def _wait(self, run_id: int, *, timeout: float | None, follow: bool = False) -> waiting.WaitOutcome:
-        progress = waiting.RunProgress(self.stderr.write) if follow else None
+        progress = RunProgress(self.stderr.write) if follow else None
         try:
             return waiting.pipeline_run_wait(
                 run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
             )
         except KeyboardInterrupt:
-            raise CommandError(rendering.render_detached(run_id), returncode=services.EXIT_WAIT_GAVE_UP)
+            raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP)
 
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract.
@@ -62,25 +123,25 @@ class RunOutputMixin:
         if outcome.reason == "finished":
             return self.show(outcome.run, as_json=as_json)
         if as_json:
-            self.stdout.write(json.dumps(rendering.run_as_dict(outcome.run), indent=2))
+            self.stdout.write(json.dumps(run_json(outcome.run), indent=2))
         text = rendering.render_gave_up(outcome.run, reason=outcome.reason, timeout=timeout)
-        raise CommandError(text, returncode=services.EXIT_WAIT_GAVE_UP)
+        raise CommandError(text, returncode=EXIT_WAIT_GAVE_UP)
 
     def show(self, run, *, as_json: bool) -> None:
         """Print the run and leave with its exit code."""
-        code = services.exit_code_for(run)
+        code = exit_code_for(run)
         if as_json:
-            self.stdout.write(json.dumps(rendering.run_as_dict(run), indent=2))
+            self.stdout.write(json.dumps(run_json(run), indent=2))
         else:
             head, last = rendering.render_result(run).rsplit("\n", 1)
             self.stdout.write(head + "\n")
-            style = self.style.SUCCESS if code == services.EXIT_OK else self.style.ERROR
+            style = self.style.SUCCESS if code == EXIT_OK else self.style.ERROR
             self.stdout.write(style(last))
-        if code == services.EXIT_WAIT_GAVE_UP:
+        if code == EXIT_WAIT_GAVE_UP:
             raise CommandError(f"Run {run.pk} has not finished (status: {run.status})", returncode=code)
-        if code == services.EXIT_CANCELLED:
+        if code == EXIT_CANCELLED:
             raise CommandError(f"Pipeline cancelled: {printable(scrub(run.error or 'cancelled'))}", returncode=code)
-        if code != services.EXIT_OK:
+        if code != EXIT_OK:
             raise CommandError(f"Pipeline failed: {printable(scrub(run.error))}", returncode=code)
 
     def wait_and_show_group(self, runs, *, timeout: float | None, as_json: bool) -> None:
@@ -95,20 +156,20 @@ class RunOutputMixin:
             run = outcome.run
             shown.append(run)
             if outcome.reason == "finished":
-                code = services.exit_code_for(run)
+                code = exit_code_for(run)
                 if not as_json:
                     self.stdout.write(rendering.render_result(run) + "\n")
-                if code != services.EXIT_OK:
+                if code != EXIT_OK:
                     troubles.append(f"run {run.pk} ({run.target_host or 'shared queue'}) {run.status}")
             else:
-                code = services.EXIT_WAIT_GAVE_UP
+                code = EXIT_WAIT_GAVE_UP
                 self.stderr.write(rendering.render_gave_up(run, reason=outcome.reason, timeout=timeout))
                 troubles.append(f"run {run.pk} ({run.target_host or 'shared queue'}) still {run.status}")
             codes.append(code)
         if as_json:
-            self.stdout.write(json.dumps([rendering.run_as_dict(run) for run in shown], indent=2))
-        worst = services.exit_code_worst(codes)
-        if worst != services.EXIT_OK:
+            self.stdout.write(json.dumps([run_json(run) for run in shown], indent=2))
+        worst = exit_code_worst(codes)
+        if worst != EXIT_OK:
             raise CommandError(
                 f"{len(troubles)} of {len(shown)} runs did not complete: {'; '.join(troubles)}", returncode=worst
             )

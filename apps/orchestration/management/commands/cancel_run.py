@@ -1,9 +1,7 @@
 """cancel_run: cancel a queued run, or stop a running one before its next node."""
-from django.core.management.base import CommandError
-
-from apps.orchestration import services
-from apps.orchestration.management.base import PipelineCommand
-from apps.orchestration.services import LaunchError
+from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.management.base import PipelineCommand, launch_refused
+from apps.orchestration.run_actions import pipeline_run_cancel
 from apps.text import printable
 
 
@@ -15,9 +13,9 @@ class Command(PipelineCommand):
 
     def handle(self, *args, **options):
         try:
-            run = services.pipeline_run_cancel(run_id=options["run_id"])
+            run = pipeline_run_cancel(run_id=options["run_id"])
         except LaunchError as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+            raise launch_refused(exc) from exc
         if run.status == run.Status.CANCELLED:
             self.stdout.write(f"Run {run.pk} cancelled.")
         else:

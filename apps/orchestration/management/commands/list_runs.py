@@ -5,10 +5,12 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from apps.hostnames import HOST_NAME_RULE, host_name
-from apps.orchestration import rendering, services
+from apps.orchestration import rendering
 from apps.orchestration.management.base import PipelineCommand, duration_option
+from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.selectors import RUN_LIST_MAX, pipeline_runs_list
+from apps.orchestration.validation import DEFINITION_NAME
 
 
 class Command(PipelineCommand):
@@ -28,16 +30,16 @@ class Command(PipelineCommand):
     def handle(self, *args, **options):
         name = options["definition"]
         # A name no definition can have is not looked up (some databases refuse such text).
-        if name is not None and not services.DEFINITION_NAME.fullmatch(name):
+        if name is not None and not DEFINITION_NAME.fullmatch(name):
             raise CommandError(
                 "--definition must be a definition name: letters, digits, '-' and '_', at most 100",
-                returncode=services.EXIT_BAD_INPUT,
+                returncode=EXIT_BAD_INPUT,
             )
         host = options["host"]
         if host is not None and host_name(host) is None:
-            raise CommandError(f"--host must be a host name ({HOST_NAME_RULE})", returncode=services.EXIT_BAD_INPUT)
+            raise CommandError(f"--host must be a host name ({HOST_NAME_RULE})", returncode=EXIT_BAD_INPUT)
         if not 1 <= options["limit"] <= RUN_LIST_MAX:
-            raise CommandError(f"--limit must be from 1 to {RUN_LIST_MAX}", returncode=services.EXIT_BAD_INPUT)
+            raise CommandError(f"--limit must be from 1 to {RUN_LIST_MAX}", returncode=EXIT_BAD_INPUT)
         since = duration_option(options["since"], "--since")
         rows = pipeline_runs_list(
             definition=name,

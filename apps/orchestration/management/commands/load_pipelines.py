@@ -4,8 +4,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from apps.orchestration.management.base import PipelineCommand
-from apps.orchestration.services import LaunchError, definitions_load
+from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.loading import definitions_load
+from apps.orchestration.management.base import PipelineCommand, launch_refused
 from apps.text import printable
 
 
@@ -24,7 +25,7 @@ class Command(PipelineCommand):
         try:
             report = definitions_load(folder=folder)
         except LaunchError as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+            raise launch_refused(exc) from exc
         for name, action in report.loaded:
             self.stdout.write(f"{action}: {name}")
         for name, change in report.schedules:

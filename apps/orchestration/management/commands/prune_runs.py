@@ -1,9 +1,10 @@
 """prune_runs: delete old finished runs with their stages, in batches."""
 from django.core.management.base import CommandError
 
-from apps.orchestration import services
 from apps.orchestration.management.base import PipelineCommand, duration_option
+from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.pruning import pipeline_runs_prune
 
 
 class Command(PipelineCommand):
@@ -26,11 +27,11 @@ class Command(PipelineCommand):
     def handle(self, *args, **options):
         older_than = duration_option(options["older_than"], "--older-than")
         try:
-            counts = services.pipeline_runs_prune(
+            counts = pipeline_runs_prune(
                 older_than=older_than, statuses=options["status"], dry_run=options["dry_run"]
             )
         except ValueError as exc:
-            raise CommandError(str(exc), returncode=services.EXIT_BAD_INPUT) from exc
+            raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from exc
         verb = "Would delete" if options["dry_run"] else "Deleted"
         self.stdout.write(
             f"{verb} {counts.runs} runs and {counts.stages} stages "

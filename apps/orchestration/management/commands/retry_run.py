@@ -1,11 +1,10 @@
 """retry_run: launch a new run from a finished run's snapshot and payload,
 optionally starting at its failed node, and show it as run_pipeline does."""
-from django.core.management.base import CommandError
-
-from apps.orchestration import services
-from apps.orchestration.management.base import PipelineCommand, seconds_option
+from apps.orchestration.launch import pipeline_run_launch_inline
+from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.management.base import PipelineCommand, launch_refused, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
-from apps.orchestration.services import LaunchError
+from apps.orchestration.run_actions import pipeline_run_retry, retry_request
 
 
 class Command(RunOutputMixin, PipelineCommand):
@@ -45,12 +44,11 @@ class Command(RunOutputMixin, PipelineCommand):
             if options["inline"] and wait:
                 raise LaunchError("Cannot specify --inline with --wait or --follow (an inline run always waits)")
             if options["inline"]:
-                launch = services.retry_launch(run_id=options["run_id"], from_failed=options["from_failed"])
-                run = services.pipeline_run_create(**launch)
-                return self.show(services.pipeline_run_execute(run_id=run.pk), as_json=options["json"])
-            run = services.pipeline_run_retry(run_id=options["run_id"], from_failed=options["from_failed"])
+                request = retry_request(run_id=options["run_id"], from_failed=options["from_failed"])
+                return self.show(pipeline_run_launch_inline(request=request), as_json=options["json"])
+            run = pipeline_run_retry(run_id=options["run_id"], from_failed=options["from_failed"])
         except LaunchError as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+            raise launch_refused(exc) from exc
         if not wait:
             return self.show_queued(run, as_json=options["json"])
         self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])

@@ -5,10 +5,13 @@ import json
 from django.core.management.base import CommandError
 
 from apps.hostnames import AUTO
-from apps.orchestration import rendering, services
-from apps.orchestration.management.base import PipelineCommand, seconds_option
+from apps.orchestration import rendering
+from apps.orchestration.inputs import definition_check, definition_resolve, launch_check, payload_resolve
+from apps.orchestration.launch import pipeline_run_launch_inline, pipeline_runs_launch
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest, RunExists
+from apps.orchestration.management.base import PipelineCommand, launch_refused, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
-from apps.orchestration.services import LaunchError
+from apps.orchestration.targeting import alert_target, launch_targets, target_choice
 
 
 class Command(RunOutputMixin, PipelineCommand):
@@ -64,60 +67,64 @@ class Command(RunOutputMixin, PipelineCommand):
             seconds_option(options["timeout"], "--timeout")
             if options["inline"] and options["wait"]:
                 raise LaunchError("Cannot specify --inline with --wait or --follow (an inline run always waits)")
-            resolved = services.definition_resolve(
+            # An empty value given on purpose is an error, not "use the built-in pipeline".
+            if options["definition"] is not None and options["config"] is not None:
+                raise LaunchError("Cannot specify both --definition and --config")
+            if options["notify_driver"] is not None and not (options["definition"] is None is options["config"]):
+                raise LaunchError("--notify-driver applies only to the built-in pipeline")
+            resolved = definition_resolve(
                 name=options["definition"],
                 config_path=options["config"],
                 notify_driver=options["notify_driver"],
             )
-            payload = services.payload_resolve(
+            given = [flag for flag in ("--payload", "--file", "--sample") if options[flag[2:]]]
+            if len(given) > 1:
+                raise LaunchError(f"Cannot specify more than one of {', '.join(given)}")
+            payload = payload_resolve(
                 payload=options["payload"],
                 payload_file=options["file"],
                 sample=options["sample"],
                 source=options["source"],
             )
-            launch = dict(
+            request = LaunchRequest(
                 resolved=resolved,
                 payload=payload,
                 source=options["source"],
                 environment=options["environment"],
+                trace_id=options["trace_id"],
+                idempotency_key=options["idempotency_key"],
             )
-            key = options["idempotency_key"]
             if options["dry_run"]:
                 # A launch checks these itself; the dry run checks what a launch would.
-                services.launch_check(
-                    payload=payload, source=options["source"], environment=options["environment"],
-                    trace_id=options["trace_id"], idempotency_key=key,
-                )
-                services.definition_check(resolved=resolved)
-                choice = services.target_choice(host=options["host"], config=resolved.config)
+                launch_check(request=request)
+                definition_check(resolved=resolved)
+                choice = target_choice(host=options["host"], config=resolved.config)
                 if choice == AUTO:
-                    choice = services.alert_target(config=resolved.config, payload=payload, source=options["source"])
+                    choice = alert_target(config=resolved.config, payload=payload, source=options["source"])
+                shown = dict(resolved=resolved, payload=payload, source=request.source, environment=request.environment)
                 if options["json"]:
-                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**launch, target=choice), indent=2))
+                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**shown, target=choice), indent=2))
                 else:
-                    self.stdout.write(rendering.render_dry_run(**launch, target=choice))
+                    self.stdout.write(rendering.render_dry_run(**shown, target=choice))
                 return
-            launch.update(trace_id=options["trace_id"], idempotency_key=key)
             if options["inline"]:
                 if options["host"] is not None:
                     raise LaunchError("Cannot specify --inline with a target host (an inline run measures this host)")
-                run = services.pipeline_run_create(**launch)
-                run = services.pipeline_run_execute(run_id=run.pk)
-                return self.show(run, as_json=options["json"])
-            targets = services.launch_targets(
+                return self.show(pipeline_run_launch_inline(request=request), as_json=options["json"])
+            targets = launch_targets(
                 host=options["host"], resolved=resolved, payload=payload, source=options["source"]
             )
             if targets.note:
                 self.stderr.write(targets.note)
             if targets.fan_out and options["follow"]:
                 raise LaunchError("--follow follows one run; with several hosts use --wait")
-            runs = services.pipeline_runs_launch(targets=targets, **launch)
-        except services.RunExists as exc:
+            runs = pipeline_runs_launch(request=request, targets=targets)
+        except RunExists as exc:
             return self.show_existing(
                 exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
             )
         except LaunchError as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+            raise launch_refused(exc) from exc
 
         if not options["wait"]:
             if not targets.live:

@@ -1,9 +1,9 @@
 """show_run: show a run by id, optionally waiting for it to finish."""
 from django.core.management.base import CommandError
 
-from apps.orchestration import services, waiting
 from apps.orchestration.management.base import PipelineCommand, seconds_option
-from apps.orchestration.management.output import RunOutputMixin
+from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
+from apps.orchestration.management.output import RunOutputMixin, RunProgress
 from apps.orchestration.selectors import pipeline_run_get
 
 
@@ -23,9 +23,9 @@ class Command(RunOutputMixin, PipelineCommand):
         seconds_option(options["timeout"], "--timeout")
         run = pipeline_run_get(run_id=options["run_id"])
         if run is None:
-            raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=services.EXIT_BAD_INPUT)
+            raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=EXIT_BAD_INPUT)
         if (options["wait"] or options["follow"]) and not run.is_terminal:
             return self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
         if options["follow"]:
-            waiting.RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
+            RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
         self.show(run, as_json=options["json"])

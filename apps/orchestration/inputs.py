@@ -1,0 +1,123 @@
+"""What a launch is made from, read and checked: the definition (a stored
+one, a JSON file, or the built-in pipeline), the payload, and the labels a
+run keeps. Reads only; every function raises LaunchError for bad input."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from apps import jsondata
+from apps.alerts.parsers.base import PayloadError
+from apps.alerts.services import alert_sample
+from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
+from apps.orchestration.selectors import pipeline_definition_get
+from apps.orchestration.validation import DEFINITION_NAME, validate_definition
+from apps.text import printable
+
+# Trace ids travel into logs, headers and other systems: printable ASCII, no spaces.
+TRACE_ID = re.compile(r"[!-~]{1,64}")
+# Labels stored with the run (PipelineRun.source / .environment hold 50 characters).
+LABEL_MAX = 50
+# PipelineRun.origin holds a config file's path.
+CONFIG_PATH_MAX = 500
+# Idempotency keys come from scripts and schedulers: printable ASCII, no spaces.
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
+
+
+def definition_resolve(
+    *, name: str | None = None, config_path: str | None = None, notify_driver: str | None = None
+) -> ResolvedDefinition:
+    """Load the definition named ``name``, else the JSON file ``config_path``,
+    else the built-in one (with ``notify_driver``, default console)."""
+    if name is not None:
+        # A name no definition can have is not looked up (some databases refuse such text).
+        definition = pipeline_definition_get(name=name) if DEFINITION_NAME.fullmatch(name) else None
+        if definition is None:
+            raise LaunchError(f"Pipeline definition not found: {printable(name)}")
+        if not definition.is_active:
+            raise LaunchError(f"Pipeline definition is inactive: {name}")
+        return ResolvedDefinition(definition.config, "definition", name, definition)
+    if config_path is not None:
+        if len(config_path) > CONFIG_PATH_MAX or printable(config_path) != config_path:
+            raise LaunchError(
+                f"Config path must be printable text of at most {CONFIG_PATH_MAX} characters: "
+                f"{printable(config_path[:80])}{'…' if len(config_path) > 80 else ''}"
+            )
+        return ResolvedDefinition(read_json_file(config_path), "config", config_path)
+    return ResolvedDefinition(
+        builtin_definition(notify_driver="console" if notify_driver is None else notify_driver), "builtin", BUILTIN_NAME
+    )
+
+
+def read_json_file(path: str, what: str = "config file") -> object:
+    """The JSON in the file at ``path``; LaunchError when it is missing,
+    unreadable or not JSON within apps.jsondata's limits."""
+    shown = printable(path)
+    file = Path(path)
+    try:
+        if not file.is_file():
+            raise LaunchError(f"{what.capitalize()} not found: {shown}")
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LaunchError(f"Cannot read {what}: {shown} ({reason})") from None
+    try:
+        return jsondata.loads(text)
+    except jsondata.JsonInputError as exc:
+        raise LaunchError(f"Invalid JSON in {what}: {exc}") from None
+
+
+def definition_check(*, resolved: ResolvedDefinition) -> None:
+    """Raise LaunchError listing every validation message when the definition is invalid."""
+    messages = validate_definition(resolved.config)
+    if messages:
+        # One line per message, whatever the definition's text holds.
+        raise LaunchError("Pipeline definition invalid:\n" + "\n".join(f"  - {printable(m)}" for m in messages))
+
+
+def payload_resolve(
+    *, payload: str | None = None, payload_file: str | None = None, sample: bool = False, source: str = "cli"
+) -> dict:
+    """The run's payload from the JSON text ``payload``, else the file
+    ``payload_file``, else (with ``sample``) a sample alert of ``source``;
+    empty when none is given."""
+    if payload is not None:
+        try:
+            data = jsondata.loads(payload)
+        except jsondata.JsonInputError as exc:
+            raise LaunchError(f"Invalid JSON payload: {exc}") from None
+    elif payload_file is not None:
+        data = read_json_file(payload_file, "payload file")
+    elif sample:
+        try:
+            data = alert_sample(source=source)
+        except PayloadError as exc:
+            raise LaunchError(printable(str(exc))) from None
+    else:
+        data = {}
+    if not isinstance(data, dict):
+        raise LaunchError(f"Payload must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def launch_check(*, request: LaunchRequest) -> None:
+    """Raise LaunchError when a run could not store the request's values as
+    given (payload within apps.jsondata's limits; short printable labels; a
+    trace id and an idempotency key of printable ASCII). The same rule holds
+    on every database."""
+    payload, trace_id, idempotency_key = request.payload, request.trace_id, request.idempotency_key
+    if not isinstance(payload, dict):
+        raise LaunchError(f"Payload must be a JSON object, not {type(payload).__name__}")
+    problems = jsondata.problems(payload, limit=1)
+    if problems:
+        raise LaunchError(f"Invalid payload: {problems[0]}")
+    for flag, value in (("--source", request.source), ("--environment", request.environment)):
+        if not (isinstance(value, str) and 0 < len(value) <= LABEL_MAX and value.isprintable()):
+            raise LaunchError(f"{flag} must be 1 to {LABEL_MAX} printable characters")
+    if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
+        raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
+    if idempotency_key is not None and not (
+        isinstance(idempotency_key, str) and IDEMPOTENCY_KEY.fullmatch(idempotency_key)
+    ):
+        raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")

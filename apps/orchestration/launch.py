@@ -1,0 +1,166 @@
+"""The launcher: store a LaunchRequest as a queued run, then send its
+wake-up message to the workers once the run's row is committed.
+
+Every trigger (the CLI, a schedule's tick, a retry, the admin) comes through
+here with the same checks. Bad input raises LaunchError before anything is
+written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import uuid
+from contextlib import nullcontext
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.orchestration import dispatch, engine
+from apps.orchestration.inputs import definition_check, launch_check
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
+from apps.orchestration.models import PipelineRun
+from apps.orchestration.statements import row_insert
+from apps.orchestration.targeting import target_host_check
+
+logger = logging.getLogger("apps.orchestration.launch")
+
+
+def pipeline_run_create(*, request: LaunchRequest) -> PipelineRun:
+    """Validate the request, then store a queued run holding a snapshot of
+    the definition and the payload (and, for a retry, the run it retries and
+    the node results it reuses; for a targeted run, its host and the group
+    of runs launched with it). Sends nothing: ``run_execute`` or a worker
+    takes it from there.
+
+    Raises LaunchError for bad input and RunExists (creating nothing) when a
+    run has the request's idempotency key already, even when another launch
+    stores it at the same moment."""
+    definition_check(resolved=request.resolved)
+    launch_check(request=request)
+    target_host_check(request.target_host)
+    return _run_create(request)
+
+
+def pipeline_run_launch(*, request: LaunchRequest) -> PipelineRun:
+    """Validate, store the run as queued, and enqueue it for a worker once
+    committed: for the workers serving its ``target_host``, or any worker.
+
+    Raises RunExists when a run has the idempotency key already (nothing is
+    stored or sent), LaunchError for bad input (nothing stored) and, as
+    UNAVAILABLE, when the broker cannot take the run (the run is then marked
+    failed, so nothing runs later by surprise). Inside an enclosing
+    transaction the message is sent when that transaction commits; if the
+    broker refuses it then, the failure is logged and the run stays queued
+    for the recovery sweep to send.
+    """
+    definition_check(resolved=request.resolved)
+    launch_check(request=request)
+    target_host_check(request.target_host)
+    dispatch.broker_ready()
+    return launch_checked(request=request)
+
+
+def pipeline_run_launch_inline(*, request: LaunchRequest) -> PipelineRun | None:
+    """Store the run as pipeline_run_create does, then execute it in this
+    process (no broker, no worker); returns it in its terminal state."""
+    run = pipeline_run_create(request=request)
+    return engine.run_execute(run_id=run.pk)
+
+
+def pipeline_runs_launch(*, request: LaunchRequest, targets: Targets) -> list[PipelineRun]:
+    """Launch the runs ``targets`` (from launch_targets, which checked the
+    definition) stand for, as pipeline_run_launch does: one run, or with
+    ``fan_out`` one per host sharing a new group id. Raises as
+    pipeline_run_launch does, and LaunchError for an idempotency key given
+    to several runs; runs launched before a failure stay launched."""
+    launch_check(request=request)
+    if targets.fan_out and request.idempotency_key is not None:
+        raise LaunchError("--idempotency-key names one run: it cannot be used with --host all or a definition's hosts")
+    dispatch.broker_ready()
+    group_id = uuid.uuid4() if targets.fan_out else None
+    return [
+        launch_checked(request=dataclasses.replace(request, target_host=host, group_id=group_id))
+        for host in targets.hosts
+    ]
+
+
+def launch_checked(*, request: LaunchRequest) -> PipelineRun:
+    """pipeline_run_launch once its checks have passed and the broker is ready."""
+    # Inside an enclosing transaction the send happens after this returns: only the log can tell.
+    outcome = {"nested": transaction.get_connection().in_atomic_block}
+    run = _run_create(request)
+    # Sent now (the run's INSERT has committed), or when the enclosing transaction commits.
+    transaction.on_commit(functools.partial(_enqueue, run, outcome))
+    if "error" in outcome and not outcome["nested"]:
+        message = f"Could not enqueue run {run.pk}: the broker did not take it ({outcome['error']})"
+        run_mark_failed(run_id=run.pk, error=message)
+        raise LaunchError(message, Refusal.UNAVAILABLE)
+    return run
+
+
+def run_mark_failed(*, run_id: int, error: str) -> None:
+    """Mark a run that never started as failed with ``error``."""
+    now = timezone.now()
+    PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+        status=PipelineRun.Status.FAILED, error=error, finished_at=now, duration_ms=0
+    )
+
+
+def _run_create(request: LaunchRequest) -> PipelineRun:
+    """pipeline_run_create once its checks have passed."""
+    key = request.idempotency_key
+    if key is not None:
+        existing = PipelineRun.objects.filter(idempotency_key=key).first()
+        if existing is not None:
+            raise RunExists(existing)
+    # One INSERT needs no transaction of its own; inside an enclosing one, a savepoint
+    # lets a refused idempotency key leave that transaction usable.
+    guarded = key is not None and transaction.get_connection().in_atomic_block
+    try:
+        with transaction.atomic() if guarded else nullcontext():
+            return _run_store(request)
+    except IntegrityError:
+        existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
+        if existing is None:
+            raise
+        raise RunExists(existing) from None
+
+
+def _run_store(request: LaunchRequest) -> PipelineRun:
+    resolved = request.resolved
+    run = PipelineRun(
+        trace_id=request.trace_id or str(uuid.uuid4()),
+        target_host=request.target_host,
+        group_id=request.group_id,
+        trigger=request.trigger,
+        idempotency_key=request.idempotency_key,
+        retry_of=request.retry_of,
+        reused_results=request.reused_results or {},
+        definition=resolved.definition,
+        definition_name=resolved.origin if resolved.kind != "config" else "",
+        origin=resolved.origin,
+        origin_kind=resolved.kind,
+        config_snapshot=resolved.config,
+        source=request.source,
+        environment=request.environment,
+        payload=request.payload,
+    )
+    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+    row_insert(run, db_time=("published_at",))
+    return run
+
+
+def _enqueue(run: PipelineRun, outcome: dict) -> None:
+    """Send the run's message; a refusal is noted in ``outcome``, and logged
+    when the launcher has already returned."""
+    try:
+        dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host)
+    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+        if outcome["nested"]:
+            logger.error(
+                "event=run.enqueue_failed run_id=%s trace_id=%s error=%s (the recovery sweep sends it when it can)",
+                run.pk, run.trace_id, outcome["error"],
+                extra={"run_id": run.pk, "trace_id": run.trace_id},
+            )

@@ -1,0 +1,103 @@
+"""What an operator does to a run that exists: cancel it, or retry it
+(as a new run, through the launcher)."""
+from __future__ import annotations
+
+from django.db.models.functions import Now
+
+from apps.orchestration import events, lease
+from apps.orchestration.launch import pipeline_run_launch
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
+from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.selectors import RUN_ID_MAX
+from apps.orchestration.validation import node_path
+
+
+def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
+    """Cancel run ``run_id``.
+
+    A queued run is cancelled at once (a worker that receives it later
+    leaves it alone), and so is a running run whose holder is gone (its lease
+    ran out). A live run is asked to stop: the request is published to its
+    worker at once and also read at every node boundary, so the node being
+    executed finishes and no later node starts. Raises LaunchError for an
+    unknown or finished run.
+    """
+    cancelled = {
+        "status": PipelineRun.Status.CANCELLED,
+        "finished_at": Now(),
+        "current_node": "",
+        "cancel_requested_at": Now(),
+    }
+    if not 0 < run_id <= RUN_ID_MAX:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
+    runs = PipelineRun.objects.filter(pk=run_id)
+    if runs.filter(status=PipelineRun.Status.QUEUED).update(
+        error="Cancelled on request before it started", duration_ms=0, **cancelled
+    ):
+        events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
+    elif lease.run_end_abandoned(run_id=run_id, fields=cancelled, reason="Cancelled on request"):
+        events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
+    elif runs.filter(status=PipelineRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=Now()
+    ):
+        events.run_event_publish(run_id=run_id, status=lease.CANCEL_EVENT)
+    run = runs.first()
+    if run is None:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
+    if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
+        raise LaunchError(f"Run {run_id} has already finished ({run.status})")
+    return run
+
+
+def retry_request(*, run_id: int, from_failed: bool = False) -> LaunchRequest:
+    """The launch request of a retry of run ``run_id``: its snapshot,
+    payload, origin, source, environment and host, a new trace id,
+    ``trigger`` retry and the link to it; with ``from_failed``, the node
+    results of the nodes that succeeded before its first failed node, to be
+    reused. Reads only; raises LaunchError for an unknown run, a run still
+    queued or running, and ``from_failed`` for a run with no failed node."""
+    original = PipelineRun.objects.filter(pk=run_id).first() if 0 < run_id <= RUN_ID_MAX else None
+    if original is None:
+        raise LaunchError(f"Pipeline run not found: {run_id}")
+    if not original.is_terminal:
+        raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished")
+    reused: dict = {}
+    if from_failed:
+        before = _reused_before_failure(original)
+        if before is None:
+            raise LaunchError(
+                f"Run {run_id} did not fail at a node ({original.status}, no failed node): "
+                "there is nothing to retry from; retry it without --from-failed"
+            )
+        reused = before
+    resolved = ResolvedDefinition(original.config_snapshot, original.origin_kind, original.origin, original.definition)
+    return LaunchRequest(
+        resolved=resolved, payload=original.payload, source=original.source, environment=original.environment,
+        trigger=PipelineRun.Trigger.RETRY, retry_of=original, reused_results=reused, target_host=original.target_host,
+    )
+
+
+def _reused_before_failure(run: PipelineRun) -> dict | None:
+    """``run``'s node_results entries of the nodes that succeeded before its
+    first failed node along the snapshot's path; None when no node failed."""
+    node_results = (run.result or {}).get("node_results") or {}
+    reused = {}
+    for node in node_path(run.config_snapshot.get("nodes") or []):
+        entry = node_results.get(node["id"])
+        if entry is None:
+            return None  # reached a node that never ran: the run stopped before any failure
+        if entry.get("status") == StageExecution.Status.FAILED:
+            return reused
+        if entry.get("status") == StageExecution.Status.SUCCEEDED:
+            reused[node["id"]] = {key: value for key, value in entry.items() if key != "reused"}
+    return None
+
+
+def pipeline_run_retry(*, run_id: int, from_failed: bool = False) -> PipelineRun:
+    """Launch a new run retrying run ``run_id`` (see retry_request), through
+    pipeline_run_launch: stored as queued and enqueued for a worker once
+    committed. With ``from_failed`` the nodes before the original's first
+    failed node are not executed again: the engine reuses their recorded
+    outputs. Raises LaunchError (nothing stored) for a run that cannot be
+    retried, and as pipeline_run_launch does."""
+    return pipeline_run_launch(request=retry_request(run_id=run_id, from_failed=from_failed))
