@@ -85,15 +85,15 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # The statements that record a run's progress (apps/orchestration/lease.py) bind their
-    # parameters on the server and are prepared from their second execution on a connection:
-    # parsing and planning were most of the database's time per run. Django's own queries
-    # bind on the client and are never prepared. 0 turns preparing off (for a pooler in
-    # transaction mode that cannot keep prepared statements).
+    # Queries bind their parameters on the server (Django's documented option) and each
+    # statement's shape is prepared from its second execution on a connection: parsing and
+    # planning were most of the database's time per run (the run store's statements,
+    # apps/orchestration/store.py). 0 turns preparing off (for a pooler in transaction mode
+    # that cannot keep prepared statements).
     _prepare_after = env.int("DB_PREPARE_THRESHOLD", 1)
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "prepare_threshold", _prepare_after if _prepare_after > 0 else None
-    )
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("server_side_binding", True)
+    _options.setdefault("prepare_threshold", _prepare_after if _prepare_after > 0 else None)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers (a waiting CLI) work while a writer (a worker) commits;
     # the timeout makes concurrent writers queue instead of failing at once.

@@ -25,11 +25,11 @@ from django.conf import settings
 
 from apps.logcontext import run_context
 from apps.orchestration import dispatch, events
+from apps.orchestration.heartbeat import Heartbeat
 from apps.orchestration.lease import (
     CancelRequested,
     Claim,
     DatabaseUnavailable,
-    Heartbeat,
     LeaseLost,
     new_token,
     run_claim,

@@ -17,7 +17,8 @@ from typing import Callable, Protocol
 from django.conf import settings
 
 from apps.orchestration import dispatch, events
-from apps.orchestration.lease import CANCEL_EVENT, run_read, same_origin
+from apps.orchestration.lease import CANCEL_EVENT, same_origin
+from apps.orchestration.store import run_read
 from apps.orchestration.models import PipelineRun
 from apps.text import printable
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from apps.orchestration import inputs, launch, launchrequest, lease
+from apps.orchestration import heartbeat, inputs, launch, launchrequest, lease
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +95,6 @@ def test_a_write_reconnects_after_the_database_dropped_the_connection(run):
 def test_the_heartbeat_notices_a_lost_lease(run, settings):
     settings.RUN_LEASE_SECONDS = 1.5  # a beat every half second
     claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
-    with lease.Heartbeat(claim.lease):
+    with heartbeat.Heartbeat(claim.lease):
         PipelineRun.objects.filter(pk=run.pk).update(claimed_by="host-b:1:b")
         assert claim.lease.lost.wait(30)

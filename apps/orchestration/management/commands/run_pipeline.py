@@ -2,7 +2,6 @@
 inline), and show what happened."""
 import json
 
-from django.core.management.base import CommandError
 
 from apps.hostnames import AUTO
 from apps.orchestration import rendering
