@@ -20,9 +20,8 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-# The Celery task that executes a run (apps.orchestration.dispatch.EXECUTE_RUN_TASK, repeated
-# here so the logging filter imports nothing from Django apps while logging is configured).
-EXECUTE_RUN_TASK = "orchestration.execute_run"
+# Plain constants: the logging filter imports nothing from Django apps while logging is configured.
+from apps.broker.names import EXECUTE_RUN_TASK
 
 
 @dataclass(frozen=True)

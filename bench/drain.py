@@ -172,7 +172,7 @@ def child_main() -> int:
     from bench.floor_app import app as floor_app
     from bench.measure import PIPELINE, Worker
     from workers.celery import app
-    from workers.embedded import ensure_broker
+    from apps.broker.embedded import ensure_broker
 
     ensure_broker()  # the embedded one, when in use: the floor's tasks are sent before any worker starts
     config_path = workdir / "three-transforms.json"

@@ -137,7 +137,7 @@ def main() -> int:
         return child(args)
 
     from bench.run import PYTHON, prepare, run_child
-    from workers.embedded import EmbeddedBroker
+    from apps.broker.embedded import EmbeddedBroker
 
     rows = []
     for broker in [b.strip() for b in args.brokers.split(",") if b.strip()]:

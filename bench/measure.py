@@ -336,7 +336,7 @@ def launcher_diagnostics(config_path: str) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from apps.orchestration import engine, events, inputs, launch, launchrequest, waiting
-    from workers.embedded import ensure_broker
+    from apps.broker.embedded import ensure_broker
 
     out: dict = {}
     resolved = inputs.definition_resolve(config_path=config_path)
@@ -571,7 +571,7 @@ def main() -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from workers.celery import app as project_app
-    from workers.embedded import EmbeddedBroker
+    from apps.broker.embedded import EmbeddedBroker
 
     config_path = workdir / "three-transforms.json"
     config_path.write_text(json.dumps(PIPELINE))

@@ -214,7 +214,7 @@ def measure(broker: str, args) -> dict:
 def clean_up(broker: str, args, workdir: Path, *, ok: bool) -> None:
     """Stop the embedded broker of ``workdir`` and flush the Redis database, whatever
     happened; keep the workdir (worker logs) only when the measurement failed."""
-    from workers.embedded import EmbeddedBroker
+    from apps.broker.embedded import EmbeddedBroker
 
     if EmbeddedBroker(workdir / "b").stop():
         log(f"{broker}: embedded broker stopped")

@@ -11,6 +11,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
+from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.hostnames import HOST_NAME_RULE, host_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -238,7 +239,7 @@ RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, valid
 RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, validate=lambda v: v >= 0)
 CELERY_BEAT_SCHEDULE = {
     "recover-runs": {
-        "task": "orchestration.recover_runs",
+        "task": RECOVER_RUNS_TASK,
         "schedule": RUN_RECOVERY_INTERVAL_SECONDS,
         # A sweep that waited longer than one interval is superseded by the next one
         # (the database scheduler stores this as the task's expiry, in whole seconds).
@@ -247,7 +248,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 if RUN_RETENTION_DAYS:
     CELERY_BEAT_SCHEDULE["prune-runs"] = {
-        "task": "orchestration.prune_runs",
+        "task": PRUNE_RUNS_TASK,
         # Daily at 04:30 UTC: the database scheduler loads crontabs near their hour, and always hour 4
         # (Celery's own cleanup hour); a fixed time, unlike an interval, is not pushed back by restarts.
         "schedule": crontab(minute="30", hour="4"),

@@ -195,7 +195,7 @@ def main() -> int:
     finally:
         if rig is not None:
             rig.stop()
-        from workers.embedded import EmbeddedBroker
+        from apps.broker.embedded import EmbeddedBroker
 
         EmbeddedBroker(workdir / "b").stop()
         if redis_claimed:

@@ -11,7 +11,7 @@ from datetime import timedelta, timezone
 from celery import schedules
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from apps.orchestration.schedules import SCHEDULED_TASK
+from apps.broker.names import RUN_SCHEDULED_TASK
 
 
 def due_time(entry, now):
@@ -34,7 +34,7 @@ class PipelineScheduler(DatabaseScheduler):
     """DatabaseScheduler that adds ``due`` to the kwargs of every pipeline tick."""
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
-        if entry.task == SCHEDULED_TASK:
+        if entry.task == RUN_SCHEDULED_TASK:
             now = self.app.now()
             if now.tzinfo is None:
                 now = now.replace(tzinfo=timezone.utc)

@@ -1,19 +1,18 @@
-"""The Celery app, configured from Django settings (the CELERY_ namespace),
-and the worker-side housekeeping: the recovery sweep, the pool check, and
-the per-run log context of the tasks that execute runs."""
+"""The worker's side of the project's Celery app (apps/broker/app.py): its
+tasks, and the worker-side housekeeping: the recovery sweep, the pool
+check, the host queue, and the per-run log context of the tasks that
+execute runs."""
 import logging
 import os
 import sys
 import threading
 
-from celery import Celery, bootsteps
+from celery import bootsteps
 from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_ready
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+from apps.broker.app import app
+from apps.broker.names import EXECUTE_RUN_TASK
 
-# Redis brokers: kombu's transport with one client per pool (workers/transport.py).
-app = Celery("workers", amqp="workers.transport:AMQP")
-app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
 
 logger = logging.getLogger("workers.celery")
@@ -29,7 +28,7 @@ def _start_embedded_broker(**kwargs):
     """A worker (or beat) on the embedded broker starts it when nobody has yet; when it
     cannot be used, the worker stops at once with one line (exit 1) instead of
     retrying a connection that cannot succeed."""
-    from workers.embedded import EmbeddedBrokerError, ensure_broker
+    from apps.broker.embedded import EmbeddedBrokerError, ensure_broker
 
     try:
         ensure_broker()
@@ -183,7 +182,7 @@ def _bind_run_log_context(sender=None, task_id=None, task=None, args=None, kwarg
     "Task ... succeeded" and failure lines included) carries the run's ids:
     from the task's arguments, the trace id read from the run's row when the
     message does not carry it."""
-    from apps.logcontext import EXECUTE_RUN_TASK, bind, ids_from_task_arguments
+    from apps.logcontext import bind, ids_from_task_arguments
 
     if task is None or task.name != EXECUTE_RUN_TASK:
         return

@@ -6,11 +6,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from apps.orchestration.dispatch import EXECUTE_RUN_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
+from apps.broker.names import EXECUTE_RUN_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK, RUN_SCHEDULED_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.recovery import runs_recover
-from apps.orchestration.schedules import SCHEDULED_TASK
 from apps.orchestration.pruning import pipeline_runs_prune
 from apps.orchestration.ticks import pipeline_run_schedule
 
@@ -61,7 +60,7 @@ def recover_runs() -> int:
     return len(runs_recover())
 
 
-@shared_task(name=SCHEDULED_TASK, ignore_result=True)
+@shared_task(name=RUN_SCHEDULED_TASK, ignore_result=True)
 def run_scheduled(definition: str, due: str | None = None) -> list[int] | None:
     """One tick of a definition's schedule (sent by beat): launch its runs
     (one, or one per host) through the launcher. Returns their ids (none

@@ -75,3 +75,13 @@ class Driver:
 
 
 drivers: Registry[type[Driver]] = Registry("notify driver")
+
+
+def channel_config_validate(*, driver: object, config: object) -> dict[str, list[str]]:
+    """Problems with a channel's ``driver`` and ``config``, keyed by field (empty when valid)."""
+    if not isinstance(driver, str) or driver not in drivers:
+        return {"driver": [f"unknown driver: {driver}"]}
+    if not isinstance(config, dict):
+        return {"config": ["config must be an object"]}
+    messages = drivers.get(driver)().validate_config(config)
+    return {"config": messages} if messages else {}

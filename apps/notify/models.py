@@ -3,6 +3,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from apps.notify.base import channel_config_validate
+
 
 class NotificationChannel(models.Model):
     name = models.SlugField(
@@ -32,8 +34,6 @@ class NotificationChannel(models.Model):
 
     def config_problems(self) -> dict[str, list[str]]:
         """Problems with ``driver`` and ``config``, by field (empty when both are valid)."""
-        from apps.notify.services import channel_config_validate
-
         return channel_config_validate(driver=self.driver, config=self.config)
 
     def clean(self):

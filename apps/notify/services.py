@@ -45,16 +45,6 @@ def _is_channel_name(value: object) -> bool:
     return isinstance(value, str) and bool(_CHANNEL_NAME.fullmatch(value))
 
 
-def channel_config_validate(*, driver: object, config: object) -> dict[str, list[str]]:
-    """Problems with a channel's ``driver`` and ``config``, keyed by field (empty when valid)."""
-    if not isinstance(driver, str) or driver not in drivers:
-        return {"driver": [f"unknown driver: {driver}"]}
-    if not isinstance(config, dict):
-        return {"config": ["config must be an object"]}
-    messages = drivers.get(driver)().validate_config(config)
-    return {"config": messages} if messages else {}
-
-
 def notification_validate(*, config: dict) -> list[str]:
     """Problems with a notify node's config as messages; touches nothing.
 

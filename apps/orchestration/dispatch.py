@@ -14,32 +14,22 @@ import uuid
 
 import redis
 
+from apps.broker import redis_adapter
+from apps.broker.app import app
+from apps.broker.embedded import EmbeddedBrokerError, ensure_broker
+from apps.broker.names import EXECUTE_RUN_TASK
 from apps.hostnames import QUEUE_PREFIX, host_queue
 from apps.orchestration import events
 from apps.orchestration.launchrequest import LaunchError, Refusal
 
 logger = logging.getLogger("apps.orchestration.dispatch")
 
-EXECUTE_RUN_TASK = "orchestration.execute_run"
-RECOVER_RUNS_TASK = "orchestration.recover_runs"
-PRUNE_RUNS_TASK = "orchestration.prune_runs"
 _TASK_ID_PREFIX = "run-"
-# kombu's Redis transport keeps messages of priority p > 0 in "<queue>\x06\x16<p>".
-_PRIORITY_SEPARATOR = "\x06\x16"
-_PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def _app():
-    from workers.celery import app
-
-    return app
 
 
 def broker_ready() -> None:
     """Start the embedded broker when it is the one in use and nobody has;
     LaunchError (UNAVAILABLE) when it cannot be used."""
-    from workers.embedded import EmbeddedBrokerError, ensure_broker
-
     try:
         ensure_broker()
     except EmbeddedBrokerError as exc:
@@ -49,7 +39,7 @@ def broker_ready() -> None:
 def run_queue(host: str | None = None) -> str:
     """The queue of runs for ``host`` (its host queue), or the shared queue
     every worker consumes when ``host`` is empty."""
-    return host_queue(host) if host else _app().conf.task_default_queue
+    return host_queue(host) if host else app.conf.task_default_queue
 
 
 def run_publish(
@@ -64,7 +54,7 @@ def run_publish(
     the run from its row, never from them. Raises whatever kombu raises when
     the broker does not take it."""
     labels = {key: value for key, value in (("definition", definition), ("trace_id", trace_id)) if value}
-    _app().send_task(
+    app.send_task(
         EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}",
         queue=run_queue(host),
         # What Flower shows, written here: Celery's size-bounded repr of any value cost more than the rest of the message.
@@ -94,8 +84,8 @@ def _on_queue_keys(queues, command: str, *args) -> list | None:
     try:
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
-                for step in _PRIORITY_STEPS:
-                    getattr(pipe, command)(queue if step == 0 else f"{queue}{_PRIORITY_SEPARATOR}{step}", *args)
+                for key in redis_adapter.queue_keys(queue):
+                    getattr(pipe, command)(key, *args)
             return pipe.execute()
     except redis.RedisError as exc:
         logger.warning("could not look into the run queues: %s", exc)
@@ -127,7 +117,7 @@ def _active_queues(timeout: float) -> dict[str, set[str]] | None:
     Celery's remote control (this takes ``timeout`` seconds: every worker's
     reply is awaited); None when the broker cannot be asked."""
     try:
-        replies = _app().control.inspect(timeout=timeout).active_queues() or {}
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception as exc:  # kombu raises several kinds for an unreachable broker
         logger.warning("could not ask workers for their queues: %s", exc)
         return None

@@ -71,7 +71,7 @@ def broker_check() -> Finding:
     """Asks the broker for a connection (the embedded one: whether it runs and answers).
     Never starts the embedded broker."""
     if settings.CELERY_BROKER_IS_EMBEDDED:
-        from workers.embedded import embedded_broker
+        from apps.broker.embedded import embedded_broker
 
         broker = embedded_broker()
         pid = broker.pid()
@@ -84,7 +84,7 @@ def broker_check() -> Finding:
             return Finding("broker", FAIL, f"embedded broker (pid {pid}) does not answer at {broker.socket_path}")
         return Finding("broker", OK, f"embedded broker answering at {broker.socket_path} (pid {pid})")
 
-    from workers.celery import app
+    from apps.broker.app import app
 
     connection = app.connection_for_write(
         connect_timeout=BROKER_TIMEOUT_SECONDS,
@@ -109,7 +109,7 @@ def broker_check() -> Finding:
 def workers_check(*, broker_ok: bool) -> Finding:
     """Asks the live workers (Celery remote control) which queues they consume;
     FAIL when none consumes the run queue."""
-    from workers.celery import app
+    from apps.broker.app import app
 
     queue = app.conf.task_default_queue
     if not broker_ok:

@@ -19,12 +19,11 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from functools import lru_cache
 
 import redis
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from apps.broker import redis_adapter
 
 logger = logging.getLogger("apps.orchestration.events")
 
@@ -35,36 +34,19 @@ def channel_name(run_id: int, *, db: int | None = None) -> str:
     (``db``, default: the configured broker's) to keep deployments apart."""
     if db is None:
         client = _client()
-        db = client.connection_pool.connection_kwargs.get("db", 0) if client is not None else 0
+        db = redis_adapter.client_db(client) if client is not None else 0
     return f"pipeline-run:{db}:{run_id}"
 
 
-# A wake-up is a hint: fail fast instead of retrying, the row is read anyway.
-_FAST = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
-
-
 def _client() -> redis.Redis | None:
-    return _client_for(settings.CELERY_BROKER_URL)
-
-
-@lru_cache(maxsize=4)
-def _client_for(url: str) -> redis.Redis | None:
-    if url.startswith("redis+socket://"):
-        return redis.Redis(unix_socket_path=_socket_path(url), **_FAST)
-    if url.startswith(("redis://", "rediss://")):
-        return redis.Redis.from_url(url, **_FAST)
-    return None
-
-
-def _socket_path(url: str) -> str:
-    return url[len("redis+socket://"):].split("?")[0]
+    return redis_adapter.client_for(settings.CELERY_BROKER_URL)
 
 
 def _reachable() -> bool:
     """False when the broker is a unix socket that does not exist (an inline
     run with no broker started): nobody can be waiting, so do not try."""
     url = settings.CELERY_BROKER_URL
-    return not url.startswith("redis+socket://") or os.path.exists(_socket_path(url))
+    return not url.startswith(redis_adapter.SOCKET_SCHEME) or os.path.exists(redis_adapter.socket_path(url))
 
 
 def broker_client() -> redis.Redis | None:
@@ -79,53 +61,16 @@ def has_channel() -> bool:
     return _client() is not None
 
 
-class _Publisher:
-    """This process's own connection to the broker's Redis, for PUBLISH only.
-
-    A publish goes straight through one redis-py Connection: going through
-    the client (its pool, retry and instrumentation layers) about doubles its
-    CPU, and a worker publishes at every node boundary. Made with the
-    client's connection settings (fast timeouts, no retries)."""
-
-    def __init__(self, client: redis.Redis):
-        pool = client.connection_pool
-        self.client, self.pid = client, os.getpid()
-        self.connection = pool.connection_class(**pool.connection_kwargs)
-        self.lock = threading.Lock()  # one command and its reply at a time on the socket
-
-    def publish(self, channel: str, message: str) -> None:
-        """Publish ``message`` on ``channel``; raises redis.RedisError."""
-        connection = self.connection
-        with self.lock:
-            try:
-                connection.connect()  # a no-op once connected; connects again after an error
-                # Something to read on an idle connection means the server closed it (a restart,
-                # its idle timeout): start a new one, as redis-py's pool does before each command.
-                try:
-                    stale = connection.can_read(timeout=0)
-                except redis.ConnectionError:
-                    stale = True
-                if stale:
-                    connection.disconnect()
-                    connection.connect()
-                connection.send_packed_command(connection.pack_command("PUBLISH", channel, message), check_health=False)
-                connection.read_response()
-            except BaseException:
-                # A reply left unread would be taken for the next command's.
-                connection.disconnect()
-                raise
+_publisher: redis_adapter.Publisher | None = None
 
 
-_publisher: _Publisher | None = None
-
-
-def _publisher_of(client: redis.Redis) -> _Publisher:
+def _publisher_of(client: redis.Redis) -> redis_adapter.Publisher:
     """This process's publisher for ``client``: a forked child makes its own
     rather than share its parent's socket."""
     global _publisher
     publisher = _publisher
     if publisher is None or publisher.pid != os.getpid() or publisher.client is not client:
-        publisher = _publisher = _Publisher(client)
+        publisher = _publisher = redis_adapter.Publisher(client)
     return publisher
 
 

@@ -17,9 +17,9 @@ import zoneinfo
 
 from celery.schedules import crontab
 
+from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.options import is_number
 
-SCHEDULED_TASK = "orchestration.run_scheduled"
 TASK_PREFIX = "pipeline:"
 SCHEDULE_FIELDS = {"every", "cron", "timezone", "overlap", "payload"}
 OVERLAP_POLICIES = ("skip", "allow")
@@ -136,7 +136,7 @@ def schedule_sync(*, definition) -> str | None:
         return "unscheduled"
     fields = {
         **wanted,
-        "task": SCHEDULED_TASK,
+        "task": RUN_SCHEDULED_TASK,
         "kwargs": json.dumps({"definition": definition.name}),
         "enabled": True,
         "description": f"Runs the pipeline definition '{definition.name}' ({schedule_describe(definition.config['schedule'])}).",

@@ -11,8 +11,9 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
+from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from apps.orchestration.schedules import SCHEDULED_TASK, TASK_PREFIX
+from apps.orchestration.schedules import TASK_PREFIX
 
 # Run ids are 64-bit; a larger number names no run (and some databases cannot even compare it).
 RUN_ID_MAX = 2**63 - 1
@@ -109,7 +110,7 @@ def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleList
         definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
     ).order_by("-created_at", "-pk")
     tasks = list(
-        PeriodicTask.objects.filter(task=SCHEDULED_TASK, name__startswith=TASK_PREFIX)
+        PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)
         .select_related("interval", "crontab", "solar", "clocked")
         .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
         .annotate(last_run_id=Subquery(newest.values("pk")[:1]))

@@ -17,7 +17,7 @@ from django.db.models.functions import Now
 
 from apps.orchestration import engine, events, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from workers.embedded import EmbeddedBroker
+from apps.broker.embedded import EmbeddedBroker
 
 RUN_ID = 7
 

@@ -9,7 +9,8 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from apps.orchestration.models import PipelineDefinition
-from apps.orchestration.schedules import SCHEDULED_TASK, schedule_sync, task_name
+from apps.broker.names import RUN_SCHEDULED_TASK
+from apps.orchestration.schedules import schedule_sync, task_name
 from apps.orchestration.selectors import pipeline_schedules_list
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
 from tests.orchestration.test_list_runs import make_run
@@ -67,7 +68,7 @@ def test_only_pipeline_schedules_are_listed():
     scheduled("mine", {"every": 10})
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(name="recover-runs", task="orchestration.recover_runs", interval=every_minute)
-    PeriodicTask.objects.create(name="not-prefixed", task=SCHEDULED_TASK, interval=every_minute)
+    PeriodicTask.objects.create(name="not-prefixed", task=RUN_SCHEDULED_TASK, interval=every_minute)
     PeriodicTask.objects.create(name="pipeline:other-task", task="celery.backend_cleanup", interval=every_minute)
     assert [item["definition"] for item in listed_json()] == ["mine"]
 
@@ -173,7 +174,7 @@ def test_the_table_is_aligned_and_marks_disabled_and_overdue():
 def test_hostile_names_in_beats_table_are_escaped():
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
     # The admin can name a row anything; the listing escapes it.
-    PeriodicTask.objects.create(name="pipeline:\x1b[2J\nforged", task=SCHEDULED_TASK, interval=every_minute)
+    PeriodicTask.objects.create(name="pipeline:\x1b[2J\nforged", task=RUN_SCHEDULED_TASK, interval=every_minute)
     result = cli("list_schedules")
     assert result.exit_code == 0, result.stderr
     assert "\x1b" not in result.stdout and len(result.stdout.rstrip("\n").split("\n")) == 2

@@ -11,7 +11,8 @@ from django_celery_beat.models import PeriodicTask
 
 from apps.orchestration import inputs, launch, launchrequest, lease, ticks
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from apps.orchestration.schedules import SCHEDULED_TASK, schedule_messages, schedule_sync, task_name
+from apps.broker.names import RUN_SCHEDULED_TASK
+from apps.orchestration.schedules import schedule_messages, schedule_sync, task_name
 from apps.orchestration.validation import validate_definition
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +90,7 @@ def test_sync_creates_updates_and_disables_one_periodic_task(tmp_path):
     tick = definition(schedule={"every": 300})
     assert schedule_sync(definition=tick) == "schedule: every 300s"
     task = PeriodicTask.objects.get(name=task_name("tick"))
-    assert (task.task, json.loads(task.kwargs), task.enabled) == (SCHEDULED_TASK, {"definition": "tick"}, True)
+    assert (task.task, json.loads(task.kwargs), task.enabled) == (RUN_SCHEDULED_TASK, {"definition": "tick"}, True)
     assert task.interval.every == 300 and task.crontab is None
     assert schedule_sync(definition=tick) is None  # nothing changed
 

@@ -71,7 +71,7 @@ class WorkerScript:
 
 @pytest.fixture
 def worker_sh(subprocess_env, tmp_path):
-    from workers.embedded import EmbeddedBroker
+    from apps.broker.embedded import EmbeddedBroker
 
     broker_dir = Path(tempfile.mkdtemp(prefix="ws", dir="/tmp"))  # short: a unix socket lives there
     state = tmp_path / "state"

@@ -73,7 +73,7 @@ class BrokerNamespace:
 
     def close(self) -> None:
         if self.kind == "embedded":
-            from workers.embedded import EmbeddedBroker
+            from apps.broker.embedded import EmbeddedBroker
 
             EmbeddedBroker(Path(self._dir)).stop()
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
-from workers.embedded import EXIT_TIMEOUT_SECONDS, SHUTDOWN_ANSWER_SECONDS, EmbeddedBroker, EmbeddedBrokerError
+from apps.broker.embedded import EXIT_TIMEOUT_SECONDS, SHUTDOWN_ANSWER_SECONDS, EmbeddedBroker, EmbeddedBrokerError
 
 
 def servers(broker: EmbeddedBroker) -> list[int]:
@@ -79,7 +79,7 @@ def finish(processes: list[subprocess.Popen], timeout: float = 30) -> list[tuple
 
 
 START = (
-    "import sys; from pathlib import Path; from workers.embedded import EmbeddedBroker; "
+    "import sys; from pathlib import Path; from apps.broker.embedded import EmbeddedBroker; "
     "b = EmbeddedBroker(Path(sys.argv[1])); print(b.ensure_running(), b.pid())"
 )
 

@@ -176,7 +176,7 @@ def test_worker_frozen_past_its_lease_writes_nothing_after_it_wakes(cli, start_w
 def wipe_broker(broker) -> None:
     """Lose every message, as a broker restarted without its data would."""
     if broker.kind == "embedded":
-        from workers.embedded import EmbeddedBroker
+        from apps.broker.embedded import EmbeddedBroker
 
         with EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client() as client:
             client.flushall()

@@ -1,11 +1,11 @@
-"""The Redis transport the app uses (workers/transport.py), on a real broker."""
+"""The Redis transport the app uses (apps/broker/redis_adapter.py), on a real broker."""
 from pathlib import Path
 
 from kombu import Connection
 
-from workers import transport
+from apps.broker import redis_adapter as transport
 from workers.celery import app
-from workers.embedded import EmbeddedBroker
+from apps.broker.embedded import EmbeddedBroker
 
 
 def _url(broker) -> str:

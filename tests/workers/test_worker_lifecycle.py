@@ -95,7 +95,7 @@ def _subscribers(broker, run_id: int) -> int:
     from pathlib import Path
 
     from apps.orchestration.events import channel_name
-    from workers.embedded import EmbeddedBroker
+    from apps.broker.embedded import EmbeddedBroker
 
     if broker.kind == "embedded":
         client, db = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client(), 0

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from apps.orchestration.management.base import PipelineCommand
 
-from workers.embedded import EmbeddedBrokerError, embedded_broker
+from apps.broker.embedded import EmbeddedBrokerError, embedded_broker
 
 
 class Command(PipelineCommand):
