@@ -413,7 +413,7 @@ def http_post(url: str, *, json: dict, headers: dict | None = None, timeout: flo
         return _post_pinned(target, json=json, headers=dict(headers or {}), timeout=timeout)
     except (OutboundError, httpx.HTTPError, SoftTimeLimitExceeded):
         raise  # reported by class already, or the run's time limit, which the engine records
-    except Exception as exc:  # httpx.InvalidURL, StreamError, a bad header value... carry the URL or worse
+    except Exception as exc:  # noqa: BLE001 - httpx.InvalidURL, a bad header value... carry the URL or worse
         host = url_host(url)
         where = f"the request to {host}" if host and _HOST_LABELS.fullmatch(host) else "the request"
         raise OutboundError(f"{where} failed ({type(exc).__name__})") from None

@@ -282,7 +282,7 @@ def _scrub_field(value, matcher: _Matcher):
         return value
     try:
         text = str(value)
-    except Exception:  # an object that cannot show itself cannot show a secret either
+    except Exception:  # noqa: BLE001 - an object that cannot show itself cannot show a secret either
         return value
     clean = matcher.sub(text)
     return value if clean == text else clean
@@ -320,7 +320,7 @@ class ScrubFilter(logging.Filter):
             return
         try:
             message = record.getMessage()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any error of the message's own formatting
             # A message that does not format would be dumped raw, arguments and all, by Handler.handleError.
             message = f"{record.msg} (unformattable log arguments: {record.args!r})"
         clean = matcher.sub(message)

@@ -283,7 +283,8 @@ RECOMMENDERS = {
 
 
 def _recommend_other(check: dict) -> list[str]:
-    return [f"Investigate {check.get('name')} ({check.get('status')} at {_reading(check)}): {check.get('message', '')}".rstrip(": ")]
+    where = f"{check.get('name')} ({check.get('status')} at {_reading(check)})"
+    return [f"Investigate {where}: {check.get('message', '')}".rstrip(": ")]
 
 
 def _recommendations(checks, problems, incident, open_incident, firing, topic_state) -> list[str]:
