@@ -37,6 +37,7 @@ import functools
 import logging
 import os
 import re
+from typing import overload
 from urllib.parse import unquote, unquote_plus
 
 from django.conf import settings
@@ -83,6 +84,10 @@ def env_name_messages(config: dict, keys: tuple[str, ...]) -> list[str]:
 WHERE_SECRETS_LIVE = "in the environment of the workers"
 
 
+@overload
+def secret_env_name(config: dict, key: str, *, default_env: str) -> str: ...
+@overload
+def secret_env_name(config: dict, key: str, *, default_env: str | None) -> str | None: ...
 def secret_env_name(config: dict, key: str, *, default_env: str | None) -> str | None:
     """The variable secret ``key`` of ``config`` is read from: the one ``<key>_env``
     names, else ``default_env`` (None when neither is given)."""
