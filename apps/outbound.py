@@ -31,11 +31,15 @@ import re
 import socket
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from _socket import _Address  # typeshed's type of socket.create_connection's source_address
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -101,7 +105,8 @@ class OutboundBlocked(OutboundError):
 def system_resolve(host: str, port: int) -> list[str]:
     """The addresses ``host`` resolves to, in the order the system prefers; raises OSError."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    # An IPv4 or IPv6 socket address starts with the address as a string.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # The one place names are resolved: tests replace it with fixed answers.
@@ -114,9 +119,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
         return [address.ipv4_mapped]
     if address in _IPV4_COMPATIBLE or address in _NAT64:
         return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
-    if address in _SIX_TO_FOUR:
+    # ipaddress returns None for these two only outside their networks, checked here first.
+    if address in _SIX_TO_FOUR and address.sixtofour is not None:
         return [address.sixtofour]
-    if address in _TEREDO:
+    if address in _TEREDO and address.teredo is not None:
         return list(address.teredo)
     return None
 
@@ -223,7 +229,7 @@ def host_check(host: str, *, port: int) -> list[str]:
 
 
 def tcp_connect(
-    addresses: list[str], port: int, timeout: float | None, *, source_address: tuple | None = None
+    addresses: list[str], port: int, timeout: float | None, *, source_address: _Address | None = None
 ) -> socket.socket:
     """A TCP connection to the first of ``addresses`` (checked ones) that answers.
 
@@ -413,7 +419,7 @@ def http_post(url: str, *, json: dict, headers: dict | None = None, timeout: flo
         return _post_pinned(target, json=json, headers=dict(headers or {}), timeout=timeout)
     except (OutboundError, httpx.HTTPError, SoftTimeLimitExceeded):
         raise  # reported by class already, or the run's time limit, which the engine records
-    except Exception as exc:  # httpx.InvalidURL, StreamError, a bad header value... carry the URL or worse
+    except Exception as exc:  # noqa: BLE001 - httpx.InvalidURL, a bad header value... carry the URL or worse
         host = url_host(url)
         where = f"the request to {host}" if host and _HOST_LABELS.fullmatch(host) else "the request"
         raise OutboundError(f"{where} failed ({type(exc).__name__})") from None

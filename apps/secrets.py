@@ -37,6 +37,7 @@ import functools
 import logging
 import os
 import re
+from typing import overload
 from urllib.parse import unquote, unquote_plus
 
 from django.conf import settings
@@ -83,6 +84,10 @@ def env_name_messages(config: dict, keys: tuple[str, ...]) -> list[str]:
 WHERE_SECRETS_LIVE = "in the environment of the workers"
 
 
+@overload
+def secret_env_name(config: dict, key: str, *, default_env: str) -> str: ...
+@overload
+def secret_env_name(config: dict, key: str, *, default_env: str | None) -> str | None: ...
 def secret_env_name(config: dict, key: str, *, default_env: str | None) -> str | None:
     """The variable secret ``key`` of ``config`` is read from: the one ``<key>_env``
     names, else ``default_env`` (None when neither is given)."""
@@ -282,7 +287,7 @@ def _scrub_field(value, matcher: _Matcher):
         return value
     try:
         text = str(value)
-    except Exception:  # an object that cannot show itself cannot show a secret either
+    except Exception:  # noqa: BLE001 - an object that cannot show itself cannot show a secret either
         return value
     clean = matcher.sub(text)
     return value if clean == text else clean
@@ -320,7 +325,7 @@ class ScrubFilter(logging.Filter):
             return
         try:
             message = record.getMessage()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any error of the message's own formatting
             # A message that does not format would be dumped raw, arguments and all, by Handler.handleError.
             message = f"{record.msg} (unformattable log arguments: {record.args!r})"
         clean = matcher.sub(message)

@@ -121,7 +121,7 @@ def _as_timestamp(when: str) -> float:
     """A result backend's date_done (UTC; naive in some Celery versions) as a timestamp."""
     when = datetime.datetime.fromisoformat(when)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     return when.timestamp()
 
 
@@ -208,8 +208,8 @@ def child_main() -> int:
         for delivery in FLOOR_DELIVERIES:
             extra = {"BENCH_FLOOR_DELIVERY": "project"} if delivery == "project" else {}
             worker = Worker(app="bench.floor_app", name=f"bench-drain-floor-{delivery}-c{concurrency}-{tag}@bench",
-                            env={**floor_env, **extra}, log_path=workdir / f"worker-floor-{delivery}-c{concurrency}.log",
-                            concurrency=concurrency)
+                            env={**floor_env, **extra}, concurrency=concurrency,
+                            log_path=workdir / f"worker-floor-{delivery}-c{concurrency}.log")
             try:
                 floor = _drain_noops(args.runs, worker, floor_app, timeout)
             finally:
@@ -330,7 +330,7 @@ def report(results: dict[str, dict], args, facts: dict, elapsed: float) -> tuple
         ("launcher steady / raw (launcher's delivery settings)",
          cells(lambda b, c: f"{steady(launcher(b, c)) / steady(floor(b, c, 'project')):.2f}x")),
         ("load average before -> after the launcher's drain",
-         cells(lambda b, c: f"{launcher(b, c)['load_before'].split()[0]} -> {launcher(b, c)['load_after'].split()[0]}")),
+         cells(lambda b, c: " -> ".join(launcher(b, c)[k].split()[0] for k in ("load_before", "load_after")))),
     ]
     table = _markdown([f"{n} queued runs, one worker (3 transform nodes)", *(f"{b} -c {c}" for b, c in columns)],
                       [[m, *v] for m, v in rows])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from itertools import pairwise
 
 RUN_TABLE = "bench_floor_run"
 STAGE_TABLE = "bench_floor_stage"
@@ -83,13 +84,17 @@ def run_insert(payload: dict) -> int:
         return db.execute(
             f"INSERT INTO {RUN_TABLE} (status, payload) VALUES ('queued', %s) RETURNING id", [json.dumps(payload)]
         ).fetchone()[0]
-    return db.execute(f"INSERT INTO {RUN_TABLE} (status, payload) VALUES ('queued', ?)", [json.dumps(payload)]).lastrowid
+    return db.execute(
+        f"INSERT INTO {RUN_TABLE} (status, payload) VALUES ('queued', ?)", [json.dumps(payload)]
+    ).lastrowid
 
 
 def run_read(run_id: int) -> tuple[str, dict]:
     """The waiter's read of a run's status and result."""
     mark = "%s" if _postgresql() else "?"
-    status, result = connection().execute(f"SELECT status, result FROM {RUN_TABLE} WHERE id = {mark}", [run_id]).fetchone()
+    status, result = connection().execute(
+        f"SELECT status, result FROM {RUN_TABLE} WHERE id = {mark}", [run_id]
+    ).fetchone()
     return status, (result if isinstance(result, dict) or result is None else json.loads(result))
 
 
@@ -112,7 +117,7 @@ def _execute_postgresql(run_id: int, token: str) -> None:
     ).fetchone()
     if claimed is None:
         return
-    for done, following in zip(NODES, NODES[1:]):
+    for done, following in pairwise(NODES):
         db.execute(
             f"WITH held AS (UPDATE {RUN_TABLE} SET node = %s, lease_until = {lease} WHERE id = %s AND token = %s"
             f" RETURNING id) INSERT INTO {STAGE_TABLE} (run_id, node, status, output)"
@@ -138,7 +143,7 @@ def _execute_sqlite(run_id: int, token: str) -> None:
     ).rowcount
     if not claimed:
         return
-    for done, following in zip(NODES, NODES[1:]):
+    for done, following in pairwise(NODES):
         _sqlite_fenced(
             db, f"node = ?, lease_until = {lease}", [following], run_id, token, done,
         )
@@ -151,7 +156,8 @@ def _execute_sqlite(run_id: int, token: str) -> None:
 def _sqlite_fenced(db, sets: str, set_params: list, run_id: int, token: str, stage_node: str) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute(f"UPDATE {RUN_TABLE} SET {sets} WHERE id = ? AND token = ?", [*set_params, run_id, token]).rowcount:
+        updated = db.execute(f"UPDATE {RUN_TABLE} SET {sets} WHERE id = ? AND token = ?", [*set_params, run_id, token])
+        if updated.rowcount:
             db.execute(
                 f"INSERT INTO {STAGE_TABLE} (run_id, node, status, output) VALUES (?, ?, 'succeeded', ?)",
                 [run_id, stage_node, json.dumps({"node": stage_node})],

@@ -78,7 +78,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -116,7 +116,7 @@ class Worker:
             try:
                 if control_app.control.ping(destination=[self.name], timeout=0.5):
                     return time.monotonic() - start
-            except Exception:  # broker not reachable yet
+            except Exception:  # noqa: BLE001 - the broker is not reachable yet, whatever the transport raises
                 time.sleep(0.1)
         raise TimeoutError(f"worker {self.name} not ready after {READY_TIMEOUT:g}s; see {self.log_path}")
 
@@ -353,8 +353,10 @@ def launcher_diagnostics(config_path: str) -> dict:
     out["writes_engine"] = sum(1 for q in engine_q.captured_queries if _writes(q["sql"]))
     inline = []
     for i in range(10):
-        run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
-        inline.append(timed_ms(lambda: engine.run_execute(run_id=run.pk)))
+        run = launch.pipeline_run_create(
+            request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")
+        )
+        inline.append(timed_ms(lambda run=run: engine.run_execute(run_id=run.pk)))
     out["engine_inline_ms"] = inline
     # The worker closes the DB connection before and after each task (Celery's Django fixup,
     # CONN_MAX_AGE=0), so each task opens one: what does that cost?
@@ -698,8 +700,8 @@ def main() -> int:
         result["recovery"] = recovery(worker_env, workdir, args.recovery_rounds, tag)
 
     Path(args.out).write_text(json.dumps(result, indent=1))
-    log("done: p50 e2e %.1f ms, floor %.1f ms" % (statistics.median(result["launcher"]["e2e_ms"]),
-                                                   statistics.median(result["floor_rt_ms"])))
+    log(f"done: p50 e2e {statistics.median(result['launcher']['e2e_ms']):.1f} ms, "
+        f"floor {statistics.median(result['floor_rt_ms']):.1f} ms")
     return 0
 
 

@@ -165,7 +165,7 @@ def top_entries(stats_path: str, runs: int, top: int) -> str:
     """Markdown tables of the top entries by own time and by cumulative time, in µs per run."""
     stats = pstats.Stats(stats_path, stream=io.StringIO())
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
+    for (filename, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():
         where = filename.replace(str(ROOT) + "/", "")
         for marker in ("site-packages/", "lib/python3"):
             if marker in where:

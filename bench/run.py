@@ -263,7 +263,7 @@ def measure_in_child(broker: str, args, *, module: str, label: str, options: lis
 
 def machine_facts(brokers: list[str]) -> dict:
     facts = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name")), platform.processor() or "?"),
@@ -356,8 +356,8 @@ def summarize(r: dict) -> dict:
             "left_p50": pct([x["lease_left_s"] for x in rounds], 50),
             "left_max": max(x["lease_left_s"] for x in rounds),
             "republished_p50": pct(republished, 50), "republished_max": max(republished),
-            "after_p50": pct([t - p for t, p in zip(total, republished)], 50),
-            "after_max": max(t - p for t, p in zip(total, republished)),
+            "after_p50": pct([t - p for t, p in zip(total, republished, strict=True)], 50),
+            "after_max": max(t - p for t, p in zip(total, republished, strict=True)),
             "victim_ready_p50": pct([x["victim_ready_s"] for x in rounds], 50),
         }
     s["added_p50"] = s["e2e_p50"] - s["floor_p50"]
@@ -394,7 +394,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
          "-", ratio(lambda s: s["dispatch_p50"] / s["floor_p50"]), "-"),
         ("4. notice delay: finished_at -> wait returns, p50 / p95 (ms)", cells(both("notice_p50", "notice_p95")),
          f"p95 <= {NOTICE_P95_MAX_MS:g} ms", "-", met(lambda s: s["notice_p95"] <= NOTICE_P95_MAX_MS)),
-        ("4. WaitOutcome.queries per wait, mean / max", cells(lambda s: f"{s['queries_mean']:.2f} / {s['queries_max']}"),
+        ("4. WaitOutcome.queries per wait, mean / max",
+         cells(lambda s: f"{s['queries_mean']:.2f} / {s['queries_max']}"),
          f"<= {QUERIES_PER_WAIT_MAX}", "-", met(lambda s: s["queries_max"] <= QUERIES_PER_WAIT_MAX)),
         ("5. throughput, launcher, worker -c 2 (runs/s)", cells(lambda s: f"{s['tp_launcher']:.1f}"),
          "-", "-", "-"),
@@ -425,7 +426,8 @@ def build_tables(results: dict[str, dict], brokers: list[str]) -> tuple[str, str
             f"completed by another worker within {RECOVERY_MAX_S:g} s", "-",
             met(lambda s: s["rec"]["max"] <= RECOVERY_MAX_S),
         ))
-    header = ["metric", *brokers, "target", "ratio vs floor (" + " / ".join(brokers) + ")", "met (" + " / ".join(brokers) + ")"]
+    per_broker = " / ".join(brokers)
+    header = ["metric", *brokers, "target", f"ratio vs floor ({per_broker})", f"met ({per_broker})"]
     main = _markdown(header, [[m, *vals, t, r, ok] for m, vals, t, r, ok in rows])
 
     diag_rows = [
@@ -556,7 +558,7 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cols):
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cols, widths)) + " |"
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True)) + " |"
 
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
@@ -786,7 +788,8 @@ def main() -> int:
                         help="measure only host queue vs shared queue latency; rewrite only that section of the doc")
     parser.add_argument("--no-drain", action="store_true", help="skip the drain of a backlog of queued runs")
     parser.add_argument("--drain-only", action="store_true",
-                        help="measure only the drain of queued runs by one worker; rewrite only that section of the doc")
+                        help="measure only the drain of queued runs by one worker; "
+                             "rewrite only that section of the doc")
     parser.add_argument("--drain-runs", type=int, default=1000,
                         help="queued runs (and no-op tasks) per drain (default 1000)")
     parser.add_argument("--brokers", default="embedded,redis", help="comma-separated: embedded, redis")

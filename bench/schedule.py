@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,10 +178,12 @@ def main() -> int:
     dues = [due_of(run.idempotency_key) for run in measured]
     worker_log = worker.log_path.read_text(errors="replace")
     result.update({
-        "delay_ms": [(run.started_at - due).total_seconds() * 1000 for run, due in zip(measured, dues)],
-        "due_to_created_ms": [(run.created_at - due).total_seconds() * 1000 for run, due in zip(measured, dues)],
+        "delay_ms": [(run.started_at - due).total_seconds() * 1000 for run, due in zip(measured, dues, strict=True)],
+        "due_to_created_ms": [
+            (run.created_at - due).total_seconds() * 1000 for run, due in zip(measured, dues, strict=True)
+        ],
         "created_to_started_ms": [(run.started_at - run.created_at).total_seconds() * 1000 for run in measured],
-        "due_gaps_s": [(b - a).total_seconds() for a, b in zip(dues, dues[1:])],
+        "due_gaps_s": [(b - a).total_seconds() for a, b in pairwise(dues)],
         "skipped_ticks": worker_log.count(f"event=schedule.skipped definition={NAME} "),
         "duplicate_ticks": worker_log.count(f"event=schedule.duplicate definition={NAME} "),
         "ticks_sent": beat.log_path.read_text(errors="replace").count(f"Sending due task {task_name(NAME)} "),

@@ -26,7 +26,7 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 # Behind an HTTPS proxy the admin's forms post from an origin Django must be told to trust.
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -273,7 +273,7 @@ RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 # Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
 # may reach even though they are not public addresses, e.g.
 # "127.0.0.1,10.0.0.0/8,ollama.internal".
-OUTBOUND_ALLOW_HOSTS = env.list("OUTBOUND_ALLOW_HOSTS", [])
+OUTBOUND_ALLOW_HOSTS: list[str] = env.list("OUTBOUND_ALLOW_HOSTS", [])
 # A service answering without end must not exhaust a worker's memory: larger bodies are refused.
 OUTBOUND_MAX_RESPONSE_BYTES = env.int("OUTBOUND_MAX_RESPONSE_BYTES", 1024 * 1024)
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole test suite: once on SQLite, once on PostgreSQL.
 #
+# First come ruff, mypy and the migrations check (configured in pyproject.toml):
+# each prints its findings, and any failure fails the script before the tests
+# run. TEST_CHECKS=0 skips them, for a quick run of a few tests.
+#
 # The two passes share nothing (SQLite and the embedded broker here, PostgreSQL
 # and Redis there), so they run side by side: the PostgreSQL pass in the
 # background, its output shown once the SQLite pass has ended. TEST_PARALLEL=0
@@ -15,6 +19,25 @@ if [ ! -x .venv/bin/python ]; then
     bash scripts/setup.sh >/dev/null || exit 1
 fi
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+if [ "${TEST_CHECKS:-1}" != "0" ]; then
+    if [ ! -x .venv/bin/ruff ] || [ ! -x .venv/bin/mypy ]; then
+        echo "ruff or mypy is missing from .venv: run scripts/setup.sh (it installs requirements.lock)."
+        exit 1
+    fi
+    checks_rc=0
+    echo "== ruff =="
+    .venv/bin/ruff check . || checks_rc=1
+    echo "== mypy =="
+    .venv/bin/mypy || checks_rc=1
+    # On SQLite, like the first pass: the check compares models with migration files and needs no server.
+    echo "== migrations =="
+    env -u DATABASE_URL .venv/bin/python manage.py makemigrations --check --dry-run || checks_rc=1
+    if [ "$checks_rc" -ne 0 ]; then
+        echo "FAILED: ruff, mypy or the migrations check (see above); the tests did not run."
+        exit 1
+    fi
+fi
 
 pg_reachable() {
     .venv/bin/python - "$PG_URL" <<'PY'

@@ -118,7 +118,7 @@ def _lock_or_create(
     parsed: list[ParsedAlert], *, source: str, now
 ) -> tuple[dict[str, Alert], set[str]]:
     """Lock the existing alert rows of the payload and create the missing ones."""
-    first = {}
+    first: dict[str, ParsedAlert] = {}
     for item in parsed:
         first.setdefault(item.fingerprint, item)
     rows: dict[str, Alert] = {}

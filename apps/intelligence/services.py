@@ -70,7 +70,7 @@ def _analyze(instance: Provider, *, incident: dict | None, checks: list[dict], c
         return instance.analyze(incident=incident, checks=checks, config=config)
     except (ProviderUnavailable, SoftTimeLimitExceeded):
         raise  # the fallback's reason, or the run's time limit, which the engine records
-    except Exception as exc:  # a provider bug must not put a URL or a key in a traceback
+    except Exception as exc:  # noqa: BLE001 - a provider bug must not put a URL or a key in a traceback
         logger.warning("Provider %s raised %s", instance.name, type(exc).__name__)
         raise AnalysisFailed(f"provider {instance.name} failed ({type(exc).__name__})") from None
 

@@ -54,15 +54,15 @@ def message_build(
     is about, a body with the incident, each check and the analysis, and the
     same facts as structured ``data``. ``host`` is the host the checks measured
     (this one when None); ``key`` becomes the message's key."""
-    incident_open = bool(incident) and incident.get("status") != "resolved"
+    open_incident = incident if incident and incident.get("status") != "resolved" else None
     severity = _worst(
         [c.get("status") for c in checks]
-        + ([incident.get("severity")] if incident_open else [])
+        + ([open_incident.get("severity")] if open_incident else [])
         + ([analysis.get("severity")] if analysis else [])
     )
     pipeline = run_info.get("pipeline") or "pipeline"
     if incident:
-        label = severity.upper() if incident_open else "RESOLVED"
+        label = severity.upper() if open_incident else "RESOLVED"
         title = f"[{label}] {incident.get('title', '')}"
     else:
         # The measuring host, not this one: a run taken over by another worker keeps its checks.

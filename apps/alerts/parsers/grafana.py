@@ -47,7 +47,11 @@ class GrafanaParser(Parser):
 
     def _parse_unified(self, payload: dict) -> list[ParsedAlert]:
         return alertmanager_shaped_alerts(
-            payload, source=self.name, label="Grafana", fallback_name=text(payload.get("title")), value_key="valueString"
+            payload,
+            source=self.name,
+            label="Grafana",
+            fallback_name=text(payload.get("title")),
+            value_key="valueString",
         )
 
     def _parse_legacy(self, payload: dict) -> ParsedAlert:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, parsers
 from apps.alerts.parsers.common import (
@@ -181,6 +182,7 @@ def _summaries(references: object) -> list[str]:
 def _custom_fields(fields: object) -> dict:
     """Incident custom fields as name -> string, from PagerDuty's list of field
     values (``[{"name", "value"}]``) or a plain object; lists are comma-joined."""
+    pairs: Iterable[tuple[object, object]]
     if isinstance(fields, dict):
         pairs = fields.items()
     elif isinstance(fields, list):

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import psutil
 
 from apps.checkers.base import STATUS_RANK, Checker, CheckResult, checkers
 from apps.checkers.checks.common import limits, string_list_problems, verdict
+
+if TYPE_CHECKING:
+    from psutil._ntuples import sdiskpart  # what psutil.disk_partitions lists
 
 # Where no physical filesystem is found (a container sees only its overlay root).
 FALLBACK_PATHS = ["/"]
@@ -20,12 +24,12 @@ SKIPPED_FSTYPES = {
 SNAP_MOUNTS = "/snap/"
 
 
-def physical_filesystems(partitions: list) -> list:
+def physical_filesystems(partitions: list[sdiskpart]) -> list[sdiskpart]:
     """The mounted partitions (``psutil.disk_partitions`` entries) worth checking
     for space, sorted by mount point: no pseudo, memory or read-only image
     filesystems, no snap or file bind mounts, and one mount per device (the
     shortest mount point) since bind mounts of a device share its space."""
-    chosen: dict[str, object] = {}
+    chosen: dict[str, sdiskpart] = {}
     for part in partitions:
         if part.fstype.lower() in SKIPPED_FSTYPES or part.mountpoint.startswith(SNAP_MOUNTS):
             continue

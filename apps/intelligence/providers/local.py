@@ -52,7 +52,7 @@ class LocalProvider(Provider):
 
         statuses = [c.get("status", OK) for c in checks]
         if open_incident:
-            statuses.append(INCIDENT_SEVERITY.get(open_incident.get("severity"), WARNING))
+            statuses.append(INCIDENT_SEVERITY.get(open_incident.get("severity", ""), WARNING))
         severity = max(statuses, key=lambda s: STATUS_RANK.get(s, 0), default=OK)
 
         return {
@@ -87,7 +87,7 @@ def _worst_per_name(checks: list[dict]) -> list[dict]:
 
 
 def _rank(check: dict) -> int:
-    return STATUS_RANK.get(check.get("status"), 0)
+    return STATUS_RANK.get(check.get("status", ""), 0)
 
 
 def _reading(check: dict) -> str:
@@ -283,7 +283,8 @@ RECOMMENDERS = {
 
 
 def _recommend_other(check: dict) -> list[str]:
-    return [f"Investigate {check.get('name')} ({check.get('status')} at {_reading(check)}): {check.get('message', '')}".rstrip(": ")]
+    where = f"{check.get('name')} ({check.get('status')} at {_reading(check)})"
+    return [f"Investigate {where}: {check.get('message', '')}".rstrip(": ")]
 
 
 def _recommendations(checks, problems, incident, open_incident, firing, topic_state) -> list[str]:

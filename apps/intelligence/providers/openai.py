@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -176,7 +177,7 @@ def _post(url: str, *, body: dict, headers: dict, timeout: float) -> object:
         raise ProviderUnavailable("unparseable answer: the response body is not JSON") from None
 
 
-def answer_parse(answer: object) -> dict:
+def answer_parse(answer: Any) -> dict:
     """The analysis in a chat completions answer: summary, probable_cause,
     recommendations and severity (normalised to ok / warning / critical).
 
@@ -217,7 +218,8 @@ def answer_parse(answer: object) -> dict:
     if "severity" not in data:
         raise _unparseable("severity is missing")
     severity = data["severity"].strip().lower() if isinstance(data["severity"], str) else None
-    severity = SEVERITY_ALIASES.get(severity, severity)
+    if severity is not None:
+        severity = SEVERITY_ALIASES.get(severity, severity)
     if severity not in SEVERITIES:
         raise _unparseable("severity is not ok, warning or critical")
     result["severity"] = severity

@@ -22,6 +22,7 @@ import hashlib
 import os
 import smtplib
 from email.utils import parseaddr
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -141,7 +142,7 @@ class EmailDriver(Driver):
             use_tls = False
         if use_tls and use_ssl is None:
             use_ssl = False
-        options = {
+        options: dict[str, Any] = {
             "fail_silently": False,
             "host": host,
             "port": port,

@@ -115,7 +115,9 @@ def pagerduty_event(message: Message, config: dict, routing_key: str) -> dict:
     """The Events API v2 body for ``message``."""
     source = event_source(message, config)
     action = event_action(message)
-    event = {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key(message, source)}
+    event: dict[str, object] = {
+        "routing_key": routing_key, "event_action": action, "dedup_key": dedup_key(message, source),
+    }
     if action == "trigger":
         payload = {
             "summary": truncate(" ".join(message.title.split()) or "Notification", SUMMARY_LIMIT),

@@ -68,7 +68,8 @@ def slack_payload(message: Message, config: dict) -> dict:
     """The JSON body Slack's incoming webhook receives for ``message``."""
     run = (message.data or {}).get("run") or {}
     facts = [f"*Severity:* {message.severity}"]
-    for label, key in (("Pipeline", "pipeline"), ("Run", "run_id"), ("Trace", "trace_id"), ("Environment", "environment")):
+    labels = (("Pipeline", "pipeline"), ("Run", "run_id"), ("Trace", "trace_id"), ("Environment", "environment"))
+    for label, key in labels:
         if run.get(key) not in (None, ""):
             facts.append(f"*{label}:* {run[key]}")
     emoji = SEVERITY_EMOJI.get(message.severity, "")
@@ -85,7 +86,10 @@ def slack_payload(message: Message, config: dict) -> dict:
                     "emoji": True,
                 },
             },
-            {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(message.body or "(no details)", SECTION_LIMIT)}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": mrkdwn(message.body or "(no details)", SECTION_LIMIT)},
+            },
             {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(" | ".join(facts), SECTION_LIMIT)}]},
         ],
     }
