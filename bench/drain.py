@@ -169,10 +169,10 @@ def child_main() -> int:
 
     from django.conf import settings
 
+    from apps.broker.embedded import ensure_broker
     from bench.floor_app import app as floor_app
     from bench.measure import PIPELINE, Worker
     from workers.celery import app
-    from apps.broker.embedded import ensure_broker
 
     ensure_broker()  # the embedded one, when in use: the floor's tasks are sent before any worker starts
     config_path = workdir / "three-transforms.json"

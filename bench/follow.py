@@ -136,8 +136,8 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from bench.run import PYTHON, prepare, run_child
     from apps.broker.embedded import EmbeddedBroker
+    from bench.run import PYTHON, prepare, run_child
 
     rows = []
     for broker in [b.strip() for b in args.brokers.split(",") if b.strip()]:

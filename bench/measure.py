@@ -335,8 +335,8 @@ def launcher_diagnostics(config_path: str) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from apps.orchestration import engine, events, inputs, launch, launchrequest, waiting
     from apps.broker.embedded import ensure_broker
+    from apps.orchestration import engine, events, inputs, launch, launchrequest, waiting
 
     out: dict = {}
     resolved = inputs.definition_resolve(config_path=config_path)
@@ -572,8 +572,8 @@ def main() -> int:
     for name in ("apps", "workers", "celery"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from workers.celery import app as project_app
     from apps.broker.embedded import EmbeddedBroker
+    from workers.celery import app as project_app
 
     config_path = workdir / "three-transforms.json"
     config_path.write_text(json.dumps(PIPELINE))

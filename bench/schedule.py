@@ -123,9 +123,9 @@ def main() -> int:
     from django.conf import settings
     from django_celery_beat.models import PeriodicTask
 
+    from apps.orchestration.loading import definitions_load
     from apps.orchestration.models import PipelineDefinition, PipelineRun
     from apps.orchestration.schedules import task_name
-    from apps.orchestration.loading import definitions_load
     from workers.celery import app
 
     # A benchmark-only database: no runs, no schedule of ours left from an earlier run.

@@ -5,6 +5,7 @@ import logging
 import logging.config
 import re
 import threading
+from datetime import UTC
 
 import pytest
 
@@ -104,22 +105,22 @@ def test_timestamps_are_utc_whatever_the_local_zone(log_to, monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    written = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    assert abs((datetime.now(timezone.utc) - written).total_seconds()) < 60
+    written = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - written).total_seconds()) < 60
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.5, 0.998999, 0.999, 0.9999989, 0.9999995, 0.99999951, 0.9999999])
 def test_the_time_is_written_as_datetime_writes_it_next_to_a_second_boundary(fraction):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from apps.logs import iso_utc
 
     # Seconds in turn, twice each, with times that datetime rounds into the next second.
     for created in (1_800_000_000 + fraction, 1_800_000_001 + fraction, 1_800_000_001 + fraction, 59.0 + fraction):
         record = _record(created=created, msecs=int((created - int(created)) * 1000) + 0.0)
-        moment = datetime.fromtimestamp(created, tz=timezone.utc)
+        moment = datetime.fromtimestamp(created, tz=UTC)
         assert iso_utc(record) == f"{moment:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
 
 

@@ -6,7 +6,7 @@ idempotency key, so a tick whose message is delivered twice launches one run.
 """
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from celery import schedules
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -19,15 +19,15 @@ def due_time(entry, now):
     the interval, or for a cron schedule the minute it fires in."""
     schedule = entry.schedule
     if isinstance(schedule, schedules.crontab):
-        return now.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        return now.astimezone(UTC).replace(second=0, microsecond=0)
     if isinstance(schedule, schedules.schedule) and entry.last_run_at is not None:
         last = entry.last_run_at
         if last.tzinfo is None:
-            last = last.replace(tzinfo=timezone.utc)
+            last = last.replace(tzinfo=UTC)
         due = last + schedule.run_every
         # A tick sent long after it was due (beat was down) is stamped when it is sent.
-        return (due if now - due < max(schedule.run_every, timedelta(seconds=60)) else now).astimezone(timezone.utc)
-    return now.astimezone(timezone.utc)
+        return (due if now - due < max(schedule.run_every, timedelta(seconds=60)) else now).astimezone(UTC)
+    return now.astimezone(UTC)
 
 
 class PipelineScheduler(DatabaseScheduler):
@@ -37,7 +37,7 @@ class PipelineScheduler(DatabaseScheduler):
         if entry.task == RUN_SCHEDULED_TASK:
             now = self.app.now()
             if now.tzinfo is None:
-                now = now.replace(tzinfo=timezone.utc)
+                now = now.replace(tzinfo=UTC)
             # Set on the entry itself (entries are rebuilt from their rows at every sync anyway).
             entry.kwargs = {**entry.kwargs, "due": due_time(entry, now).isoformat(timespec="milliseconds")}
         return super().apply_async(entry, producer=producer, advance=advance, **kwargs)

@@ -9,8 +9,8 @@ from django.db import DatabaseError
 from apps.broker.names import EXECUTE_RUN_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK, RUN_SCHEDULED_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.recovery import runs_recover
 from apps.orchestration.pruning import pipeline_runs_prune
+from apps.orchestration.recovery import runs_recover
 from apps.orchestration.ticks import pipeline_run_schedule
 
 logger = logging.getLogger("workers.tasks")

@@ -11,8 +11,8 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html
 
 from apps.orchestration.launchrequest import LaunchError

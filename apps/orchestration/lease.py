@@ -38,7 +38,6 @@ from apps.orchestration import store
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.store import DbTime, LeaseLost, thread_db
 
-
 logger = logging.getLogger("apps.orchestration.lease")
 
 CANCEL_EVENT = "cancel-requested"

@@ -10,10 +10,10 @@ from django.utils import timezone
 
 from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
+from apps.orchestration.launchrequest import ResolvedDefinition, Targets
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_describe
-from apps.orchestration.launchrequest import ResolvedDefinition, Targets
 from apps.secrets import scrub
 from apps.text import display_width, printable, shorten
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
 from django.db.models import OuterRef, Subquery
@@ -176,7 +176,7 @@ def _next_due(task: PeriodicTask, now: datetime) -> datetime | None:
     schedule = task.schedule
     # django-celery-beat's crontab computes in its own zone, as its is_due does.
     zone = schedule.tz if isinstance(schedule, TzAwareCrontab) else None
-    schedule.nowfun = lambda: now.astimezone(zone or dt_timezone.utc)
+    schedule.nowfun = lambda: now.astimezone(zone or UTC)
     # What beat's ModelEntry counts from: the last send, or the row's last change before the first one.
     last = maybe_make_aware(task.last_run_at or task.date_changed)
     if zone is not None:

@@ -11,15 +11,16 @@ and no live worker consumes its queue.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from django.conf import settings
 
 from apps.orchestration import dispatch, events
 from apps.orchestration.lease import CANCEL_EVENT, same_origin
-from apps.orchestration.store import run_read
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.store import run_read
 from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0

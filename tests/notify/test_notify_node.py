@@ -6,14 +6,14 @@ import json
 import pytest
 
 from apps.notify.services import notification_channel_create
-from apps.orchestration.models import PipelineRun, StageExecution
-from apps.orchestration.nodes.base import NodeContext
-from apps.orchestration.nodes.notify import NotifyNode
-from apps.orchestration.rendering import render_result
 from apps.orchestration.engine import run_execute
 from apps.orchestration.inputs import definition_resolve
 from apps.orchestration.launch import pipeline_run_create
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest
+from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.nodes.base import NodeContext
+from apps.orchestration.nodes.notify import NotifyNode
+from apps.orchestration.rendering import render_result
 from apps.orchestration.validation import validate_definition
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
+from apps.broker.embedded import EmbeddedBroker
 from apps.orchestration import engine, events, inputs, launch, launchrequest
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from apps.broker.embedded import EmbeddedBroker
 
 RUN_ID = 7
 

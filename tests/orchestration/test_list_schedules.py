@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from apps.orchestration.models import PipelineDefinition
 from apps.broker.names import RUN_SCHEDULED_TASK
+from apps.orchestration.models import PipelineDefinition
 from apps.orchestration.schedules import schedule_sync, task_name
 from apps.orchestration.selectors import pipeline_schedules_list
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
@@ -17,7 +17,7 @@ from tests.orchestration.test_list_runs import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UTC = dt_timezone.utc
+UTC = UTC
 
 
 def scheduled(name: str, schedule: dict | None) -> PipelineDefinition:

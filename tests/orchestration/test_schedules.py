@@ -3,15 +3,15 @@ launch (idempotency, overlap, broken definitions) and the concurrency limit."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.orchestration import inputs, launch, launchrequest, lease, ticks
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.orchestration.schedules import schedule_messages, schedule_sync, task_name
 from apps.orchestration.validation import validate_definition
 
@@ -132,11 +132,11 @@ def test_cron_next_due_follows_the_time_zone_across_daylight_saving_changes():
     schedule = PeriodicTask.objects.get(name=task_name("tick")).schedule
     for last, expected in (
         # The night before summer time starts, and the night before it ends.
-        (datetime(2026, 3, 28, 9, 0, tzinfo=berlin), datetime(2026, 3, 29, 7, 0, tzinfo=timezone.utc)),
-        (datetime(2026, 10, 24, 9, 0, tzinfo=berlin), datetime(2026, 10, 25, 8, 0, tzinfo=timezone.utc)),
+        (datetime(2026, 3, 28, 9, 0, tzinfo=berlin), datetime(2026, 3, 29, 7, 0, tzinfo=UTC)),
+        (datetime(2026, 10, 24, 9, 0, tzinfo=berlin), datetime(2026, 10, 25, 8, 0, tzinfo=UTC)),
     ):
         start, delta, _ = schedule.remaining_delta(last, tz=berlin)
-        assert (start + delta).astimezone(timezone.utc) == expected
+        assert (start + delta).astimezone(UTC) == expected
 
 
 def test_a_tick_launches_a_scheduled_run_once_however_often_it_is_delivered():
@@ -156,7 +156,7 @@ def test_overlap_skip_skips_a_tick_while_a_scheduled_run_is_active_and_allow_doe
     [first] = ticks.pipeline_run_schedule(definition_name="tick", due="t1")
     assert ticks.pipeline_run_schedule(definition_name="tick", due="t2") == []
     # A run launched by hand does not count: only the schedule's own runs overlap.
-    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(timezone.utc))
+    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(UTC))
     launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="tick"), payload={}))
     assert len(ticks.pipeline_run_schedule(definition_name="tick", due="t3")) == 1
     tick.config = {**tick.config, "schedule": {"every": 60, "overlap": "allow"}}
@@ -197,7 +197,7 @@ def test_idempotency_key_on_the_command_line_shows_the_existing_run(run_command,
     assert json.loads(second.stdout)["run_id"] == json.loads(first.stdout)["run_id"]
     assert "already exists for idempotency key deploy-42" in second.stderr
     assert PipelineRun.objects.count() == 1
-    PipelineRun.objects.update(status="failed", error="boom", finished_at=datetime.now(timezone.utc))
+    PipelineRun.objects.update(status="failed", error="boom", finished_at=datetime.now(UTC))
     finished = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "deploy-42", "--wait")
     assert finished.exit_code == 1 and "Pipeline failed: boom" in finished.stderr
     bad = run_command("run_pipeline", "--config", str(path), "--idempotency-key", "two words")
@@ -218,7 +218,7 @@ def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
     assert (waiting.reason, waiting.lease) == ("at_limit", None)
     third.refresh_from_db()
     assert third.status == "queued"
-    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(timezone.utc))
+    PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(UTC))
     assert lease.run_claim(run_id=third.pk, token="c").reason == "claimed"
 
 

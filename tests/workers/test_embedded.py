@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT
 from apps.broker.embedded import EXIT_TIMEOUT_SECONDS, SHUTDOWN_ANSWER_SECONDS, EmbeddedBroker, EmbeddedBrokerError
+from tests.conftest import ROOT
 
 
 def servers(broker: EmbeddedBroker) -> list[int]:

@@ -4,8 +4,8 @@ from pathlib import Path
 from kombu import Connection
 
 from apps.broker import redis_adapter as transport
-from workers.celery import app
 from apps.broker.embedded import EmbeddedBroker
+from workers.celery import app
 
 
 def _url(broker) -> str:

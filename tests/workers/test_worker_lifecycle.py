@@ -91,11 +91,12 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
 
 def _subscribers(broker, run_id: int) -> int:
     """How many processes are waiting on the run's wake-up channel."""
-    import redis
     from pathlib import Path
 
-    from apps.orchestration.events import channel_name
+    import redis
+
     from apps.broker.embedded import EmbeddedBroker
+    from apps.orchestration.events import channel_name
 
     if broker.kind == "embedded":
         client, db = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client(), 0

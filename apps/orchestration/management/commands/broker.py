@@ -2,9 +2,8 @@
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from apps.orchestration.management.base import PipelineCommand
-
 from apps.broker.embedded import EmbeddedBrokerError, embedded_broker
+from apps.orchestration.management.base import PipelineCommand
 
 
 class Command(PipelineCommand):

@@ -2,7 +2,6 @@
 inline), and show what happened."""
 import json
 
-
 from apps.hostnames import AUTO
 from apps.orchestration import rendering
 from apps.orchestration.inputs import definition_check, definition_resolve, launch_check, payload_resolve
