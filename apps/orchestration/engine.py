@@ -156,7 +156,7 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     for next_id, next_trace_id, next_host in waiting[:limit]:
         try:
             dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=next_trace_id, host=next_host)
-        except Exception as exc:  # the broker is away: the recovery sweep sends it later
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the recovery sweep sends it later
             logger.warning(
                 "event=run.wake_failed run_id=%s trace_id=%s error=%s", next_id, next_trace_id, type(exc).__name__,
                 extra={"run_id": next_id, "trace_id": next_trace_id},  # the next run's line, not the current one's

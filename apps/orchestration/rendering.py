@@ -286,7 +286,8 @@ def _ere_escape(text: str) -> str:
 def follow_hint(run: PipelineRun) -> str:
     return (
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"
-        f"Worker log: grep {printable(trace_grep_pattern(run.trace_id))} {printable(worker_log_path() or '<worker log>')}"
+        f"Worker log: grep {printable(trace_grep_pattern(run.trace_id))} "
+        f"{printable(worker_log_path() or '<worker log>')}"
     )
 
 

@@ -132,7 +132,7 @@ def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, 
         _UPDATES[key] = plan
     sql, steps = plan
     params = []
-    for (name, _), (adapt, time_params) in zip(shape, steps):
+    for (name, _), (adapt, time_params) in zip(shape, steps, strict=True):
         if adapt is None:
             params += time_params
         else:
@@ -419,7 +419,9 @@ def run_claim_queued(run_id: int, token: str) -> PipelineRun | None:
         select = _reader(db)[0]
         returning = select[len("SELECT "):select.index(" FROM ")]
         head, _, where = update.partition(" WHERE ")
-        claim = _CLAIMS[db.alias] = f"{head}, {quote('current_node')} = {first} WHERE {where} RETURNING {returning}{flush}"
+        claim = _CLAIMS[db.alias] = (
+            f"{head}, {quote('current_node')} = {first} WHERE {where} RETURNING {returning}{flush}"
+        )
     params = [PipelineRun.Status.RUNNING.value, token, *_lease_params(db), run_id, PipelineRun.Status.QUEUED.value]
     with thread_db().cursor() as cursor:
         cursor.execute(claim, params)

@@ -158,7 +158,10 @@ def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
                 f"Run {run.pk} waits for a free slot: {printable(run.origin)} allows {limit} "
                 f"run{'s' if limit != 1 else ''} at a time (max_concurrent) and {running} are running."
             )
-    live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} consume{'' if len(workers) != 1 else 's'} its queue"
+    live = (
+        f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} "
+        f"consume{'' if len(workers) != 1 else 's'} its queue"
+    )
     waiting = dispatch.queued_run_ids(hosts=[run.target_host])
     if waiting is not None and run.pk not in waiting:
         return (

@@ -114,7 +114,7 @@ class RunOutputMixin:
                 run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
             )
         except KeyboardInterrupt:
-            raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP)
+            raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP) from None
 
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract.

@@ -46,7 +46,9 @@ class Command(RunOutputMixin, PipelineCommand):
             "host or hosts, else any worker.",
         )
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
-        parser.add_argument("--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON."
+        )
         how = parser.add_argument_group("execution")
         how.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
         how.add_argument(
@@ -119,7 +121,8 @@ class Command(RunOutputMixin, PipelineCommand):
             runs = pipeline_runs_launch(request=request, targets=targets)
         except RunExists as exc:
             return self.show_existing(
-                exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
+                exc.run,
+                wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"],
             )
         except LaunchError as exc:
             raise launch_refused(exc) from exc
