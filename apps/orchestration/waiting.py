@@ -20,7 +20,7 @@ from django.conf import settings
 from apps.orchestration import dispatch, events
 from apps.orchestration.lease import CANCEL_EVENT, same_origin
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.store import run_read
+from apps.orchestration.store import run_db_now, run_read
 from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0
@@ -48,7 +48,7 @@ def _holder_lost(run: PipelineRun) -> bool:
     return (
         run.status == PipelineRun.Status.RUNNING
         and run.lease_expires_at is not None
-        and run.lease_expires_at <= run.db_now
+        and run.lease_expires_at <= run_db_now(run)
     )
 
 
@@ -144,8 +144,10 @@ def pipeline_run_wait(
 def _until_lease_end(run: PipelineRun, interval: float) -> float:
     """When to read the row next: no later than just after the holder's lease
     ends, so a lost holder is noticed."""
-    if run.status == PipelineRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > run.db_now:
-        return min(interval, (run.lease_expires_at - run.db_now).total_seconds() + 0.5)
+    if run.status == PipelineRun.Status.RUNNING and run.lease_expires_at:
+        now = run_db_now(run)
+        if run.lease_expires_at > now:
+            return min(interval, (run.lease_expires_at - now).total_seconds() + 0.5)
     return interval
 
 
