@@ -19,7 +19,7 @@ from django.utils import timezone
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # A broker or a worker that has not answered in this long counts as absent.
-BROKER_TIMEOUT_SECONDS = 3.0
+BROKER_TIMEOUT_SECONDS = 3
 WORKER_REPLY_SECONDS = 2.0
 # libpq's own connect timeout, so an unreachable PostgreSQL cannot hold the command.
 DATABASE_CONNECT_TIMEOUT_SECONDS = 5
@@ -204,7 +204,9 @@ def node_env_needs(node: dict) -> tuple[list[str], list[str]]:
     from apps.notify.base import drivers
     from apps.notify.services import ChannelUnavailable, node_options, notification_channel_resolve, uses_channels
 
-    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    config = node.get("config")
+    if not isinstance(config, dict):
+        config = {}
     # Any `<something>_env` naming a variable is needed, whatever reads it.
     names = [v for k, v in config.items() if k.endswith("_env") and isinstance(v, str) and v]
     problems: list[str] = []

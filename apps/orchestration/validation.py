@@ -173,7 +173,7 @@ def _graph_messages(ids: list[str], by_id: dict[str, dict]) -> list[str]:
     """Cycles along `next` from the first node, and nodes never reached."""
     messages = []
     seen: list[str] = []
-    current = ids[0]
+    current: object = ids[0]  # then each node's `next`, which may be anything
     while isinstance(current, str) and current in by_id:
         if current in seen:
             loop = [*seen[seen.index(current):], current]

@@ -98,14 +98,20 @@ class Command(RunOutputMixin, PipelineCommand):
                 # A launch checks these itself; the dry run checks what a launch would.
                 launch_check(request=request)
                 definition_check(resolved=resolved)
-                choice = target_choice(host=options["host"], config=resolved.config)
+                choice: rendering.TargetChoice = target_choice(host=options["host"], config=resolved.config)
                 if choice == AUTO:
                     choice = alert_target(config=resolved.config, payload=payload, source=options["source"])
-                shown = dict(resolved=resolved, payload=payload, source=request.source, environment=request.environment)
                 if options["json"]:
-                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**shown, target=choice), indent=2))
+                    plan = rendering.dry_run_as_dict(
+                        resolved=resolved, payload=payload, source=request.source, environment=request.environment,
+                        target=choice,
+                    )
+                    self.stdout.write(json.dumps(plan, indent=2))
                 else:
-                    self.stdout.write(rendering.render_dry_run(**shown, target=choice))
+                    self.stdout.write(rendering.render_dry_run(
+                        resolved=resolved, payload=payload, source=request.source, environment=request.environment,
+                        target=choice,
+                    ))
                 return
             if options["inline"]:
                 if options["host"] is not None:
