@@ -263,9 +263,10 @@ CELERY_BEAT_SYNC_EVERY = 1
 # The host a worker measures and serves: besides the shared queue it consumes
 # the queue "host.<MONITOR_HOST>", and its `context` nodes report this name.
 # Host names are compared in lower case (as DNS does).
-MONITOR_HOST = host_name(env.str("MONITOR_HOST", "") or socket.gethostname())
-if MONITOR_HOST is None:
+_monitor_host = host_name(env.str("MONITOR_HOST", "") or socket.gethostname())
+if _monitor_host is None:
     raise ImproperlyConfigured(f"MONITOR_HOST must be a host name ({HOST_NAME_RULE}; not 'auto' or 'all')")
+MONITOR_HOST: str = _monitor_host
 # `run_pipeline --wait` asks the workers whether any consumes the run's queue
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)

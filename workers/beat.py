@@ -24,9 +24,10 @@ def due_time(entry, now):
         last = entry.last_run_at
         if last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        due = last + schedule.run_every
+        every: timedelta = schedule.run_every  # type: ignore[attr-defined]  # real, but missing from celery-types
+        due = last + every
         # A tick sent long after it was due (beat was down) is stamped when it is sent.
-        return (due if now - due < max(schedule.run_every, timedelta(seconds=60)) else now).astimezone(UTC)
+        return (due if now - due < max(every, timedelta(seconds=60)) else now).astimezone(UTC)
     return now.astimezone(UTC)
 
 

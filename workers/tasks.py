@@ -26,7 +26,7 @@ class RunUnsuccessful(Exception):
 _ERROR_CHARS = 200
 
 
-@shared_task(
+@shared_task(  # type: ignore[call-overload]  # celery-types predates the acks_on_failure option
     name=EXECUTE_RUN_TASK,
     throws=(RunUnsuccessful,),
     # Acknowledged when it raises (Celery's default, stated): a failed run is recorded, never redelivered.
@@ -46,7 +46,7 @@ def execute_run(run_id: int, definition: str | None = None, trace_id: str | None
     failed or cancelled.
     """
     run = run_execute(run_id=run_id)
-    if run is None or not getattr(run, "ended_here", False):
+    if run is None or not run.ended_here:
         return None
     if run.status in (PipelineRun.Status.FAILED, PipelineRun.Status.CANCELLED):
         error = run.error if len(run.error) <= _ERROR_CHARS else run.error[: _ERROR_CHARS - 3] + "..."

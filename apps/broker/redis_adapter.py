@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
+from typing import TypedDict
 
 import kombu
 import redis
@@ -43,12 +44,13 @@ from redis.retry import Retry
 class Channel(kombu_redis.Channel):
     _shared_client = None
 
+    # kombu's private _create_client is missing from its stubs, hence the two ignores.
     def _create_client(self, asynchronous=False):
         if asynchronous:  # the polling connection's client: kombu keeps it already
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
         client = self._shared_client
         if client is None or client.connection_pool is not self.pool:
-            client = self._shared_client = super()._create_client()
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]
         return client
 
 
@@ -68,7 +70,8 @@ class Connection(kombu.Connection):
         return _ConnectionPool(self, limit=limit, **kwargs)
 
 
-class _PooledConnection(kombu_connection.PooledConnection, Connection):
+# The stubs declare PooledConnection apart from Connection (kombu derives it from Connection).
+class _PooledConnection(kombu_connection.PooledConnection, Connection):  # type: ignore[misc]
     pass
 
 
@@ -89,8 +92,14 @@ def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{channel.sep}{step}" for step in channel.priority_steps]
 
 
+class _ClientOptions(TypedDict):
+    socket_timeout: float
+    socket_connect_timeout: float
+    retry: Retry
+
+
 # A wake-up or a look into the queues is a hint: fail fast instead of retrying.
-_FAST = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+_FAST: _ClientOptions = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
 SOCKET_SCHEME = "redis+socket://"
 
 

@@ -106,7 +106,7 @@ def notification_send(*, driver: str, config: dict, message: Message) -> dict:
                 deliveries = [Delivery(driver, False, str(exc))]
             except SoftTimeLimitExceeded:
                 raise  # the run is out of time: the engine records it
-            except Exception as exc:  # a driver bug must not put a URL or a token in a traceback
+            except Exception as exc:  # noqa: BLE001 - a driver bug must not put a URL or a token in a traceback
                 logger.warning("notify driver %s raised %s", driver, type(exc).__name__)
                 deliveries = [Delivery(driver, False, f"driver error ({type(exc).__name__})")]
     succeeded = sum(1 for d in deliveries if d.ok)
@@ -193,7 +193,8 @@ def notification_channel_update(
     is_active: bool | None = None,
 ) -> NotificationChannel:
     """Change the given fields of ``channel`` and save it; raises ValidationError as on create."""
-    for field, value in (("driver", driver), ("config", config), ("description", description), ("is_active", is_active)):
+    changes = (("driver", driver), ("config", config), ("description", description), ("is_active", is_active))
+    for field, value in changes:
         if value is not None:
             setattr(channel, field, value)
     channel.full_clean()

@@ -57,7 +57,8 @@ def run_publish(
     app.send_task(
         EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}",
         queue=run_queue(host),
-        # What Flower shows, written here: Celery's size-bounded repr of any value cost more than the rest of the message.
+        # What Flower shows, written here: Celery's size-bounded repr of any value cost more than the rest of
+        # the message.
         argsrepr=f"[{run_id}]", kwargsrepr=repr(labels),
     )
 
@@ -118,7 +119,7 @@ def _active_queues(timeout: float) -> dict[str, set[str]] | None:
     reply is awaited); None when the broker cannot be asked."""
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
         logger.warning("could not ask workers for their queues: %s", exc)
         return None
     return {

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # A broker or a worker that has not answered in this long counts as absent.
-BROKER_TIMEOUT_SECONDS = 3.0
+BROKER_TIMEOUT_SECONDS = 3
 WORKER_REPLY_SECONDS = 2.0
 # libpq's own connect timeout, so an unreachable PostgreSQL cannot hold the command.
 DATABASE_CONNECT_TIMEOUT_SECONDS = 5
@@ -54,7 +54,7 @@ def database_check() -> Finding:
         connection.ensure_connection()
         executor = MigrationExecutor(connection)
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except Exception as exc:  # every driver has its own error classes; the class is enough to act on
+    except Exception as exc:  # noqa: BLE001 - every driver has its own error classes; the class is enough to act on
         return Finding("database", FAIL, f"cannot connect ({type(exc).__name__})")
     if plan:
         apps = sorted({migration.app_label for migration, _ in plan})
@@ -99,7 +99,7 @@ def broker_check() -> Finding:
         connection.ensure_connection(
             max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=BROKER_TIMEOUT_SECONDS
         )
-    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
         return Finding("broker", FAIL, f"cannot connect to {where} ({type(exc).__name__})")
     finally:
         connection.release()
@@ -116,7 +116,7 @@ def workers_check(*, broker_ok: bool) -> Finding:
         return Finding("workers", FAIL, "not asked: the broker cannot be reached")
     try:
         replies = app.control.inspect(timeout=WORKER_REPLY_SECONDS).active_queues() or {}
-    except Exception as exc:  # kombu raises several kinds for a broker that went away
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for a broker that went away
         return Finding("workers", FAIL, f"cannot ask the workers ({type(exc).__name__})")
     served = {name: sorted(q.get("name", "?") for q in queues or ()) for name, queues in sorted(replies.items())}
     listing = "; ".join(f"{name} ({', '.join(queues)})" for name, queues in served.items())
@@ -171,7 +171,7 @@ def beat_check() -> Finding:
         enabled = PeriodicTask.objects.filter(enabled=True)
         last_tick = enabled.aggregate(last=Max("last_run_at"))["last"]
         schedules = enabled.filter(name__startswith=TASK_PREFIX).count()
-    except Exception as exc:  # the database check reports the cause
+    except Exception as exc:  # noqa: BLE001 - the database check reports the cause
         return Finding("beat", FAIL, f"cannot read the schedules ({type(exc).__name__})")
     limit = max(BEAT_STALE_INTERVALS * settings.RUN_RECOVERY_INTERVAL_SECONDS, BEAT_STALE_MIN_SECONDS)
     status = FAIL if schedules else WARN
@@ -183,7 +183,9 @@ def beat_check() -> Finding:
         return Finding("beat", status, f"has never ticked (is celery beat running?): {consequence}")
     age = (timezone.now() - last_tick).total_seconds()
     if age > limit:
-        return Finding("beat", status, f"last tick {_ago(age)} ago, over {limit:g}s (is celery beat running?): {consequence}")
+        return Finding(
+            "beat", status, f"last tick {_ago(age)} ago, over {limit:g}s (is celery beat running?): {consequence}"
+        )
     return Finding("beat", OK, f"last tick {_ago(age)} ago")
 
 
@@ -202,7 +204,9 @@ def node_env_needs(node: dict) -> tuple[list[str], list[str]]:
     from apps.notify.base import drivers
     from apps.notify.services import ChannelUnavailable, node_options, notification_channel_resolve, uses_channels
 
-    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    config = node.get("config")
+    if not isinstance(config, dict):
+        config = {}
     # Any `<something>_env` naming a variable is needed, whatever reads it.
     names = [v for k, v in config.items() if k.endswith("_env") and isinstance(v, str) and v]
     problems: list[str] = []
@@ -235,7 +239,7 @@ def environment_check() -> Finding:
 
     try:
         definitions = list(PipelineDefinition.objects.filter(is_active=True).order_by("name"))
-    except Exception as exc:  # the database check reports the cause
+    except Exception as exc:  # noqa: BLE001 - the database check reports the cause
         return Finding("environment", FAIL, f"cannot read the definitions ({type(exc).__name__})")
     needed: dict[str, list[str]] = {}
     problems: list[str] = []

@@ -19,12 +19,13 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any, TypedDict
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from apps.logcontext import run_context
-from apps.orchestration import dispatch, events
+from apps.orchestration import dispatch, events, store
 from apps.orchestration.heartbeat import Heartbeat
 from apps.orchestration.lease import (
     CancelRequested,
@@ -100,8 +101,8 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
     returns the run as it last knew it: the row, not this process, says how
     it ends. Never raises for a node's failure: failures are recorded.
     A run this call executed carries ``ended_here``: True when this call
-    recorded its end, False when it lost the run on the way; a run it did not
-    execute lacks the attribute.
+    recorded its end, False when it lost the run on the way; on a run it did
+    not execute it stays None.
     """
     token = new_token()
     try:
@@ -156,7 +157,7 @@ def _next_waiting_wake(run: PipelineRun) -> None:
     for next_id, next_trace_id, next_host in waiting[:limit]:
         try:
             dispatch.run_publish(run_id=next_id, definition=run.origin, trace_id=next_trace_id, host=next_host)
-        except Exception as exc:  # the broker is away: the recovery sweep sends it later
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the recovery sweep sends it later
             logger.warning(
                 "event=run.wake_failed run_id=%s trace_id=%s error=%s", next_id, next_trace_id, type(exc).__name__,
                 extra={"run_id": next_id, "trace_id": next_trace_id},  # the next run's line, not the current one's
@@ -164,11 +165,21 @@ def _next_waiting_wake(run: PipelineRun) -> None:
             return
 
 
+class _RunResult(TypedDict):
+    """The run's ``result`` as the walk builds it."""
+
+    executed_nodes: list[str]
+    skipped_nodes: list[str]
+    node_results: dict[str, dict[str, Any]]
+
+
 class _Execution:
     """One process's execution of a claimed run: the walk along the nodes and
     the run's outcome, recorded through the claim's lease."""
 
     def __init__(self, claim: Claim, run_events: events.RunEvents):
+        if claim.lease is None:
+            raise ValueError(f"run {claim.run.pk} is not this process's to execute ({claim.reason})")
         self.run, self.lease = claim.run, claim.lease
         # Queued events go out after the next fenced write, with the node start it allows,
         # and at the latest when run_execute ends, whatever stopped the run.
@@ -176,7 +187,8 @@ class _Execution:
         self.resumed = claim.resumed
         # The run time limit holds on every pool: nodes are stopped at it (Celery's soft
         # time limit, where the pool has one, is only a backstop).
-        self.deadline = (self.run.started_at or self.run.db_now) + timedelta(seconds=settings.RUN_TIME_LIMIT_SECONDS)
+        started = self.run.started_at or store.run_db_now(self.run)
+        self.deadline = started + timedelta(seconds=settings.RUN_TIME_LIMIT_SECONDS)
         snapshot = self.run.config_snapshot
         defaults = snapshot.get("defaults") or {}
         self.max_retries = defaults.get("max_retries", 0)
@@ -191,8 +203,8 @@ class _Execution:
             payload=self.run.payload,
             timeout_seconds=defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
         )
-        self.result = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
-        self.status = PipelineRun.Status.COMPLETED
+        self.result: _RunResult = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
+        self.status: str = PipelineRun.Status.COMPLETED
         self.error = ""
         self.open_stage: StageExecution | None = None  # written as running, outcome not yet recorded
         # An attempt that has ended and whose outcome goes with the next write: the one that
@@ -333,7 +345,7 @@ class _Execution:
         """The write before an attempt starts (see _run_node), none right
         after a claim from the queue; raises CancelRequested (nothing
         written), LeaseLost, DatabaseUnavailable."""
-        fields = {}
+        fields: dict[str, Any] = {}
         if current_node != self.written_node:
             fields["current_node"] = current_node
         if self.recorded != self.written_recorded:

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
@@ -225,7 +226,7 @@ def _close(pubsub) -> None:
 
 
 @contextmanager
-def run_events(*, run_id: int):
+def run_events(*, run_id: int) -> Iterator[_Subscription]:
     """Subscribe to ``run_id``'s events; subscribe before reading the row so no event is missed."""
     client = broker_client()
     channel = channel_name(run_id)

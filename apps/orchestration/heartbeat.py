@@ -50,7 +50,6 @@ class Heartbeat:
         self._stop = threading.Event()
         self._started = threading.Event()  # set once the starter has started the thread
         self._events = ExitStack()
-        self._subscription = None
         # The thread runs in a copy of this context, so its log lines carry the run's ids (apps/logcontext.py).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -88,7 +87,7 @@ class Heartbeat:
         try:
             # Subscribed before the row is read, so a cancel request is either in the row or heard;
             # the run's final status, published as it ends, reaches the thread and ends it at once.
-            self._subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
+            subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
             if not self._stop.is_set() and self._cancel_stored():
                 self._cancel_seen()
             next_beat = self.lease.renewed_at + self.interval
@@ -100,7 +99,7 @@ class Heartbeat:
                         continue
                     next_beat = time.monotonic() + (self.interval if self._renew() else min(self.interval, 1.0))
                     continue
-                message = self._subscription.wait(remaining, stop=self._stop)
+                message = subscription.wait(remaining, stop=self._stop)
                 if message in PipelineRun.TERMINAL:
                     return  # the run ended
                 if message == CANCEL_EVENT and self._cancel_stored():

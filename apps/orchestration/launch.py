@@ -156,7 +156,7 @@ def _enqueue(run: PipelineRun, outcome: dict) -> None:
     when the launcher has already returned."""
     try:
         dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host)
-    except Exception as exc:  # kombu raises several kinds for an unreachable broker
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
         outcome["error"] = f"{type(exc).__name__}: {exc}"
         if outcome["nested"]:
             logger.error(

@@ -44,7 +44,8 @@ class RunExists(Exception):
 class ResolvedDefinition:
     """A definition ready to run: its config and where it came from."""
 
-    config: dict
+    # The JSON as read: an object once definition_check has passed (a file may hold any JSON).
+    config: Any
     kind: str  # "definition", "config" or "builtin"
     origin: str  # definition name, config file path, or "builtin"
     definition: PipelineDefinition | None = None

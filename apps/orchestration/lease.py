@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psutil
 from django.conf import settings
@@ -70,10 +70,10 @@ class DbClock:
     """The database's time as read at the claim, carried forward on this
     process's monotonic clock, for the timestamps a run records."""
 
-    def __init__(self, db_now):
+    def __init__(self, db_now: datetime):
         self._base, self._start = db_now, time.monotonic()
 
-    def now(self):
+    def now(self) -> datetime:
         return self._base + timedelta(seconds=time.monotonic() - self._start)
 
 
@@ -102,7 +102,7 @@ def with_reconnect(action, *, what: str):
 def _holder_gone(run: PipelineRun) -> bool:
     """Whether ``run``'s holder is gone: its lease ran out (database time), or
     it was a process of this host that no longer exists."""
-    if run.lease_expires_at is None or run.lease_expires_at <= run.db_now:
+    if run.lease_expires_at is None or run.lease_expires_at <= store.run_db_now(run):
         return True
     host, _, rest = run.claimed_by.partition(":")
     pid = rest.partition(":")[0]
@@ -297,7 +297,7 @@ def run_claim(*, run_id: int, token: str) -> Claim:
             taken = {"claimed_by": token, "heartbeat_at": Now(), "lease_expires_at": lease_end()}
             with transaction.atomic():
                 rows = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.RUNNING, claimed_by=previous)
-                if not (run.lease_expires_at is not None and run.lease_expires_at > run.db_now):
+                if not (run.lease_expires_at is not None and run.lease_expires_at > store.run_db_now(run)):
                     rows = rows.filter(lease_expired())  # the holder must not have renewed meanwhile
                 if not rows.update(**taken):
                     return Claim(run, None, "held")
@@ -328,7 +328,7 @@ def _slot_free(run: PipelineRun, limit: int) -> bool:
 
 def _claimed(run: PipelineRun, token: str, reason: str) -> Claim:
     run.claimed_by = token
-    lease = Lease(run.pk, run.trace_id, token, DbClock(run.db_now))
+    lease = Lease(run.pk, run.trace_id, token, DbClock(store.run_db_now(run)))
     if run.cancel_requested_at is not None:
         lease.cancel_requested.set()
     return Claim(run, lease, reason)

@@ -48,7 +48,7 @@ def definitions_load(*, folder: Path) -> LoadReport:
             report.refused.append((str(path), [str(exc)]))
             continue
         messages = validate_definition(config)
-        if messages:
+        if messages or not isinstance(config, dict):  # not an object: validation said so
             report.refused.append((str(path), messages))
             continue
         fields = {

@@ -1,4 +1,6 @@
 """Pipeline definitions, the runs made from them, and one row per node executed."""
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 
@@ -37,6 +39,13 @@ class PipelineRun(models.Model):
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
     ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    # Not fields: set on an instance by the code that read or executed it.
+    # The database's time when the run store read this row (store.run_read and the claim); None otherwise.
+    db_now: datetime | None = None
+    # Set by engine.run_execute on a run it executed: True when that call recorded the run's end,
+    # False when it lost the run on the way; None on a run it did not execute.
+    ended_here: bool | None = None
 
     trace_id = models.CharField(max_length=64, db_index=True, help_text="Correlates logs of one run.")
     definition = models.ForeignKey(

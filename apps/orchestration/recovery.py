@@ -80,7 +80,7 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
             dispatch.run_publish(
                 run_id=row["pk"], definition=row["origin"], trace_id=row["trace_id"], host=row["target_host"]
             )
-        except Exception as exc:  # kombu raises several kinds for an unreachable broker
+        except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
             logger.error(
                 "event=run.recover_failed run_id=%s trace_id=%s reason=%s error=%s",
                 row["pk"], row["trace_id"], reason, f"{type(exc).__name__}: {exc}",

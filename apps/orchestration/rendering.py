@@ -18,6 +18,7 @@ from apps.secrets import scrub
 from apps.text import display_width, printable, shorten
 
 RULE = "=" * 60
+TargetChoice = str | list[str] | Targets  # where a dry run goes: target_choice's answer, auto looked up
 
 
 def _shown(text: str) -> str:
@@ -38,7 +39,7 @@ def _origin_line(kind: str, origin: str, *, dry_run: bool) -> str:
     )
 
 
-def _target_line(target) -> str | None:
+def _target_line(target: TargetChoice) -> str | None:
     """The dry run's line on where the run would go (targets.target_choice,
     with ``auto`` already looked up as Targets); None for any worker."""
     if isinstance(target, Targets):
@@ -51,7 +52,7 @@ def _target_line(target) -> str | None:
     return f"Host: {target}" if target else None
 
 
-def _target_dict(target) -> dict:
+def _target_dict(target: TargetChoice) -> dict:
     if isinstance(target, Targets):
         return {"host": target.hosts[0] or None, "hosts": None}
     if target == ALL or isinstance(target, list):
@@ -60,7 +61,7 @@ def _target_dict(target) -> dict:
 
 
 def render_dry_run(
-    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target=""
+    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target: TargetChoice = ""
 ) -> str:
     """The dry-run listing: where the definition came from, where the run
     would go (``target``), its nodes, and the payload."""
@@ -98,7 +99,7 @@ def render_dry_run(
 
 
 def dry_run_as_dict(
-    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target=""
+    *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target: TargetChoice = ""
 ) -> dict:
     """The dry-run plan as a JSON-serialisable dict (``--dry-run --json``)."""
     config = resolved.config
@@ -188,11 +189,12 @@ def render_result(run: PipelineRun) -> str:
 
 
 def final_line(run: PipelineRun) -> str:
-    return {
+    lines: dict[str, str] = {
         PipelineRun.Status.COMPLETED: "✓ Pipeline completed successfully",
         PipelineRun.Status.FAILED: "✗ Pipeline failed",
         PipelineRun.Status.CANCELLED: "✗ Pipeline cancelled",
-    }.get(run.status, f"… Pipeline {run.status}")
+    }
+    return lines.get(run.status, f"… Pipeline {run.status}")
 
 
 def _iso(value) -> str | None:
@@ -286,7 +288,8 @@ def _ere_escape(text: str) -> str:
 def follow_hint(run: PipelineRun) -> str:
     return (
         f"Follow it:  python manage.py show_run {run.pk} --wait\n"
-        f"Worker log: grep {printable(trace_grep_pattern(run.trace_id))} {printable(worker_log_path() or '<worker log>')}"
+        f"Worker log: grep {printable(trace_grep_pattern(run.trace_id))} "
+        f"{printable(worker_log_path() or '<worker log>')}"
     )
 
 

@@ -81,7 +81,7 @@ def _reused_before_failure(run: PipelineRun) -> dict | None:
     """``run``'s node_results entries of the nodes that succeeded before its
     first failed node along the snapshot's path; None when no node failed."""
     node_results = (run.result or {}).get("node_results") or {}
-    reused = {}
+    reused: dict[str, dict] = {}
     for node in node_path(run.config_snapshot.get("nodes") or []):
         entry = node_results.get(node["id"])
         if entry is None:

@@ -26,7 +26,9 @@ fails loudly when a Django upgrade changes them): a query's compiler, its
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -38,6 +40,14 @@ from apps.orchestration.models import PipelineRun, StageExecution
 
 class LeaseLost(Exception):
     """Another process holds the run now (it took the run over, or the run was ended)."""
+
+
+def _column(model: type[Model], name: str) -> models.Field:
+    """The field named ``name`` of ``model``, one with a column of the model's own table."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a column of its table")
+    return field
 
 
 def thread_db():
@@ -71,7 +81,7 @@ class DbTime:
 
 
 # Per (database, model, fields written as the database's time): the INSERT and its value fields.
-_INSERTS: dict = {}
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[models.Field], list[models.Field]]] = {}
 
 
 def row_insert(obj: Model, *, db_time: tuple[str, ...] = ()) -> None:
@@ -87,10 +97,13 @@ def row_insert(obj: Model, *, db_time: tuple[str, ...] = ()) -> None:
     if insert is None:
         quote = db.ops.quote_name
         fields = [f for f in meta.concrete_fields if not f.primary_key and f.name not in db_time]
-        timed = [meta.get_field(name) for name in db_time]
-        now = [DbTime().sql(db.vendor) for _ in timed]
-        if any(written is None for written in now):
-            raise RuntimeError(f"no SQL for the database's time on {db.vendor}")
+        timed = [_column(type(obj), name) for name in db_time]
+        now = []
+        for _ in timed:
+            written = DbTime().sql(db.vendor)
+            if written is None:
+                raise RuntimeError(f"no SQL for the database's time on {db.vendor}")
+            now.append(written)
         columns = ", ".join(quote(f.column) for f in [*fields, *timed])
         values = ", ".join(["%s"] * len(fields) + [sql for sql, _ in now])
         sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {quote(meta.pk.column)}"
@@ -115,7 +128,7 @@ def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, 
     """UPDATE of the run's row writing ``fields`` (values, or DbTime) WHERE ``where``;
     None on a database whose time this module does not write."""
     db = thread_db()
-    shape = []
+    shape: list[tuple[str, float | None]] = []
     for name, value in fields.items():
         if isinstance(value, DbTime):
             shape.append((name, value.seconds))
@@ -132,7 +145,7 @@ def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, 
         _UPDATES[key] = plan
     sql, steps = plan
     params = []
-    for (name, _), (adapt, time_params) in zip(shape, steps):
+    for (name, _), (adapt, time_params) in zip(shape, steps, strict=True):
         if adapt is None:
             params += time_params
         else:
@@ -142,7 +155,8 @@ def _run_update_sql(fields: dict, where: str, where_params: list) -> tuple[str, 
 
 def _run_update_plan(db, shape: tuple, where: str) -> tuple[str, list] | None:
     quote = db.ops.quote_name
-    sets, steps = [], []
+    sets: list[str] = []
+    steps: list[tuple[Callable[[Any], Any] | None, list | None]] = []
     for name, seconds in shape:
         if seconds is not None:
             written = DbTime(seconds).sql(db.vendor)
@@ -152,8 +166,8 @@ def _run_update_plan(db, shape: tuple, where: str) -> tuple[str, list] | None:
             steps.append((None, time_params))
         else:
             sql = "%s"
-            steps.append((_adapter(PipelineRun._meta.get_field(name), db), None))
-        sets.append(f"{quote(PipelineRun._meta.get_field(name).column)} = {sql}")
+            steps.append((_adapter(_column(PipelineRun, name), db), None))
+        sets.append(f"{quote(_column(PipelineRun, name).column)} = {sql}")
     return f"UPDATE {quote(PipelineRun._meta.db_table)} SET {', '.join(sets)} WHERE {where}", steps
 
 
@@ -180,7 +194,7 @@ def _stage_upsert_parts() -> tuple[list, str, str, str]:
     parts = _UPSERT_PARTS.get(db.alias)
     if parts is None:
         meta = StageExecution._meta
-        fields = [meta.get_field(name) for name in _STAGE_COLUMNS]
+        fields = [_column(StageExecution, name) for name in _STAGE_COLUMNS]
         adapters = [(f.attname, _adapter(f, db)) for f in fields]
         quote = db.ops.quote_name
         if db.vendor == "postgresql":
@@ -188,7 +202,7 @@ def _stage_upsert_parts() -> tuple[list, str, str, str]:
             slots = "(" + ", ".join(f"CAST(%s AS {f.db_type(db)})" for f in fields) + ")"
         else:
             slots = "(" + ", ".join("%s" for _ in fields) + ")"
-        outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (meta.get_field(n).column
+        outcome = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in (_column(StageExecution, n).column
                                                                            for n in _STAGE_OUTCOME))
         columns = ", ".join(quote(f.column) for f in fields)
         head = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM (VALUES "
@@ -356,12 +370,21 @@ def run_read(run_id: int) -> PipelineRun:
     return _run_from_row(db, names, converters, row)
 
 
+def run_db_now(run: PipelineRun) -> datetime:
+    """The database's time when ``run`` was read by this store (run_read, the
+    claim); raises ValueError for a run read some other way, which has none."""
+    if run.db_now is None:
+        raise ValueError(f"run {run.pk} was not read by the run store: it has no database time")
+    return run.db_now
+
+
 def _reader(db) -> tuple[str, list, dict]:
     """The SQL reading a run's row with the database's time, the row's field
     names and its converters, made by the ORM once per database."""
     reader = _READERS.get(db.alias)
     if reader is None:
-        compiler = PipelineRun.objects.annotate(db_now=Now()).filter(pk=0).order_by().query.get_compiler(
+        # The read's time comes last in the row, read by position (see _run_from_row).
+        compiler = PipelineRun.objects.annotate(read_at=Now()).filter(pk=0).order_by().query.get_compiler(
             connection=db
         )
         sql, params = compiler.as_sql()
@@ -404,22 +427,27 @@ def run_claim_queued(run_id: int, token: str) -> PipelineRun | None:
         if db.vendor not in ("postgresql", "sqlite"):
             return None
         quote = db.ops.quote_name
-        snapshot = quote(PipelineRun._meta.get_field("config_snapshot").column)
+        snapshot = quote(_column(PipelineRun, "config_snapshot").column)
         if db.vendor == "postgresql":
             first, unlimited = f"COALESCE({snapshot} -> 'nodes' -> 0 ->> 'id', '')", f"{snapshot} -> 'max_concurrent'"
             flush = ", set_config('synchronous_commit', 'off', true)"
         else:
             first = f"COALESCE(JSON_EXTRACT({snapshot}, '$.nodes[0].id'), '')"
             unlimited, flush = f"JSON_EXTRACT({snapshot}, '$.max_concurrent')", ""
-        update, _ = _run_update_sql(
+        written = _run_update_sql(
             {"status": PipelineRun.Status.RUNNING.value, "started_at": DbTime(), "claimed_by": "",
              "heartbeat_at": DbTime(), "lease_expires_at": DbTime(settings.RUN_LEASE_SECONDS)},
             f"{quote('id')} = %s AND {quote('status')} = %s AND {unlimited} IS NULL", [],
         )
+        if written is None:
+            return None
+        update = written[0]
         select = _reader(db)[0]
         returning = select[len("SELECT "):select.index(" FROM ")]
         head, _, where = update.partition(" WHERE ")
-        claim = _CLAIMS[db.alias] = f"{head}, {quote('current_node')} = {first} WHERE {where} RETURNING {returning}{flush}"
+        claim = _CLAIMS[db.alias] = (
+            f"{head}, {quote('current_node')} = {first} WHERE {where} RETURNING {returning}{flush}"
+        )
     params = [PipelineRun.Status.RUNNING.value, token, *_lease_params(db), run_id, PipelineRun.Status.QUEUED.value]
     with thread_db().cursor() as cursor:
         cursor.execute(claim, params)
@@ -432,4 +460,7 @@ def run_claim_queued(run_id: int, token: str) -> PipelineRun | None:
 
 def _lease_params(db) -> list:
     """The parameter of DbTime(RUN_LEASE_SECONDS) on ``db``."""
-    return DbTime(settings.RUN_LEASE_SECONDS).sql(db.vendor)[1]
+    written = DbTime(settings.RUN_LEASE_SECONDS).sql(db.vendor)
+    if written is None:
+        raise RuntimeError(f"no SQL for the database's time on {db.vendor}")
+    return written[1]

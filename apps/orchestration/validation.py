@@ -80,7 +80,7 @@ def _validate_hosts(config: dict) -> list[str]:
             messages.append(f"'hosts' must be \"{ALL}\" or a list of 1 to {HOSTS_MAX} host names")
         else:
             names = [host_name(host) for host in hosts]
-            bad = [printable(str(host)) for host, name in zip(hosts, names) if name is None]
+            bad = [printable(str(host)) for host, name in zip(hosts, names, strict=True) if name is None]
             if bad:
                 messages.append(f"'hosts' holds what is not a host name ({HOST_NAME_RULE}): {', '.join(bad[:5])}")
             elif len(set(names)) != len(names):
@@ -113,11 +113,11 @@ def validate_definition(config) -> list[str]:
 
     nodes = config.get("nodes")
     if nodes is None:
-        return messages + ["Pipeline has no nodes"]
+        return [*messages, "Pipeline has no nodes"]
     if not isinstance(nodes, list):
-        return messages + ["'nodes' must be a list"]
+        return [*messages, "'nodes' must be a list"]
     if not nodes:
-        return messages + ["Pipeline has no nodes"]
+        return [*messages, "Pipeline has no nodes"]
 
     ids: list[str] = []
     by_id: dict[str, dict] = {}
@@ -173,10 +173,10 @@ def _graph_messages(ids: list[str], by_id: dict[str, dict]) -> list[str]:
     """Cycles along `next` from the first node, and nodes never reached."""
     messages = []
     seen: list[str] = []
-    current = ids[0]
+    current: object = ids[0]  # then each node's `next`, which may be anything
     while isinstance(current, str) and current in by_id:
         if current in seen:
-            loop = seen[seen.index(current):] + [current]
+            loop = [*seen[seen.index(current):], current]
             messages.append(f"Cycle detected: {' -> '.join(loop)}")
             break
         seen.append(current)

@@ -20,7 +20,7 @@ from django.conf import settings
 from apps.orchestration import dispatch, events
 from apps.orchestration.lease import CANCEL_EVENT, same_origin
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.store import run_read
+from apps.orchestration.store import run_db_now, run_read
 from apps.text import printable
 
 MAX_CHECK_INTERVAL = 30.0
@@ -48,7 +48,7 @@ def _holder_lost(run: PipelineRun) -> bool:
     return (
         run.status == PipelineRun.Status.RUNNING
         and run.lease_expires_at is not None
-        and run.lease_expires_at <= run.db_now
+        and run.lease_expires_at <= run_db_now(run)
     )
 
 
@@ -144,8 +144,10 @@ def pipeline_run_wait(
 def _until_lease_end(run: PipelineRun, interval: float) -> float:
     """When to read the row next: no later than just after the holder's lease
     ends, so a lost holder is noticed."""
-    if run.status == PipelineRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > run.db_now:
-        return min(interval, (run.lease_expires_at - run.db_now).total_seconds() + 0.5)
+    if run.status == PipelineRun.Status.RUNNING and run.lease_expires_at:
+        now = run_db_now(run)
+        if run.lease_expires_at > now:
+            return min(interval, (run.lease_expires_at - now).total_seconds() + 0.5)
     return interval
 
 
@@ -158,7 +160,10 @@ def _queued_notice(run: PipelineRun, workers: list[str]) -> str:
                 f"Run {run.pk} waits for a free slot: {printable(run.origin)} allows {limit} "
                 f"run{'s' if limit != 1 else ''} at a time (max_concurrent) and {running} are running."
             )
-    live = f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} consume{'' if len(workers) != 1 else 's'} its queue"
+    live = (
+        f"{len(workers)} live worker{'s' if len(workers) != 1 else ''} "
+        f"consume{'' if len(workers) != 1 else 's'} its queue"
+    )
     waiting = dispatch.queued_run_ids(hosts=[run.target_host])
     if waiting is not None and run.pk not in waiting:
         return (

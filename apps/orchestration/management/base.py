@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from datetime import timedelta
+from typing import overload
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
@@ -42,6 +43,10 @@ DURATION = re.compile(r"([0-9]{1,12})([smhd])")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@overload
+def duration_option(value: str, flag: str) -> timedelta: ...
+@overload
+def duration_option(value: None, flag: str) -> None: ...
 def duration_option(value: str | None, flag: str) -> timedelta | None:
     """``value`` of the option ``flag`` (``30s``, ``15m``, ``2h``, ``7d``) as a
     timedelta above 0 and at most MAX_SECONDS; CommandError with exit 2 otherwise."""
@@ -79,7 +84,8 @@ class PipelineCommand(BaseCommand):
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.error = functools.partial(_parser_error, parser)
+        # Django builds the parser itself: its error is replaced on this instance.
+        parser.error = functools.partial(_parser_error, parser)  # type: ignore[method-assign]
         return parser
 
     def execute(self, *args, **options):

@@ -18,13 +18,16 @@ def exit_code_refused(refusal: Refusal) -> int:
     return _REFUSALS[refusal]
 
 
+_ENDED: dict[str, int] = {
+    PipelineRun.Status.COMPLETED: EXIT_OK,
+    PipelineRun.Status.FAILED: EXIT_FAILED,
+    PipelineRun.Status.CANCELLED: EXIT_CANCELLED,
+}
+
+
 def exit_code_for(run: PipelineRun) -> int:
     """The exit code a run in this state stands for."""
-    return {
-        PipelineRun.Status.COMPLETED: EXIT_OK,
-        PipelineRun.Status.FAILED: EXIT_FAILED,
-        PipelineRun.Status.CANCELLED: EXIT_CANCELLED,
-    }.get(run.status, EXIT_WAIT_GAVE_UP)
+    return _ENDED.get(run.status, EXIT_WAIT_GAVE_UP)
 
 
 # The exit code of a group of runs is its worst member's, worst first.

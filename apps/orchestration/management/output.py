@@ -3,7 +3,8 @@ import json
 import time
 from collections.abc import Callable
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.color import Style
 
 from apps.orchestration import dispatch, rendering, waiting
 from apps.orchestration.management.exit_codes import (
@@ -73,6 +74,11 @@ class RunProgress:
 class RunOutputMixin:
     """For commands that show a run (needs BaseCommand's stdout and style)."""
 
+    # BaseCommand's, which every command using this mixin is.
+    stdout: OutputWrapper
+    stderr: OutputWrapper
+    style: Style
+
     def show_queued(self, run, *, as_json: bool) -> None:
         if as_json:
             self.stdout.write(json.dumps(rendering.queued_as_dict(run)))
@@ -91,7 +97,9 @@ class RunOutputMixin:
         right now (asking the workers takes about a second)."""
         hosts = sorted({run.target_host for run in runs if run.target_host})
         live = dispatch.live_hosts(timeout=1.0) if hosts else None
-        for host in hosts if live is not None else ():
+        if live is None:
+            return
+        for host in hosts:
             if host not in live:
                 self.stderr.write(rendering.render_unserved(host))
 
@@ -114,7 +122,7 @@ class RunOutputMixin:
                 run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
             )
         except KeyboardInterrupt:
-            raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP)
+            raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP) from None
 
     def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract.

@@ -84,7 +84,8 @@ class NotifyNode(NodeType):
             lines.append(f"Channels: {', '.join(c['channel'] for c in output['channels'])}")
         elif output.get("channel"):
             lines.append(f"Channel: {output['channel']}")
-        return lines + [
+        return [
+            *lines,
             f"Driver: {output.get('driver', '')}",
             f"Channels attempted: {output.get('channels_attempted', 0)}",
             f"Succeeded: {output.get('succeeded', 0)}",

@@ -26,7 +26,7 @@ class TransformNode(NodeType):
         messages = super().validate(config)
         mapping = config.get("mapping")
         if not isinstance(mapping, dict) or not mapping:
-            return messages + ["'mapping' must be a non-empty object of key -> dotted path"]
+            return [*messages, "'mapping' must be a non-empty object of key -> dotted path"]
         for key, path in mapping.items():
             if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
                 messages.append(f"mapping '{key}' must be a dotted path like 'node_id.field'")

@@ -46,7 +46,9 @@ class Command(RunOutputMixin, PipelineCommand):
             "host or hosts, else any worker.",
         )
         parser.add_argument("--dry-run", action="store_true", help="Validate and show the plan; run nothing.")
-        parser.add_argument("--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print the run record (with --dry-run: the plan) as JSON."
+        )
         how = parser.add_argument_group("execution")
         how.add_argument("--wait", action="store_true", help="Wait for the worker to finish the run and show it.")
         how.add_argument(
@@ -96,14 +98,20 @@ class Command(RunOutputMixin, PipelineCommand):
                 # A launch checks these itself; the dry run checks what a launch would.
                 launch_check(request=request)
                 definition_check(resolved=resolved)
-                choice = target_choice(host=options["host"], config=resolved.config)
+                choice: rendering.TargetChoice = target_choice(host=options["host"], config=resolved.config)
                 if choice == AUTO:
                     choice = alert_target(config=resolved.config, payload=payload, source=options["source"])
-                shown = dict(resolved=resolved, payload=payload, source=request.source, environment=request.environment)
                 if options["json"]:
-                    self.stdout.write(json.dumps(rendering.dry_run_as_dict(**shown, target=choice), indent=2))
+                    plan = rendering.dry_run_as_dict(
+                        resolved=resolved, payload=payload, source=request.source, environment=request.environment,
+                        target=choice,
+                    )
+                    self.stdout.write(json.dumps(plan, indent=2))
                 else:
-                    self.stdout.write(rendering.render_dry_run(**shown, target=choice))
+                    self.stdout.write(rendering.render_dry_run(
+                        resolved=resolved, payload=payload, source=request.source, environment=request.environment,
+                        target=choice,
+                    ))
                 return
             if options["inline"]:
                 if options["host"] is not None:
@@ -119,7 +127,8 @@ class Command(RunOutputMixin, PipelineCommand):
             runs = pipeline_runs_launch(request=request, targets=targets)
         except RunExists as exc:
             return self.show_existing(
-                exc.run, wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
+                exc.run,
+                wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"],
             )
         except LaunchError as exc:
             raise launch_refused(exc) from exc

@@ -25,7 +25,9 @@ class Command(RunOutputMixin, PipelineCommand):
         if run is None:
             raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=EXIT_BAD_INPUT)
         if (options["wait"] or options["follow"]) and not run.is_terminal:
-            return self.wait_and_show(run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
+            return self.wait_and_show(
+                run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
+            )
         if options["follow"]:
             RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
         self.show(run, as_json=options["json"])
