@@ -16,8 +16,8 @@ from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html
 
 from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
-from apps.orchestration.rendering import format_duration
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.schedules import schedule_disable, schedule_sync
 from apps.orchestration.selectors import RUN_ID_MAX

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from apps.hostnames import HOST_NAME_RULE, host_name
-from apps.orchestration import rendering
+from apps.orchestration import listings
 from apps.orchestration.management.base import PipelineCommand, duration_option
 from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.models import PipelineRun
@@ -50,6 +50,6 @@ class Command(PipelineCommand):
             limit=options["limit"],
         )
         if options["json"]:
-            self.stdout.write(json.dumps([rendering.run_listing_dict(row) for row in rows], indent=2))
+            self.stdout.write(json.dumps([listings.run_listing_dict(row) for row in rows], indent=2))
         else:
-            self.stdout.write(rendering.render_runs_table(rows))
+            self.stdout.write(listings.render_runs_table(rows))

@@ -3,7 +3,7 @@ import json
 
 from django.utils import timezone
 
-from apps.orchestration import rendering
+from apps.orchestration.listings import render_schedules_table, schedule_listing_dict
 from apps.orchestration.management.base import PipelineCommand
 from apps.orchestration.selectors import pipeline_schedules_list
 
@@ -21,6 +21,6 @@ class Command(PipelineCommand):
         now = timezone.now()
         listings = pipeline_schedules_list(now=now)
         if options["json"]:
-            self.stdout.write(json.dumps([rendering.schedule_listing_dict(item) for item in listings], indent=2))
+            self.stdout.write(json.dumps([schedule_listing_dict(item) for item in listings], indent=2))
         else:
-            self.stdout.write(rendering.render_schedules_table(listings, now=now))
+            self.stdout.write(render_schedules_table(listings, now=now))
