@@ -15,8 +15,9 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from apps.orchestration import engine, events, services
-from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration import engine, events
+from apps.orchestration.models import PipelineRun
+from tests.support import make_run
 from workers.embedded import EmbeddedBroker
 
 RUN_ID = 7
@@ -150,12 +151,6 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
 # --- the events of a run the engine executes -------------------------------------------------
 
 
-def make_run(nodes: list[dict], defaults: dict | None = None) -> PipelineRun:
-    config = {"version": "1.0", "nodes": nodes, **({"defaults": defaults} if defaults else {})}
-    PipelineDefinition.objects.create(name="events", config=config)
-    return services.pipeline_run_create(resolved=services.definition_resolve(name="events"), payload={"x": 1})
-
-
 @pytest.mark.django_db
 def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(broker):
     run = make_run(
@@ -163,7 +158,7 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
             {"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}, "next": "b"},
             {"id": "b", "type": "transform", "config": {"mapping": {"y": "payload.missing"}}},
         ],
-        defaults={"max_retries": 1},
+        name="events", payload={"x": 1}, defaults={"max_retries": 1},
     )
     subscriber = Subscriber(broker, run.pk)
     try:
@@ -190,7 +185,7 @@ def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker,
     run = make_run([
         {"id": "hook", "type": "notify", "config": {"driver": "webhook", "url_env": "EVENTS_TEST_HOOK"}, "next": "b"},
         {"id": "b", "type": "transform", "config": {"mapping": {"x": "payload.x"}}},
-    ])
+    ], name="events", payload={"x": 1})
     subscriber = Subscriber(broker, run.pk)
     executed = {}
 

@@ -13,7 +13,7 @@ from django_celery_beat.models import PeriodicTask
 
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.services import pipeline_runs_prune
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, cli
 from tests.orchestration.test_list_runs import make_run
 from workers.tasks import prune_runs

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from apps.orchestration.models import PipelineRun
-from tests.conftest import ROOT, CommandResult
+from tests.support import ROOT, CommandResult
 
 pytestmark = pytest.mark.subprocess
 

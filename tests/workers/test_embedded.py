@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT, manage_py_popen
 from workers.embedded import EXIT_TIMEOUT_SECONDS, SHUTDOWN_ANSWER_SECONDS, EmbeddedBroker, EmbeddedBrokerError
 
 
@@ -58,8 +58,7 @@ def broker():
 def manage_broker(broker: EmbeddedBroker, *args: str, **kwargs) -> subprocess.Popen:
     """`manage.py broker ...` as a child process on this broker's directory."""
     env = {**os.environ, "EMBEDDED_BROKER_DIR": str(broker.directory), "CELERY_BROKER_URL": ""}
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "broker", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return manage_py_popen("broker", *args, env=env, **kwargs)
 
 
 def finish(processes: list[subprocess.Popen], timeout: float = 30) -> list[tuple[int, str, str]]:

@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.models.functions import Now
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.workers.conftest import CLAIM_KEY
 
 pytestmark = pytest.mark.subprocess
