@@ -241,3 +241,48 @@ def claim_redis_db() -> str:
                     client.delete(key)
             return url
     pytest.fail(f"every test database {TEST_REDIS_DBS.start}-{TEST_REDIS_DBS.stop - 1} of {REDIS_URL} is claimed")
+
+
+# --- holding a run at a node --------------------------------------------------------------------
+
+
+class Gate:
+    """A node that holds a run until the test opens the gate: a webhook ``notify`` node posting to a
+    local HTTP server (tests.httpserver) that answers only once opened. What a test asserts about
+    "while the node runs" then holds however slowly a loaded machine starts the processes involved.
+
+    Processes that execute the node need ``env``; ``stop()`` opens the gate and stops the server."""
+
+    URL_ENV = "TEST_GATE_URL"
+    HOLD_SECONDS = 600  # far beyond any wait of a test: the gate opens when the test says so
+
+    def __init__(self):
+        from tests.httpserver import start_server
+
+        self.server, self._stop = start_server()
+        self.server.slow = True
+        self.server.hold_seconds = self.HOLD_SECONDS
+        self.env = {self.URL_ENV: self.server.url("/gate"), "OUTBOUND_ALLOW_HOSTS": "127.0.0.1"}
+
+    def node(self, node_id: str, next_id: str | None = None) -> dict:
+        """A node definition that waits at this gate (with time limits beyond the hold)."""
+        config = {"driver": "webhook", "url_env": self.URL_ENV, "timeout_seconds": self.HOLD_SECONDS}
+        return {"id": node_id, "type": "notify", "config": config, **({"next": next_id} if next_id else {})}
+
+    # A definition's `defaults` that let a node wait at the gate (the engine's node limit is 60 s otherwise).
+    DEFAULTS = {"timeout_seconds": HOLD_SECONDS}
+
+    def reached(self, count: int = 1) -> bool:
+        """Whether ``count`` requests (node attempts) have arrived at the gate."""
+        return len(self.server.requests) >= count
+
+    def open(self) -> None:
+        self.server.release.set()
+
+    def reset(self) -> None:
+        """Closed again, with no request recorded (for the next test sharing it)."""
+        self.server.release.clear()
+        self.server.requests.clear()
+
+    def stop(self) -> None:
+        self._stop()

@@ -26,6 +26,7 @@ from tests.support import (  # noqa: F401  (the Redis names: importable from her
     ROOT,
     TEST_REDIS_DBS,
     CommandResult,
+    Gate,
     claim_redis_db,
     database_url,
     manage_py,
@@ -182,6 +183,16 @@ def start_worker(base_env):
     finally:
         for worker in started:
             worker.stop()
+
+
+@pytest.fixture
+def gate():
+    """A gate (tests.support.Gate) for a node of this test's runs; workers reach it with ``gate.env``."""
+    started = Gate()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def _ctrl_c_as_in_a_terminal() -> None:
