@@ -61,6 +61,14 @@ class BrokerNamespace:
             return EmbeddedBroker(Path(self._dir)).client()
         return redis.Redis.from_url(self.url)
 
+    def subscribers(self, run_id: int) -> int:
+        """How many processes listen to the run's events (a --wait or --follow waiting on it)."""
+        from apps.orchestration.events import channel_name
+
+        with self.client() as client:
+            channel = channel_name(run_id, db=client.connection_pool.connection_kwargs.get("db", 0))
+            return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
+
     def close(self) -> None:
         if self.kind == "embedded":
             from workers.embedded import EmbeddedBroker

@@ -6,6 +6,8 @@ then lasts as long as the test needs, on an idle machine or a loaded one."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -57,9 +59,21 @@ def config_path(tmp_path, module_gate):
     return str(path)
 
 
-def test_follow_prints_each_node_as_it_ends_before_the_run_does(cli, worker, gate, config_path):
-    followed = StderrLines(cli.popen("run_pipeline", "--config", config_path, "--follow"))
+def test_follow_prints_each_node_as_it_ends_before_the_run_does(cli, broker, worker, gate, config_path):
+    # The command listens to its run's events only once it has launched it: the worker is held
+    # until it does, or a loaded machine could run the first node before anyone listens.
+    os.killpg(worker.proc.pid, signal.SIGSTOP)
     try:
+        followed = StderrLines(cli.popen("run_pipeline", "--config", config_path, "--follow"))
+    except BaseException:
+        os.killpg(worker.proc.pid, signal.SIGCONT)
+        raise
+    try:
+        try:
+            wait_for(lambda: (run := PipelineRun.objects.first()) is not None and broker.subscribers(run.pk),
+                     what="the command to listen to its run's events")
+        finally:
+            os.killpg(worker.proc.pid, signal.SIGCONT)
         followed.wait_for("✓ quick (context) succeeded")
         # The first node's line came while the slow node was still held, not at the end.
         assert not any("✓ slow" in line for _, line in followed.lines), followed.text()
@@ -73,7 +87,7 @@ def test_follow_prints_each_node_as_it_ends_before_the_run_does(cli, worker, gat
     assert [line.split(" (")[0] for line in lines] == [
         "▶ quick", "✓ quick", "▶ slow", "✓ slow", "▶ last", "✓ last",
     ], followed.text()
-    assert all("attempt 1" in line for line in lines)
+    assert all("attempt 1" in line for line in lines), followed.text()
     assert "✓ slow (notify) succeeded in " in followed.text()
     assert stdout.startswith("=" * 60 + "\nPIPELINE RESULT\n") and stdout.endswith("✓ Pipeline completed successfully\n")
 

@@ -92,24 +92,13 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
     ]
 
 
-def _subscribers(broker, run_id: int) -> int:
-    """How many processes are waiting on the run's wake-up channel."""
-    from apps.orchestration.events import channel_name
-
-    client = broker.client()
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    channel = channel_name(run_id, db=db)
-    with client:
-        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
-
-
 def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_worker, pipeline):
     proc = cli.popen("run_pipeline", "--definition", "p", "--wait", RUN_PICKUP_TIMEOUT_SECONDS="600")
     try:
         # Until the CLI is subscribed to its run's wake-ups, i.e. waiting.
         def waiting_run():
             run = PipelineRun.objects.first()
-            return run if run is not None and _subscribers(broker, run.pk) else None
+            return run if run is not None and broker.subscribers(run.pk) else None
 
         run = wait_for(waiting_run, what="the CLI to wait on its run")
         proc.send_signal(signal.SIGINT)
