@@ -203,6 +203,17 @@ def gate():
         started.stop()
 
 
+@pytest.fixture(scope="module")
+def module_gate():
+    """One gate for a module whose shared worker must reach it: such a module overrides
+    ``base_env`` to add ``module_gate.env``, and ``gate`` to reset this one for each test."""
+    started = Gate()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -18,15 +18,6 @@ pytestmark = pytest.mark.subprocess
 
 
 @pytest.fixture(scope="module")
-def module_gate():
-    gate = Gate()
-    try:
-        yield gate
-    finally:
-        gate.stop()
-
-
-@pytest.fixture(scope="module")
 def base_env(base_env, module_gate):
     """The module's worker may reach the gate."""
     return {**base_env, **module_gate.env}

@@ -10,12 +10,28 @@ from itertools import combinations
 import pytest
 
 from apps.orchestration.models import PipelineRun
-from tests.support import wait_for
+from tests.support import Gate, StderrLines, wait_for
 from tests.workers.conftest import CollectedProcess
 
 pytestmark = pytest.mark.subprocess
 
 CHEAP = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
+
+
+@pytest.fixture(scope="module")
+def base_env(base_env, module_gate):
+    """The module's worker may reach the gate."""
+    return {**base_env, **module_gate.env}
+
+
+@pytest.fixture
+def gate(module_gate):
+    """Closed at the start of each test, opened at its end."""
+    module_gate.reset()
+    try:
+        yield module_gate
+    finally:
+        module_gate.open()
 
 
 def slow(seconds: float) -> list[dict]:
@@ -110,9 +126,11 @@ def test_a_tick_delivered_twice_makes_one_run(cli, worker, tmp_path):
     ]
 
 
-def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, start_worker, tmp_path):
-    workers = [worker, start_worker(concurrency=4)]  # the module's worker consumes the same queue
-    load(cli, tmp_path / "defs", "limited", {"nodes": slow(1), "max_concurrent": 2})
+def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, start_worker, gate, tmp_path):
+    workers = [worker, start_worker(concurrency=4, **gate.env)]  # the module's worker consumes the same queue
+    # The first two runs wait at the gate, so both slots stay taken until the waiting CLI has said so.
+    nodes = [gate.node("hold", "slow"), *slow(1)]
+    load(cli, tmp_path / "defs", "limited", {"nodes": nodes, "defaults": Gate.DEFAULTS, "max_concurrent": 2})
     launch = (
         "from concurrent.futures import ThreadPoolExecutor\n"
         "from django.db import connection\n"
@@ -138,9 +156,17 @@ def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, star
     wait_for(every_first_message_taken, timeout=120, what="every limited run's first message taken")
     last = runs.filter(status="queued").order_by("-pk").first()
     assert last is not None, "every run started before the wait could be watched"
-    waited = cli("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1")
-    assert waited.exit_code == 0, waited.stderr
-    assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.stderr
+    wait_for(lambda: gate.reached(2), what="two runs in their slots")
+    assert not gate.reached(3)
+    waited = StderrLines(cli.popen("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1"))
+    try:
+        waited.wait_for("waits for a free slot")
+        gate.open()
+        code, _, _ = waited.finish()
+    finally:
+        waited.stop()
+    assert code == 0, waited.text()
+    assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.text()
     wait_for(lambda: runs.filter(status="completed").count() == 20, timeout=180, what="20 limited runs")
     spans = sorted((run.started_at, run.finished_at) for run in runs)
     most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
