@@ -13,6 +13,10 @@
 # The PostgreSQL pass uses TEST_DATABASE_URL (default: the local server's
 # `test` database). When that server is not reachable the pass is skipped
 # with a message, unless REQUIRE_SERVICES=1 (set by CI), which makes it fail.
+#
+# Worker tests on Redis use TEST_REDIS_URL: the server and the databases they may
+# claim, redis://HOST:PORT/FIRST-LAST (default redis://127.0.0.1:6379/10-15; see
+# tests/support.py). Give two checkouts tested at once disjoint ranges.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

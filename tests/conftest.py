@@ -1,35 +1,28 @@
-"""Shared fixtures: running the CLI in-process and as a real subprocess."""
+"""Shared fixtures: running the CLI in-process and as a real subprocess, the health-check
+definition, local servers. The helpers behind them are in tests/support.py."""
 from __future__ import annotations
 
 import copy
 import io
-import json
 import logging
 import logging.config
 import os
 import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self):
-        return json.loads(self.stdout)
+from tests.support import (  # noqa: F401  (ROOT and CommandResult: still importable from here)
+    HEALTH_CHECK_NODES,
+    ROOT,
+    CommandResult,
+    database_url,
+    manage_py,
+)
 
 
 @pytest.fixture
@@ -49,18 +42,6 @@ def run_command():
     return _run
 
 
-def database_url() -> str:
-    """A DATABASE_URL naming the database the tests are using right now."""
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] or ""
-    if s["PASSWORD"]:
-        auth += f":{s['PASSWORD']}"
-    host = f"{auth}@" if auth else ""
-    return f"postgres://{host}{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 @pytest.fixture
 def subprocess_env(transactional_db) -> dict:
     """Environment for a child process that shares this test's (committed) database."""
@@ -76,17 +57,17 @@ def manage(subprocess_env):
     """Run ``manage.py`` as a real child process (bounded by a timeout)."""
 
     def _run(*args: str, timeout: float = 120, env: dict | None = None) -> CommandResult:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env={**subprocess_env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+        return manage_py(*args, env={**subprocess_env, **(env or {})}, timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def health_check(db):
+    """The spec's health-check definition, stored (in a transactional test too, when it asks for one)."""
+    from apps.orchestration.models import PipelineDefinition
+
+    return PipelineDefinition.objects.create(name="health-check", config={"version": "1.0", "nodes": HEALTH_CHECK_NODES})
 
 
 @pytest.fixture

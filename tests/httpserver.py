@@ -2,7 +2,8 @@
 
 It records every request and answers with what the test set: a status, a
 JSON or raw body, extra headers, or no answer until the test ends (to
-trigger timeouts). It can listen on another loopback address, on a given
+trigger timeouts, or to hold a node of a run until the test releases it).
+It can listen on another loopback address, on a given
 port, and speak TLS.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ class RecordingServer:
     body: bytes = b"{}"
     content_type: str = "application/json"
     headers: dict = field(default_factory=dict)  # sent with every answer (Content-Encoding, Location...)
-    slow: bool = False
+    slow: bool = False  # hold each request until `release` is set, at most `hold_seconds`
+    hold_seconds: float = 10
     requests: list = field(default_factory=list)
     queued: list = field(default_factory=list)  # (status, body, content_type) for the next requests
     release: threading.Event = field(default_factory=threading.Event)
@@ -70,7 +72,7 @@ def start_server(host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> tu
                 "json": parsed,
             })
             if state.slow:
-                state.release.wait(timeout=10)  # until the test ends: the client times out first
+                state.release.wait(timeout=state.hold_seconds)  # until released: the client times out first
             status, body, content_type = (
                 state.queued.pop(0) if state.queued else (state.status, state.body, state.content_type)
             )

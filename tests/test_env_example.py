@@ -7,7 +7,7 @@ import re
 import yaml
 from django.conf import settings
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 # `env.str("NAME", ...)`, `env.dj_db_url("NAME", ...)`... in config/settings.py.
 _SETTINGS_READ = re.compile(r"\benv\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"")

@@ -6,7 +6,7 @@ import pytest
 from django.core import serializers
 
 from apps.orchestration.models import PipelineRun, StageExecution
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.subprocess
 

@@ -6,22 +6,20 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.orchestration.models import PipelineRun, StageExecution
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
 
-SNAPSHOT = {"version": "1.0", "nodes": [{"id": "n", "type": "transform", "config": {"mapping": {}}}]}
-
-
-def make_run(origin, status, *, kind="definition", trigger="cli", duration_ms=None, finished_ago=0, created_ago=0):
+def recorded_run(origin, status, *, kind="definition", trigger="cli", duration_ms=None, finished_ago=0, created_ago=0):
+    """A run as the launcher stores it (tests.support.make_run), recorded as from ``origin``, with
+    ``status``, finished ``finished_ago`` and created ``created_ago`` seconds ago."""
     now = timezone.now()
-    run = PipelineRun.objects.create(
-        trace_id=f"t-{PipelineRun.objects.count()}", origin=origin, origin_kind=kind, trigger=trigger, status=status,
-        config_snapshot=SNAPSHOT, duration_ms=duration_ms,
+    return make_run(
+        definition=None, definition_name="", origin=origin, origin_kind=kind, trigger=trigger, status=status,
+        duration_ms=duration_ms,
         finished_at=now - timedelta(seconds=finished_ago) if status in PipelineRun.TERMINAL else None,
+        created_at=now - timedelta(seconds=created_ago),  # stamped on insert: moved back to give the run an age
     )
-    # created_at is set on insert; move it back to give the run an age.
-    PipelineRun.objects.filter(pk=run.pk).update(created_at=now - timedelta(seconds=created_ago))
-    return run
 
 
 def stage(run, node_type, duration_ms, status="succeeded", attempt=1):
@@ -33,20 +31,20 @@ def stage(run, node_type, duration_ms, status="succeeded", attempt=1):
 
 @pytest.fixture
 def runs():
-    quick = make_run("alpha", "completed", duration_ms=400)
+    quick = recorded_run("alpha", "completed", duration_ms=400)
     stage(quick, "context", 20)
     stage(quick, "notify", 1200)
-    make_run("alpha", "completed", duration_ms=3000)
-    late = make_run("alpha", "failed", trigger="schedule", duration_ms=70_000)
+    recorded_run("alpha", "completed", duration_ms=3000)
+    late = recorded_run("alpha", "failed", trigger="schedule", duration_ms=70_000)
     stage(late, "transform", 300, status="failed")
     stage(late, "transform", 300, status="failed", attempt=2)
     # Outside the histograms' window (RUN_RETENTION_DAYS, 30 by default), still a stored run.
-    make_run("alpha", "completed", duration_ms=1000, finished_ago=40 * 86400, created_ago=40 * 86400)
-    make_run("/secret/dir/checks.json", "failed", kind="config", duration_ms=200)
-    make_run("/other/checks.json", "failed", kind="config", duration_ms=100)
-    make_run('/tmp/we"ird\nname.json', "cancelled", kind="config")
-    make_run("builtin", "queued", kind="builtin", created_ago=300)
-    make_run("alpha", "queued", created_ago=5)
+    recorded_run("alpha", "completed", duration_ms=1000, finished_ago=40 * 86400, created_ago=40 * 86400)
+    recorded_run("/secret/dir/checks.json", "failed", kind="config", duration_ms=200)
+    recorded_run("/other/checks.json", "failed", kind="config", duration_ms=100)
+    recorded_run('/tmp/we"ird\nname.json', "cancelled", kind="config")
+    recorded_run("builtin", "queued", kind="builtin", created_ago=300)
+    recorded_run("alpha", "queued", created_ago=5)
 
 
 def scrape(client) -> tuple[dict, str]:

@@ -10,7 +10,7 @@ from celery import Celery
 from django.conf import settings
 
 from apps.secrets import REDACTED, SecretMissing, is_identifying, scrub, secret_fragments, secret_get
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 PORT_TEXT = "p0rtS3cret99"
 PORT_URL = f"http://127.0.0.1:{PORT_TEXT}/services/T0/B0/tok"

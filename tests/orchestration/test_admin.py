@@ -14,10 +14,11 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from whitenoise.middleware import WhiteNoiseFileResponse
 
-from apps.orchestration import engine, inputs, launch, launchrequest
+from apps.orchestration import engine
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.validation import validate_definition
 from apps.secrets import secret_get
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -32,15 +33,6 @@ NODES = [
 SECRET_URL = "https://hooks.example.com/services/T0ADM1N1/B0ADM1N2/adm1nTok3nXYZ"
 SECRET_PARTS = ("T0ADM1N1", "B0ADM1N2", "adm1nTok3nXYZ")
 SLACK_SECRET = "https://hooks.slack.example/services/S1ackT0k3n99"
-
-
-def make_run(**fields) -> PipelineRun:
-    PipelineDefinition.objects.get_or_create(name="p", defaults={"config": {"version": "1.0", "nodes": NODES}})
-    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
-    if fields:
-        PipelineRun.objects.filter(pk=run.pk).update(**fields)
-        run.refresh_from_db()
-    return run
 
 
 def listed(response) -> list[int]:
@@ -62,6 +54,7 @@ def failed_run(secrets_known) -> PipelineRun:
     """A failed run whose recorded error, result, payload and stages hold secrets and hostile text
     (as an older version, or a process that did not know the secret, could have written them)."""
     run = make_run(
+        NODES,
         status="failed",
         trigger="schedule",
         finished_at=timezone.now(),
@@ -92,7 +85,7 @@ def assert_no_secret(page: str) -> None:
 
 
 def test_run_list_shows_runs_newest_first_with_scrubbed_escaped_short_errors(admin_client, failed_run):
-    queued = make_run()
+    queued = make_run(NODES)
     response = admin_client.get(RUNS)
     assert listed(response) == [queued.pk, failed_run.pk]
     page = response.content.decode()
@@ -103,7 +96,7 @@ def test_run_list_shows_runs_newest_first_with_scrubbed_escaped_short_errors(adm
 
 
 def test_search_by_run_id_by_trace_id_and_by_any_text_never_errors(admin_client, failed_run):
-    other = make_run(trace_id="trace-other-0001")
+    other = make_run(NODES, trace_id="trace-other-0001")
     assert listed(admin_client.get(RUNS, {"q": str(failed_run.pk)})) == [failed_run.pk]
     assert listed(admin_client.get(RUNS, {"q": failed_run.trace_id})) == [failed_run.pk]
     assert listed(admin_client.get(RUNS, {"q": "trace-other"})) == [other.pk]
@@ -113,7 +106,7 @@ def test_search_by_run_id_by_trace_id_and_by_any_text_never_errors(admin_client,
 
 
 def test_filters_by_status_trigger_definition_and_date(admin_client, failed_run):
-    queued = make_run()
+    queued = make_run(NODES)
     PipelineRun.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(days=30))
     assert listed(admin_client.get(RUNS, {"status__exact": "failed"})) == [failed_run.pk]
     assert listed(admin_client.get(RUNS, {"trigger__exact": "cli"})) == [queued.pk]
@@ -150,11 +143,12 @@ def test_runs_cannot_be_added_changed_or_deleted(admin_client, failed_run):
 
 
 def test_cancel_action_cancels_a_queued_run_asks_a_running_one_and_refuses_a_finished_one(admin_client):
-    queued = make_run()
-    finished = engine.run_execute(run_id=make_run().pk)
+    queued = make_run(NODES)
+    finished = engine.run_execute(run_id=make_run(NODES).pk)
     assert finished.status == "completed"
     # Held by a live worker (its lease runs for another minute), at its first node.
     running = make_run(
+        NODES,
         status="running", claimed_by="host:1:token", current_node="first",
         started_at=timezone.now(), lease_expires_at=timezone.now() + timedelta(minutes=1),
     )
@@ -175,8 +169,8 @@ def test_cancel_action_cancels_a_queued_run_asks_a_running_one_and_refuses_a_fin
 
 def test_retry_actions_launch_new_runs_through_the_retry_service(admin_client, settings):
     settings.CELERY_BROKER_IS_EMBEDDED = False  # the test's transaction never commits: nothing is sent
-    finished = engine.run_execute(run_id=make_run().pk)
-    queued = make_run()
+    finished = engine.run_execute(run_id=make_run(NODES).pk)
+    queued = make_run(NODES)
     response = admin_client.post(
         RUNS, {"action": "retry_runs", "_selected_action": [finished.pk, queued.pk], "index": 0}, follow=True
     )
@@ -195,7 +189,7 @@ def test_retry_actions_launch_new_runs_through_the_retry_service(admin_client, s
 
 
 def test_a_user_who_may_only_view_runs_sees_them_but_cannot_cancel_them(client, django_user_model):
-    queued = make_run()
+    queued = make_run(NODES)
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_pipelinerun", "view_stageexecution"]))
     client.force_login(viewer)

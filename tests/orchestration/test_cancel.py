@@ -2,8 +2,9 @@
 import pytest
 from django.utils import timezone
 
-from apps.orchestration import engine, inputs, launch, launchrequest
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration import engine
+from apps.orchestration.models import PipelineRun, StageExecution
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -13,13 +14,8 @@ NODES = [
 ]
 
 
-def make_run():
-    PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": NODES})
-    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
-
-
 def test_cancelled_queued_run_is_never_executed_and_exits_4(run_command):
-    run = make_run()
+    run = make_run(NODES)
     result = run_command("cancel_run", str(run.pk))
     assert result.exit_code == 0 and result.stdout == f"Run {run.pk} cancelled.\n"
     assert engine.run_execute(run_id=run.pk).status == "cancelled"
@@ -31,7 +27,7 @@ def test_cancelled_queued_run_is_never_executed_and_exits_4(run_command):
 
 
 def test_running_run_with_a_cancel_request_stops_before_its_next_node():
-    run = make_run()
+    run = make_run(NODES)
     # A worker took the run, then died; meanwhile someone asked to cancel it.
     PipelineRun.objects.filter(pk=run.pk).update(status="running", cancel_requested_at=timezone.now())
     run = engine.run_execute(run_id=run.pk)
@@ -42,7 +38,7 @@ def test_running_run_with_a_cancel_request_stops_before_its_next_node():
 
 
 def test_cancelling_a_finished_or_unknown_run_is_bad_input(run_command):
-    run = engine.run_execute(run_id=make_run().pk)
+    run = engine.run_execute(run_id=make_run(NODES).pk)
     finished = run_command("cancel_run", str(run.pk))
     assert finished.exit_code == 2
     assert finished.stderr == f"CommandError: Run {run.pk} has already finished (completed)\n"

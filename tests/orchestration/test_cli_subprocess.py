@@ -1,26 +1,12 @@
 """run_pipeline as a real child process: exit codes and messages scripts rely on."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from tests.conftest import ROOT
+from tests.support import claim_redis_db, manage_py_popen, require_redis
 
 pytestmark = pytest.mark.subprocess
-
-NODES = [
-    {"id": "metrics", "type": "context", "config": {"include": ["cpu", "memory", "disk"]}, "next": "analyze"},
-    {"id": "analyze", "type": "intelligence", "config": {"provider": "local"}, "next": "notify"},
-    {"id": "notify", "type": "notify", "config": {"driver": "console"}},
-]
-
-
-@pytest.fixture
-def health_check(transactional_db):
-    return PipelineDefinition.objects.create(name="health-check", config={"version": "1.0", "nodes": NODES})
-
 
 def test_completed_run_exits_0_and_prints_the_display(manage, health_check):
     result = manage("run_pipeline", "--inline", "--definition", "health-check")
@@ -86,8 +72,6 @@ def test_unreachable_broker_fails_the_run_instead_of_leaving_it_queued(manage, h
 def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_sent_by_the_sweep(
     manage, health_check
 ):
-    from tests.workers.conftest import claim_redis_db, require_redis
-
     launch = (
         "from django.db import transaction\n"
         "from apps.orchestration import inputs, launch, launchrequest\n"
@@ -115,10 +99,7 @@ def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_s
 def test_a_reader_that_went_away_ends_the_command_quietly_with_exit_1(health_check, subprocess_env, command):
     run = PipelineRun.objects.create(origin="health-check", config_snapshot={}, status="failed", finished_at="2026-01-01T00:00Z")
     args = [arg.format(run=run.pk) for arg in command]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=subprocess_env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = manage_py_popen(*args, env=subprocess_env)
     proc.stdout.close()  # like `| head` that has read enough: every write now fails
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 1

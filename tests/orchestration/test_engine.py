@@ -1,8 +1,9 @@
 """The engine: snapshots, idempotent re-delivery, outputs flowing between nodes."""
 import pytest
 
-from apps.orchestration import engine, inputs, launch, launchrequest
+from apps.orchestration import engine
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -12,14 +13,8 @@ NODES = [
 ]
 
 
-def make_run(nodes=NODES, payload=None):
-    PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": nodes})
-    resolved = inputs.definition_resolve(name="p")
-    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload=payload or {"server": "web-01"}))
-
-
 def test_each_node_sees_earlier_outputs_and_the_payload():
-    run = engine.run_execute(run_id=make_run().pk)
+    run = engine.run_execute(run_id=make_run(NODES, payload={"server": "web-01"}).pk)
     shape = run.result["node_results"]["shape"]["output"]
     assert shape["who"] == "web-01"
     assert shape["mem"] == run.result["node_results"]["metrics"]["output"]["checks"]["memory"]["value"]
@@ -27,7 +22,7 @@ def test_each_node_sees_earlier_outputs_and_the_payload():
 
 
 def test_run_executes_its_snapshot_not_the_edited_definition():
-    run = make_run()
+    run = make_run(NODES, payload={"server": "web-01"})
     PipelineDefinition.objects.filter(name="p").update(
         config={"version": "1.0", "nodes": [{"id": "other", "type": "context"}]}
     )
@@ -36,7 +31,7 @@ def test_run_executes_its_snapshot_not_the_edited_definition():
 
 
 def test_redelivered_run_does_not_re_execute_succeeded_nodes():
-    run = make_run()
+    run = make_run(NODES, payload={"server": "web-01"})
     # A first delivery finished `metrics` and then its worker died.
     PipelineRun.objects.filter(pk=run.pk).update(status="running")
     StageExecution.objects.create(
@@ -51,7 +46,7 @@ def test_redelivered_run_does_not_re_execute_succeeded_nodes():
 
 
 def test_finished_run_is_never_run_again():
-    run = engine.run_execute(run_id=make_run().pk)
+    run = engine.run_execute(run_id=make_run(NODES, payload={"server": "web-01"}).pk)
     stages = StageExecution.objects.count()
     again = engine.run_execute(run_id=run.pk)
     assert again.status == "completed" and StageExecution.objects.count() == stages
@@ -62,18 +57,14 @@ def test_missing_run_returns_none():
 
 
 def test_node_results_keep_execution_order_in_the_record():
-    run = engine.run_execute(run_id=make_run().pk)
+    run = engine.run_execute(run_id=make_run(NODES, payload={"server": "web-01"}).pk)
     run.refresh_from_db()
     assert run.result["executed_nodes"] == ["metrics", "shape"]
 
 
 def test_node_past_its_time_limit_fails_with_a_timeout():
     nodes = [{"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 3}}}}]
-    definition = PipelineDefinition.objects.create(
-        name="slow", config={"version": "1.0", "defaults": {"timeout_seconds": 0.3}, "nodes": nodes}
-    )
-    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=definition.name), payload={}))
-    run = engine.run_execute(run_id=run.pk)
+    run = engine.run_execute(run_id=make_run(nodes, name="slow", defaults={"timeout_seconds": 0.3}).pk)
     assert run.status == "failed"
     assert run.error == "Node 'slow' failed: timed out after 0.3s"
     assert run.result["node_results"]["slow"]["duration_ms"] < 3000
@@ -83,12 +74,8 @@ def test_run_time_limit_stops_the_node_fails_the_run_once_and_skips_the_rest(set
     settings.RUN_TIME_LIMIT_SECONDS = 1
     slow = {"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 5}}},
             "next": "after"}
-    definition = PipelineDefinition.objects.create(name="long", config={
-        "version": "1.0", "defaults": {"max_retries": 2},
-        "nodes": [slow, {"id": "after", "type": "context", "config": {"include": ["memory"]}}],
-    })
-    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=definition.name), payload={}))
-    run = engine.run_execute(run_id=run.pk)
+    nodes = [slow, {"id": "after", "type": "context", "config": {"include": ["memory"]}}]
+    run = engine.run_execute(run_id=make_run(nodes, name="long", defaults={"max_retries": 2}).pk)
     run.refresh_from_db()
     assert run.status == "failed"
     assert run.error == "Run stopped: it ran past the run time limit of 1s"
@@ -105,7 +92,7 @@ def test_run_found_past_its_time_limit_at_a_takeover_is_ended_not_executed(setti
 
     from django.db.models.functions import Now
 
-    run = make_run()
+    run = make_run(NODES, payload={"server": "web-01"})
     # Its worker was killed by the hard time limit long after the run started.
     PipelineRun.objects.filter(pk=run.pk).update(status="running", started_at=Now() - timedelta(hours=2))
     run = engine.run_execute(run_id=run.pk)

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.orchestration import engine, inputs, launch, launchrequest, lease
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from tests.support import make_run
 
 # Real commits, as on a worker: inside a test's transaction, commits would be savepoints.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,11 +22,6 @@ THREE_TRANSFORMS = [
 QUERY_CEILING = 12
 
 
-def make_run(nodes=THREE_TRANSFORMS) -> PipelineRun:
-    PipelineDefinition.objects.create(name="three", config={"version": "1.0", "nodes": nodes})
-    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="three"), payload={"x": 7}))
-
-
 def writes(sql: str) -> bool:
     head = sql.lstrip().upper()
     return head.startswith(("INSERT", "UPDATE", "DELETE")) or (
@@ -34,7 +30,7 @@ def writes(sql: str) -> bool:
 
 
 def test_a_three_node_run_takes_at_most_12_queries_and_reads_nothing_back():
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     with CaptureQueriesContext(connection) as captured:
         done = engine.run_execute(run_id=run.pk)
     sql = [q["sql"] for q in captured.captured_queries]
@@ -51,7 +47,7 @@ def test_a_three_node_run_takes_at_most_12_queries_and_reads_nothing_back():
 def test_a_three_node_run_commits_once_per_node_plus_the_claim_and_the_end_on_postgresql():
     if connection.vendor != "postgresql":
         pytest.skip("one statement per node boundary needs PostgreSQL (SQLite has no UPDATE inside WITH)")
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     with CaptureQueriesContext(connection) as captured:
         engine.run_execute(run_id=run.pk)
     sql = [q["sql"] for q in captured.captured_queries]
@@ -66,7 +62,7 @@ def test_a_three_node_run_commits_once_per_node_plus_the_claim_and_the_end_on_po
 
 
 def test_a_progress_write_renews_the_lease():
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
     PipelineRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() + timedelta(seconds=1))
     stage = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
@@ -76,7 +72,7 @@ def test_a_progress_write_renews_the_lease():
 
 
 def test_a_takeover_after_a_node_boundary_keeps_the_ended_node_and_interrupts_the_opened_one():
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     old = lease.run_claim(run_id=run.pk, token="host-a:1:a").lease
     first = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
     old.write(run_fields={}, stage=first, before_node=True)
@@ -107,7 +103,7 @@ def test_a_takeover_after_a_node_boundary_keeps_the_ended_node_and_interrupts_th
 
 
 def test_a_takeover_during_the_first_node_records_it_as_interrupted_from_the_claim():
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     # A holder lost during its first node has written nothing since its claim.
     lease.run_claim(run_id=run.pk, token="host-a:1:a")
     claimed = PipelineRun.objects.get(pk=run.pk)
@@ -140,7 +136,7 @@ def test_a_takeover_before_a_retrys_first_executed_node_records_no_reused_node_a
 
 
 def test_a_cancel_request_at_a_node_boundary_records_the_ended_node_and_starts_no_other():
-    run = make_run()
+    run = make_run(THREE_TRANSFORMS, name="three", payload={"x": 7})
     claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
     first = StageExecution(run_id=run.pk, node_id="a", node_type="transform")
     claim.lease.write(run_fields={}, stage=first, before_node=True)

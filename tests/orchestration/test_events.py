@@ -16,8 +16,9 @@ from django.db import connection
 from django.db.models.functions import Now
 
 from apps.broker.embedded import EmbeddedBroker
-from apps.orchestration import engine, events, inputs, launch, launchrequest
-from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration import engine, events
+from apps.orchestration.models import PipelineRun
+from tests.support import make_run, wait_for
 
 RUN_ID = 7
 
@@ -47,7 +48,7 @@ class Subscriber:
         self.pubsub.subscribe(events.channel_name(run_id))
         self.messages = 0  # pub/sub messages, each carrying one or more events
 
-    def received(self, count: int, timeout: float = 5) -> list:
+    def received(self, count: int, timeout: float = 60) -> list:
         """The next events, up to ``count``: statuses as they are, progress events as (phase, node, attempt)."""
         received, deadline = [], time.monotonic() + timeout
         while len(received) < count and time.monotonic() < deadline:
@@ -100,9 +101,7 @@ def test_a_publish_to_a_dead_broker_is_only_logged_and_the_next_one_reconnects(b
     # Killed outright, the server leaves its socket file behind: the publish is tried and fails.
     pid = broker.pid()
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while broker.pid() is not None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: broker.pid() is None, what="the killed broker to be gone")
     assert broker.socket_path.exists()
 
     events.run_event_publish(run_id=RUN_ID, status="completed")  # must not raise
@@ -150,12 +149,6 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker, listener):
 # --- the events of a run the engine executes -------------------------------------------------
 
 
-def make_run(nodes: list[dict], defaults: dict | None = None) -> PipelineRun:
-    config = {"version": "1.0", "nodes": nodes, **({"defaults": defaults} if defaults else {})}
-    PipelineDefinition.objects.create(name="events", config=config)
-    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="events"), payload={"x": 1}))
-
-
 @pytest.mark.django_db
 def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(broker):
     run = make_run(
@@ -163,12 +156,12 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
             {"id": "a", "type": "transform", "config": {"mapping": {"x": "payload.x"}}, "next": "b"},
             {"id": "b", "type": "transform", "config": {"mapping": {"y": "payload.missing"}}},
         ],
-        defaults={"max_retries": 1},
+        name="events", payload={"x": 1}, defaults={"max_retries": 1},
     )
     subscriber = Subscriber(broker, run.pk)
     try:
         assert engine.run_execute(run_id=run.pk).status == "failed"
-        assert subscriber.received(9, timeout=2) == [
+        assert subscriber.received(9) == [
             "running",
             ("start", "a", 1), ("end", "a", 1),
             ("start", "b", 1), ("end", "b", 1),
@@ -186,11 +179,12 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
 def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker, http_server, monkeypatch, meanwhile):
     # The first node waits on the server until released; meanwhile the run is taken over or cancelled.
     http_server.slow = True
+    http_server.hold_seconds = 120
     monkeypatch.setenv("EVENTS_TEST_HOOK", http_server.url("/hook"))
     run = make_run([
         {"id": "hook", "type": "notify", "config": {"driver": "webhook", "url_env": "EVENTS_TEST_HOOK"}, "next": "b"},
         {"id": "b", "type": "transform", "config": {"mapping": {"x": "payload.x"}}},
-    ])
+    ], name="events", payload={"x": 1})
     subscriber = Subscriber(broker, run.pk)
     executed = {}
 
@@ -203,10 +197,7 @@ def test_a_node_end_is_published_when_the_write_after_it_does_not_happen(broker,
     thread = threading.Thread(target=execute)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not http_server.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert http_server.requests
+        wait_for(lambda: http_server.requests, what="the node's request")
         if meanwhile == "lost":
             PipelineRun.objects.filter(pk=run.pk).update(claimed_by="another-host:1:x")
         else:

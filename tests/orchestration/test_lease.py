@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from apps.orchestration import heartbeat, inputs, launch, launchrequest, lease
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration import heartbeat, lease
+from apps.orchestration.models import PipelineRun, StageExecution
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,8 +17,7 @@ NODES = [{"id": "only", "type": "context", "config": {"include": ["memory"]}}]
 
 @pytest.fixture
 def run():
-    PipelineDefinition.objects.create(name="p", config={"version": "1.0", "nodes": NODES})
-    return launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="p"), payload={}))
+    return make_run(NODES)
 
 
 def expire(run_id: int) -> None:

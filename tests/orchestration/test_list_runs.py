@@ -14,6 +14,7 @@ from apps.orchestration.selectors import RUN_LIST_MAX, pipeline_runs_list
 from apps.orchestration.validation import DEFINITION_NAME
 from apps.text import display_width
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,27 +24,22 @@ LISTED_FIELDS = {
 }
 
 
-def make_run(*, age: timedelta = timedelta(0), status="completed", trigger="cli", name="tiny", kind="definition",
+def past_run(*, age: timedelta = timedelta(0), status="completed", trigger="cli", name="tiny", kind="definition",
              origin=None, error="", duration_ms=12.5) -> PipelineRun:
-    """A run as the launcher stores it, created ``age`` ago."""
+    """A run as the launcher stores it (tests.support.make_run), ended with ``status`` and created ``age`` ago,
+    from the definition ``name``, a config file or the built-in pipeline (``kind``, ``origin``)."""
+    at = timezone.now() - age
     finished = status in PipelineRun.TERMINAL
-    run = PipelineRun.objects.create(
-        trace_id=f"trace-{PipelineRun.objects.count()}",
-        definition_name=name if kind != "config" else "",
-        origin=origin or name,
-        origin_kind=kind,
-        config_snapshot=TINY,
-        trigger=trigger,
-        status=status,
-        error=error,
-        started_at=timezone.now() - age if status != "queued" else None,
-        finished_at=timezone.now() - age if finished else None,
+    elsewhere = {} if kind == "definition" else {"definition": None}
+    return make_run(
+        TINY["nodes"], name=name, **elsewhere,
+        definition_name=name if kind != "config" else "", origin=origin or name, origin_kind=kind,
+        trigger=trigger, status=status, error=error,
+        started_at=at if status != "queued" else None,
+        finished_at=at if finished else None,
         duration_ms=duration_ms if finished else None,
+        created_at=at,  # stamped on insert: moved back to give the run its age
     )
-    # created_at is stamped on insert; move it back to give the run its age.
-    PipelineRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - age)
-    run.refresh_from_db()
-    return run
 
 
 def listed(*argv: str) -> list[dict]:
@@ -53,7 +49,7 @@ def listed(*argv: str) -> list[dict]:
 
 
 def test_runs_are_listed_newest_first_up_to_the_limit():
-    runs = [make_run(age=timedelta(minutes=minutes)) for minutes in (50, 10, 40, 20, 30)]
+    runs = [past_run(age=timedelta(minutes=minutes)) for minutes in (50, 10, 40, 20, 30)]
     by_age = [run.pk for run in sorted(runs, key=lambda run: run.created_at, reverse=True)]
     assert [row["run_id"] for row in listed()] == by_age
     assert [row["run_id"] for row in listed("--limit", "3")] == by_age[:3]
@@ -61,24 +57,24 @@ def test_runs_are_listed_newest_first_up_to_the_limit():
 
 
 def test_runs_created_at_the_same_moment_are_listed_by_id_descending():
-    runs = [make_run() for _ in range(3)]
+    runs = [past_run() for _ in range(3)]
     PipelineRun.objects.update(created_at=runs[0].created_at)
     assert [row["run_id"] for row in listed()] == [run.pk for run in reversed(runs)]
 
 
 def test_the_default_limit_is_20():
     for _ in range(25):
-        make_run()
+        past_run()
     assert len(listed()) == 20
     assert len(listed("--limit", "25")) == 25
 
 
 def test_filters_by_definition_status_trigger_and_together():
-    a_cli = make_run(name="alpha")
-    a_failed = make_run(name="alpha", status="failed", error="boom", trigger="schedule")
-    a_sched = make_run(name="alpha", trigger="schedule")
-    b_sched = make_run(name="beta", trigger="schedule")
-    make_run(kind="config", origin="/tmp/alpha.json")
+    a_cli = past_run(name="alpha")
+    a_failed = past_run(name="alpha", status="failed", error="boom", trigger="schedule")
+    a_sched = past_run(name="alpha", trigger="schedule")
+    b_sched = past_run(name="beta", trigger="schedule")
+    past_run(kind="config", origin="/tmp/alpha.json")
 
     def ids(*argv):
         return {row["run_id"] for row in listed(*argv)}
@@ -91,12 +87,12 @@ def test_filters_by_definition_status_trigger_and_together():
 
 
 def test_since_keeps_runs_created_within_the_duration():
-    make_run(age=timedelta(days=8))
-    week = make_run(age=timedelta(days=6))
-    hours = make_run(age=timedelta(hours=3))
-    hour = make_run(age=timedelta(minutes=50))
-    minutes = make_run(age=timedelta(minutes=10))
-    recent = make_run(age=timedelta(seconds=5))
+    past_run(age=timedelta(days=8))
+    week = past_run(age=timedelta(days=6))
+    hours = past_run(age=timedelta(hours=3))
+    hour = past_run(age=timedelta(minutes=50))
+    minutes = past_run(age=timedelta(minutes=10))
+    recent = past_run(age=timedelta(seconds=5))
 
     def ids(since):
         return {row["run_id"] for row in listed("--since", since)}
@@ -140,8 +136,8 @@ def test_json_has_every_field_of_the_run(tmp_path):
 
 
 def test_host_lists_only_the_runs_targeting_that_host():
-    web = make_run(name="health-check")
-    make_run(name="health-check")
+    web = past_run(name="health-check")
+    past_run(name="health-check")
     PipelineRun.objects.filter(pk=web.pk).update(target_host="web-01")
     assert [row["run_id"] for row in listed("--host", "WEB-01")] == [web.pk]
     assert listed("--host", "db-01") == []
@@ -152,7 +148,7 @@ def test_host_lists_only_the_runs_targeting_that_host():
 
 def test_the_query_reads_only_listed_columns_and_is_bounded():
     for _ in range(3):
-        make_run()
+        past_run()
     with CaptureQueriesContext(connection) as queries:
         rows = pipeline_runs_list(limit=2)
     assert len(rows) == 2 and len(queries) == 1
@@ -165,10 +161,10 @@ def test_the_query_reads_only_listed_columns_and_is_bounded():
 
 
 def test_the_table_is_aligned_in_columns():
-    make_run(name="health-check", duration_ms=231.4)
-    make_run(name="x", status="failed", error="Node 'metrics' failed: disk full", duration_ms=65_000)
-    make_run(kind="config", origin="/srv/pipelines/ｗｉｄｅ-名前.json", trigger="schedule", duration_ms=12_345)
-    builtin = make_run(kind="builtin", origin="builtin", name="builtin", status="running")
+    past_run(name="health-check", duration_ms=231.4)
+    past_run(name="x", status="failed", error="Node 'metrics' failed: disk full", duration_ms=65_000)
+    past_run(kind="config", origin="/srv/pipelines/ｗｉｄｅ-名前.json", trigger="schedule", duration_ms=12_345)
+    builtin = past_run(kind="builtin", origin="builtin", name="builtin", status="running")
     PipelineRun.objects.filter(pk=builtin.pk).update(target_host="web-01")
     result = cli("list_runs")
     assert result.exit_code == 0, result.stderr
@@ -201,8 +197,8 @@ def test_the_table_is_aligned_in_columns():
 
 def test_hostile_error_and_origin_are_one_escaped_line_each():
     error = "\x1b[2J\x1b[31mred\nforged: line\r\u202e" + "e" * 200
-    make_run(status="failed", error=error)
-    make_run(kind="config", origin="/tmp/\x1b]0;title\x07.json", error="x\ny")
+    past_run(status="failed", error=error)
+    past_run(kind="config", origin="/tmp/\x1b]0;title\x07.json", error="x\ny")
     result = cli("list_runs")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.rstrip("\n").split("\n")
@@ -243,7 +239,7 @@ def test_no_runs_says_so():
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_with_nothing_on_stdout(argv):
-    make_run()
+    past_run()
     result = cli("list_runs", *argv)
     assert result.exit_code == 2, result.stderr
     assert result.stdout == ""
@@ -251,7 +247,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_on_stdout(argv):
 
 
 def test_hostile_text_in_every_list_runs_option():
-    make_run()
+    past_run()
     verdicts = Verdicts()
     for text in HOSTILE_TEXT:
         verdicts.run("list_runs", "--definition", text, refused=not DEFINITION_NAME.fullmatch(text))

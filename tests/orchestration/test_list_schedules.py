@@ -13,7 +13,7 @@ from apps.orchestration.models import PipelineDefinition
 from apps.orchestration.schedules import schedule_sync, task_name
 from apps.orchestration.selectors import pipeline_schedules_list
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, TINY, Verdicts, cli
-from tests.orchestration.test_list_runs import make_run
+from tests.orchestration.test_list_runs import past_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,10 +119,10 @@ def test_next_due_matches_celerys_own_computation_now():
 def test_last_run_is_the_newest_scheduled_run_of_the_definition():
     scheduled("every-five", {"every": 300})
     scheduled("other", {"every": 300})
-    make_run(name="every-five", trigger="schedule", age=timedelta(hours=2))
-    newest = make_run(name="every-five", trigger="schedule", status="failed", error="x", age=timedelta(hours=1))
-    make_run(name="every-five", trigger="cli")
-    make_run(name="other", trigger="schedule", age=timedelta(minutes=1))
+    past_run(name="every-five", trigger="schedule", age=timedelta(hours=2))
+    newest = past_run(name="every-five", trigger="schedule", status="failed", error="x", age=timedelta(hours=1))
+    past_run(name="every-five", trigger="cli")
+    past_run(name="other", trigger="schedule", age=timedelta(minutes=1))
     item = listing("every-five", newest.created_at)
     assert item.last_run == {"run_id": newest.pk, "status": "failed", "created_at": newest.created_at}
     as_json = {entry["definition"]: entry for entry in listed_json()}
@@ -139,7 +139,7 @@ def test_a_schedule_whose_definition_is_gone_has_no_overlap_policy():
 def test_listing_takes_a_fixed_number_of_queries(django_assert_max_num_queries):
     for index in range(6):
         scheduled(f"d{index}", {"every": 60 + index} if index % 2 else {"cron": f"{index} * * * *"})
-        make_run(name=f"d{index}", trigger="schedule")
+        past_run(name=f"d{index}", trigger="schedule")
     with django_assert_max_num_queries(3):
         listings = pipeline_schedules_list()
     assert len(listings) == 6 and all(item.last_run for item in listings)
@@ -151,7 +151,7 @@ def test_the_table_is_aligned_and_marks_disabled_and_overdue():
     scheduled("off", {"every": 60})
     scheduled("off", None)
     beat_sent("every-five", datetime(2020, 1, 1, tzinfo=UTC))
-    run = make_run(name="every-five", trigger="schedule")
+    run = past_run(name="every-five", trigger="schedule")
     result = cli("list_schedules")
     assert result.exit_code == 0, result.stderr
     header, *lines = result.stdout.rstrip("\n").split("\n")

@@ -13,9 +13,9 @@ from django_celery_beat.models import PeriodicTask
 
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.pruning import pipeline_runs_prune
-from tests.conftest import ROOT
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, cli
-from tests.orchestration.test_list_runs import make_run
+from tests.orchestration.test_list_runs import past_run
+from tests.support import ROOT
 from workers.tasks import prune_runs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,13 +33,13 @@ def with_stages(run: PipelineRun, count: int = 3) -> PipelineRun:
 def history():
     """Old and new runs of every status, each with stages."""
     runs = {
-        "old_completed": with_stages(make_run(age=OLD, status="completed")),
-        "old_failed": with_stages(make_run(age=OLD, status="failed", error="boom"), 2),
-        "old_cancelled": with_stages(make_run(age=OLD, status="cancelled"), 1),
-        "old_queued": make_run(age=OLD, status="queued"),
-        "old_running": with_stages(make_run(age=OLD, status="running"), 1),
-        "new_completed": with_stages(make_run(age=NEW, status="completed")),
-        "new_failed": with_stages(make_run(age=NEW, status="failed", error="boom")),
+        "old_completed": with_stages(past_run(age=OLD, status="completed")),
+        "old_failed": with_stages(past_run(age=OLD, status="failed", error="boom"), 2),
+        "old_cancelled": with_stages(past_run(age=OLD, status="cancelled"), 1),
+        "old_queued": past_run(age=OLD, status="queued"),
+        "old_running": with_stages(past_run(age=OLD, status="running"), 1),
+        "new_completed": with_stages(past_run(age=NEW, status="completed")),
+        "new_failed": with_stages(past_run(age=NEW, status="failed", error="boom")),
     }
     return {name: run.pk for name, run in runs.items()}
 
@@ -88,7 +88,7 @@ def test_queued_and_running_runs_are_never_deleted(history):
 
 
 def test_runs_are_deleted_in_batches_each_its_own_statement(history):
-    extra = [with_stages(make_run(age=OLD), 2).pk for _ in range(4)]
+    extra = [with_stages(past_run(age=OLD), 2).pk for _ in range(4)]
     with CaptureQueriesContext(connection) as queries:
         counts = pipeline_runs_prune(older_than=timedelta(days=30), batch_size=2)
     assert (counts.runs, counts.stages) == (3 + 4, 6 + 8)

@@ -70,7 +70,7 @@ def test_hint_grep_finds_the_runs_lines_and_no_other_runs(settings, tmp_path, lo
     settings.WORKER_LOG_PATH = str(log)
     _write_log(log, TextFormatter() if log_format == "text" else JsonFormatter(json_ensure_ascii=True))
     command = _hint_command(PipelineRun(pk=1, trace_id=TRACE))
-    proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     found = proc.stdout.splitlines()
     assert len(found) == 3, proc.stdout

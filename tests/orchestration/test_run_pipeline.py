@@ -5,23 +5,10 @@ import re
 import pytest
 
 from apps.alerts.models import Alert, Incident
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration.models import PipelineRun, StageExecution
+from tests.support import HEALTH_CHECK_NODES as SPEC_NODES
 
 pytestmark = pytest.mark.django_db
-
-SPEC_NODES = [
-    {"id": "metrics", "type": "context", "config": {"include": ["cpu", "memory", "disk"]}, "next": "analyze"},
-    {"id": "analyze", "type": "intelligence", "config": {"provider": "local"}, "next": "notify"},
-    {"id": "notify", "type": "notify", "config": {"driver": "console"}},
-]
-
-
-@pytest.fixture
-def health_check():
-    return PipelineDefinition.objects.create(
-        name="health-check", config={"version": "1.0", "nodes": SPEC_NODES}
-    )
-
 
 @pytest.fixture
 def config_file(tmp_path):

@@ -10,10 +10,11 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from apps.broker.names import RUN_SCHEDULED_TASK
-from apps.orchestration import inputs, launch, launchrequest, lease, ticks
+from apps.orchestration import lease, ticks
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.schedules import schedule_messages, schedule_sync, task_name
 from apps.orchestration.validation import validate_definition
+from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -157,7 +158,7 @@ def test_overlap_skip_skips_a_tick_while_a_scheduled_run_is_active_and_allow_doe
     assert ticks.pipeline_run_schedule(definition_name="tick", due="t2") == []
     # A run launched by hand does not count: only the schedule's own runs overlap.
     PipelineRun.objects.filter(pk=first.pk).update(status="completed", finished_at=datetime.now(UTC))
-    launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="tick"), payload={}))
+    make_run(name="tick")
     assert len(ticks.pipeline_run_schedule(definition_name="tick", due="t3")) == 1
     tick.config = {**tick.config, "schedule": {"every": 60, "overlap": "allow"}}
     tick.save()
@@ -206,8 +207,7 @@ def test_idempotency_key_on_the_command_line_shows_the_existing_run(run_command,
 
 def limited_runs(count: int, limit: int) -> list[PipelineRun]:
     definition(name="limited", max_concurrent=limit)
-    resolved = inputs.definition_resolve(name="limited")
-    return [launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={})) for _ in range(count)]
+    return [make_run(name="limited") for _ in range(count)]
 
 
 def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
@@ -225,6 +225,6 @@ def test_a_run_beyond_max_concurrent_stays_queued_until_a_slot_frees():
 def test_the_limit_counts_runs_of_the_same_definition_only():
     (limited,) = limited_runs(1, limit=1)
     other = PipelineDefinition.objects.create(name="other", config={"version": "1.0", "nodes": NODES, "max_concurrent": 1})
-    other_run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=other.name), payload={}))
+    other_run = make_run(name=other.name)
     assert lease.run_claim(run_id=limited.pk, token="a").reason == "claimed"
     assert lease.run_claim(run_id=other_run.pk, token="b").reason == "claimed"

@@ -17,12 +17,12 @@ import psutil
 import pytest
 
 from apps.orchestration.models import PipelineRun
-from tests.conftest import ROOT, CommandResult
+from tests.support import PROCESS_TIMEOUT, ROOT, CommandResult
 
 pytestmark = pytest.mark.subprocess
 
 SCRIPT_TIMEOUT = 120  # seconds for one `worker.sh` call (its own waits are bounded to 30 s each)
-RUNS_TIMEOUT = 60  # seconds for an every-1-second schedule to complete its first runs
+RUNS_TIMEOUT = PROCESS_TIMEOUT  # seconds for an every-1-second schedule to complete its first runs
 
 
 class WorkerScript:

@@ -1,7 +1,8 @@
 """Real worker processes and brokers for end-to-end tests.
 
 Each test module gets a broker namespace of its own (a private embedded
-broker directory, or a spare Redis database) and a real Celery worker on it;
+broker directory, or a free database of TEST_REDIS_URL's range,
+see tests/support.py) and a real Celery worker on it;
 both are stopped at the end, even when a test fails.
 """
 from __future__ import annotations
@@ -13,45 +14,26 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import ROOT, CommandResult, database_url
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-# Databases 10-15 of the local Redis are used by tests, one per broker namespace.
-# A key held in a database claims it, so test runs of two checkouts on one
-# machine never share (and flush) each other's queues.
-TEST_REDIS_DBS = range(10, 16)
-CLAIM_KEY = "pipelines-test-claim"
-CLAIM_SECONDS = 3600
-
-
-def claim_redis_db() -> str:
-    """The URL of a free test database of the local Redis, claimed for this process."""
-    for db in TEST_REDIS_DBS:
-        url = f"{REDIS_URL}/{db}"
-        client = redis.Redis.from_url(url)
-        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=CLAIM_SECONDS):
-            # Leftovers of a run that died without cleaning up go; the claim stays.
-            for key in client.scan_iter():
-                if key != CLAIM_KEY.encode():
-                    client.delete(key)
-            return url
-    pytest.fail(f"every test database {TEST_REDIS_DBS.start}-{TEST_REDIS_DBS.stop - 1} of {REDIS_URL} is claimed")
-
-
-def require_redis() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        message = f"Redis not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.support import (  # noqa: F401  (the Redis names: importable from here as before)
+    CLAIM_KEY,
+    PROCESS_TIMEOUT,
+    REDIS_URL,
+    ROOT,
+    TEST_REDIS_DBS,
+    CommandResult,
+    Gate,
+    claim_redis_db,
+    database_url,
+    manage_py,
+    manage_py_popen,
+    require_redis,
+    wait_for,
+)
 
 
 class BrokerNamespace:
@@ -70,6 +52,22 @@ class BrokerNamespace:
             require_redis()
             self.url = claim_redis_db()
             self.env["CELERY_BROKER_URL"] = self.url
+
+    def client(self):
+        """A Redis client on this broker (a context manager that closes it)."""
+        if self.kind == "embedded":
+            from apps.broker.embedded import EmbeddedBroker
+
+            return EmbeddedBroker(Path(self._dir)).client()
+        return redis.Redis.from_url(self.url)
+
+    def subscribers(self, run_id: int) -> int:
+        """How many processes listen to the run's events (a --wait or --follow waiting on it)."""
+        from apps.orchestration.events import channel_name
+
+        with self.client() as client:
+            channel = channel_name(run_id, db=client.connection_pool.connection_kwargs.get("db", 0))
+            return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
 
     def close(self) -> None:
         if self.kind == "embedded":
@@ -104,13 +102,12 @@ class CollectedProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            time.sleep(0.05)
-        return False
+    def wait_for_log(self, text: str, timeout: float = PROCESS_TIMEOUT) -> bool:
+        """Whether a line with ``text`` came within ``timeout`` seconds."""
+        try:
+            return wait_for(lambda: text in self.log(), timeout=timeout, what=repr(text))
+        except AssertionError:
+            return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -135,7 +132,7 @@ class Worker(CollectedProcess):
              "--without-heartbeat", "-n", f"test{os.getpid()}-{id(self)}@%h"],
             env,
         )
-        if not self._ready.wait(60):
+        if not self._ready.wait(PROCESS_TIMEOUT):
             self.stop()
             raise RuntimeError("worker did not become ready:\n" + self.log())
 
@@ -196,6 +193,27 @@ def start_worker(base_env):
             worker.stop()
 
 
+@pytest.fixture
+def gate():
+    """A gate (tests.support.Gate) for a node of this test's runs; workers reach it with ``gate.env``."""
+    started = Gate()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def module_gate():
+    """One gate for a module whose shared worker must reach it: such a module overrides
+    ``base_env`` to add ``module_gate.env``, and ``gate`` to reset this one for each test."""
+    started = Gate()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -204,20 +222,12 @@ def _ctrl_c_as_in_a_terminal() -> None:
 def cli(base_env, transactional_db):
     """Run manage.py in a child process on this module's broker and database."""
 
-    def _run(*args: str, timeout: float = 90, **extra_env) -> CommandResult:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT, env={**base_env, **extra_env}, capture_output=True, text=True, timeout=timeout,
-        )
-        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+    def _run(*args: str, timeout: float = 120, **extra_env) -> CommandResult:
+        return manage_py(*args, env={**base_env, **extra_env}, timeout=timeout)
 
     def _popen(*args: str, **extra_env) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT, env={**base_env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            # As from a terminal, even when the suite itself runs in the background (where a shell ignores Ctrl-C).
-            preexec_fn=_ctrl_c_as_in_a_terminal,
-        )
+        # As from a terminal, even when the suite itself runs in the background (where a shell ignores Ctrl-C).
+        return manage_py_popen(*args, env={**base_env, **extra_env}, preexec_fn=_ctrl_c_as_in_a_terminal)
 
     _run.popen = _popen
     return _run

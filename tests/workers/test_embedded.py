@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from apps.broker.embedded import EXIT_TIMEOUT_SECONDS, SHUTDOWN_ANSWER_SECONDS, EmbeddedBroker, EmbeddedBrokerError
-from tests.conftest import ROOT
+from tests.support import PROCESS_TIMEOUT, ROOT, manage_py_popen, wait_for
 
 
 def servers(broker: EmbeddedBroker) -> list[int]:
@@ -27,15 +27,6 @@ def servers(broker: EmbeddedBroker) -> list[int]:
         and process.info["status"] != psutil.STATUS_ZOMBIE
         and str(broker.socket_path) in " ".join(process.info["cmdline"] or ())
     )
-
-
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -58,11 +49,10 @@ def broker():
 def manage_broker(broker: EmbeddedBroker, *args: str, **kwargs) -> subprocess.Popen:
     """`manage.py broker ...` as a child process on this broker's directory."""
     env = {**os.environ, "EMBEDDED_BROKER_DIR": str(broker.directory), "CELERY_BROKER_URL": ""}
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "broker", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return manage_py_popen("broker", *args, env=env, **kwargs)
 
 
-def finish(processes: list[subprocess.Popen], timeout: float = 30) -> list[tuple[int, str, str]]:
+def finish(processes: list[subprocess.Popen], timeout: float = PROCESS_TIMEOUT) -> list[tuple[int, str, str]]:
     """Wait (bounded) for child processes; kills any still running, by pid, on the way out."""
     try:
         deadline = time.monotonic() + timeout
@@ -173,8 +163,11 @@ def test_a_server_that_does_not_answer_is_waited_for_and_never_replaced(broker):
         client.lpush("celery", "queued-run")
     waited: list[tuple[bool | Exception, float]] = []
 
+    began: list[float] = []
+
     def ensure_running_in_a_thread():
         started = time.monotonic()
+        began.append(started)
         try:
             result = EmbeddedBroker(broker.directory).ensure_running()
         except Exception as exc:  # reported by the assertions below
@@ -194,7 +187,9 @@ def test_a_server_that_does_not_answer_is_waited_for_and_never_replaced(broker):
         children.append(manage_broker(broker, "start"))
         for thread in threads:
             thread.start()
-        time.sleep(2.5)
+        # Each starter in ensure_running for well past the old 1 s PING timeout before the owner wakes.
+        wait_for(lambda: len(began) == 3 and time.monotonic() - max(began) >= 2.5,
+                 what="the three starters to have waited 2.5 s")
         assert not broker.answers(timeout=0.2)
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -222,7 +217,7 @@ def test_a_killed_server_is_replaced_by_a_fresh_one_on_the_same_queue(broker):
     with broker.client() as client:
         client.lpush("celery", "queued-run")
     os.kill(old, signal.SIGKILL)
-    assert wait_until(lambda: not servers(broker))
+    wait_for(lambda: not servers(broker), what="the killed server to be gone")
     # Its pid file and socket are left behind, naming a dead process.
     assert broker.pid_path.read_text().strip() == str(old) and broker.socket_path.exists()
     assert not broker.is_running()

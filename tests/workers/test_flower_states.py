@@ -1,19 +1,17 @@
 """What Flower sees of runs: task events and worker log lines from a real worker."""
 import re
 import sys
-import time
 
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from tests.support import wait_for
 from tests.workers.conftest import CollectedProcess
 
 pytestmark = pytest.mark.subprocess
 
 OK = [{"id": "shape", "type": "transform", "config": {"mapping": {"x": "payload.value"}}}]
 FAILING = [{"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.nothing"}}}]
-# How long a rejected (requeued) message would take to come back: at once; this is ample.
-REDELIVERY_WAIT_SECONDS = 3
 
 
 class EventWorker(CollectedProcess):
@@ -25,7 +23,7 @@ class EventWorker(CollectedProcess):
              "--without-gossip", "--without-mingle", "-n", f"flower{id(self)}@%h"],
             {**env, "CELERY_TASK_EVENTS": "1"},
         )
-        if not self.wait_for_log(" ready.", timeout=60):
+        if not self.wait_for_log(" ready."):
             self.stop()
             raise RuntimeError("worker did not become ready:\n" + self.log())
 
@@ -37,7 +35,7 @@ def monitored(base_env, transactional_db):
     dump = CollectedProcess([sys.executable, "-m", "celery", "-A", "workers", "events", "--dump"], base_env)
     try:
         # A heartbeat event in the dump means its queue is bound: no task event is missed from here on.
-        assert dump.wait_for_log(" heartbeat", timeout=30), dump.log()
+        assert dump.wait_for_log(" heartbeat"), dump.log()
         yield worker, dump
     finally:
         dump.stop()
@@ -50,7 +48,14 @@ def task_id(log: str, run: PipelineRun) -> str:
     return found.pop()
 
 
-def test_failed_run_is_a_failed_task_once_and_completed_one_a_success(cli, monitored):
+def broker_is_empty(broker) -> bool:
+    """Whether no queue of the broker holds a message and none is delivered but unacknowledged."""
+    with broker.client() as client:
+        queued = [key for key in client.scan_iter() if client.type(key) == b"list" and client.llen(key)]
+        return not queued and not client.hlen("unacked")
+
+
+def test_failed_run_is_a_failed_task_once_and_completed_one_a_success(cli, broker, monitored):
     worker, dump = monitored
     PipelineDefinition.objects.create(name="failing", config={"version": "1.0", "nodes": FAILING})
     PipelineDefinition.objects.create(name="fine", config={"version": "1.0", "nodes": OK})
@@ -64,8 +69,9 @@ def test_failed_run_is_a_failed_task_once_and_completed_one_a_success(cli, monit
     assert done.exit_code == 0, done.stderr
     bad, good = PipelineRun.objects.get(trace_id="trace-fail-1"), PipelineRun.objects.get(trace_id="trace-ok-1")
 
-    assert worker.wait_for_log("succeeded in", timeout=20)
-    time.sleep(REDELIVERY_WAIT_SECONDS)
+    assert worker.wait_for_log("succeeded in")
+    # Once the broker holds no message, queued or delivered and unacknowledged, none can come back.
+    wait_for(lambda: broker_is_empty(broker), what="the broker to hold no message")
     log = worker.log()
     bad_id, good_id = task_id(log, bad), task_id(log, good)
     # Celery's own lines: the failure declared as expected (INFO, no traceback), the success with its status.
@@ -86,8 +92,8 @@ def test_failed_run_is_a_failed_task_once_and_completed_one_a_success(cli, monit
     assert unacked.stdout.strip() == "0", unacked.stderr
 
     # What Flower shows: the run's identity in the task's arguments, and the true outcome.
-    assert dump.wait_for_log(f"task failed: orchestration.execute_run({bad_id})", timeout=10), dump.log()
-    assert dump.wait_for_log(f"task succeeded: orchestration.execute_run({good_id})", timeout=10), dump.log()
+    assert dump.wait_for_log(f"task failed: orchestration.execute_run({bad_id})"), dump.log()
+    assert dump.wait_for_log(f"task succeeded: orchestration.execute_run({good_id})"), dump.log()
     events = dump.log()
     assert (
         f"task received: orchestration.execute_run({bad_id}) args=[{bad.pk}] "
@@ -109,6 +115,6 @@ def test_old_message_for_a_finished_run_is_a_quiet_success(cli, monitored):
         f"app.send_task('orchestration.execute_run', args=[{run.pk}], task_id='old-{run.pk}')",
     )
     assert sent.exit_code == 0, sent.stderr
-    assert worker.wait_for_log(f"Task orchestration.execute_run[old-{run.pk}] succeeded in", timeout=20), worker.log()
+    assert worker.wait_for_log(f"Task orchestration.execute_run[old-{run.pk}] succeeded in"), worker.log()
     assert re.search(rf"\[old-{run.pk}\] succeeded in [0-9.e-]+s: None", worker.log())
     assert StageExecution.objects.filter(run=run).count() == 1

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
+from tests.support import wait_for
 from tests.workers.conftest import BrokerNamespace, Worker
-from tests.workers.test_recovery import kill_group, slow_then, wait_until
+from tests.workers.test_recovery import kill_group, slow_then
 
 pytestmark = pytest.mark.subprocess
 
@@ -64,7 +65,7 @@ def test_runs_sent_to_a_host_are_executed_only_by_its_worker(cli, two_hosts, con
     assert launched.exit_code == 0, launched.stderr
     sent = dict(line.split()[1:] for line in launched.stdout.split("\n") if line.startswith("launched "))
     assert len(sent) == 12
-    runs = wait_until(lambda: finished([int(pk) for pk in sent]), what="12 runs to finish")
+    runs = wait_for(lambda: finished([int(pk) for pk in sent]), what="12 runs to finish")
     for run in runs:
         assert run.status == "completed", run.error
         assert run.target_host == sent[str(run.pk)] == measured_host(run)
@@ -99,7 +100,7 @@ def test_a_schedule_for_all_hosts_launches_a_run_on_each(cli, two_hosts, transac
     ))
     assert launched.exit_code == 0, launched.stderr
     ids = [int(line.split()[1]) for line in launched.stdout.split("\n") if line.startswith("launched ")]
-    runs = wait_until(lambda: finished(ids), what="scheduled runs")
+    runs = wait_for(lambda: finished(ids), what="scheduled runs")
     assert sorted(measured_host(run) for run in runs) == ["alpha", "beta"]
     assert all(run.trigger == "schedule" and run.status == "completed" for run in runs)
 
@@ -138,7 +139,7 @@ def test_a_host_nobody_serves_ends_the_wait_with_exit_3_and_runs_when_its_worker
     doctor = cli("doctor", "--only", "workers")
     assert "queued runs wait for hosts no live worker serves: gamma (2)" in doctor.stdout, doctor.stdout
     start_worker(concurrency=1, MONITOR_HOST="gamma")
-    done = wait_until(lambda: finished([run.pk for run in runs]), what="gamma's runs")
+    done = wait_for(lambda: finished([run.pk for run in runs]), what="gamma's runs")
     assert [(run.status, measured_host(run)) for run in done] == [("completed", "gamma")] * 2
 
 
@@ -153,7 +154,7 @@ def test_a_lost_message_of_a_host_run_is_sent_again_to_that_host(cli, two_hosts,
     run_id = int(made.stdout.split("made ")[1].split()[0])
     swept = cli("recover_runs", "--grace", "0")
     assert swept.exit_code == 0, swept.stderr
-    [run] = wait_until(lambda: finished([run_id]), what="the recovered run")
+    [run] = wait_for(lambda: finished([run_id]), what="the recovered run")
     assert (run.status, run.target_host, measured_host(run)) == ("completed", "beta", "beta")
 
 
@@ -166,7 +167,7 @@ def test_a_run_whose_host_worker_died_ends_the_wait_and_is_taken_over_when_one_r
     launched = cli("run_pipeline", "--definition", "slow-delta", "--host", "delta", "--json")
     assert launched.exit_code == 0, launched.stderr
     run_id = json.loads(launched.stdout)["run_id"]
-    wait_until(lambda: PipelineRun.objects.filter(pk=run_id, current_node="slow").exists(), what="the slow node")
+    wait_for(lambda: PipelineRun.objects.filter(pk=run_id, current_node="slow").exists(), what="the slow node")
     kill_group(first)
     # Only a worker of delta may take the run over, and none is alive: the wait says so instead of hanging.
     waited = cli("show_run", str(run_id), "--wait", "--timeout", "120")
@@ -174,7 +175,7 @@ def test_a_run_whose_host_worker_died_ends_the_wait_and_is_taken_over_when_one_r
     assert "stopped renewing its lease, and no live worker serves its host 'delta'" in waited.stderr
     assert PipelineRun.objects.get(pk=run_id).status == "running"
     start_worker(concurrency=1, MONITOR_HOST="delta", **fast)
-    [run] = wait_until(lambda: finished([run_id]), what="the takeover by delta's new worker")
+    [run] = wait_for(lambda: finished([run_id]), what="the takeover by delta's new worker")
     assert (run.status, run.result["node_results"]["first"]["output"]["host"]) == ("completed", "delta")
     assert "interrupted" in run.stages.filter(node_id="slow").order_by("attempt").first().errors[0]
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ from django.db import connection
 from django.db.models.functions import Now
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
-from tests.conftest import ROOT
-from tests.workers.conftest import CLAIM_KEY
+from tests.support import CLAIM_KEY, ROOT, Gate, StderrLines, wait_for
 
 pytestmark = pytest.mark.subprocess
 
@@ -30,16 +28,6 @@ FAST_RECOVERY = {
     "RUN_RECOVERY_GRACE_SECONDS": "2",
 }
 KILL_ROUNDS = int(os.environ.get("TEST_KILL_ROUNDS", "5"))
-
-
-def wait_until(predicate, *, timeout: float = 90, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def slow_then(name: str, seconds: float, then: dict | None = None) -> PipelineDefinition:
@@ -82,7 +70,7 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
     runs = []
     for round_ in range(KILL_ROUNDS):
         run = launch(cli, "slow")
-        assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90), worker.log()
+        assert worker.wait_for_log(node_started(worker, run, "slow")), worker.log()
         kill_group(worker)
         runs.append(run)
         # A watcher of the run is told the holder is gone, and keeps waiting for the recovery
@@ -91,7 +79,7 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
         watcher = cli.popen("show_run", str(run.pk), how, "--timeout", "120", "--json")
         try:
             if round_ == 0:
-                wait_until(
+                wait_for(
                     lambda: PipelineRun.objects.filter(pk=run.pk, lease_expires_at__lt=Now()).exists(),
                     what="the dead worker's lease to run out",
                 )
@@ -108,7 +96,7 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
             assert f"The worker holding run {run.pk} (" in err and "stopped renewing its lease" in err, err
             assert "↻ run taken over by worker " in err and "✓ slow (context) succeeded" in err, err
             assert err.count("✓ first (context) succeeded") == 1, err
-        assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} ", timeout=30)
+        assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} ")
         assert "reason=lease_expired" in worker.log()
     for run in runs:
         stages = list(StageExecution.objects.filter(run=run).values_list("node_id", "attempt", "status").order_by("pk"))
@@ -127,11 +115,11 @@ def test_a_whole_worker_killed_during_a_runs_first_node_leaves_it_recorded_as_in
     PipelineDefinition.objects.create(name="slow-first", config={"version": "1.0", "nodes": [slow]})
     worker = start_worker(concurrency=1, **FAST_RECOVERY)
     run = launch(cli, "slow-first")
-    assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90), worker.log()
+    assert worker.wait_for_log(node_started(worker, run, "slow")), worker.log()
     kill_group(worker)
     assert not StageExecution.objects.filter(run=run).exists()
     worker = start_worker(concurrency=1, **FAST_RECOVERY)
-    done = wait_until(
+    done = wait_for(
         lambda: PipelineRun.objects.filter(pk=run.pk, status__in=PipelineRun.TERMINAL).first(),
         timeout=150, what="the run taken over and ended",
     )
@@ -154,7 +142,7 @@ def test_worker_frozen_past_its_lease_writes_nothing_after_it_wakes(cli, start_w
         env = {**FAST_RECOVERY, "TEST_HOOK_URL": server.url("/hook"), "OUTBOUND_ALLOW_HOSTS": "127.0.0.1"}
         frozen = start_worker(concurrency=1, **env)
         run = launch(cli, "frozen")
-        assert frozen.wait_for_log(node_started(frozen, run, "slow"), timeout=90), frozen.log()
+        assert frozen.wait_for_log(node_started(frozen, run, "slow")), frozen.log()
         os.killpg(frozen.proc.pid, signal.SIGSTOP)
         try:
             other = start_worker(concurrency=1, **env)
@@ -164,7 +152,7 @@ def test_worker_frozen_past_its_lease_writes_nothing_after_it_wakes(cli, start_w
         finally:
             os.killpg(frozen.proc.pid, signal.SIGCONT)
         # Awake again, the old holder finds its lease gone at its next write and stops there.
-        assert frozen.wait_for_log(f"event=run.lease_lost run_id={run.pk} ", timeout=60), frozen.log()
+        assert frozen.wait_for_log(f"event=run.lease_lost run_id={run.pk} "), frozen.log()
         assert record(run) == before
         assert len(server.requests) == 1, server.requests  # the node after the frozen one: delivered once
         assert server.requests[0]["headers"]["idempotency-key"] == f"{run.pk}-notify"
@@ -193,7 +181,7 @@ def test_run_whose_message_was_wiped_is_sent_again_and_completes(cli, broker, st
     worker = start_worker(**FAST_RECOVERY)
     shown = cli("show_run", str(run.pk), "--wait", "--timeout", "120", RUN_PICKUP_TIMEOUT_SECONDS="0.1")
     assert shown.exit_code == 0, shown.stderr + worker.log()
-    assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} trace_id={run.trace_id} ", timeout=30)
+    assert worker.wait_for_log(f"event=run.recovered run_id={run.pk} trace_id={run.trace_id} ")
     assert "reason=lost_message" in worker.log()
 
 
@@ -218,6 +206,7 @@ def test_dropped_database_connection_mid_node_does_not_fail_the_run(cli, start_w
 
     server, stop_server = start_server()
     server.slow = True  # the node waits for its answer until the test releases it
+    server.hold_seconds = Gate.HOLD_SECONDS
     try:
         PipelineDefinition.objects.create(name="hook", config={"version": "1.0", "nodes": [
             {"id": "notify", "type": "notify", "config": {"driver": "webhook", "url_env": "TEST_HOOK_URL"},
@@ -226,7 +215,7 @@ def test_dropped_database_connection_mid_node_does_not_fail_the_run(cli, start_w
         ]})
         worker = start_worker(concurrency=1, TEST_HOOK_URL=server.url("/hook"), OUTBOUND_ALLOW_HOSTS="127.0.0.1")
         run = launch(cli, "hook")
-        wait_until(lambda: server.requests, timeout=90, what="the webhook request")
+        wait_for(lambda: server.requests, what="the webhook request")
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -245,35 +234,49 @@ def test_dropped_database_connection_mid_node_does_not_fail_the_run(cli, start_w
         stop_server()
 
 
-def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_worker, transactional_db):
-    # Busy for longer than the CLI's start, the pickup timeout and the workers' answer together.
-    slow_then("busy", 10)
+def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_worker, gate, transactional_db):
+    # Busy until the waiting CLI has said so: longer than its start, the pickup timeout and the workers' answer.
+    PipelineDefinition.objects.create(
+        name="busy", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [gate.node("busy")]}
+    )
     slow_then("next", 0.1)
-    worker = start_worker(concurrency=1)
-    busy = launch(cli, "busy")
-    assert worker.wait_for_log(node_started(worker, busy, "slow"), timeout=90)
-    waited = cli("run_pipeline", "--definition", "next", "--wait", "--timeout", "90", RUN_PICKUP_TIMEOUT_SECONDS="1")
-    assert waited.exit_code == 0, waited.stderr
+    worker = start_worker(concurrency=1, **gate.env)
+    launch(cli, "busy")
+    wait_for(gate.reached, what="the busy run's node")
+    waiting = StderrLines(cli.popen(
+        "run_pipeline", "--definition", "next", "--wait", "--timeout", "90", RUN_PICKUP_TIMEOUT_SECONDS="1"
+    ))
+    try:
+        waiting.wait_for("waiting for a free one")
+        gate.open()
+        code, _, _ = waiting.finish()
+    finally:
+        waiting.stop()
+    assert code == 0, waiting.text() + worker.log()
     run = PipelineRun.objects.get(definition__name="next")
-    assert f"Run {run.pk} is still queued" in waited.stderr
-    assert "1 live worker consumes its queue, waiting for a free one." in waited.stderr
-    assert "No worker" not in waited.stderr
+    assert f"Run {run.pk} is still queued" in waiting.text()
+    assert "1 live worker consumes its queue, waiting for a free one." in waiting.text()
+    assert "No worker" not in waiting.text()
 
 
-def test_cancel_reaches_the_worker_during_the_node_and_no_later_node_starts(cli, start_worker, transactional_db):
-    slow_then("slow", 9, then={"id": "after", "type": "context", "config": {"include": ["memory"]}})
-    worker = start_worker()
+def test_cancel_reaches_the_worker_during_the_node_and_no_later_node_starts(cli, start_worker, gate, transactional_db):
+    # The node waits at the gate until the cancel request has been seen, however slowly cancel_run starts.
+    PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [
+        gate.node("slow", "after"), {"id": "after", "type": "context", "config": {"include": ["memory"]}},
+    ]})
+    worker = start_worker(**gate.env)
     run = launch(cli, "slow")
-    assert worker.wait_for_log(node_started(worker, run, "slow"), timeout=90)
+    assert worker.wait_for_log(node_started(worker, run, "slow"))
     cancel = cli("cancel_run", str(run.pk))
     assert cancel.exit_code == 0
     assert cancel.stdout == (
         f"Cancellation of run {run.pk} requested: node 'slow' is not interrupted, and no node after it starts.\n"
     )
-    assert worker.wait_for_log(f"event=run.cancel_requested run_id={run.pk}", timeout=30)
+    assert worker.wait_for_log(f"event=run.cancel_requested run_id={run.pk}")
     # Seen while the slow node was still running, not at its end.
     assert f"event=node.end run_id={run.pk} trace_id={run.trace_id} definition=slow node=slow" not in worker.log()
-    shown = cli("show_run", str(run.pk), "--wait", "--timeout", "60")
+    gate.open()
+    shown = cli("show_run", str(run.pk), "--wait", "--timeout", "90")
     assert shown.exit_code == 4, shown.stderr
     assert shown.stderr.strip() == "CommandError: Pipeline cancelled: Cancelled on request before node 'after'"
     assert StageExecution.objects.get(run=run, node_id="slow").status == "succeeded"  # not interrupted
@@ -293,7 +296,7 @@ def test_run_time_limit_fails_the_run_once(cli, start_worker, transactional_db):
     # One attempt, recorded as stopped: no retry of the node, no redelivery of the run.
     assert list(StageExecution.objects.filter(run=run).values_list("attempt", "status")) == [(1, "failed")]
     # The task ends as a failure (Flower counts it), once.
-    assert worker.wait_for_log("raised expected: RunUnsuccessful", timeout=30)
+    assert worker.wait_for_log("raised expected: RunUnsuccessful")
     assert worker.log().count(f"event=run.start run_id={run.pk} ") == 1
 
 

@@ -10,11 +10,28 @@ from itertools import combinations
 import pytest
 
 from apps.orchestration.models import PipelineRun
+from tests.support import Gate, StderrLines, wait_for
 from tests.workers.conftest import CollectedProcess
 
 pytestmark = pytest.mark.subprocess
 
 CHEAP = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
+
+
+@pytest.fixture(scope="module")
+def base_env(base_env, module_gate):
+    """The module's worker may reach the gate."""
+    return {**base_env, **module_gate.env}
+
+
+@pytest.fixture
+def gate(module_gate):
+    """Closed at the start of each test, opened at its end."""
+    module_gate.reset()
+    try:
+        yield module_gate
+    finally:
+        module_gate.open()
 
 
 def slow(seconds: float) -> list[dict]:
@@ -46,14 +63,6 @@ def beat(base_env, worker, tmp_path, transactional_db):
         started.stop()
 
 
-def wait_until(condition, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def load(cli, folder, name: str, config: dict) -> str:
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps({"version": "1.0", **config}))
@@ -69,7 +78,7 @@ def scheduled(name: str):
 def test_a_schedule_fires_until_it_is_dropped_from_the_file(cli, beat, worker, tmp_path):
     folder = tmp_path / "defs"
     assert "every2: schedule: every 1s" in load(cli, folder, "every2", {"nodes": CHEAP, "schedule": {"every": 1}})
-    wait_until(lambda: scheduled("every2").filter(status="completed").count() >= 3, what="3 scheduled runs")
+    wait_for(lambda: scheduled("every2").filter(status="completed").count() >= 3, what="3 scheduled runs")
     assert all(run.idempotency_key.startswith("schedule:every2:") for run in scheduled("every2"))
 
     assert "every2: unscheduled" in load(cli, folder, "every2", {"nodes": CHEAP})
@@ -83,20 +92,20 @@ def test_a_schedule_fires_until_it_is_dropped_from_the_file(cli, beat, worker, t
             quiet.update(count=ticks(), since=time.monotonic())
         return time.monotonic() - quiet["since"] >= 5
 
-    wait_until(stopped, what="beat to stop sending the dropped schedule's ticks")
+    wait_for(stopped, what="beat to stop sending the dropped schedule's ticks")
     sent = quiet["count"]
     # Every tick beat sent ends as a run or as a tick skipped for overlap; then nothing more comes.
     skipped = lambda: worker.log().count("event=schedule.skipped definition=every2 ")  # noqa: E731
-    wait_until(lambda: scheduled("every2").count() + skipped() >= sent, what="the ticks already sent")
+    wait_for(lambda: scheduled("every2").count() + skipped() >= sent, what="the ticks already sent")
     assert scheduled("every2").count() + skipped() == sent
-    wait_until(lambda: not scheduled("every2").exclude(status="completed").exists(), what="the last runs")
+    wait_for(lambda: not scheduled("every2").exclude(status="completed").exists(), what="the last runs")
 
 
 def test_a_slow_pipeline_scheduled_every_second_never_overlaps_itself(cli, beat, worker, tmp_path):
     load(cli, tmp_path / "defs", "slow3", {"nodes": slow(3), "schedule": {"every": 1}})
-    wait_until(lambda: scheduled("slow3").filter(status="completed").count() >= 3, timeout=120, what="3 slow runs")
+    wait_for(lambda: scheduled("slow3").filter(status="completed").count() >= 3, timeout=120, what="3 slow runs")
     load(cli, tmp_path / "defs", "slow3", {"nodes": slow(3)})
-    wait_until(lambda: not scheduled("slow3").exclude(status__in=PipelineRun.TERMINAL).exists(), what="the last run")
+    wait_for(lambda: not scheduled("slow3").exclude(status__in=PipelineRun.TERMINAL).exists(), what="the last run")
     runs = list(scheduled("slow3").order_by("started_at"))
     for a, b in combinations(runs, 2):
         assert a.finished_at <= b.started_at or b.finished_at <= a.started_at, f"runs {a.pk} and {b.pk} overlap"
@@ -117,9 +126,11 @@ def test_a_tick_delivered_twice_makes_one_run(cli, worker, tmp_path):
     ]
 
 
-def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, start_worker, tmp_path):
-    workers = [worker, start_worker(concurrency=4)]  # the module's worker consumes the same queue
-    load(cli, tmp_path / "defs", "limited", {"nodes": slow(1), "max_concurrent": 2})
+def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, start_worker, gate, tmp_path):
+    workers = [worker, start_worker(concurrency=4, **gate.env)]  # the module's worker consumes the same queue
+    # The first two runs wait at the gate, so both slots stay taken until the waiting CLI has said so.
+    nodes = [gate.node("hold", "slow"), *slow(1)]
+    load(cli, tmp_path / "defs", "limited", {"nodes": nodes, "defaults": Gate.DEFAULTS, "max_concurrent": 2})
     launch = (
         "from concurrent.futures import ThreadPoolExecutor\n"
         "from django.db import connection\n"
@@ -142,13 +153,21 @@ def test_max_concurrent_holds_under_twenty_concurrent_launches(cli, worker, star
         logs = "".join(w.log() for w in workers)
         return all(re.search(rf"event=run\.(start|waiting) run_id={pk} ", logs) for pk in ids)
 
-    wait_until(every_first_message_taken, timeout=120, what="every limited run's first message taken")
+    wait_for(every_first_message_taken, timeout=120, what="every limited run's first message taken")
     last = runs.filter(status="queued").order_by("-pk").first()
     assert last is not None, "every run started before the wait could be watched"
-    waited = cli("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1")
-    assert waited.exit_code == 0, waited.stderr
-    assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.stderr
-    wait_until(lambda: runs.filter(status="completed").count() == 20, timeout=180, what="20 limited runs")
+    wait_for(lambda: gate.reached(2), what="two runs in their slots")
+    assert not gate.reached(3)
+    waited = StderrLines(cli.popen("show_run", str(last.pk), "--wait", "--timeout", "180", RUN_PICKUP_TIMEOUT_SECONDS="1"))
+    try:
+        waited.wait_for("waits for a free slot")
+        gate.open()
+        code, _, _ = waited.finish()
+    finally:
+        waited.stop()
+    assert code == 0, waited.text()
+    assert f"Run {last.pk} waits for a free slot: limited allows 2 runs at a time (max_concurrent)" in waited.text()
+    wait_for(lambda: runs.filter(status="completed").count() == 20, timeout=180, what="20 limited runs")
     spans = sorted((run.started_at, run.finished_at) for run in runs)
     most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
     assert most == 2, f"{most} runs were running at once"

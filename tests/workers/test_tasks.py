@@ -2,9 +2,9 @@
 import pytest
 from django.utils import timezone
 
-from apps.orchestration import inputs, launch, launchrequest
 from apps.orchestration.lease import lease_end
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from tests.support import make_run
 from workers.tasks import RunUnsuccessful, execute_run
 
 pytestmark = pytest.mark.django_db
@@ -13,21 +13,13 @@ OK = [{"id": "shape", "type": "transform", "config": {"mapping": {"x": "payload.
 FAILING = [{"id": "t", "type": "transform", "config": {"mapping": {"x": "payload.nothing"}}}]
 
 
-def make_run(nodes, name="p", **fields):
-    PipelineDefinition.objects.get_or_create(name=name, defaults={"config": {"version": "1.0", "nodes": nodes}})
-    run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name=name), payload={"value": 1}))
-    if fields:
-        PipelineRun.objects.filter(pk=run.pk).update(**fields)
-    return run
-
-
 def test_completed_run_returns_its_status():
-    run = make_run(OK)
+    run = make_run(OK, payload={"value": 1})
     assert execute_run(run.pk, definition="p", trace_id=run.trace_id) == "completed"
 
 
 def test_failed_run_raises_the_declared_expected_exception():
-    run = make_run(FAILING)
+    run = make_run(FAILING, payload={"value": 1})
     with pytest.raises(RunUnsuccessful, match=rf"^run {run.pk} failed: Node 't' failed: Path not found: payload.nothing$"):
         execute_run(run.pk)
     assert RunUnsuccessful in execute_run.throws
@@ -35,13 +27,13 @@ def test_failed_run_raises_the_declared_expected_exception():
 
 
 def test_run_cancelled_while_running_raises():
-    run = make_run(OK, status="running", cancel_requested_at=timezone.now())
+    run = make_run(OK, payload={"value": 1}, status="running", cancel_requested_at=timezone.now())
     with pytest.raises(RunUnsuccessful, match=rf"^run {run.pk} cancelled: Cancelled on request before node 'shape'$"):
         execute_run(run.pk)
 
 
 def test_run_finished_before_this_delivery_is_not_a_failure_of_it():
-    run = make_run(FAILING)
+    run = make_run(FAILING, payload={"value": 1})
     with pytest.raises(RunUnsuccessful):
         execute_run(run.pk)
     # The same run delivered again (an old message with only the run id).
@@ -50,7 +42,7 @@ def test_run_finished_before_this_delivery_is_not_a_failure_of_it():
 
 
 def test_run_cancelled_while_queued_is_not_a_failure_of_the_task():
-    run = make_run(OK)
+    run = make_run(OK, payload={"value": 1})
     # What cancel_run does to a queued run.
     PipelineRun.objects.filter(pk=run.pk).update(
         status="cancelled", finished_at=timezone.now(), error="Cancelled on request before it started"
@@ -59,7 +51,7 @@ def test_run_cancelled_while_queued_is_not_a_failure_of_the_task():
 
 
 def test_run_held_by_a_live_process_returns_quietly():
-    run = make_run(OK)
+    run = make_run(OK, payload={"value": 1})
     PipelineRun.objects.filter(pk=run.pk).update(
         status="running", claimed_by="elsewhere:1:abc", lease_expires_at=lease_end()
     )
@@ -70,11 +62,11 @@ def test_run_held_by_a_live_process_returns_quietly():
 def test_run_at_its_concurrency_limit_returns_quietly():
     nodes = {"version": "1.0", "max_concurrent": 1, "nodes": OK}
     PipelineDefinition.objects.create(name="limited", config=nodes)
-    busy = make_run(OK, name="limited")
+    busy = make_run(OK, payload={"value": 1}, name="limited")
     PipelineRun.objects.filter(pk=busy.pk).update(
         status="running", claimed_by="elsewhere:1:abc", lease_expires_at=lease_end()
     )
-    waiting = make_run(OK, name="limited")
+    waiting = make_run(OK, payload={"value": 1}, name="limited")
     assert execute_run(waiting.pk) is None
     assert PipelineRun.objects.get(pk=waiting.pk).status == "queued"
 

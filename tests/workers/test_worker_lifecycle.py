@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from tests.support import Gate, wait_for
 
 pytestmark = pytest.mark.subprocess
 
@@ -58,17 +59,18 @@ def test_task_delivered_twice_executes_each_node_once(cli, start_worker, pipelin
     shown = cli("show_run", str(queued["run_id"]), "--wait", "--timeout", "60")
     assert shown.exit_code == 0, shown.stderr
     # Both deliveries reached the worker; only one executed the run.
-    assert worker.wait_for_log("Task orchestration.execute_run", timeout=10)
+    assert worker.wait_for_log("Task orchestration.execute_run")
     counts = {node: StageExecution.objects.filter(node_id=node).count() for node in ("metrics", "shape")}
     assert counts == {"metrics": 1, "shape": 1}
 
 
-def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_worker, transactional_db):
-    PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "nodes": [
+def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_worker, gate, transactional_db):
+    # The slow node waits at the gate until its process has been killed, however late the log line comes.
+    PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [
         {"id": "first", "type": "context", "config": {"include": ["memory"]}, "next": "slow"},
-        {"id": "slow", "type": "context", "config": {"include": ["cpu"], "options": {"cpu": {"interval": 3}}}},
+        gate.node("slow"),
     ]})
-    worker = start_worker(concurrency=1)
+    worker = start_worker(concurrency=1, **gate.env)
     queued = json.loads(cli("run_pipeline", "--definition", "slow", "--json").stdout)
     run = PipelineRun.objects.get(pk=queued["run_id"])
     # Once the slow node is running, kill the process executing it.
@@ -76,6 +78,7 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
     run.refresh_from_db()
     assert run.status == "running", run.status
     os.kill(int(run.claimed_by.split(":")[1]), signal.SIGKILL)
+    gate.open()  # for the attempt after the redelivery
     shown = cli("show_run", str(run.pk), "--wait", "--timeout", "60", "--json")
     assert shown.exit_code == 0, shown.stderr
     data = json.loads(shown.stdout)
@@ -89,39 +92,15 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
     ]
 
 
-def _subscribers(broker, run_id: int) -> int:
-    """How many processes are waiting on the run's wake-up channel."""
-    from pathlib import Path
-
-    import redis
-
-    from apps.broker.embedded import EmbeddedBroker
-    from apps.orchestration.events import channel_name
-
-    if broker.kind == "embedded":
-        client, db = EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client(), 0
-    else:
-        client = redis.Redis.from_url(broker.url)
-        db = client.connection_pool.connection_kwargs["db"]
-    channel = channel_name(run_id, db=db)
-    with client:
-        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
-
-
 def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_worker, pipeline):
-    import time
-
-    proc = cli.popen("run_pipeline", "--definition", "p", "--wait", RUN_PICKUP_TIMEOUT_SECONDS="60")
+    proc = cli.popen("run_pipeline", "--definition", "p", "--wait", RUN_PICKUP_TIMEOUT_SECONDS="600")
     try:
-        # Bounded: until the CLI is subscribed to its run's wake-ups, i.e. waiting.
-        deadline = time.monotonic() + 30
-        run = None
-        while time.monotonic() < deadline:
-            run = run or PipelineRun.objects.first()
-            if run is not None and _subscribers(broker, run.pk):
-                break
-            time.sleep(0.05)
-        assert run is not None and _subscribers(broker, run.pk)
+        # Until the CLI is subscribed to its run's wake-ups, i.e. waiting.
+        def waiting_run():
+            run = PipelineRun.objects.first()
+            return run if run is not None and broker.subscribers(run.pk) else None
+
+        run = wait_for(waiting_run, what="the CLI to wait on its run")
         proc.send_signal(signal.SIGINT)
         try:
             out, err = proc.communicate(timeout=60)

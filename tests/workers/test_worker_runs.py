@@ -7,18 +7,6 @@ from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExec
 
 pytestmark = pytest.mark.subprocess
 
-NODES = [
-    {"id": "metrics", "type": "context", "config": {"include": ["cpu", "memory", "disk"]}, "next": "analyze"},
-    {"id": "analyze", "type": "intelligence", "config": {"provider": "local"}, "next": "notify"},
-    {"id": "notify", "type": "notify", "config": {"driver": "console"}},
-]
-
-
-@pytest.fixture
-def health_check(transactional_db):
-    return PipelineDefinition.objects.create(name="health-check", config={"version": "1.0", "nodes": NODES})
-
-
 @pytest.fixture
 def failing(transactional_db):
     return PipelineDefinition.objects.create(
