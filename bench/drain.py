@@ -66,13 +66,15 @@ def _purge_runs(app) -> int:
 def _launch_backlog(config_path: str, n: int) -> tuple[list[int], float]:
     """Launch ``n`` runs as `run_pipeline --config F` does (no worker running); their ids and
     the seconds it took. Raises unless exactly ``n`` messages then wait in the run queue."""
-    from apps.orchestration import dispatch, inputs, launch, launchrequest
+    from apps.orchestration import dispatch, inputs, launch
+    from apps.orchestration.launchrequest import LaunchRequest
 
     t0 = time.perf_counter()
     ids = []
     for i in range(n):
         resolved = inputs.definition_resolve(config_path=config_path)
-        ids.append(launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")).pk)
+        request = LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")
+        ids.append(launch.pipeline_run_launch(request=request).pk)
     seconds = time.perf_counter() - t0
     waiting = dispatch.queue_length()
     if waiting != n:

@@ -64,7 +64,8 @@ def child(args) -> int:
     for name in ("apps", "workers", "celery"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from apps.orchestration import inputs, launch, launchrequest, waiting
+    from apps.orchestration import inputs, launch, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.management.output import RunProgress
     from apps.orchestration.models import PipelineRun, StageExecution
     from workers.celery import app
@@ -107,7 +108,7 @@ def child(args) -> int:
         worker.wait_ready(app)
         resolved = inputs.definition_resolve(config_path=str(config))
         for i in range(WARMUP_RUNS + args.runs):
-            run = launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
+            run = launch.pipeline_run_launch(request=LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
             progress = TimedProgress()
             outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT,
                                                 progress=progress)

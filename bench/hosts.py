@@ -52,7 +52,8 @@ def _on_sigterm(signum, frame):
 
 def _launch_once(config_path: str, i: int, host: str | None) -> dict:
     """One run launched as `run_pipeline --config F [--host HOST] --wait` launches it, waited for in-process."""
-    from apps.orchestration import inputs, launch, launchrequest, targeting, waiting
+    from apps.orchestration import inputs, launch, targeting, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.models import PipelineRun
     from bench.measure import RUN_TIMEOUT
 
@@ -61,7 +62,8 @@ def _launch_once(config_path: str, i: int, host: str | None) -> dict:
     resolved = inputs.definition_resolve(config_path=config_path)
     payload = {"x": i}
     targets = targeting.launch_targets(host=host, resolved=resolved, payload=payload, source="bench")
-    (run,) = launch.pipeline_runs_launch(targets=targets, request=launchrequest.LaunchRequest(resolved=resolved, payload=payload, source="bench"))
+    request = LaunchRequest(resolved=resolved, payload=payload, source="bench")
+    (run,) = launch.pipeline_runs_launch(targets=targets, request=request)
     outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
     t1 = time.perf_counter()
     done = outcome.run
@@ -78,7 +80,8 @@ def _routing_check(app, worker_name: str, config_path: str) -> dict:
     """Check that a run for HOST waits in host.HOST and nowhere else while the worker does not
     consume that queue, and that the worker executes it once it does again."""
     from apps.hostnames import host_queue
-    from apps.orchestration import dispatch, inputs, launch, launchrequest, targeting, waiting
+    from apps.orchestration import dispatch, inputs, launch, targeting, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.models import PipelineRun
     from bench.measure import RUN_TIMEOUT
 
@@ -91,7 +94,8 @@ def _routing_check(app, worker_name: str, config_path: str) -> dict:
     try:
         resolved = inputs.definition_resolve(config_path=config_path)
         targets = targeting.launch_targets(host=HOST, resolved=resolved, payload={"x": -1}, source="bench")
-        (run,) = launch.pipeline_runs_launch(targets=targets, request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": -1}, source="bench"))
+        request = LaunchRequest(resolved=resolved, payload={"x": -1}, source="bench")
+        (run,) = launch.pipeline_runs_launch(targets=targets, request=request)
         deadline = time.monotonic() + 5
         while dispatch.queue_length(host=HOST) != 1 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -259,13 +259,14 @@ def timed_ms(fn) -> float:
 
 def launcher_once(config_path: str, i: int) -> dict:
     """One run, launched and waited for in-process, as `run_pipeline --config F --wait` does."""
-    from apps.orchestration import inputs, launch, launchrequest, waiting
+    from apps.orchestration import inputs, launch, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.models import PipelineRun
 
     wall0 = time.time()
     t0 = time.perf_counter()
     resolved = inputs.definition_resolve(config_path=config_path)
-    run = launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
+    run = launch.pipeline_run_launch(request=LaunchRequest(resolved=resolved, payload={"x": i}, source="bench"))
     t_launched = time.perf_counter()
     outcome = waiting.pipeline_run_wait(run_id=run.pk, timeout=RUN_TIMEOUT, pickup_timeout=RUN_TIMEOUT)
     t1 = time.perf_counter()
@@ -293,7 +294,8 @@ def launcher_latency(config_path: str, n: int) -> dict:
 
 
 def launcher_throughput(config_path: str, m: int) -> dict:
-    from apps.orchestration import inputs, launch, launchrequest, waiting
+    from apps.orchestration import inputs, launch, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.models import PipelineRun
 
     t0 = time.perf_counter()
@@ -301,7 +303,8 @@ def launcher_throughput(config_path: str, m: int) -> dict:
     ids = []
     for i in range(m):
         resolved = inputs.definition_resolve(config_path=config_path)
-        ids.append(launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")).pk)
+        request = LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")
+        ids.append(launch.pipeline_run_launch(request=request).pk)
     t_sent = time.perf_counter()
     queries = []
     for run_id in ids:
@@ -336,13 +339,14 @@ def launcher_diagnostics(config_path: str) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from apps.broker.embedded import ensure_broker
-    from apps.orchestration import engine, events, inputs, launch, launchrequest, waiting
+    from apps.orchestration import engine, events, inputs, launch, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
 
     out: dict = {}
     resolved = inputs.definition_resolve(config_path=config_path)
     # The launcher's database work and messages: queries of one launch (the run is then executed below).
     with CaptureQueriesContext(connection) as launch_q:
-        run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": 1}, source="bench"))
+        run = launch.pipeline_run_create(request=LaunchRequest(resolved=resolved, payload={"x": 1}, source="bench"))
     out["queries_create"] = len(launch_q.captured_queries)
     # The engine for the same run, inline: what the worker does once the task starts.
     with CaptureQueriesContext(connection) as engine_q:
@@ -354,7 +358,7 @@ def launcher_diagnostics(config_path: str) -> dict:
     inline = []
     for i in range(10):
         run = launch.pipeline_run_create(
-            request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")
+            request=LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")
         )
         inline.append(timed_ms(lambda run=run: engine.run_execute(run_id=run.pk)))
     out["engine_inline_ms"] = inline

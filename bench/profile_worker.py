@@ -90,7 +90,8 @@ def child_main(args) -> int:
 
     import psutil
 
-    from apps.orchestration import inputs, launch, launchrequest, waiting
+    from apps.orchestration import inputs, launch, waiting
+    from apps.orchestration.launchrequest import LaunchRequest
     from apps.orchestration.models import PipelineRun
     from bench.measure import PIPELINE, runs_clear
     from workers.celery import app as project_app
@@ -105,8 +106,10 @@ def child_main(args) -> int:
     result: dict = {}
 
     def runs(count: int) -> None:
-        launched = [launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")).pk
-                    for i in range(count)]
+        launched = [
+            launch.pipeline_run_launch(request=LaunchRequest(resolved=resolved, payload={"x": i}, source="bench")).pk
+            for i in range(count)
+        ]
         for run_id in launched:
             outcome = waiting.pipeline_run_wait(run_id=run_id, timeout=120)
             if outcome.run.status != PipelineRun.Status.COMPLETED:

@@ -155,7 +155,8 @@ class KillRig:
     def round(self, index: int, moment: str) -> dict:
         """Kill a victim holding a run at ``moment`` (one of MOMENTS); the run's record
         is checked and the timings returned. Raises RoundFailed."""
-        from apps.orchestration import inputs, launch, launchrequest
+        from apps.orchestration import inputs, launch
+        from apps.orchestration.launchrequest import LaunchRequest
         from apps.orchestration.models import PipelineRun
 
         if moment not in MOMENTS:
@@ -171,7 +172,8 @@ class KillRig:
             pause = random.uniform(0, self.jitter)
             time.sleep(pause)
             resolved = inputs.definition_resolve(config_path=str(self.config_path))
-            run = launch.pipeline_run_launch(request=launchrequest.LaunchRequest(resolved=resolved, payload={"round": index}, source=self.source))
+            request = LaunchRequest(resolved=resolved, payload={"round": index}, source=self.source)
+            run = launch.pipeline_run_launch(request=request)
             claimed_by = self._wait_claim(run.pk)
             if moment != "claim":
                 self._survivor_consumes(True)

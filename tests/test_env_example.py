@@ -112,7 +112,7 @@ def test_compose_host_workers_are_workers_serving_a_valid_host_name():
     assert names, "docker-compose.yml shows no worker for a monitored host"
     hosts = [services[name]["environment"]["MONITOR_HOST"] for name in names]
     assert len(set(hosts)) == len(hosts)
-    for name, host in zip(names, hosts):
+    for name, host in zip(names, hosts, strict=True):
         service = services[name]
         assert host_name(host) == host, name
         # The shared worker's command and health check, and the shared environment besides MONITOR_HOST.

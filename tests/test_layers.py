@@ -47,7 +47,7 @@ def test_product_code_has_no_import_circle():
 
     def visit(name: str, trail: list[str]) -> None:
         if name in trail:
-            circles.append(trail[trail.index(name):] + [name])
+            circles.append([*trail[trail.index(name):], name])
             return
         if name in done:
             return

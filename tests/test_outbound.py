@@ -191,7 +191,7 @@ def start_pair():
             stop_second()
             continue
 
-        def stop():
+        def stop(stop_first=stop_first, stop_second=stop_second):
             stop_first()
             stop_second()
 

@@ -61,7 +61,7 @@ def test_percent_decoded_parts_are_scrubbed_too(monkeypatch):
 def test_non_numeric_port_text_is_scrubbed(monkeypatch):
     monkeypatch.setenv("SLACK_WEBHOOK_URL", PORT_URL)
     with pytest.raises(ValueError) as raised:
-        urlsplit(PORT_URL).port
+        _ = urlsplit(PORT_URL).port
     assert PORT_TEXT in str(raised.value)  # the leak: urllib quotes the port text
     assert scrub(str(raised.value)) == f"Port could not be cast to integer value as '{REDACTED}'"
     assert scrub(f"connect to 127.0.0.1:{PORT_TEXT}") == f"connect to 127.0.0.1:{REDACTED}"
@@ -124,7 +124,7 @@ def test_scrub_is_deep(monkeypatch):
 
 def _port_error():
     try:
-        urlsplit(PORT_URL).port
+        _ = urlsplit(PORT_URL).port
     except ValueError as exc:
         raise RuntimeError("delivery failed") from exc
 

@@ -32,7 +32,7 @@ def test_cli_sample_is_the_generic_sample():
 
 
 def test_sample_of_unknown_source_lists_the_known_ones():
-    with pytest.raises(PayloadError, match="Unknown alert source: nagios .*alertmanager, datadog, generic, grafana, pagerduty"):
+    with pytest.raises(PayloadError, match=r"Unknown alert source: nagios .*alertmanager, datadog, generic, grafana, pagerduty"):
         alert_sample(source="nagios")
 
 

@@ -183,9 +183,9 @@ def hostile_files(tmp_path):
 
 
 def test_hostile_json_in_payloads_and_config_files_is_refused(verdicts, tiny_config, hostile_files):
-    for name, text in HOSTILE_JSON.items():
+    for text in HOSTILE_JSON.values():
         verdicts.run("run_pipeline", "--inline", "--config", tiny_config, "--payload", text, refused=True)
-    for name, path in hostile_files.items():
+    for path in hostile_files.values():
         verdicts.run("run_pipeline", "--inline", "--config", tiny_config, "--file", path, refused=True)
         verdicts.run("run_pipeline", "--inline", "--config", path, refused=True)
         verdicts.run("run_pipeline", "--config", path, "--dry-run", refused=True)
@@ -234,7 +234,7 @@ def test_refused_labels_and_trace_ids_follow_one_rule_on_every_database(verdicts
 def test_hostile_run_ids_and_timeouts_for_show_run_and_cancel_run(verdicts, tiny_config):
     assert cli("run_pipeline", "--inline", "--config", tiny_config).exit_code == 0
     run_id = str(PipelineRun.objects.get().pk)
-    for text in HOSTILE_TEXT + ["99999999999999999999999", str(2**63), "-5"]:
+    for text in [*HOSTILE_TEXT, "99999999999999999999999", str(2**63), "-5"]:
         verdicts.run("show_run", "--", text, refused=True)
         verdicts.run("cancel_run", "--", text, refused=True)
         verdicts.run("show_run", run_id, "--wait", "--timeout", text, refused=text != "9" * 30)

@@ -81,8 +81,8 @@ def test_a_write_reconnects_after_the_database_dropped_the_connection(run):
     with connection.cursor() as cursor:
         try:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-        except Exception:
-            pass  # the server may end the connection before it answers
+        except Exception:  # noqa: BLE001 - the server may end the connection before it answers
+            pass
     try:
         claim.lease.write(run_fields={"current_node": "only"},
                           stage=StageExecution(run_id=run.pk, node_id="only", node_type="context"))

@@ -181,8 +181,8 @@ def test_the_table_is_aligned_in_columns():
         ["health-check", "-", "cli", "completed", None, "231ms", None],
     ]
     assert len(lines) == len(expected)
-    for line, cells in zip(lines, expected):
-        for start, cell in zip(starts, cells):
+    for line, cells in zip(lines, expected, strict=True):
+        for start, cell in zip(starts, cells, strict=True):
             # Columns line up on screen, where a wide character takes two columns.
             at = next((i for i in range(len(line) + 1) if display_width(line[:i]) >= start), len(line))
             if cell is None:
@@ -191,7 +191,7 @@ def test_the_table_is_aligned_in_columns():
             assert line[at:].startswith(cell) and line[at - 2:at] == "  ", (line, cell)
     # The id column is aligned right, under the end of its header.
     ids = [str(pk) for pk in PipelineRun.objects.order_by("-created_at", "-pk").values_list("pk", flat=True)]
-    for line, run_id in zip(lines, ids):
+    for line, run_id in zip(lines, ids, strict=True):
         assert line.lstrip().startswith(run_id + " ") and line.index(run_id) + len(run_id) == header.index("ID") + 2
 
 

@@ -166,7 +166,7 @@ def test_the_table_is_aligned_and_marks_disabled_and_overdue():
         "off": ["off", "every 60s", "-", "skip", "no", "-", "-"],
     }
     for name, cells in expected.items():
-        for start, cell in zip(starts, cells):
+        for start, cell in zip(starts, cells, strict=True):
             assert rows[name][start:].startswith(cell), (rows[name], cell)
             assert start == 0 or rows[name][start - 2:start] == "  ", rows[name]
 

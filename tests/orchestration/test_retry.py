@@ -171,7 +171,7 @@ def test_conflicting_flags_are_refused(failed_run, run_command):
 @pytest.mark.django_db(transaction=True)  # run_from_argv closes the connection, as manage.py does
 def test_hostile_run_ids_are_refused_in_one_line(failed_run):
     verdicts = Verdicts()
-    for text in HOSTILE_TEXT + ["99999999999999999999999", str(2**63), "-5"]:
+    for text in [*HOSTILE_TEXT, "99999999999999999999999", str(2**63), "-5"]:
         verdicts.run("retry_run", "--", text, refused=True)
         verdicts.run("retry_run", "--from-failed", "--inline", "--", text, refused=True)
         verdicts.run("retry_run", str(failed_run.pk), "--wait", "--timeout", text, refused=True)

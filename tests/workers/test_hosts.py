@@ -25,7 +25,7 @@ def two_hosts(base_env):
     try:
         for host in ("alpha", "beta"):
             started.append(Worker({**base_env, "MONITOR_HOST": host}, concurrency=1))
-        yield dict(zip(("alpha", "beta"), started))
+        yield dict(zip(("alpha", "beta"), started, strict=True))
     finally:
         for worker in started:
             worker.stop()

@@ -80,7 +80,7 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
         try:
             if round_ == 0:
                 wait_for(
-                    lambda: PipelineRun.objects.filter(pk=run.pk, lease_expires_at__lt=Now()).exists(),
+                    lambda run=run: PipelineRun.objects.filter(pk=run.pk, lease_expires_at__lt=Now()).exists(),
                     what="the dead worker's lease to run out",
                 )
             # The next worker takes the run over, then executes the next round's run.

@@ -24,7 +24,7 @@ def test_wait_prints_the_result_display_from_the_worker(cli, worker, health_chec
     run = PipelineRun.objects.get()
     assert run.claimed_by.split(":")[1] != ""  # executed by a worker process
     # The worker log tells the run's story by trace id: run start, each node, run end.
-    assert worker.wait_for_log("event=run.end run_id=%d trace_id=trace-ok-1" % run.pk)
+    assert worker.wait_for_log(f"event=run.end run_id={run.pk} trace_id=trace-ok-1")
     story = [line for line in worker.log().splitlines() if "trace-ok-1" in line and "event=" in line]
     events = [line.split("event=")[1].split()[0] for line in story]
     assert events == ["run.start"] + ["node.start", "node.end"] * 3 + ["run.end"]
