@@ -205,13 +205,33 @@ def gate():
 
 @pytest.fixture(scope="module")
 def module_gate():
-    """One gate for a module whose shared worker must reach it: such a module overrides
-    ``base_env`` to add ``module_gate.env``, and ``gate`` to reset this one for each test."""
+    """One gate for a module whose shared worker must reach it: such a module takes
+    ``module_gate_fixtures()``, which add ``module_gate.env`` to its ``base_env`` and make its
+    ``gate`` this one, reset for each test."""
     started = Gate()
     try:
         yield started
     finally:
         started.stop()
+
+
+def module_gate_fixtures():
+    """The ``base_env`` and ``gate`` fixtures of a module whose shared worker waits at
+    ``module_gate``; assign both to module names (``gated_env, gate_per_test = ...``)."""
+
+    @pytest.fixture(scope="module", name="base_env")
+    def gated_base_env(base_env, module_gate):
+        return {**base_env, **module_gate.env}
+
+    @pytest.fixture(name="gate")
+    def gate_per_test(module_gate):
+        module_gate.reset()  # closed at the start of each test, opened at its end
+        try:
+            yield module_gate
+        finally:
+            module_gate.open()
+
+    return gated_base_env, gate_per_test
 
 
 def _ctrl_c_as_in_a_terminal() -> None:

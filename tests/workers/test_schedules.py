@@ -11,27 +11,15 @@ import pytest
 
 from apps.orchestration.models import PipelineRun
 from tests.support import Gate, StderrLines, wait_for
-from tests.workers.conftest import CollectedProcess
+from tests.workers.conftest import CollectedProcess, module_gate_fixtures
 
 pytestmark = pytest.mark.subprocess
 
 CHEAP = [{"id": "m", "type": "context", "config": {"include": ["memory"]}}]
 
 
-@pytest.fixture(scope="module")
-def base_env(base_env, module_gate):
-    """The module's worker may reach the gate."""
-    return {**base_env, **module_gate.env}
-
-
-@pytest.fixture
-def gate(module_gate):
-    """Closed at the start of each test, opened at its end."""
-    module_gate.reset()
-    try:
-        yield module_gate
-    finally:
-        module_gate.open()
+# The module's worker may reach the gate; each test starts with it closed.
+gated_env, gate_per_test = module_gate_fixtures()
 
 
 def slow(seconds: float) -> list[dict]:
