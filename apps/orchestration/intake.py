@@ -231,9 +231,11 @@ def _launch(
                 for host in hosts
             ]
             ids = [run.pk for run in runs]
-            if earlier is not None:
-                AlertDelivery.objects.filter(pk=earlier.pk).update(run_ids=ids, created_at=now, expires_at=expires)
-            else:
+            # An expired record is replaced; one the prune deleted meanwhile is written again.
+            replaced = earlier is not None and AlertDelivery.objects.filter(pk=earlier.pk).update(
+                run_ids=ids, created_at=now, expires_at=expires
+            )
+            if not replaced:
                 AlertDelivery.objects.create(
                     key=key, definition_name=definition.name, run_ids=ids, created_at=now, expires_at=expires
                 )
