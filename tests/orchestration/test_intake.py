@@ -269,3 +269,35 @@ def test_two_identical_notifications_at_once_start_one_run():
     assert sorted(sorted(result.deduplicated) for result in results if not result.runs) == [sorted(started)] * 3
     assert Alert.objects.get(fingerprint="HighCPUUsage-web-01:9100").occurrences == 4
     assert database_url()  # the test ran on the database it names
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_alerts_and_runs_are_stored_queued_and_the_sweep_sends_them(manage):
+    import json
+
+    from tests.support import claim_redis_db, require_redis
+
+    define("cpu", {"source": "alertmanager"})
+    receive = (
+        "import json\n"
+        "from apps.orchestration.intake import alerts_receive\n"
+        f"intake = alerts_receive(source='alertmanager', body=json.loads({json.dumps(json.dumps(am_body()))}))\n"
+        "print(json.dumps([run.pk for run in intake.runs]))\n"
+    )
+    result = manage("shell", "-c", receive, env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 0, result.stderr
+    [run_id] = json.loads(result.stdout.strip().splitlines()[-1])
+    run = PipelineRun.objects.get()
+    assert (run.pk, run.status, run.trigger) == (run_id, "queued", "alert")
+    assert f"event=run.enqueue_failed run_id={run.pk}" in result.stderr and "Traceback" not in result.stderr
+    assert Alert.objects.count() == 1 and AlertDelivery.objects.get().run_ids == [run.pk]
+    # Once a broker answers, the sweep sends the run that never reached one.
+    require_redis()
+    url = claim_redis_db()
+    try:
+        swept = manage("recover_runs", "--grace", "0", env={"CELERY_BROKER_URL": url})
+        assert swept.stdout == f"re-sent run {run.pk} (trace id {run.trace_id}): lost message\n1 run(s) re-sent\n"
+    finally:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
