@@ -12,6 +12,11 @@ from apps.alerts.parsers import ParsedAlert, Parser, PayloadError, parsers
 from apps.alerts.parsers.common import worst_severity
 from apps.registry import UnknownPlugin
 
+# The fields recording an occurrence changes (Alert.objects.bulk_update).
+_SAVED_FIELDS = [
+    "occurrences", "source", "name", "severity", "status", "host", "description", "labels", "incident",
+    "last_seen", "resolved_at",
+]
 # Sources that mean "work out the format from the payload".
 AUTODETECT = ("cli", "auto")
 
@@ -115,7 +120,8 @@ def alert_batch_record(*, batch: AlertBatch) -> dict:
         alerts = [rows[fp] for fp in dict.fromkeys(item.fingerprint for item in parsed)]
         incident = _group(alerts, now=now)
         for alert in alerts:
-            alert.save()
+            alert.last_seen = now  # auto_now, which an UPDATE of several rows does not apply
+        Alert.objects.bulk_update(alerts, _SAVED_FIELDS)
         if incident is not None:
             incident = _settle(incident, alerts, now=now)
 
@@ -177,10 +183,14 @@ def _lock_or_create(
     first: dict[str, ParsedAlert] = {}
     for item in parsed:
         first.setdefault(item.fingerprint, item)
-    rows: dict[str, Alert] = {}
     created_fps: set[str] = set()
-    # Locking in fingerprint order keeps two concurrent ingests from deadlocking.
-    for fingerprint in sorted(first):
+    # Locking in fingerprint order keeps two concurrent ingests from deadlocking; the rows on
+    # record are locked in one statement (a repeat of a group creates nothing).
+    rows: dict[str, Alert] = {
+        alert.fingerprint: alert
+        for alert in Alert.objects.select_for_update().filter(fingerprint__in=sorted(first)).order_by("fingerprint")
+    }
+    for fingerprint in sorted(set(first) - set(rows)):
         item = first[fingerprint]
         alert, created = Alert.objects.select_for_update().get_or_create(
             fingerprint=fingerprint,
