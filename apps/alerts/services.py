@@ -12,11 +12,6 @@ from apps.alerts.parsers import ParsedAlert, Parser, PayloadError, parsers
 from apps.alerts.parsers.common import worst_severity
 from apps.registry import UnknownPlugin
 
-# The fields recording an occurrence changes (Alert.objects.bulk_update).
-_SAVED_FIELDS = [
-    "occurrences", "source", "name", "severity", "status", "host", "description", "labels", "incident",
-    "last_seen", "resolved_at",
-]
 # Sources that mean "work out the format from the payload".
 AUTODETECT = ("cli", "auto")
 
@@ -120,8 +115,7 @@ def alert_batch_record(*, batch: AlertBatch) -> dict:
         alerts = [rows[fp] for fp in dict.fromkeys(item.fingerprint for item in parsed)]
         incident = _group(alerts, now=now)
         for alert in alerts:
-            alert.last_seen = now  # auto_now, which an UPDATE of several rows does not apply
-        Alert.objects.bulk_update(alerts, _SAVED_FIELDS)
+            alert.save()
         if incident is not None:
             incident = _settle(incident, alerts, now=now)
 

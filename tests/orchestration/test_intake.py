@@ -236,10 +236,10 @@ def test_the_intake_of_a_ten_alert_body_takes_few_queries():
     assert len(queries) <= QUERY_BUDGET, "\n".join(q["sql"][:120] for q in queries.captured_queries)
 
 
-# Measured: 26 on SQLite and PostgreSQL. The runs take 1 INSERT per host (10 here), the definitions 1 read,
-# the dedup record 2; the rest is recording the alerts (one locking read, one UPDATE of them all, the
-# incident's reads and write) and savepoints.
-QUERY_BUDGET = 26
+# Measured: 35 on SQLite and PostgreSQL. The runs take 1 INSERT per host (10 here), the definitions 1 read,
+# the dedup record 2; the rest is recording the alerts (one locking read, an UPDATE per alert: measured
+# faster than one bulk UPDATE, whose CASE expressions cost more to build than the round trips) and savepoints.
+QUERY_BUDGET = 35
 
 
 @pytest.mark.django_db(transaction=True)
