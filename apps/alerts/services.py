@@ -2,6 +2,8 @@
 alerts grouped into incidents."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -57,6 +59,32 @@ def alert_hosts(*, payload: dict, source: str) -> list[str]:
     return list(dict.fromkeys(item.host for item in _parser(name).parse(payload) if item.host))
 
 
+@dataclass(frozen=True)
+class AlertBatch:
+    """The alerts of one payload as its source's parser read them, not stored:
+    ``group_key`` is the source's identity of their group ("" when it has none)."""
+
+    source: str
+    alerts: list[ParsedAlert]
+    group_key: str
+
+
+def alert_batch(*, payload: dict, source: str) -> AlertBatch:
+    """Read ``payload`` as alerts of ``source`` (a parser name, or "cli"/"auto"
+    to detect the format). Reads only. Raises PayloadError for an unknown
+    source or an unreadable or empty payload."""
+    if not isinstance(payload, dict):
+        raise PayloadError("Alert payload must be a JSON object")
+    if not payload:
+        raise PayloadError("No alerts found in payload")
+    name = alert_source_detect(payload=payload) if not source or source in AUTODETECT else source
+    parser = _parser(name)
+    parsed = parser.parse(payload)
+    if not parsed:
+        raise PayloadError("No alerts found in payload")
+    return AlertBatch(source=name, alerts=parsed, group_key=parser.group_key(payload))
+
+
 def alert_ingest(*, payload: dict, source: str) -> dict:
     """Record the alerts of ``payload`` and group them into an incident.
 
@@ -67,15 +95,12 @@ def alert_ingest(*, payload: dict, source: str) -> dict:
     are all resolved is resolved. Returns a JSON-serialisable summary.
     Raises PayloadError for an unknown source or an unreadable or empty payload.
     """
-    if not isinstance(payload, dict):
-        raise PayloadError("Alert payload must be a JSON object")
-    if not payload:
-        raise PayloadError("No alerts found in payload")
-    name = alert_source_detect(payload=payload) if not source or source in AUTODETECT else source
-    parsed = _parser(name).parse(payload)
-    if not parsed:
-        raise PayloadError("No alerts found in payload")
+    return alert_batch_record(batch=alert_batch(payload=payload, source=source))
 
+
+def alert_batch_record(*, batch: AlertBatch) -> dict:
+    """Record the alerts of ``batch`` as alert_ingest does, and return its summary."""
+    name, parsed = batch.source, batch.alerts
     now = timezone.now()
     with transaction.atomic():
         rows, created_fps = _lock_or_create(parsed, source=name, now=now)
@@ -108,6 +133,37 @@ def alert_ingest(*, payload: dict, source: str) -> dict:
     }
 
 
+def alert_recorded(*, payload: dict, source: str) -> dict | None:
+    """The summary of ``payload``'s alerts as they are on record, for a run
+    whose alerts were recorded when they were received (alert_ingest's shape:
+    every alert with its id and ``created`` false, nothing counted as new or
+    updated, ``recorded`` true). Reads only; None when an alert of the
+    payload is not on record (pruned since). Raises PayloadError as
+    alert_ingest does."""
+    batch = alert_batch(payload=payload, source=source)
+    fingerprints = list(dict.fromkeys(item.fingerprint for item in batch.alerts))
+    rows = {
+        alert.fingerprint: alert
+        for alert in Alert.objects.filter(fingerprint__in=fingerprints).select_related("incident")
+    }
+    if len(rows) != len(fingerprints):
+        return None
+    incidents = [incident for fp in fingerprints if (incident := rows[fp].incident) is not None]
+    # The incident the alerts joined: an open one first, as alert_ingest chose it.
+    incident = next((i for i in incidents if i.status == Incident.Status.OPEN), incidents[0] if incidents else None)
+    return {
+        "source": batch.source,
+        "alerts": [
+            {**item.to_dict(), "id": rows[item.fingerprint].pk, "created": False} for item in batch.alerts
+        ],
+        "created": 0,
+        "updated": 0,
+        "resolved": sum(1 for item in batch.alerts if item.status == Alert.Status.RESOLVED),
+        "incident": _incident_dict(incident) if incident is not None else None,
+        "recorded": True,
+    }
+
+
 def _first_of(parsed: list[ParsedAlert], index: int) -> bool:
     """Whether parsed[index] is the first alert with its fingerprint in the payload."""
     fingerprint = parsed[index].fingerprint
@@ -121,10 +177,14 @@ def _lock_or_create(
     first: dict[str, ParsedAlert] = {}
     for item in parsed:
         first.setdefault(item.fingerprint, item)
-    rows: dict[str, Alert] = {}
     created_fps: set[str] = set()
-    # Locking in fingerprint order keeps two concurrent ingests from deadlocking.
-    for fingerprint in sorted(first):
+    # Locking in fingerprint order keeps two concurrent ingests from deadlocking; the rows on
+    # record are locked in one statement (a repeat of a group creates nothing).
+    rows: dict[str, Alert] = {
+        alert.fingerprint: alert
+        for alert in Alert.objects.select_for_update().filter(fingerprint__in=sorted(first)).order_by("fingerprint")
+    }
+    for fingerprint in sorted(set(first) - set(rows)):
         item = first[fingerprint]
         alert, created = Alert.objects.select_for_update().get_or_create(
             fingerprint=fingerprint,

@@ -202,6 +202,7 @@ class _Execution:
             environment=self.run.environment,
             payload=self.run.payload,
             timeout_seconds=defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+            trigger=self.run.trigger,
         )
         self.result: _RunResult = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
         self.status: str = PipelineRun.Status.COMPLETED

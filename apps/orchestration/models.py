@@ -36,6 +36,7 @@ class PipelineRun(models.Model):
         RETRY = "retry", "Retry"
         ADMIN = "admin", "Admin"
         API = "api", "Program"
+        ALERT = "alert", "Alert"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
     ACTIVE = (Status.QUEUED, Status.RUNNING)
@@ -185,3 +186,27 @@ class StageExecution(models.Model):
 
     def __str__(self):
         return f"{self.node_id}#{self.attempt} ({self.status})"
+
+
+class AlertDelivery(models.Model):
+    """The runs one alert notification started for one definition, kept for
+    the trigger's ``dedup_seconds``: the same notification received again
+    before ``expires_at`` starts nothing and answers with these runs."""
+
+    key = models.CharField(
+        max_length=64,
+        help_text="Hex sha256 of the definition, the source, the alert group, its alerts' fingerprints and statuses.",
+    )
+    definition_name = models.CharField(max_length=100, help_text="The definition the runs were started from.")
+    run_ids = models.JSONField(default=list, help_text="The runs this notification started.")
+    created_at = models.DateTimeField(help_text="When the notification started its runs.")
+    expires_at = models.DateTimeField(
+        db_index=True, help_text="Until when the same notification starts nothing (the prune removes it after)."
+    )
+
+    class Meta:
+        # A constraint rather than unique=True: on PostgreSQL that would add a second (LIKE) index.
+        constraints = [models.UniqueConstraint(fields=["key"], name="alertdelivery_unique_key")]
+
+    def __str__(self):
+        return f"alert delivery {self.pk} ({self.definition_name})"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.models import AlertDelivery, PipelineRun, StageExecution
 
 logger = logging.getLogger("apps.orchestration.pruning")
 
@@ -21,6 +21,7 @@ class PruneCounts:
     runs: int
     stages: int
     cutoff: datetime  # runs created before this were candidates
+    deliveries: int = 0  # expired alert dedup records deleted
 
 
 def pipeline_runs_prune(
@@ -28,7 +29,9 @@ def pipeline_runs_prune(
 ) -> PruneCounts:
     """Delete finished runs created more than ``older_than`` ago, with their
     StageExecution rows (the cascade), optionally only those whose status is
-    one of ``statuses``; queued and running runs are never deleted.
+    one of ``statuses``; queued and running runs are never deleted. Alert
+    dedup records (AlertDelivery) whose window has passed are deleted too:
+    they dedup nothing any more, whatever age the runs are pruned at.
 
     Deletes ``batch_size`` runs per transaction, so no lock is held on the
     whole table and a concurrent writer waits at most one batch. With
@@ -52,6 +55,8 @@ def pipeline_runs_prune(
         stages = StageExecution.objects.filter(run__in=candidates.values("pk")).count()
         return PruneCounts(runs=candidates.count(), stages=stages, cutoff=cutoff)
     counts = PruneCounts(runs=0, stages=0, cutoff=cutoff)
+    # One statement: the table holds one row per notification and definition within the dedup windows.
+    counts.deliveries, _ = AlertDelivery.objects.filter(expires_at__lt=timezone.now()).delete()
     while True:
         with transaction.atomic():
             ids = list(candidates.order_by("pk").values_list("pk", flat=True)[:batch_size])
@@ -62,7 +67,7 @@ def pipeline_runs_prune(
         counts.runs += deleted.get(PipelineRun._meta.label, 0)
         counts.stages += deleted.get(StageExecution._meta.label, 0)
     logger.info(
-        "event=runs.pruned runs=%s stages=%s cutoff=%s statuses=%s",
-        counts.runs, counts.stages, cutoff.isoformat(), ",".join(chosen),
+        "event=runs.pruned runs=%s stages=%s cutoff=%s statuses=%s alert_deliveries=%s",
+        counts.runs, counts.stages, cutoff.isoformat(), ",".join(chosen), counts.deliveries,
     )
     return counts

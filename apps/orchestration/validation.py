@@ -13,11 +13,12 @@ from apps.hostnames import ALL, AUTO, HOST_NAME_RULE, host_name
 from apps.options import is_positive_number
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_messages
+from apps.orchestration.triggers import trigger_messages
 from apps.text import printable
 
 SUPPORTED_VERSIONS = ("1.0",)
 TOP_LEVEL_FIELDS = {
-    "version", "description", "tags", "defaults", "nodes", "schedule", "max_concurrent", "host", "hosts",
+    "version", "description", "tags", "defaults", "nodes", "schedule", "triggers", "max_concurrent", "host", "hosts",
 }
 # A definition's "hosts" list: one run per host at every launch.
 HOSTS_MAX = 100
@@ -104,6 +105,7 @@ def validate_definition(config) -> list[str]:
         messages.append(f"Unsupported version: {version} (supported: {', '.join(SUPPORTED_VERSIONS)})")
     messages += _validate_defaults(config.get("defaults"))
     messages += schedule_messages(config.get("schedule"))
+    messages += trigger_messages(config.get("triggers"))
     limit = config.get("max_concurrent")
     if "max_concurrent" in config and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         messages.append("max_concurrent must be a whole number of 1 or more")

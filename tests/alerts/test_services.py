@@ -7,7 +7,7 @@ import pytest
 
 from apps.alerts.models import Alert, Incident
 from apps.alerts.parsers import PayloadError
-from apps.alerts.services import alert_ingest, alert_sample, alert_sources
+from apps.alerts.services import alert_batch, alert_ingest, alert_recorded, alert_sample, alert_sources
 
 pytestmark = pytest.mark.django_db
 
@@ -219,3 +219,27 @@ def test_grouped_alerts_of_a_source_resolve_the_incident_only_when_all_are_resol
     assert result["incident"]["status"] == "resolved"
     assert result["incident"]["id"] == opened["incident"]["id"]
     assert set(Alert.objects.values_list("status", flat=True)) == {"resolved"}
+
+
+def test_recorded_alerts_are_reported_without_counting_them_again():
+    payload = {"alerts": [generic(), generic(name="Disk full", host="db-01", status="resolved")]}
+    ingested = alert_ingest(payload=payload, source="generic")
+    recorded = alert_recorded(payload=payload, source="generic")
+    assert [a["id"] for a in recorded["alerts"]] == [a["id"] for a in ingested["alerts"]]
+    assert all(a["created"] is False for a in recorded["alerts"])
+    assert (recorded["created"], recorded["updated"], recorded["resolved"], recorded["recorded"]) == (0, 0, 1, True)
+    assert recorded["incident"] == ingested["incident"]
+    assert list(Alert.objects.order_by("pk").values_list("occurrences", flat=True)) == [1, 1]
+
+
+def test_recorded_is_none_when_an_alert_is_not_on_record():
+    alert_ingest(payload=generic(), source="generic")
+    assert alert_recorded(payload={"alerts": [generic(), generic(name="New one")]}, source="generic") is None
+
+
+def test_group_key_is_the_alertmanager_and_grafana_group():
+    assert alert_batch(payload=alert_sample(source="alertmanager"), source="alertmanager").group_key == (
+        '{}:{alertname="HighCPUUsage"}'
+    )
+    assert alert_batch(payload=alert_sample(source="grafana"), source="grafana").group_key.startswith("{}:")
+    assert alert_batch(payload=generic(), source="generic").group_key == ""

@@ -257,3 +257,19 @@ def test_hostile_text_in_every_list_runs_option():
         verdicts.run("list_runs", "--limit", text, refused=True)
         verdicts.run("list_runs", "--json", "--since", text, refused=True)
     verdicts.assert_clean()
+
+
+def test_trigger_alert_lists_the_runs_alerts_started(run_command, settings):
+    from apps.orchestration.intake import alerts_receive
+
+    settings.CELERY_BROKER_IS_EMBEDDED = False  # nothing to start: the run stays queued, as with a broker down
+    past_run(name="by-hand")
+    PipelineDefinition.objects.create(name="paged", config={
+        **TINY, "triggers": [{"alert": {"source": "generic"}}],
+    })
+    [run] = alerts_receive(source="generic", body={"name": "Disk full", "host": "db-01"}).runs
+    result = run_command("list_runs", "--trigger", "alert", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [(row["run_id"], row["trigger"], row["definition"]) for row in json.loads(result.stdout)] == [
+        (run.pk, "alert", "paged")
+    ]

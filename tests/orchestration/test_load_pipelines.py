@@ -33,3 +33,22 @@ def test_shipped_definitions_are_valid(run_command, settings):
     result = run_command("load_pipelines")
     assert result.exit_code == 0, result.stderr
     assert set(PipelineDefinition.objects.values_list("name", flat=True)) >= {"health-check", "alert-triage"}
+
+
+def test_a_trigger_with_a_bad_match_is_refused_with_its_position(run_command, tmp_path):
+    config = {
+        "version": "1.0", "nodes": [{"id": "m", "type": "context"}],
+        "triggers": [{"alert": {"source": "alertmanager", "match": 'alert.severity == "critical" &&'}}],
+    }
+    (tmp_path / "triggered.json").write_text(json.dumps(config))
+    result = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert (
+        f"refused: {tmp_path / 'triggered.json'}\n"
+        "  - triggers[0].alert.match: line 1, column 30: the expression ends too early\n"
+    ) in result.stderr
+    assert not PipelineDefinition.objects.exists()
+    config["triggers"][0]["alert"]["match"] = 'alert.severity == "critical"'
+    (tmp_path / "triggered.json").write_text(json.dumps(config))
+    assert run_command("load_pipelines", "--dir", str(tmp_path)).exit_code == 0
+    assert PipelineDefinition.objects.get(name="triggered").config["triggers"] == config["triggers"]

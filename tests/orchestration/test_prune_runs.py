@@ -172,3 +172,20 @@ def test_the_beat_entry_exists_only_when_retention_is_on(days, present):
     code = "import config.settings as s; print('prune-runs' in s.CELERY_BEAT_SCHEDULE)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == str(present), out.stderr
+
+
+def test_expired_alert_dedup_records_are_pruned_and_live_ones_kept():
+    from django.utils import timezone
+
+    from apps.orchestration.models import AlertDelivery
+
+    now = timezone.now()
+    AlertDelivery.objects.create(key="a" * 64, definition_name="p", run_ids=[1], created_at=now - NEW,
+                                 expires_at=now - timedelta(seconds=1))
+    AlertDelivery.objects.create(key="b" * 64, definition_name="p", run_ids=[2], created_at=now,
+                                 expires_at=now + timedelta(minutes=5))
+    assert pipeline_runs_prune(older_than=OLD, dry_run=True).deliveries == 0
+    assert AlertDelivery.objects.count() == 2
+    counts = pipeline_runs_prune(older_than=OLD)
+    assert counts.deliveries == 1
+    assert list(AlertDelivery.objects.values_list("key", flat=True)) == ["b" * 64]

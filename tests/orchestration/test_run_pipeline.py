@@ -235,3 +235,28 @@ def test_payload_file_is_used(run_command, tmp_path):
     ingest = result.json()["node_results"]["ingest"]["output"]
     assert ingest["source"] == "generic"
     assert Alert.objects.get().host == "db-02"
+
+
+def test_dry_run_refuses_a_trigger_whose_match_is_not_cel(run_command, config_file):
+    path = config_file({
+        "version": "1.0", "nodes": SPEC_NODES,
+        "triggers": [{"alert": {"source": "alertmanager", "match": "alert.labels.team = 'ops'"}}],
+    })
+    result = run_command("run_pipeline", "--inline", "--config", path, "--dry-run")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "CommandError: Pipeline definition invalid:\n"
+        "  - triggers[0].alert.match: line 1, column 19: unexpected character '='\n"
+    )
+    assert PipelineRun.objects.count() == 0
+
+
+def test_dry_run_of_a_definition_with_triggers_prints_the_usual_layout(run_command, config_file):
+    plain = run_command("run_pipeline", "--inline", "--config", config_file({"version": "1.0", "nodes": SPEC_NODES}), "--dry-run")
+    path = config_file({
+        "version": "1.0", "nodes": SPEC_NODES,
+        "triggers": [{"alert": {"source": "alertmanager", "match": 'alert.severity == "critical"'}}],
+    })
+    result = run_command("run_pipeline", "--inline", "--config", path, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == plain.stdout

@@ -132,3 +132,52 @@ def test_ingest_source_is_checked():
     config = {"version": "1.0", "nodes": [{"id": "i", "type": "ingest", "config": {"source": "carrier-pigeon"}}]}
     [message] = validate_definition(config)
     assert message.startswith("Node 'i': unknown alert source: carrier-pigeon (known: ")
+
+
+def with_triggers(triggers):
+    return {**VALID, "triggers": triggers}
+
+
+def test_alert_triggers_are_valid_with_and_without_options():
+    assert validate_definition(with_triggers([
+        {"alert": {"source": "alertmanager"}},
+        {"alert": {"source": "grafana", "match": 'alert.severity == "critical" && alert.labels["team"] == "ops"',
+                   "on": ["firing", "resolved"], "dedup_seconds": 0}},
+        {"alert": {"source": "pagerduty", "on": ["resolved"], "dedup_seconds": 86400}},
+    ])) == []
+
+
+@pytest.mark.parametrize(
+    "triggers, message",
+    [
+        ({"alert": {}}, "'triggers' must be a list"),
+        ([{"alert": {"source": "alertmanager", "match": 'alert.severity == "critical" &&'}}],
+         "triggers[0].alert.match: line 1, column 30: the expression ends too early"),
+        ([{"alert": {"source": "alertmanager"}}, {"alert": {"source": "grafana", "match": 'labels.team == "ops"'}}],
+         "triggers[1].alert.match: line 1, column 1: undeclared variable 'labels' (known: alert)"),
+        ([{"alert": {"source": "alertmanager", "match": 42}}],
+         "triggers[0].alert.match: must be a CEL expression (text), not int"),
+        ([{"alert": {"match": "true"}}],
+         "triggers[0].alert.source is required (one of: alertmanager, datadog, generic, grafana, pagerduty)"),
+        ([{"alert": {"source": "cli"}}],
+         "triggers[0].alert.source must be one of: alertmanager, datadog, generic, grafana, pagerduty (not cli)"),
+        ([{"alert": {"source": "auto"}}],
+         "triggers[0].alert.source must be one of: alertmanager, datadog, generic, grafana, pagerduty (not auto)"),
+        ([{"alert": {"source": "alertmanager", "on": []}}], "triggers[0].alert.on must be a non-empty list of: firing, resolved"),
+        ([{"alert": {"source": "alertmanager", "on": ["pending"]}}], "triggers[0].alert.on must be a non-empty list of: firing, resolved"),
+        ([{"alert": {"source": "alertmanager", "on": "firing"}}], "triggers[0].alert.on must be a non-empty list of: firing, resolved"),
+        ([{"alert": {"source": "alertmanager", "on": ["firing", "firing"]}}], "triggers[0].alert.on names a status more than once"),
+        ([{"alert": {"source": "alertmanager", "dedup_seconds": -1}}], "triggers[0].alert.dedup_seconds must be a whole number from 0 to 86400"),
+        ([{"alert": {"source": "alertmanager", "dedup_seconds": 86401}}], "triggers[0].alert.dedup_seconds must be a whole number from 0 to 86400"),
+        ([{"alert": {"source": "alertmanager", "dedup_seconds": 1.5}}], "triggers[0].alert.dedup_seconds must be a whole number from 0 to 86400"),
+        ([{"alert": {"source": "alertmanager", "dedup_seconds": True}}], "triggers[0].alert.dedup_seconds must be a whole number from 0 to 86400"),
+        ([{"alert": {"source": "alertmanager", "repeat": 3}}], "unknown field in triggers[0].alert: repeat"),
+        ([{"webhook": {}}], "triggers[0] must be an object with one key: alert"),
+        ([{"alert": {"source": "alertmanager"}, "extra": 1}], "triggers[0] must be an object with one key: alert"),
+        (["alert"], "triggers[0] must be an object with one key: alert"),
+        ([{"alert": "alertmanager"}], "triggers[0].alert must be an object"),
+        ([{"alert": {"source": "alertmanager"}}] * 21, "'triggers' holds 21 triggers; at most 20"),
+    ],
+)
+def test_bad_triggers_are_refused_by_position(triggers, message):
+    assert validate_definition(with_triggers(triggers)) == [message]

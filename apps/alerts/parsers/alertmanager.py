@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, parsers
 from apps.alerts.parsers.common import (
+    alertmanager_group_key,
     alertmanager_shaped_alerts,
 )
 
@@ -25,6 +26,9 @@ class AlertmanagerParser(Parser):
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
             raise PayloadError("Not an Alertmanager payload: no alerts list")
         return alertmanager_shaped_alerts(payload, source=self.name, label="Alertmanager")
+
+    def group_key(self, payload: dict) -> str:
+        return alertmanager_group_key(payload)
 
     def sample(self) -> dict:
         labels = {

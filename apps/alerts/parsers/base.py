@@ -37,7 +37,8 @@ def fingerprint_for(source: str, name: str, labels: dict) -> str:
 class Parser:
     """Base class of an alert parser. ``detect`` says whether a payload looks
     like this source's; ``parse`` returns the alerts or raises PayloadError;
-    ``sample`` returns a realistic example payload for ``--sample``."""
+    ``sample`` returns a realistic example payload for ``--sample``; ``group_key``
+names the payload's group of alerts where the source says it."""
 
     name: str = ""
 
@@ -49,6 +50,11 @@ class Parser:
 
     def sample(self) -> dict:
         raise NotImplementedError
+
+    def group_key(self, payload: dict) -> str:
+        """The source's own identity of the group of alerts a payload notifies
+        about (Alertmanager's ``groupKey``), or "" when the source has none."""
+        return ""
 
 
 parsers: Registry[type[Parser]] = Registry("alert source")

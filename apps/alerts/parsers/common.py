@@ -99,6 +99,13 @@ def source_fingerprint(source: str, key: str) -> str:
     return fingerprint_for(source, "", {"key": key})
 
 
+def alertmanager_group_key(payload: object) -> str:
+    """The ``groupKey`` of an Alertmanager-shaped webhook: the alert group it
+    notifies about ("" when it has none)."""
+    key = payload.get("groupKey") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) else ""
+
+
 def alertmanager_shaped_alerts(
     payload: dict, *, source: str, label: str, fallback_name: str = "", value_key: str | None = None
 ) -> list[ParsedAlert]:

@@ -5,6 +5,7 @@ from apps.alerts.parsers.base import ParsedAlert, Parser, PayloadError, fingerpr
 from apps.alerts.parsers.common import (
     FIRING,
     RESOLVED,
+    alertmanager_group_key,
     alertmanager_shaped_alerts,
     host_from_instance,
     label_dict,
@@ -86,6 +87,9 @@ class GrafanaParser(Parser):
             description=description,
             labels=tags,
         )
+
+    def group_key(self, payload: dict) -> str:
+        return alertmanager_group_key(payload)
 
     def sample(self) -> dict:
         labels = {

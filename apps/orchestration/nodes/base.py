@@ -31,6 +31,8 @@ class NodeContext:
     results: dict[str, dict] = field(default_factory=dict)  # node id -> {"type", "output"}
     # The id of the node being run; "" when unknown. Notify nodes key their deliveries with it.
     node_id: str = ""
+    # What launched the run (a PipelineRun.Trigger value): an alert's run finds its alerts recorded already.
+    trigger: str = "cli"
 
     def outputs_of_type(self, node_type: str) -> list[dict]:
         return [r["output"] for r in self.results.values() if r["type"] == node_type]

@@ -1,6 +1,7 @@
-"""`ingest` nodes: read the run's payload as alerts and record them."""
+"""`ingest` nodes: read the run's payload as alerts and record them (or, in
+a run an alert started, report them as the intake recorded them)."""
 from apps.alerts.parsers.base import PayloadError
-from apps.alerts.services import alert_ingest, alert_sources
+from apps.alerts.services import alert_ingest, alert_recorded, alert_sources
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
 
 AUTODETECT = ("cli", "auto")
@@ -23,16 +24,23 @@ class IngestNode(NodeType):
     def run(self, config: dict, ctx: NodeContext) -> dict:
         source = config.get("source") or ctx.source
         try:
+            if ctx.trigger == "alert":
+                # The intake recorded these alerts with the run; recording them again would count them twice.
+                recorded = alert_recorded(payload=ctx.payload, source=source)
+                if recorded is not None:
+                    return recorded
             return alert_ingest(payload=ctx.payload, source=source)
         except PayloadError as exc:
             raise NodeError(str(exc)) from exc
 
     def display_lines(self, output: dict) -> list[str]:
+        counts = (
+            "recorded when received" if output.get("recorded")
+            else f"new: {output.get('created', 0)}, updated: {output.get('updated', 0)}"
+        )
         lines = [
             f"Source: {output.get('source', '')}",
-            f"Alerts: {len(output.get('alerts', []))} "
-            f"(new: {output.get('created', 0)}, updated: {output.get('updated', 0)}, "
-            f"resolved: {output.get('resolved', 0)})",
+            f"Alerts: {len(output.get('alerts', []))} ({counts}, resolved: {output.get('resolved', 0)})",
         ]
         incident = output.get("incident")
         if incident:
