@@ -239,6 +239,19 @@ def test_web_address_in_use_is_a_clear_error_not_a_hang(worker_sh):
     assert worker_sh.alive() == []
 
 
+def test_web_that_refuses_its_own_address_is_stopped_with_the_reason(worker_sh):
+    # Django answers 400 to a Host it does not serve: the service would be useless at that URL.
+    worker_sh.env["DJANGO_ALLOWED_HOSTS"] = "ops.example.com"
+    started = worker_sh("start")
+    assert started.exit_code == 1
+    assert started.stderr == (f"web answered GET {worker_sh.url}healthz with HTTP 400, so it was stopped "
+                              f"(400: is the host in DJANGO_ALLOWED_HOSTS?); see {worker_sh.state}/web.log\n")
+    assert not (worker_sh.state / "web.pid").exists()
+    with pytest.raises(OSError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", int(worker_sh.url.rsplit(":", 1)[1].strip("/"))), timeout=10)
+    assert worker_sh("stop").exit_code == 0
+    assert worker_sh.alive() == []
+
 @pytest.mark.parametrize(("bind", "url"), [
     ("", "http://127.0.0.1:8000/"),
     ("127.0.0.1:8123", "http://127.0.0.1:8123/"),
