@@ -228,7 +228,7 @@ def child_main() -> int:
 
 def wanted(args) -> bool:
     """Whether bench/run.py measures the drain with these arguments."""
-    return args.drain_only or not (args.no_drain or args.schedule_only or args.hosts_only)
+    return args.drain_only or not (args.no_drain or args.schedule_only or args.hosts_only or args.alerts_only)
 
 
 def measure_drain(broker: str, args) -> dict:

@@ -171,7 +171,7 @@ def child_main() -> int:
 
 def wanted(args) -> bool:
     """Whether bench/run.py measures the host queues with these arguments."""
-    return args.hosts_only or not (args.no_hosts or args.schedule_only or args.drain_only)
+    return args.hosts_only or not (args.no_hosts or args.schedule_only or args.drain_only or args.alerts_only)
 
 
 def measure_hosts(broker: str, args) -> dict:

@@ -84,6 +84,27 @@ def http_server(settings):
 
 
 @pytest.fixture
+def alertmanager():
+    """Start real Alertmanagers (tests.alertmanager): call it with ``receiver_url=`` and ``key=``
+    (and ``group_by=``); each one started is stopped by its pid after the test, failed or not.
+    Skips where the binary is missing, fails instead when REQUIRE_SERVICES=1."""
+    from tests.alertmanager import start_alertmanager
+
+    started = []
+
+    def _start(**options):
+        manager = start_alertmanager(**options)
+        started.append(manager)
+        return manager
+
+    try:
+        yield _start
+    finally:
+        for manager in started:
+            manager.stop()
+
+
+@pytest.fixture
 def fixed_dns(monkeypatch):
     """apps.outbound's resolver answering from a table (tests.dns.FixedResolver) instead of DNS."""
     from apps import outbound

@@ -43,6 +43,16 @@ def wait_for(condition, timeout: float = PROCESS_TIMEOUT, what: str = "the condi
         time.sleep(interval)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the caller binds it soon after; the
+    kernel does not hand a just-released ephemeral port out again at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 # --- manage.py in a child process --------------------------------------------------------------
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from dataclasses import dataclass, field
 
 from apps.notify.base import Message
+from tests.support import free_port  # noqa: F401  (aiosmtpd's controller needs a real port)
 
 # Conventional variables the drivers fall back on: a developer's own must not leak into a test.
 DEFAULT_VARIABLES = (
@@ -97,10 +97,3 @@ class SmtpServer:
         self.logins.append((login, password))
         # handled=False: aiosmtpd itself answers 235 or 535.
         return AuthResult(success=self.password is None or password == self.password, handled=False)
-
-
-def free_port() -> int:
-    # aiosmtpd's controller connects to its own port to check it is up, so it needs a real one.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
