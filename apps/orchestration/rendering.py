@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
+from apps.orchestration.exit_codes import exit_code_for
 from apps.orchestration.launchrequest import ResolvedDefinition, Targets
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
@@ -229,6 +230,12 @@ def run_as_dict(run: PipelineRun) -> dict:
         "skipped_nodes": result.get("skipped_nodes", []),
         "node_results": result.get("node_results", {}),
     })
+
+
+def run_json(run: PipelineRun) -> dict:
+    """The run record of ``--json`` (and of the API): the run as rendered, and
+    the exit code it stands for."""
+    return run_as_dict(run) | {"exit_code": exit_code_for(run)}
 
 
 _MARKS = {"succeeded": "✓", "failed": "✗"}
