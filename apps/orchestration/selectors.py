@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -56,12 +56,14 @@ def pipeline_runs_list(
     trigger: str | None = None,
     since: datetime | None = None,
     host: str | None = None,
+    before: tuple[datetime, int] | None = None,
     limit: int = 20,
 ) -> list[dict]:
     """The newest runs first (by creation, then id), at most ``limit`` of them,
     as dicts of RUN_LIST_FIELDS: runs of the definition named ``definition``,
     with ``status``, launched by ``trigger``, created at or after ``since``,
-    targeting ``host``.
+    targeting ``host``, and listed after the run whose (created_at, id) is
+    ``before`` (the last of a previous page: keyset paging, no OFFSET).
 
     Raises ValueError when ``limit`` is not from 1 to RUN_LIST_MAX.
     """
@@ -78,6 +80,11 @@ def pipeline_runs_list(
         runs = runs.filter(created_at__gte=since)
     if host is not None:
         runs = runs.filter(target_host=host)
+    if before is not None:
+        created_at, run_id = before
+        # The bound on created_at alone lets its index start the scan at the cursor.
+        runs = runs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id),
+                           created_at__lte=created_at)
     return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
 
 
