@@ -9,8 +9,15 @@ from apps.orchestration.models import PipelineRun
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAIT_GAVE_UP, EXIT_CANCELLED = 0, 1, 2, 3, 4
 
-# A refused launch: bad input; the broker unusable (the launch failed); no host to wait for.
-_REFUSALS = {Refusal.BAD_INPUT: EXIT_BAD_INPUT, Refusal.UNAVAILABLE: EXIT_FAILED, Refusal.NO_TARGET: EXIT_WAIT_GAVE_UP}
+# A refused launch: bad input (an unknown run, or one in the wrong state, too); the broker
+# unusable (the launch failed); no host to wait for.
+_REFUSALS = {
+    Refusal.BAD_INPUT: EXIT_BAD_INPUT,
+    Refusal.NOT_FOUND: EXIT_BAD_INPUT,
+    Refusal.STATE: EXIT_BAD_INPUT,
+    Refusal.UNAVAILABLE: EXIT_FAILED,
+    Refusal.NO_TARGET: EXIT_WAIT_GAVE_UP,
+}
 
 
 def exit_code_refused(refusal: Refusal) -> int:

@@ -22,6 +22,8 @@ class Refusal(Enum):
     BAD_INPUT = "bad_input"  # nothing was written: the request itself is wrong
     UNAVAILABLE = "unavailable"  # the broker could not be used
     NO_TARGET = "no_target"  # no live worker serves a host to run on
+    NOT_FOUND = "not_found"  # the run an action names does not exist
+    STATE = "state"  # the run's state does not allow the action (finished, or not yet)
 
 
 class LaunchError(Exception):

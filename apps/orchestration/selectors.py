@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -69,6 +69,22 @@ def pipeline_runs_list(
     """
     if not 1 <= limit <= RUN_LIST_MAX:
         raise ValueError(f"limit must be from 1 to {RUN_LIST_MAX}")
+    runs = pipeline_runs_listed(
+        definition=definition, status=status, trigger=trigger, since=since, host=host, before=before
+    )
+    return list(runs[:limit])
+
+
+def pipeline_runs_listed(
+    *,
+    definition: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    since: datetime | None = None,
+    host: str | None = None,
+    before: tuple[datetime, int] | None = None,
+) -> QuerySet:
+    """The query behind pipeline_runs_list, unsliced (its plan can be examined)."""
     runs = PipelineRun.objects.all()
     if definition is not None:
         runs = runs.filter(definition_name=definition)
@@ -83,9 +99,10 @@ def pipeline_runs_list(
     if before is not None:
         created_at, run_id = before
         # The bound on created_at alone lets its index start the scan at the cursor.
-        runs = runs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id),
-                           created_at__lte=created_at)
-    return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
+        runs = runs.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id), created_at__lte=created_at
+        )
+    return runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)
 
 
 @dataclass
