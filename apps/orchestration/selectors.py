@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
 from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -41,6 +42,16 @@ RUN_LIST_FIELDS = (
 
 def pipeline_definition_get(*, name: str) -> PipelineDefinition | None:
     return PipelineDefinition.objects.filter(name=name).first()
+
+
+def pipeline_definitions_list() -> list[dict]:
+    """Every stored definition by name, as dicts of name, description, is_active, updated_at and
+    the two parts of its config a listing shows (``schedule``, ``triggers``); never the whole config."""
+    rows = PipelineDefinition.objects.order_by("name").values(
+        "name", "description", "is_active", "updated_at",
+        schedule=KeyTransform("schedule", "config"), triggers=KeyTransform("triggers", "config"),
+    )
+    return [dict(row) for row in rows]
 
 
 def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
