@@ -230,7 +230,7 @@ def runs_list(
     return {"runs": [listings.run_listing_dict(row) for row in rows], "next_cursor": next_cursor}
 
 
-@router.get("/{run_id}", auth=READ, response={200: RunOut, **AUTH_ERRORS, **NOT_FOUND}, summary="Show a run")
+@router.get("/{int:run_id}", auth=READ, response={200: RunOut, **AUTH_ERRORS, **NOT_FOUND}, summary="Show a run")
 def run_get(request: HttpRequest, run_id: int, wait: float | None = None) -> dict:
     """The run's record, as ``run_pipeline --json`` prints it. With ``wait`` (seconds, above 0
     and at most 60) the answer comes when the run has ended or when ``wait`` has passed,
@@ -250,7 +250,7 @@ def run_get(request: HttpRequest, run_id: int, wait: float | None = None) -> dic
 
 
 @router.post(
-    "/{run_id}/cancel",
+    "/{int:run_id}/cancel",
     auth=WRITE,
     response={200: RunCancelOut, **AUTH_ERRORS, **REFUSALS},
     summary="Cancel a run",
@@ -268,7 +268,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> dict:
 
 
 @router.post(
-    "/{run_id}/retry",
+    "/{int:run_id}/retry",
     auth=WRITE,
     response={201: RunLaunchedOut, **AUTH_ERRORS, **BODY_ERRORS, **REFUSALS},
     summary="Retry a run",
