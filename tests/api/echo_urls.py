@@ -12,7 +12,7 @@ echo_api = api_build(urls_namespace="api-echo")
 
 
 class EchoIn(Schema):
-    value: object = None
+    value: object
 
 
 @echo_api.post("/parsed", auth=ApiKeyAuth("runs:write"))
@@ -25,6 +25,14 @@ def parsed(request, body: EchoIn):
 def raw(request):
     """The body as apps.api.body.json_body reads it (as a view reading its body itself does)."""
     return {"value": json_body(request)}
+
+
+
+
+@echo_api.get("/boom", auth=ApiKeyAuth("runs:read"))
+def boom(request):
+    """A failure of the server's own, with details that must not reach the client."""
+    raise RuntimeError("internal detail /srv/secret/path")
 
 
 urlpatterns = [path("api/echo/", echo_api.urls), *config_urls.urlpatterns]
