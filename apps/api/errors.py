@@ -58,7 +58,11 @@ def _throttled(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 def _problem(error: dict) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "payload"))
+    loc = list(error.get("loc", ()))
+    # ninja locates a body field as ("body", <the view's parameter name>, field...): the field is what the client sent.
+    if loc[:1] == ["body"] and len(loc) > 2:
+        loc = loc[2:]
+    where = ".".join(str(part) for part in loc)
     text = f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
     return printable(text)[:300]
 

@@ -112,3 +112,24 @@ def test_a_declared_length_over_the_limit_is_refused_even_before_the_key(client,
     response = client.post(path, "{}", content_type="application/json", CONTENT_LENGTH="5000")
     assert response.status_code == 413
     assert response.json() == {"error": "The request body is larger than 100 bytes (API_MAX_BODY_BYTES)"}
+
+
+def test_a_body_of_the_wrong_shape_is_400_with_each_problem(client, make_key):
+    key = make_key("runs:write")
+    response = client.post("/api/echo/parsed", '{"other": 1}', content_type="application/json",
+                           headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "The request is not valid"
+    assert body["errors"] == ["value: Field required"]
+
+
+def test_a_failure_of_the_servers_own_is_500_json_without_details(client, make_key, apps_log):
+    key = make_key("runs:read")
+    response = client.get("/api/echo/boom", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "Internal error: the server could not answer this request (see the web service's log)"
+    }
+    assert "/srv/secret/path" in apps_log.text and "RuntimeError" in apps_log.text
+    assert "event=api.error method=GET path=/api/echo/boom" in apps_log.text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
@@ -11,6 +10,7 @@ from ninja import Router, Schema
 from apps.api.auth import ApiKeyAuth
 from apps.api.errors import ApiError
 from apps.api.schemas import AUTH_ERRORS, NOT_FOUND
+from apps.orchestration.rendering import iso
 from apps.orchestration.schedules import schedule_describe
 from apps.orchestration.selectors import pipeline_definition_get, pipeline_definitions_list
 
@@ -35,13 +35,13 @@ class DefinitionOut(Schema):
     enabled: bool
     schedule: str | None
     triggers: list[TriggerOut]
-    updated_at: datetime
+    updated_at: str  # ISO 8601, as the commands' --json print times
 
 
 class DefinitionDetailOut(DefinitionOut):
     version: str
     tags: list[Any]
-    created_at: datetime
+    created_at: str
     config: dict[str, Any]
 
 
@@ -83,7 +83,7 @@ def _summary(row: dict) -> dict:
         "enabled": row["is_active"],
         "schedule": _schedule_text(row["schedule"]),
         "triggers": _triggers(row["triggers"]),
-        "updated_at": row["updated_at"],
+        "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -109,6 +109,6 @@ def definition_get(request: HttpRequest, name: str) -> dict:
         }),
         "version": definition.version,
         "tags": definition.tags if isinstance(definition.tags, list) else [],
-        "created_at": definition.created_at,
+        "created_at": iso(definition.created_at),
         "config": config,
     }
