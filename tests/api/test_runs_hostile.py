@@ -10,7 +10,7 @@ import pytest
 from apps.orchestration import engine
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from tests.api.openapi import assert_matches_openapi
-from tests.orchestration.test_hostile_input import HOSTILE_JSON, HOSTILE_TEXT
+from tests.hostile import HOSTILE_JSON, HOSTILE_TEXT
 from tests.support import TINY_NODES, make_run
 
 pytestmark = pytest.mark.django_db

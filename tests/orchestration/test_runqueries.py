@@ -21,7 +21,7 @@ from apps.orchestration.runqueries import (
     pipeline_runs_page,
     run_filters_read,
 )
-from tests.orchestration.test_hostile_input import HOSTILE_TEXT
+from tests.hostile import HOSTILE_TEXT
 from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
