@@ -10,6 +10,7 @@ from pathlib import Path
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
+from limits import parse_many
 
 from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.hostnames import HOST_NAME_RULE, host_name
@@ -39,6 +40,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     # Schedules live in its tables (editable in the admin) and its scheduler runs them in beat.
     "django_celery_beat",
+    # The API's docs page: its Swagger UI files are served from here (WhiteNoise), never from a CDN.
+    "ninja",
+    "apps.api",
     "apps.orchestration",
     "apps.alerts",
     "apps.checkers",
@@ -48,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost after security: any error answer under /api/ (unknown path, method, Host) leaves as JSON.
+    "apps.api.middleware.ApiJsonErrorsMiddleware",
     # Static files (the admin's styles) are served by the app itself in every deployment, DEBUG or not.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -303,3 +309,23 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", 10.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "pipelines@localhost")
+
+# --- API (/api/v1/, apps/api) ------------------------------------------------------------
+
+# Request bodies above this many bytes are refused with 413 before they are read or parsed.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", 1024 * 1024)
+if API_MAX_BODY_BYTES < 1:
+    raise ImproperlyConfigured("API_MAX_BODY_BYTES must be a number of bytes above 0")
+# Requests per API key: one or more rates of the `limits` package ("N/period", ";"-separated,
+# each must hold), counted in a moving window. A window longer than a second is the burst:
+# "100/2 seconds" is 50 a second on average with up to 100 at once. "0" or "off" turns it off.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", "100/2 seconds")
+if API_RATE_LIMIT.strip().lower() not in ("", "0", "off"):
+    try:
+        _rates = parse_many(API_RATE_LIMIT)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"API_RATE_LIMIT is not a rate such as '100/2 seconds': {exc}") from None
+    if any(rate.amount < 1 for rate in _rates):
+        raise ImproperlyConfigured("API_RATE_LIMIT must allow at least 1 request per period (or be off)")
+# /metrics answers without an API key (scope metrics) only when this is set.
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", False)

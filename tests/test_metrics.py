@@ -1,7 +1,8 @@
-"""/metrics: run metrics computed from the database at scrape time."""
+"""/metrics: run metrics computed from the database at scrape time, for a key with scope metrics."""
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -9,6 +10,20 @@ from apps.orchestration.models import PipelineRun, StageExecution
 from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def metrics_key(db) -> str:
+    """An API key with scope metrics, as Prometheus is given (create_api_key's service)."""
+    from apps.api.keys import api_key_create
+
+    return api_key_create(name="prometheus", scopes=["metrics"])[1]
+
+
+@pytest.fixture
+def client(metrics_key):
+    """A client sending the metrics key as Prometheus's ``authorization: credentials`` does."""
+    return Client(headers={"Authorization": f"Bearer {metrics_key}"})
 
 def recorded_run(origin, status, *, kind="definition", trigger="cli", duration_ms=None, finished_ago=0, created_ago=0):
     """A run as the launcher stores it (tests.support.make_run), recorded as from ``origin``, with
@@ -140,3 +155,28 @@ def test_node_duration_histogram_counts_attempts_by_type_and_status(client, runs
 
 def test_metrics_answer_get_only(client):
     assert client.post("/metrics").status_code == 405
+
+
+def test_metrics_need_a_key(db):
+    response = Client().get("/metrics")
+    assert response.status_code == 401
+    assert response.json() == {"error": "An API key is required: send Authorization: Bearer <key>"}
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    wrong = Client(headers={"Authorization": "Bearer pl_0123abcd_" + "A" * 43}).get("/metrics")
+    assert wrong.status_code == 401 and wrong.json() == {"error": "The API key is not valid (unknown or revoked)"}
+    assert "pipeline_runs" not in wrong.content.decode()
+
+
+def test_metrics_need_the_metrics_scope(db):
+    from apps.api.keys import api_key_create
+
+    _row, key = api_key_create(name="reader", scopes=["runs:read", "alerts"])
+    response = Client(headers={"Authorization": f"Bearer {key}"}).get("/metrics")
+    assert response.status_code == 403
+    assert response.json() == {"error": "This API key does not have the scope 'metrics'"}
+
+
+def test_metrics_public_needs_no_key(db, settings, runs):
+    settings.METRICS_PUBLIC = True
+    families, _ = scrape(Client())
+    assert samples(families["pipeline_runs_queued"]) == {(): 2}

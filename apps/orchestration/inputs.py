@@ -3,6 +3,8 @@ one, a JSON file, or the built-in pipeline), the payload, and the labels a
 run keeps. Reads only; every function raises LaunchError for bad input."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +25,8 @@ LABEL_MAX = 50
 CONFIG_PATH_MAX = 500
 # Idempotency keys come from scripts and schedulers: printable ASCII, no spaces.
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
+# The origin of a definition given inline (the API) starts so; a config file's is its path.
+INLINE_ORIGIN_PREFIX = "api:"
 
 
 def definition_resolve(
@@ -50,6 +54,16 @@ def definition_resolve(
     )
 
 
+def config_resolve(*, config: object) -> ResolvedDefinition:
+    """A definition given inline (the API's ``config`` object), to be checked
+    by definition_check like any other. Its origin is ``api:`` and the first
+    16 hex digits of the SHA-256 of its canonical JSON, so the runs of one
+    inline definition count together for max_concurrent, as those of one
+    config file do."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return ResolvedDefinition(config, "config", f"{INLINE_ORIGIN_PREFIX}{digest[:16]}")
+
+
 def read_json_file(path: str, what: str = "config file") -> object:
     """The JSON in the file at ``path``; LaunchError when it is missing,
     unreadable or not JSON within apps.jsondata's limits."""
@@ -73,7 +87,8 @@ def definition_check(*, resolved: ResolvedDefinition) -> None:
     messages = validate_definition(resolved.config)
     if messages:
         # One line per message, whatever the definition's text holds.
-        raise LaunchError("Pipeline definition invalid:\n" + "\n".join(f"  - {printable(m)}" for m in messages))
+        shown = [printable(m) for m in messages]
+        raise LaunchError("Pipeline definition invalid:\n" + "\n".join(f"  - {m}" for m in shown), messages=shown)
 
 
 def payload_resolve(

@@ -21,7 +21,7 @@ from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.store import row_insert
-from apps.orchestration.targeting import target_host_check
+from apps.orchestration.targeting import launch_targets, target_host_check
 
 logger = logging.getLogger("apps.orchestration.launch")
 
@@ -83,6 +83,17 @@ def pipeline_runs_launch(*, request: LaunchRequest, targets: Targets) -> list[Pi
         launch_checked(request=dataclasses.replace(request, target_host=host, group_id=group_id))
         for host in targets.hosts
     ]
+
+
+def pipeline_runs_launch_to(*, request: LaunchRequest, host: str | None) -> tuple[list[PipelineRun], Targets]:
+    """Decide where the runs of ``request`` go (targeting.launch_targets with
+    ``host``: a host name, ``auto``, ``all``, or None for the definition's
+    choice), then launch them as pipeline_runs_launch does. Returns the runs
+    and the targets they were launched for (whose ``note`` says what was
+    decided for the caller). Raises as both do; nothing is stored when the
+    targets cannot be decided."""
+    targets = launch_targets(host=host, resolved=request.resolved, payload=request.payload, source=request.source)
+    return pipeline_runs_launch(request=request, targets=targets), targets
 
 
 def launch_checked(*, request: LaunchRequest) -> PipelineRun:

@@ -17,19 +17,24 @@ if TYPE_CHECKING:
 
 class Refusal(Enum):
     """Why a launch or a run action was refused; each entry point says it in its own terms
-    (the CLI as an exit code, apps.orchestration.management.exit_codes)."""
+    (the CLI as an exit code, apps.orchestration.exit_codes)."""
 
     BAD_INPUT = "bad_input"  # nothing was written: the request itself is wrong
     UNAVAILABLE = "unavailable"  # the broker could not be used
     NO_TARGET = "no_target"  # no live worker serves a host to run on
+    NOT_FOUND = "not_found"  # the run an action names does not exist
+    STATE = "state"  # the run's state does not allow the action (finished, or not yet)
 
 
 class LaunchError(Exception):
-    """A launch (or a run action) refused, with ``refusal`` saying why."""
+    """A launch (or a run action) refused, with ``refusal`` saying why;
+    ``messages`` lists the problems one by one (the message alone when it
+    is one problem; each validation message when a definition is invalid)."""
 
-    def __init__(self, message: str, refusal: Refusal = Refusal.BAD_INPUT):
+    def __init__(self, message: str, refusal: Refusal = Refusal.BAD_INPUT, *, messages: list[str] | None = None):
         super().__init__(message)
         self.refusal = refusal
+        self.messages = messages if messages is not None else [message]
 
 
 class RunExists(Exception):

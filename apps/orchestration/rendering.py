@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
+from apps.orchestration.exit_codes import exit_code_for
 from apps.orchestration.launchrequest import ResolvedDefinition, Targets
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.nodes import node_types
@@ -231,6 +232,12 @@ def run_as_dict(run: PipelineRun) -> dict:
     })
 
 
+def run_json(run: PipelineRun) -> dict:
+    """The run record of ``--json`` (and of the API): the run as rendered, and
+    the exit code it stands for."""
+    return run_as_dict(run) | {"exit_code": exit_code_for(run)}
+
+
 _MARKS = {"succeeded": "✓", "failed": "✗"}
 
 
@@ -352,6 +359,16 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
     return (
         f"Gave up waiting for run {run.pk} after {timeout:g}s (status: {run.status}).\n"
         f"The run goes on in the background.\n{follow_hint(run)}"
+    )
+
+
+def render_cancelled(run: PipelineRun) -> str:
+    """What a cancel says of the run it was asked for (pipeline_run_cancel's answer)."""
+    if run.status == PipelineRun.Status.CANCELLED:
+        return f"Run {run.pk} cancelled."
+    return (
+        f"Cancellation of run {run.pk} requested: node '{printable(run.current_node)}' is not interrupted, "
+        "and no node after it starts."
     )
 
 

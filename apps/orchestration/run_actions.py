@@ -6,7 +6,7 @@ from django.db.models.functions import Now
 
 from apps.orchestration import events, lease
 from apps.orchestration.launch import pipeline_run_launch
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
+from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, ResolvedDefinition
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.selectors import RUN_ID_MAX
 from apps.orchestration.validation import node_path
@@ -29,7 +29,7 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
         "cancel_requested_at": Now(),
     }
     if not 0 < run_id <= RUN_ID_MAX:
-        raise LaunchError(f"Pipeline run not found: {run_id}")
+        raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     runs = PipelineRun.objects.filter(pk=run_id)
     if runs.filter(status=PipelineRun.Status.QUEUED).update(
         error="Cancelled on request before it started", duration_ms=0, **cancelled
@@ -43,9 +43,9 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
         events.run_event_publish(run_id=run_id, status=lease.CANCEL_EVENT)
     run = runs.first()
     if run is None:
-        raise LaunchError(f"Pipeline run not found: {run_id}")
+        raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
-        raise LaunchError(f"Run {run_id} has already finished ({run.status})")
+        raise LaunchError(f"Run {run_id} has already finished ({run.status})", Refusal.STATE)
     return run
 
 
@@ -58,16 +58,17 @@ def retry_request(*, run_id: int, from_failed: bool = False) -> LaunchRequest:
     queued or running, and ``from_failed`` for a run with no failed node."""
     original = PipelineRun.objects.filter(pk=run_id).first() if 0 < run_id <= RUN_ID_MAX else None
     if original is None:
-        raise LaunchError(f"Pipeline run not found: {run_id}")
+        raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     if not original.is_terminal:
-        raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished")
+        raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished", Refusal.STATE)
     reused: dict = {}
     if from_failed:
         before = _reused_before_failure(original)
         if before is None:
             raise LaunchError(
                 f"Run {run_id} did not fail at a node ({original.status}, no failed node): "
-                "there is nothing to retry from; retry it without --from-failed"
+                "there is nothing to retry from; retry it without --from-failed",
+                Refusal.STATE,
             )
         reused = before
     resolved = ResolvedDefinition(original.config_snapshot, original.origin_kind, original.origin, original.definition)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -43,6 +44,16 @@ def pipeline_definition_get(*, name: str) -> PipelineDefinition | None:
     return PipelineDefinition.objects.filter(name=name).first()
 
 
+def pipeline_definitions_list() -> list[dict]:
+    """Every stored definition by name, as dicts of name, description, is_active, updated_at and
+    the two parts of its config a listing shows (``schedule``, ``triggers``); never the whole config."""
+    rows = PipelineDefinition.objects.order_by("name").values(
+        "name", "description", "is_active", "updated_at",
+        schedule=KeyTransform("schedule", "config"), triggers=KeyTransform("triggers", "config"),
+    )
+    return [dict(row) for row in rows]
+
+
 def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
     if not 0 < run_id <= RUN_ID_MAX:
         return None
@@ -56,17 +67,35 @@ def pipeline_runs_list(
     trigger: str | None = None,
     since: datetime | None = None,
     host: str | None = None,
+    before: tuple[datetime, int] | None = None,
     limit: int = 20,
 ) -> list[dict]:
     """The newest runs first (by creation, then id), at most ``limit`` of them,
     as dicts of RUN_LIST_FIELDS: runs of the definition named ``definition``,
     with ``status``, launched by ``trigger``, created at or after ``since``,
-    targeting ``host``.
+    targeting ``host``, and listed after the run whose (created_at, id) is
+    ``before`` (the last of a previous page: keyset paging, no OFFSET).
 
     Raises ValueError when ``limit`` is not from 1 to RUN_LIST_MAX.
     """
     if not 1 <= limit <= RUN_LIST_MAX:
         raise ValueError(f"limit must be from 1 to {RUN_LIST_MAX}")
+    runs = pipeline_runs_listed(
+        definition=definition, status=status, trigger=trigger, since=since, host=host, before=before
+    )
+    return list(runs[:limit])
+
+
+def pipeline_runs_listed(
+    *,
+    definition: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    since: datetime | None = None,
+    host: str | None = None,
+    before: tuple[datetime, int] | None = None,
+) -> QuerySet:
+    """The query behind pipeline_runs_list, unsliced (its plan can be examined)."""
     runs = PipelineRun.objects.all()
     if definition is not None:
         runs = runs.filter(definition_name=definition)
@@ -78,7 +107,13 @@ def pipeline_runs_list(
         runs = runs.filter(created_at__gte=since)
     if host is not None:
         runs = runs.filter(target_host=host)
-    return list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:limit])
+    if before is not None:
+        created_at, run_id = before
+        # The bound on created_at alone lets its index start the scan at the cursor.
+        runs = runs.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id), created_at__lte=created_at
+        )
+    return runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)
 
 
 @dataclass

@@ -1,11 +1,15 @@
 """HTTP views of the orchestration app: the Prometheus scrape endpoint."""
 import logging
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
+from ninja.errors import HttpError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from apps.api.auth import request_key
+from apps.api.errors import error_response
 from apps.orchestration.metrics import RunsCollector
 
 logger = logging.getLogger("apps.orchestration.views")
@@ -19,10 +23,15 @@ registry.register(RunsCollector())
 def metrics(request: HttpRequest) -> HttpResponse:
     """The run metrics in Prometheus's text format, read from the database now.
 
-    Answers 503 with one line when the database cannot be read, so the
-    scrape shows as failed instead of reporting stale or zero values."""
+    Needs an API key with scope ``metrics`` (401/403 as JSON otherwise) unless
+    METRICS_PUBLIC is set. Answers 503 with one line when the database cannot
+    be read, so the scrape shows as failed instead of reporting stale or zero values."""
     try:
+        if not settings.METRICS_PUBLIC:
+            request_key(request, "metrics")
         body = generate_latest(registry)
+    except HttpError as exc:
+        return error_response(exc.status_code, exc.message)
     except DatabaseError as exc:
         logger.warning("event=metrics.unavailable error=%s", f"{type(exc).__name__}: {exc}".strip())
         return HttpResponse("database unavailable\n", status=503, content_type="text/plain; charset=utf-8")

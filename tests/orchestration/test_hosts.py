@@ -9,8 +9,7 @@ import pytest
 
 from apps.alerts.services import alert_hosts
 from apps.hostnames import host_name, host_queue
-from apps.orchestration import inputs, launch, launchrequest, run_actions, targeting, ticks
-from apps.orchestration.management import exit_codes
+from apps.orchestration import exit_codes, inputs, launch, launchrequest, run_actions, targeting, ticks
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.validation import validate_definition
 from tests.orchestration.test_hostile_input import cli

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import sys
 from datetime import timedelta
 from typing import overload
@@ -13,13 +12,11 @@ from typing import overload
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
+from apps.orchestration.exit_codes import EXIT_BAD_INPUT, exit_code_refused
 from apps.orchestration.launchrequest import LaunchError
-from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT, exit_code_refused
+from apps.orchestration.runqueries import MAX_SECONDS, FilterError, duration_parse
 from apps.secrets import scrub
 from apps.text import printable
-
-# Longer than any wait or grace anyone means (about 31 years), and within what timers and dates can hold.
-MAX_SECONDS = 1_000_000_000
 
 
 def _parser_error(parser, message: str):
@@ -39,10 +36,6 @@ def seconds_option(value: float | None, flag: str, *, zero: bool = False) -> flo
     raise CommandError(f"{flag} must be a number of seconds {least} up to {MAX_SECONDS}", returncode=EXIT_BAD_INPUT)
 
 
-DURATION = re.compile(r"([0-9]{1,12})([smhd])")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 @overload
 def duration_option(value: str, flag: str) -> timedelta: ...
 @overload
@@ -52,15 +45,10 @@ def duration_option(value: str | None, flag: str) -> timedelta | None:
     timedelta above 0 and at most MAX_SECONDS; CommandError with exit 2 otherwise."""
     if value is None:
         return None
-    match = DURATION.fullmatch(value)
-    seconds = int(match[1]) * DURATION_UNITS[match[2]] if match else 0
-    if not 0 < seconds <= MAX_SECONDS:
-        raise CommandError(
-            f"{flag} must be a duration above 0 such as 30s, 15m, 2h or 7d (at most {MAX_SECONDS}s), "
-            f"not {printable(value[:40])}{'…' if len(value) > 40 else ''}",
-            returncode=EXIT_BAD_INPUT,
-        )
-    return timedelta(seconds=seconds)
+    try:
+        return duration_parse(value, flag)
+    except FilterError as exc:
+        raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from None
 
 
 def launch_refused(exc: LaunchError) -> CommandError:

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, OutputWrapper
 from django.core.management.color import Style
 
 from apps.orchestration import dispatch, rendering, waiting
-from apps.orchestration.management.exit_codes import (
+from apps.orchestration.exit_codes import (
     EXIT_CANCELLED,
     EXIT_OK,
     EXIT_WAIT_GAVE_UP,
@@ -15,13 +15,9 @@ from apps.orchestration.management.exit_codes import (
     exit_code_worst,
 )
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.rendering import run_json
 from apps.secrets import scrub
 from apps.text import printable
-
-
-def run_json(run: PipelineRun) -> dict:
-    """The run record of ``--json``: the run as rendered, and the exit code it stands for."""
-    return rendering.run_as_dict(run) | {"exit_code": exit_code_for(run)}
 
 
 class RunProgress:

@@ -1,8 +1,8 @@
 """cancel_run: cancel a queued run, or stop a running one before its next node."""
 from apps.orchestration.launchrequest import LaunchError
 from apps.orchestration.management.base import PipelineCommand, launch_refused
+from apps.orchestration.rendering import render_cancelled
 from apps.orchestration.run_actions import pipeline_run_cancel
-from apps.text import printable
 
 
 class Command(PipelineCommand):
@@ -16,10 +16,4 @@ class Command(PipelineCommand):
             run = pipeline_run_cancel(run_id=options["run_id"])
         except LaunchError as exc:
             raise launch_refused(exc) from exc
-        if run.status == run.Status.CANCELLED:
-            self.stdout.write(f"Run {run.pk} cancelled.")
-        else:
-            self.stdout.write(
-                f"Cancellation of run {run.pk} requested: node '{printable(run.current_node)}' is not interrupted, "
-                "and no node after it starts."
-            )
+        self.stdout.write(render_cancelled(run))

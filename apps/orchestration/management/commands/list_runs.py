@@ -2,15 +2,13 @@
 import json
 
 from django.core.management.base import CommandError
-from django.utils import timezone
 
-from apps.hostnames import HOST_NAME_RULE, host_name
 from apps.orchestration import listings
-from apps.orchestration.management.base import PipelineCommand, duration_option
-from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
+from apps.orchestration.exit_codes import EXIT_BAD_INPUT
+from apps.orchestration.management.base import PipelineCommand
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.runqueries import FilterError, limit_read, run_filters_read
 from apps.orchestration.selectors import RUN_LIST_MAX, pipeline_runs_list
-from apps.orchestration.validation import DEFINITION_NAME
 
 
 class Command(PipelineCommand):
@@ -28,26 +26,24 @@ class Command(PipelineCommand):
         parser.add_argument("--json", action="store_true", help="Print a JSON array of run records.")
 
     def handle(self, *args, **options):
-        name = options["definition"]
-        # A name no definition can have is not looked up (some databases refuse such text).
-        if name is not None and not DEFINITION_NAME.fullmatch(name):
-            raise CommandError(
-                "--definition must be a definition name: letters, digits, '-' and '_', at most 100",
-                returncode=EXIT_BAD_INPUT,
+        try:
+            filters = run_filters_read(
+                definition=options["definition"],
+                status=options["status"],
+                trigger=options["trigger"],
+                since=options["since"],
+                host=options["host"],
             )
-        host = options["host"]
-        if host is not None and host_name(host) is None:
-            raise CommandError(f"--host must be a host name ({HOST_NAME_RULE})", returncode=EXIT_BAD_INPUT)
-        if not 1 <= options["limit"] <= RUN_LIST_MAX:
-            raise CommandError(f"--limit must be from 1 to {RUN_LIST_MAX}", returncode=EXIT_BAD_INPUT)
-        since = duration_option(options["since"], "--since")
+            limit = limit_read(options["limit"], most=RUN_LIST_MAX)
+        except FilterError as exc:
+            raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from None
         rows = pipeline_runs_list(
-            definition=name,
-            status=options["status"],
-            trigger=options["trigger"],
-            since=timezone.now() - since if since else None,
-            host=host_name(host) if host is not None else None,
-            limit=options["limit"],
+            definition=filters.definition,
+            status=filters.status,
+            trigger=filters.trigger,
+            since=filters.since,
+            host=filters.host,
+            limit=limit,
         )
         if options["json"]:
             self.stdout.write(json.dumps([listings.run_listing_dict(row) for row in rows], indent=2))

@@ -1,8 +1,8 @@
 """prune_runs: delete old finished runs with their stages, in batches."""
 from django.core.management.base import CommandError
 
+from apps.orchestration.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.management.base import PipelineCommand, duration_option
-from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.pruning import pipeline_runs_prune
 

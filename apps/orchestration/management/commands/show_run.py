@@ -1,8 +1,8 @@
 """show_run: show a run by id, optionally waiting for it to finish."""
 from django.core.management.base import CommandError
 
+from apps.orchestration.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.management.base import PipelineCommand, seconds_option
-from apps.orchestration.management.exit_codes import EXIT_BAD_INPUT
 from apps.orchestration.management.output import RunOutputMixin, RunProgress
 from apps.orchestration.selectors import pipeline_run_get
 
