@@ -3,8 +3,12 @@ one, a JSON file, or the built-in pipeline), the payload, and the labels a
 run keeps. Reads only; every function raises LaunchError for bad input."""
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
+
+from django.conf import settings
 
 from apps import jsondata
 from apps.alerts.parsers.base import PayloadError
@@ -44,24 +48,53 @@ def definition_resolve(
                 f"Config path must be printable text of at most {CONFIG_PATH_MAX} characters: "
                 f"{printable(config_path[:80])}{'…' if len(config_path) > 80 else ''}"
             )
-        return ResolvedDefinition(read_json_file(config_path), "config", config_path)
+        config = read_json_file(
+            config_path, max_bytes=settings.DEFINITION_MAX_BYTES, limit_name="DEFINITION_MAX_BYTES"
+        )
+        return ResolvedDefinition(config, "config", config_path)
     return ResolvedDefinition(
         builtin_definition(notify_driver="console" if notify_driver is None else notify_driver), "builtin", BUILTIN_NAME
     )
 
 
-def read_json_file(path: str, what: str = "config file") -> object:
-    """The JSON in the file at ``path``; LaunchError when it is missing,
-    unreadable or not JSON within apps.jsondata's limits."""
+def read_json_file(path: str, what: str = "config file", *, max_bytes: int | None, limit_name: str = "") -> object:
+    """The JSON in the regular file at ``path``.
+
+    With ``max_bytes``, a file larger than that is refused before it is read
+    (``limit_name`` is the setting the message names), and at most
+    ``max_bytes`` + 1 bytes are ever read, so a file growing meanwhile is
+    refused too. Raises LaunchError when the file is missing or not a regular
+    file, too large, unreadable, or not JSON within apps.jsondata's limits."""
     shown = printable(path)
-    file = Path(path)
     try:
-        if not file.is_file():
+        if not Path(path).is_file():
             raise LaunchError(f"{what.capitalize()} not found: {shown}")
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise LaunchError(f"Cannot read {what}: {shown} ({reason})") from None
+        # Non-blocking: a FIFO swapped in since the check cannot hold the open; fstat then refuses it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(descriptor, "rb", closefd=True) as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise LaunchError(f"{what.capitalize()} not found: {shown}")
+            if max_bytes is not None and status.st_size > max_bytes:
+                raise _too_large(what, shown, max_bytes, limit_name)
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise LaunchError(f"Cannot read {what}: {shown} ({exc.strerror or exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(what, shown, max_bytes, limit_name)
+    return _json_from_bytes(data, what, shown)
+
+
+def _too_large(what: str, shown: str, max_bytes: int, limit_name: str) -> LaunchError:
+    return LaunchError(f"{what.capitalize()} is larger than {max_bytes} bytes ({limit_name}): {shown}")
+
+
+def _json_from_bytes(data: bytes, what: str, shown: str) -> object:
+    """``data`` (UTF-8) parsed by apps.jsondata; LaunchError naming ``what`` otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LaunchError(f"Cannot read {what}: {shown} ({exc})") from None
     try:
         return jsondata.loads(text)
     except jsondata.JsonInputError as exc:
@@ -88,7 +121,7 @@ def payload_resolve(
         except jsondata.JsonInputError as exc:
             raise LaunchError(f"Invalid JSON payload: {exc}") from None
     elif payload_file is not None:
-        data = read_json_file(payload_file, "payload file")
+        data = read_json_file(payload_file, "payload file", max_bytes=None)
     elif sample:
         try:
             data = alert_sample(source=source)

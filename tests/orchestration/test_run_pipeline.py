@@ -219,6 +219,19 @@ def test_invalid_definition_lists_every_message_and_changes_nothing(run_command,
     assert PipelineRun.objects.count() == 0 and StageExecution.objects.count() == 0
 
 
+def test_a_config_file_over_definition_max_bytes_is_refused_before_it_is_read(run_command, config_file, settings):
+    settings.DEFINITION_MAX_BYTES = 2048
+    text = json.dumps({"version": "1.0", "nodes": SPEC_NODES})
+    within = config_file(text + " " * (2048 - len(text)), "within.json")
+    over = config_file(text + " " * (2049 - len(text)), "over.json")
+    for extra in ([], ["--dry-run"]):
+        result = run_command("run_pipeline", "--inline", "--config", over, *extra)
+        assert result.exit_code == 2
+        assert result.stderr == f"CommandError: Config file is larger than 2048 bytes (DEFINITION_MAX_BYTES): {over}\n"
+    assert PipelineRun.objects.count() == 0
+    assert run_command("run_pipeline", "--inline", "--config", within, "--dry-run").exit_code == 0
+
+
 def test_inactive_definition_is_refused(run_command, health_check):
     health_check.is_active = False
     health_check.save()
