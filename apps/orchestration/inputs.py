@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 
@@ -27,6 +28,8 @@ LABEL_MAX = 50
 CONFIG_PATH_MAX = 500
 # Idempotency keys come from scripts and schedulers: printable ASCII, no spaces.
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
+# The payload file name that means standard input.
+STDIN = "-"
 
 
 def definition_resolve(
@@ -85,6 +88,26 @@ def read_json_file(path: str, what: str = "config file", *, max_bytes: int | Non
     return _json_from_bytes(data, what, shown)
 
 
+def read_json_stream(stream: IO | None, what: str, *, max_bytes: int, limit_name: str) -> object:
+    """The JSON read from ``stream`` (standard input) to its end, at most
+    ``max_bytes`` + 1 bytes of it. Raises LaunchError, with the messages
+    read_json_file gives, when the stream is closed or unreadable, holds more
+    than ``max_bytes`` bytes, or is not JSON within apps.jsondata's limits."""
+    shown = "standard input"
+    if stream is None:
+        raise LaunchError(f"Cannot read {what}: {shown} (closed)")
+    try:
+        data = stream.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a closed stream
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LaunchError(f"Cannot read {what}: {shown} ({reason})") from None
+    if isinstance(data, str):  # a text stream handed over by a caller
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        raise _too_large(what, shown, max_bytes, limit_name)
+    return _json_from_bytes(data, what, shown)
+
+
 def _too_large(what: str, shown: str, max_bytes: int, limit_name: str) -> LaunchError:
     return LaunchError(f"{what.capitalize()} is larger than {max_bytes} bytes ({limit_name}): {shown}")
 
@@ -110,18 +133,30 @@ def definition_check(*, resolved: ResolvedDefinition) -> None:
 
 
 def payload_resolve(
-    *, payload: str | None = None, payload_file: str | None = None, sample: bool = False, source: str = "cli"
+    *,
+    payload: str | None = None,
+    payload_file: str | None = None,
+    stdin: IO | None = None,
+    sample: bool = False,
+    source: str = "cli",
 ) -> dict:
     """The run's payload from the JSON text ``payload``, else the file
-    ``payload_file``, else (with ``sample``) a sample alert of ``source``;
-    empty when none is given."""
+    ``payload_file`` (``-``: the stream ``stdin``, to its end), else (with
+    ``sample``) a sample alert of ``source``; empty when none is given. A
+    file or stream holds at most PAYLOAD_MAX_BYTES. Raises LaunchError."""
     if payload is not None:
         try:
             data = jsondata.loads(payload)
         except jsondata.JsonInputError as exc:
             raise LaunchError(f"Invalid JSON payload: {exc}") from None
+    elif payload_file == STDIN:
+        data = read_json_stream(
+            stdin, "payload file", max_bytes=settings.PAYLOAD_MAX_BYTES, limit_name="PAYLOAD_MAX_BYTES"
+        )
     elif payload_file is not None:
-        data = read_json_file(payload_file, "payload file", max_bytes=None)
+        data = read_json_file(
+            payload_file, "payload file", max_bytes=settings.PAYLOAD_MAX_BYTES, limit_name="PAYLOAD_MAX_BYTES"
+        )
     elif sample:
         try:
             data = alert_sample(source=source)

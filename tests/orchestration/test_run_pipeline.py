@@ -1,8 +1,11 @@
 """run_pipeline end to end through call_command: real engine, real handlers."""
+import io
 import json
 import re
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from apps.alerts.models import Alert, Incident
 from apps.orchestration.models import PipelineRun, StageExecution
@@ -238,6 +241,40 @@ def test_inactive_definition_is_refused(run_command, health_check):
     result = run_command("run_pipeline", "--inline", "--definition", "health-check")
     assert result.exit_code == 2
     assert result.stderr == "CommandError: Pipeline definition is inactive: health-check\n"
+
+
+def test_payload_from_standard_input_with_file_dash(tmp_path):
+    payload = json.dumps({"name": "DiskFull", "host": "db-02", "severity": "critical"}).encode()
+    out = io.StringIO()
+    call_command("run_pipeline", "--inline", "--file", "-", "--json", stdin=io.BytesIO(payload), stdout=out)
+    assert json.loads(out.getvalue())["node_results"]["ingest"]["output"]["source"] == "generic"
+    assert Alert.objects.get().host == "db-02"
+    assert PipelineRun.objects.get().payload == json.loads(payload)
+
+
+def test_standard_input_over_payload_max_bytes_is_refused(settings):
+    settings.PAYLOAD_MAX_BYTES = 64
+    for size, refused in ((64, False), (65, True)):
+        text = b'{"pad": "' + b"p" * (size - 11) + b'"}'
+        assert len(text) == size
+        try:
+            call_command("run_pipeline", "--file", "-", "--dry-run", stdin=io.BytesIO(text), stdout=io.StringIO())
+        except CommandError as exc:
+            assert refused and exc.returncode == 2
+            assert str(exc) == "Payload file is larger than 64 bytes (PAYLOAD_MAX_BYTES): standard input"
+        else:
+            assert not refused
+    assert PipelineRun.objects.count() == 0
+
+
+def test_a_payload_file_over_payload_max_bytes_is_refused(run_command, tmp_path, settings):
+    settings.PAYLOAD_MAX_BYTES = 64
+    path = tmp_path / "big.json"
+    path.write_text('{"pad": "' + "p" * 60 + '"}')
+    result = run_command("run_pipeline", "--inline", "--file", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == f"CommandError: Payload file is larger than 64 bytes (PAYLOAD_MAX_BYTES): {path}\n"
+    assert PipelineRun.objects.count() == 0
 
 
 def test_payload_file_is_used(run_command, tmp_path):
