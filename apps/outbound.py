@@ -18,8 +18,12 @@ host a definition chose goes through ``host_check`` and ``tcp_connect``:
 - Proxies and .netrc from the environment are ignored (trust_env=False): a
   proxy would make the connection to a name of its own choosing, around the
   guard. SSL_CERT_FILE / SSL_CERT_DIR are still honoured for CA certificates.
-- Redirects are not followed, every request has a timeout, and a response
-  body is read up to OUTBOUND_MAX_RESPONSE_BYTES (decoded and received alike).
+- Redirects are not followed, and a response body is read up to
+  OUTBOUND_MAX_RESPONSE_BYTES (decoded and received alike).
+- A request's timeout is a deadline for the whole exchange: connecting,
+  sending, and reading the answer to its last byte (apps.deadline; httpx's
+  own timeouts bound each read alone, which a server sending one byte a
+  second never trips).
 
 Messages name the host at most, never the URL. Anything unexpected inside the
 guard leaves as OutboundError naming only its class.
@@ -37,6 +41,8 @@ from urllib.parse import urlsplit
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+
+from apps.deadline import DeadlineExceeded, ExchangeDeadline
 
 if TYPE_CHECKING:
     from _socket import _Address  # typeshed's type of socket.create_connection's source_address
@@ -385,20 +391,31 @@ def _post_pinned(target: Target, *, json: dict, headers: dict, timeout: float) -
     # httpcore verifies the certificate against sni_hostname when it is given.
     extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.is_name else {}
     verify = _ssl_context() if target.scheme == "https" else True
-    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout, verify=verify) as client:
+    deadline = ExchangeDeadline(timeout)
+    request_extensions: dict[str, object] = {**extensions, "trace": deadline.trace}
+    with httpx.Client(trust_env=False, follow_redirects=False, verify=verify) as client, deadline:
         for index, address in enumerate(target.addresses):
             try:
+                # Each step waits at most what is left of the deadline; the deadline ends a step that dribbles.
                 with client.stream(
-                    "POST", target.pinned_url(address), json=json, headers=headers, extensions=extensions
+                    "POST", target.pinned_url(address), json=json, headers=headers,
+                    extensions=request_extensions, timeout=deadline.remaining(),
                 ) as response:
                     body = _read_bounded(response, target.host, limit)
                     kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _RAW_BODY_HEADERS]
+                    if deadline.expired:  # the last byte came as the socket was shut down
+                        raise deadline.error()
                     return httpx.Response(
                         response.status_code, headers=kept, content=body, request=response.request
                     )
-            except httpx.ConnectError:
-                # Nothing was sent yet: the next checked address may answer.
-                if index == len(target.addresses) - 1:
+            except (httpx.HTTPError, OutboundError) as exc:
+                # Every step waits at most what is left: any timeout of one is the deadline's.
+                if (deadline.expired or isinstance(exc, httpx.TimeoutException)) and not isinstance(
+                    exc, DeadlineExceeded
+                ):
+                    raise deadline.error() from None
+                # Nothing was sent yet after a ConnectError: the next checked address may answer.
+                if not isinstance(exc, httpx.ConnectError) or index == len(target.addresses) - 1:
                     raise
     raise OutboundBlocked(f"cannot resolve host {target.host} (no address)")
 
@@ -407,6 +424,10 @@ def http_post(url: str, *, json: dict, headers: dict | None = None, timeout: flo
     """POST ``json`` to ``url`` after url_check, connecting only to checked
     addresses, and return the response with its body read (decoded, at most
     OUTBOUND_MAX_RESPONSE_BYTES).
+
+    ``timeout`` is a deadline for the whole exchange (connect, send, read the
+    whole answer); past it the call raises DeadlineExceeded, an
+    httpx.TimeoutException.
 
     Raises OutboundBlocked before connecting, OutboundError for an answer that
     is too large or undecodable (or anything unexpected, by class name only),

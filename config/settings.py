@@ -277,6 +277,12 @@ MONITOR_HOST: str = _monitor_host
 # when the run is still queued after this many seconds.
 RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 
+# A definition file (load_pipelines, run_pipeline --config) larger than this
+# is refused before it is read: parsing costs several times its size in memory.
+DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", 1024 * 1024, validate=lambda v: v > 0)
+# The same for a payload read by `run_pipeline --file` (a file, or standard input with `-`).
+PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", 1024 * 1024, validate=lambda v: v > 0)
+
 # Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
 # may reach even though they are not public addresses, e.g.
 # "127.0.0.1,10.0.0.0/8,ollama.internal".

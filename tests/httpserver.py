@@ -9,6 +9,7 @@ port, and speak TLS.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,5 +107,80 @@ def start_server(host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> tu
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+    return state, stop
+
+
+@dataclass
+class DribblingServer:
+    """A server that answers every request slowly: its status line, then (``phase``
+    "headers") one byte of a header or ("body") the headers and one byte of a
+    ``size``-byte body, every ``interval`` seconds. ``sent`` counts the slow bytes sent."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    phase: str = "body"
+    size: int = 60
+    interval: float = 0.5
+    sent: int = 0
+    requests: int = 0
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:  # the request's head, then its body
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests += 1
+            if self.phase == "headers":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % self.size)
+            for _ in range(self.size):
+                if self.stopped.wait(self.interval):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return  # the client gave up
+                self.sent += 1
+
+
+def start_dribbling_server(*, phase: str = "body", size: int = 60, interval: float = 0.5) -> tuple[DribblingServer, callable]:
+    """Start a DribblingServer on 127.0.0.1 (a free port); returns its state and a function that stops it."""
+    state = DribblingServer(phase=phase, size=size, interval=interval)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    state.port = listener.getsockname()[1]
+
+    def accept_loop():
+        while not state.stopped.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=state._serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+
+    def stop():
+        state.stopped.set()
+        thread.join(timeout=5)
+        listener.close()
 
     return state, stop

@@ -23,8 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apps.deadline import DeadlineExceeded
 from apps.outbound import OutboundBlocked, OutboundError, address_global, host_check, http_post, url_check
-from tests.httpserver import start_server
+from tests.httpserver import start_dribbling_server, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -383,3 +384,41 @@ def test_a_fully_qualified_name_with_a_final_dot_is_checked_as_the_name(http_ser
     fixed_dns.add("hook.example", ["127.0.0.1"])
     http_post(f"http://hook.example.:{http_server.port}/h", json={}, timeout=5)
     assert http_server.last["headers"]["host"] == f"hook.example:{http_server.port}"
+
+
+# --- the timeout is a deadline for the whole exchange --------------------------------------
+
+
+@pytest.fixture
+def dribbling(settings):
+    """Start a DribblingServer (allowed as an outbound target); stopped after the test."""
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    stops = []
+
+    def _start(**options):
+        server, stop = start_dribbling_server(**options)
+        stops.append(stop)
+        return server
+
+    yield _start
+    for stop in stops:
+        stop()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_server_sending_a_byte_at_a_time_is_cut_off_at_the_timeout(dribbling, phase):
+    # 60 slow bytes take the server 30 s; every single read is answered within 0.5 s.
+    server = dribbling(phase=phase, size=60, interval=0.5)
+    with pytest.raises(DeadlineExceeded) as caught:
+        http_post(server.url("/hook"), json={"a": 1}, timeout=1)
+    sent = server.sent
+    assert isinstance(caught.value, httpx.TimeoutException)
+    assert str(caught.value) == "the exchange took longer than 1s"
+    assert server.requests == 1
+    assert sent < server.size // 2, f"the call went on while the server sent {sent} of {server.size} bytes"
+
+
+def test_a_slow_answer_that_ends_within_the_timeout_is_read_whole(dribbling):
+    server = dribbling(phase="body", size=5, interval=0.05)
+    response = http_post(server.url("/hook"), json={}, timeout=60)
+    assert response.status_code == 200 and response.content == b"xxxxx"

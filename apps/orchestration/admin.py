@@ -13,8 +13,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
+from django.forms.fields import InvalidJSONInput, JSONString
 from django.utils.html import format_html
 
+from apps import jsondata
 from apps.orchestration.launchrequest import LaunchError
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
@@ -44,12 +46,37 @@ def shown_json(value):
 # --- Definitions ---------------------------------------------------------------
 
 
+class BoundedJSONField(forms.JSONField):
+    """Django's JSON form field reading through apps.jsondata: text nested past
+    its depth, NaN, numbers of thousands of digits or NUL characters are a
+    form error naming the problem (Django's own reader lets them through or
+    raises past its JSONDecodeError handling: a 500)."""
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values or not isinstance(value, str | bytes):
+            return super().to_python(value)
+        try:
+            converted = jsondata.loads(value)
+        except jsondata.JsonInputError as exc:
+            raise forms.ValidationError("Invalid JSON: %(problem)s", code="invalid", params={"problem": exc}) from None
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data, initial):
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return jsondata.loads(data)
+        except jsondata.JsonInputError:
+            return InvalidJSONInput(data)  # shown again as typed, next to the error
+
+
 class PipelineDefinitionForm(forms.ModelForm):
     """Refuses a config the launcher would refuse, with the validator's messages."""
 
     class Meta:
         model = PipelineDefinition
         fields = ("name", "description", "config", "tags", "is_active")
+        field_classes = {"config": BoundedJSONField, "tags": BoundedJSONField}
 
     def clean_config(self):
         config = self.cleaned_data.get("config")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from pathlib import Path
+from typing import IO
+
+from django.conf import settings
 
 from apps import jsondata
 from apps.alerts.parsers.base import PayloadError
@@ -27,6 +32,8 @@ CONFIG_PATH_MAX = 500
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
 # The origin of a definition given inline (the API) starts so; a config file's is its path.
 INLINE_ORIGIN_PREFIX = "api:"
+# The payload file name that means standard input.
+STDIN = "-"
 
 
 def definition_resolve(
@@ -48,7 +55,10 @@ def definition_resolve(
                 f"Config path must be printable text of at most {CONFIG_PATH_MAX} characters: "
                 f"{printable(config_path[:80])}{'…' if len(config_path) > 80 else ''}"
             )
-        return ResolvedDefinition(read_json_file(config_path), "config", config_path)
+        config = read_json_file(
+            config_path, max_bytes=settings.DEFINITION_MAX_BYTES, limit_name="DEFINITION_MAX_BYTES"
+        )
+        return ResolvedDefinition(config, "config", config_path)
     return ResolvedDefinition(
         builtin_definition(notify_driver="console" if notify_driver is None else notify_driver), "builtin", BUILTIN_NAME
     )
@@ -64,18 +74,64 @@ def config_resolve(*, config: object) -> ResolvedDefinition:
     return ResolvedDefinition(config, "config", f"{INLINE_ORIGIN_PREFIX}{digest[:16]}")
 
 
-def read_json_file(path: str, what: str = "config file") -> object:
-    """The JSON in the file at ``path``; LaunchError when it is missing,
-    unreadable or not JSON within apps.jsondata's limits."""
+def read_json_file(path: str, what: str = "config file", *, max_bytes: int | None, limit_name: str = "") -> object:
+    """The JSON in the regular file at ``path``.
+
+    With ``max_bytes``, a file larger than that is refused before it is read
+    (``limit_name`` is the setting the message names), and at most
+    ``max_bytes`` + 1 bytes are ever read, so a file growing meanwhile is
+    refused too. Raises LaunchError when the file is missing or not a regular
+    file, too large, unreadable, or not JSON within apps.jsondata's limits."""
     shown = printable(path)
-    file = Path(path)
     try:
-        if not file.is_file():
+        if not Path(path).is_file():
             raise LaunchError(f"{what.capitalize()} not found: {shown}")
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        # Non-blocking: a FIFO swapped in since the check cannot hold the open; fstat then refuses it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(descriptor, "rb", closefd=True) as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise LaunchError(f"{what.capitalize()} not found: {shown}")
+            if max_bytes is not None and status.st_size > max_bytes:
+                raise _too_large(what, shown, max_bytes, limit_name)
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise LaunchError(f"Cannot read {what}: {shown} ({exc.strerror or exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(what, shown, max_bytes, limit_name)
+    return _json_from_bytes(data, what, shown)
+
+
+def read_json_stream(stream: IO | None, what: str, *, max_bytes: int, limit_name: str) -> object:
+    """The JSON read from ``stream`` (standard input) to its end, at most
+    ``max_bytes`` + 1 bytes of it. Raises LaunchError, with the messages
+    read_json_file gives, when the stream is closed or unreadable, holds more
+    than ``max_bytes`` bytes, or is not JSON within apps.jsondata's limits."""
+    shown = "standard input"
+    if stream is None:
+        raise LaunchError(f"Cannot read {what}: {shown} (closed)")
+    try:
+        data = stream.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a closed stream
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise LaunchError(f"Cannot read {what}: {shown} ({reason})") from None
+    if isinstance(data, str):  # a text stream handed over by a caller
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        raise _too_large(what, shown, max_bytes, limit_name)
+    return _json_from_bytes(data, what, shown)
+
+
+def _too_large(what: str, shown: str, max_bytes: int, limit_name: str) -> LaunchError:
+    return LaunchError(f"{what.capitalize()} is larger than {max_bytes} bytes ({limit_name}): {shown}")
+
+
+def _json_from_bytes(data: bytes, what: str, shown: str) -> object:
+    """``data`` (UTF-8) parsed by apps.jsondata; LaunchError naming ``what`` otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LaunchError(f"Cannot read {what}: {shown} ({exc})") from None
     try:
         return jsondata.loads(text)
     except jsondata.JsonInputError as exc:
@@ -92,18 +148,30 @@ def definition_check(*, resolved: ResolvedDefinition) -> None:
 
 
 def payload_resolve(
-    *, payload: str | None = None, payload_file: str | None = None, sample: bool = False, source: str = "cli"
+    *,
+    payload: str | None = None,
+    payload_file: str | None = None,
+    stdin: IO | None = None,
+    sample: bool = False,
+    source: str = "cli",
 ) -> dict:
     """The run's payload from the JSON text ``payload``, else the file
-    ``payload_file``, else (with ``sample``) a sample alert of ``source``;
-    empty when none is given."""
+    ``payload_file`` (``-``: the stream ``stdin``, to its end), else (with
+    ``sample``) a sample alert of ``source``; empty when none is given. A
+    file or stream holds at most PAYLOAD_MAX_BYTES. Raises LaunchError."""
     if payload is not None:
         try:
             data = jsondata.loads(payload)
         except jsondata.JsonInputError as exc:
             raise LaunchError(f"Invalid JSON payload: {exc}") from None
+    elif payload_file == STDIN:
+        data = read_json_stream(
+            stdin, "payload file", max_bytes=settings.PAYLOAD_MAX_BYTES, limit_name="PAYLOAD_MAX_BYTES"
+        )
     elif payload_file is not None:
-        data = read_json_file(payload_file, "payload file")
+        data = read_json_file(
+            payload_file, "payload file", max_bytes=settings.PAYLOAD_MAX_BYTES, limit_name="PAYLOAD_MAX_BYTES"
+        )
     elif sample:
         try:
             data = alert_sample(source=source)

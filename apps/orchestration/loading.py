@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from apps.orchestration.inputs import read_json_file
@@ -43,7 +44,9 @@ def definitions_load(*, folder: Path) -> LoadReport:
             )
             continue
         try:
-            config = read_json_file(str(path))
+            config = read_json_file(
+                str(path), max_bytes=settings.DEFINITION_MAX_BYTES, limit_name="DEFINITION_MAX_BYTES"
+            )
         except LaunchError as exc:
             report.refused.append((str(path), [str(exc)]))
             continue

@@ -26,6 +26,8 @@ OVERLAP_POLICIES = ("skip", "allow")
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 # The longest interval: a leap year (longer ones are cron schedules).
 EVERY_MAX_SECONDS = 366 * 24 * 3600
+# IANA zone names are at most about 30 characters; beat's CrontabSchedule.timezone holds 63.
+TIMEZONE_MAX = 63
 
 
 def task_name(definition_name: str) -> str:
@@ -66,7 +68,8 @@ def schedule_messages(schedule) -> list[str]:
     if "timezone" in schedule:
         zone = schedule["timezone"]
         if not _known_zone(zone):
-            messages.append(f"schedule.timezone is not a known IANA time zone: {zone}")
+            shown = str(zone) if len(str(zone)) <= TIMEZONE_MAX else str(zone)[: TIMEZONE_MAX - 1] + "…"
+            messages.append(f"schedule.timezone is not a known IANA time zone: {shown}")
         elif has_every:
             messages.append("schedule.timezone applies only to 'cron' schedules")
     if "overlap" in schedule and schedule["overlap"] not in OVERLAP_POLICIES:
@@ -77,11 +80,14 @@ def schedule_messages(schedule) -> list[str]:
 
 
 def _known_zone(name) -> bool:
-    if not isinstance(name, str) or not name or name != name.strip():
+    """Whether ``name`` is a time zone zoneinfo knows. Never raises: the name
+    becomes a file path there, so a long one (ENAMETOOLONG) or a folder of
+    zones ("Europe") fails as an OSError."""
+    if not isinstance(name, str) or not name or len(name) > TIMEZONE_MAX or name != name.strip():
         return False
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

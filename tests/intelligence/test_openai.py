@@ -10,6 +10,7 @@ from apps.intelligence.base import providers
 from apps.intelligence.providers.local import LocalProvider
 from apps.intelligence.providers.openai import OpenAIProvider
 from apps.intelligence.services import analysis_run, analysis_validate
+from tests.httpserver import start_dribbling_server
 
 KEY = "sk-test-0123456789"
 
@@ -145,6 +146,19 @@ def test_a_slow_answer_falls_back_after_the_timeout(http_server, api_key):
     output = run(http_server, timeout_seconds=0.3)
     assert time.monotonic() - started < 5
     assert_fell_back(output, "timeout after 0.3s")
+
+
+def test_an_answer_sent_a_byte_at_a_time_falls_back_at_the_timeout(settings, api_key):
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    server, stop = start_dribbling_server(phase="body", size=60, interval=0.5)
+    try:
+        output = run(server, timeout_seconds=1)
+        sent = server.sent
+    finally:
+        stop()
+    assert_fell_back(output, "timeout after 1s")
+    assert server.requests == 1
+    assert sent < server.size // 2, f"the call went on while the server sent {sent} of {server.size} bytes"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from apps.orchestration.nodes.base import NodeContext
 from apps.orchestration.nodes.notify import NotifyNode
 from apps.orchestration.rendering import render_result
 from apps.orchestration.validation import validate_definition
+from tests.httpserver import start_dribbling_server
 
 pytestmark = pytest.mark.django_db
 
@@ -213,3 +214,32 @@ def test_a_webhook_url_with_a_malformed_port_fails_the_node_without_the_port_tex
     for text in (stored, render_result(run), apps_log.text):
         assert "p0rt-s3cr3t" not in text
     assert all(r.exc_info is None for r in apps_log.records)
+
+
+@pytest.mark.parametrize(
+    "notify_config",
+    [
+        {"driver": "webhook", "url_env": "DRIBBLE_URL"},
+        {"driver": "slack", "webhook_url_env": "DRIBBLE_URL"},
+        {"driver": "pagerduty", "routing_key_env": "DRIBBLE_KEY", "events_url": "DRIBBLE_URL"},
+    ],
+    ids=["webhook", "slack", "pagerduty"],
+)
+def test_a_node_timeout_holds_against_a_server_sending_a_byte_a_second(tmp_path, monkeypatch, settings, notify_config):
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    server, stop = start_dribbling_server(phase="body", size=60, interval=1)
+    try:
+        monkeypatch.setenv("DRIBBLE_URL", server.url("/hook"))
+        monkeypatch.setenv("DRIBBLE_KEY", "R0UT1NGk3y0123456789abcdef012345")
+        config = {**notify_config, "timeout_seconds": 2}
+        if config.get("events_url") == "DRIBBLE_URL":
+            config["events_url"] = server.url("/v2/enqueue")
+        # The node limit stays the default (60 s); the server would take 60 s to finish.
+        run = run_pipeline(tmp_path, config)
+        sent = server.sent
+    finally:
+        stop()
+    assert run.status == "failed"
+    assert "timeout after 2s (DeadlineExceeded)" in run.error, run.error
+    assert server.requests == 1
+    assert sent < server.size // 2, f"the node went on while the server sent {sent} of {server.size} bytes"

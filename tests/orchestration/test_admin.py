@@ -239,3 +239,44 @@ def test_admin_css_is_served_by_whitenoise_after_collectstatic(settings, tmp_pat
     assert isinstance(response, WhiteNoiseFileResponse)
     assert response["Content-Type"].startswith("text/css")
     assert response["Content-Encoding"] == "gzip"  # the compressed copy collectstatic made
+
+
+def definition_form(name: str, config_text: str, tags: str = "[]") -> dict:
+    return {"name": name, "description": "", "config": config_text, "tags": tags, "is_active": "on"}
+
+
+@pytest.mark.parametrize(
+    "config_text, message",
+    [
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "Invalid JSON: nested deeper than 64 levels"),
+        ("[" * 100_000 + "]" * 100_000, "Invalid JSON: nested deeper than 64 levels"),
+        ('{"version": "1.0", "nodes": ' + "7" * 5000 + "}", "Invalid JSON: a number longer than 40 characters (777777777777…)"),
+        ('{"version": "1.0", "nodes": [], "x": NaN}', "Invalid JSON: NaN is not allowed (numbers must be finite)"),
+        ('{"version": "1.0", "description": "a\\u0000b", "nodes": []}', "Invalid JSON: a NUL character in the text at description"),
+        (
+            json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"cron": "0 9 * * *", "timezone": "A" * 300}}),
+            "schedule.timezone is not a known IANA time zone: " + "A" * 62 + "…",
+        ),
+    ],
+    ids=["deep-object", "deep-list", "5000-digits", "nan", "nul", "long-timezone"],
+)
+def test_definition_admin_shows_the_message_for_hostile_json_and_stores_nothing(admin_client, config_text, message):
+    for url in (f"{DEFINITIONS}add/",):
+        response = admin_client.post(url, definition_form("hostile", config_text))
+        assert response.status_code == 200
+        assert html.escape(message) in response.content.decode()
+    assert not PipelineDefinition.objects.filter(name="hostile").exists()
+    assert not PeriodicTask.objects.exists()
+
+
+def test_definition_admin_change_form_refuses_hostile_json_and_keeps_the_stored_config(admin_client):
+    stored = PipelineDefinition.objects.create(name="kept", config={"version": "1.0", "nodes": NODES})
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    for field, text in (("config", deep), ("tags", "[" * 100_000 + "]" * 100_000), ("tags", "[" + "9" * 5000 + "]")):
+        form = definition_form("kept", json.dumps(stored.config))
+        form[field] = text
+        response = admin_client.post(f"{DEFINITIONS}{stored.pk}/change/", form)
+        assert response.status_code == 200, field
+        assert "Invalid JSON: " in response.content.decode()
+    stored.refresh_from_db()
+    assert stored.config == {"version": "1.0", "nodes": NODES} and stored.tags == []

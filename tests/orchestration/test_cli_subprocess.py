@@ -1,10 +1,11 @@
 """run_pipeline as a real child process: exit codes and messages scripts rely on."""
 import json
+import subprocess
 
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from tests.support import claim_redis_db, manage_py_popen, require_redis
+from tests.support import PROCESS_TIMEOUT, claim_redis_db, manage_py_popen, require_redis
 
 pytestmark = pytest.mark.subprocess
 
@@ -123,3 +124,27 @@ def test_dry_run_json_prints_the_plan(manage, health_check):
         ("metrics", "context", "analyze"), ("analyze", "intelligence", "notify"), ("notify", "notify", None),
     ]
     assert not PipelineRun.objects.exists()
+
+
+def test_file_dash_reads_the_payload_from_a_pipe(subprocess_env, tmp_path):
+    path = tmp_path / "echo.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": [
+        {"id": "t", "type": "transform", "config": {"mapping": {"host": "payload.host"}}}]}))
+    proc = manage_py_popen(
+        "run_pipeline", "--inline", "--config", str(path), "--file", "-", "--json", env=subprocess_env, stdin=subprocess.PIPE
+    )
+    out, err = proc.communicate(json.dumps({"host": "db-02"}), timeout=PROCESS_TIMEOUT)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["node_results"]["t"]["output"] == {"host": "db-02"}
+    assert PipelineRun.objects.get().payload == {"host": "db-02"}
+
+
+def test_file_dash_refuses_an_endless_stream_after_payload_max_bytes(subprocess_env):
+    # /dev/zero never ends: the command must stop reading at the limit, not run out of memory.
+    with open("/dev/zero", "rb") as endless:
+        proc = manage_py_popen("run_pipeline", "--inline", "--file", "-", env=subprocess_env, stdin=endless)
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+    assert proc.returncode == 2
+    assert out == ""
+    assert err == "CommandError: Payload file is larger than 1048576 bytes (PAYLOAD_MAX_BYTES): standard input\n"
+    assert PipelineRun.objects.count() == 0

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -148,6 +149,24 @@ def test_hostile_json_in_payloads_and_config_files_is_refused(verdicts, tiny_con
         verdicts.run("run_pipeline", "--inline", "--config", tiny_config, "--file", path, refused=True)
         verdicts.run("run_pipeline", "--inline", "--config", path, refused=True)
         verdicts.run("run_pipeline", "--config", path, "--dry-run", refused=True)
+    verdicts.assert_clean()
+    assert rows() == (0, 0, 0)
+
+
+def test_hostile_json_on_standard_input_is_refused_as_the_same_file_is(verdicts, tiny_config, hostile_files, monkeypatch):
+    for name, path in hostile_files.items():
+        if name in ("directory", "fifo", "loop"):
+            continue  # not files one can pipe
+        with open(path, "rb") as handle:
+            data = handle.read()
+        from_file = cli("run_pipeline", "--inline", "--config", tiny_config, "--file", path)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        from_stdin = verdicts.run("run_pipeline", "--inline", "--config", tiny_config, "--file", "-", refused=True)
+        assert from_stdin.stderr == from_file.stderr.replace(path, "standard input"), name
+    # No standard input at all (started with it closed).
+    monkeypatch.setattr(sys, "stdin", None)
+    result = verdicts.run("run_pipeline", "--inline", "--config", tiny_config, "--file", "-", refused=True)
+    assert result.stderr == "CommandError: Cannot read payload file: standard input (closed)\n"
     verdicts.assert_clean()
     assert rows() == (0, 0, 0)
 

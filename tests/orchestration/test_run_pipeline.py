@@ -1,8 +1,11 @@
 """run_pipeline end to end through call_command: real engine, real handlers."""
+import io
 import json
 import re
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from apps.alerts.models import Alert, Incident
 from apps.orchestration.models import PipelineRun, StageExecution
@@ -219,12 +222,59 @@ def test_invalid_definition_lists_every_message_and_changes_nothing(run_command,
     assert PipelineRun.objects.count() == 0 and StageExecution.objects.count() == 0
 
 
+def test_a_config_file_over_definition_max_bytes_is_refused_before_it_is_read(run_command, config_file, settings):
+    settings.DEFINITION_MAX_BYTES = 2048
+    text = json.dumps({"version": "1.0", "nodes": SPEC_NODES})
+    within = config_file(text + " " * (2048 - len(text)), "within.json")
+    over = config_file(text + " " * (2049 - len(text)), "over.json")
+    for extra in ([], ["--dry-run"]):
+        result = run_command("run_pipeline", "--inline", "--config", over, *extra)
+        assert result.exit_code == 2
+        assert result.stderr == f"CommandError: Config file is larger than 2048 bytes (DEFINITION_MAX_BYTES): {over}\n"
+    assert PipelineRun.objects.count() == 0
+    assert run_command("run_pipeline", "--inline", "--config", within, "--dry-run").exit_code == 0
+
+
 def test_inactive_definition_is_refused(run_command, health_check):
     health_check.is_active = False
     health_check.save()
     result = run_command("run_pipeline", "--inline", "--definition", "health-check")
     assert result.exit_code == 2
     assert result.stderr == "CommandError: Pipeline definition is inactive: health-check\n"
+
+
+def test_payload_from_standard_input_with_file_dash(tmp_path):
+    payload = json.dumps({"name": "DiskFull", "host": "db-02", "severity": "critical"}).encode()
+    out = io.StringIO()
+    call_command("run_pipeline", "--inline", "--file", "-", "--json", stdin=io.BytesIO(payload), stdout=out)
+    assert json.loads(out.getvalue())["node_results"]["ingest"]["output"]["source"] == "generic"
+    assert Alert.objects.get().host == "db-02"
+    assert PipelineRun.objects.get().payload == json.loads(payload)
+
+
+def test_standard_input_over_payload_max_bytes_is_refused(settings):
+    settings.PAYLOAD_MAX_BYTES = 64
+    for size, refused in ((64, False), (65, True)):
+        text = b'{"pad": "' + b"p" * (size - 11) + b'"}'
+        assert len(text) == size
+        try:
+            call_command("run_pipeline", "--file", "-", "--dry-run", stdin=io.BytesIO(text), stdout=io.StringIO())
+        except CommandError as exc:
+            assert refused and exc.returncode == 2
+            assert str(exc) == "Payload file is larger than 64 bytes (PAYLOAD_MAX_BYTES): standard input"
+        else:
+            assert not refused
+    assert PipelineRun.objects.count() == 0
+
+
+def test_a_payload_file_over_payload_max_bytes_is_refused(run_command, tmp_path, settings):
+    settings.PAYLOAD_MAX_BYTES = 64
+    path = tmp_path / "big.json"
+    path.write_text('{"pad": "' + "p" * 60 + '"}')
+    result = run_command("run_pipeline", "--inline", "--file", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == f"CommandError: Payload file is larger than 64 bytes (PAYLOAD_MAX_BYTES): {path}\n"
+    assert PipelineRun.objects.count() == 0
 
 
 def test_payload_file_is_used(run_command, tmp_path):

@@ -45,6 +45,11 @@ def no_embedded_broker(settings):
         ({"cron": "0 0 31 2 *"}, "schedule.cron is not a valid cron expression"),
         ({"cron": 5}, "schedule.cron must be a string of 5 fields, like '*/5 * * * *'"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "schedule.timezone is not a known IANA time zone: Mars/Olympus"),
+        ({"cron": "0 9 * * *", "timezone": "Z" * 300}, "schedule.timezone is not a known IANA time zone: " + "Z" * 62 + "…"),
+        ({"cron": "0 9 * * *", "timezone": "Europe/" + "Z" * 300}, "schedule.timezone is not a known IANA time zone: Europe/Z"),
+        ({"cron": "0 9 * * *", "timezone": "Europe"}, "schedule.timezone is not a known IANA time zone: Europe"),
+        ({"cron": "0 9 * * *", "timezone": "../../../../etc/passwd"}, "schedule.timezone is not a known IANA time zone"),
+        ({"cron": "0 9 * * *", "timezone": "tzdata.zi"}, "schedule.timezone is not a known IANA time zone: tzdata.zi"),
         ({"every": 60, "timezone": "Europe/Berlin"}, "schedule.timezone applies only to 'cron' schedules"),
         ({"every": 60, "overlap": "queue"}, "schedule.overlap must be 'skip' or 'allow'"),
         ({"every": 60, "payload": [1]}, "schedule.payload must be an object"),
@@ -54,6 +59,36 @@ def no_embedded_broker(settings):
 def test_a_bad_schedule_is_reported_clearly(schedule, message):
     assert any(m.startswith(message) for m in schedule_messages(schedule)), schedule_messages(schedule)
     assert any(m.startswith(message) for m in validate_definition({"version": "1.0", "nodes": NODES, "schedule": schedule}))
+
+
+def test_load_pipelines_refuses_a_bad_timezone_and_loads_the_other_files(run_command, tmp_path):
+    for name, zone in (("long", "A" * 300), ("folder", "Europe"), ("berlin", "Europe/Berlin")):
+        config = {"version": "1.0", "nodes": NODES, "schedule": {"cron": "0 9 * * *", "timezone": zone}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(config))
+    (tmp_path / "plain.json").write_text(json.dumps({"version": "1.0", "nodes": NODES}))
+    result = run_command("load_pipelines", "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        f"refused: {tmp_path / 'long.json'}\n  - schedule.timezone is not a known IANA time zone: {'A' * 62}…\n"
+    ) in result.stderr
+    assert f"refused: {tmp_path / 'folder.json'}\n  - schedule.timezone is not a known IANA time zone: Europe\n" in result.stderr
+    assert result.stdout.endswith("2 loaded, 2 refused\n")
+    assert set(PipelineDefinition.objects.values_list("name", flat=True)) == {"berlin", "plain"}
+    assert PeriodicTask.objects.get(name=task_name("berlin")).crontab.timezone == ZoneInfo("Europe/Berlin")
+
+
+def test_run_pipeline_refuses_a_long_timezone_with_the_validation_message(run_command, tmp_path):
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": NODES, "schedule": {"cron": "0 9 * * *", "timezone": "A" * 300}}))
+    for extra in (["--dry-run"], ["--inline"]):
+        result = run_command("run_pipeline", "--config", str(path), *extra)
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "CommandError: Pipeline definition invalid:\n"
+            f"  - schedule.timezone is not a known IANA time zone: {'A' * 62}…\n"
+        )
+    assert PipelineRun.objects.count() == 0
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,13 @@ A message with a key is mailed with a Message-ID derived from the key, the
 recipient and the sender's domain, the same on every repeat, so mail systems
 that drop duplicate Message-IDs deliver a repeated notification once.
 
-EMAIL_HOST is the operator's and trusted. With the SMTP backend, a node's own
-``host`` (another name than EMAIL_HOST) must pass apps.outbound's guard:
-public addresses only, unless OUTBOUND_ALLOW_HOSTS allows it; the driver
-then connects to the address it checked (drivers/smtp.py), so the SMTP
-client cannot be pointed at a service inside the network.
+Only the operator's own server, EMAIL_HOST at EMAIL_PORT, is trusted as
+configured. With the SMTP backend, any other host and port a node chooses
+(its own ``host``, or EMAIL_HOST with a ``port`` of its own, "localhost" at
+any port included) must pass apps.outbound's guard: public addresses only,
+unless OUTBOUND_ALLOW_HOSTS allows it; the driver then connects to the
+address it checked (drivers/smtp.py), so the SMTP client cannot be pointed
+at a service inside the network.
 """
 from __future__ import annotations
 
@@ -125,8 +127,9 @@ class EmailDriver(Driver):
         """Mails ``message`` to each recipient; one Delivery per recipient.
 
         Raises DeliveryError when there is no recipient, password_env names
-        an unset variable, or the node's own ``host`` is refused by
-        apps.outbound (nothing is connected to then); a connection, login or
+        an unset variable, or the node's host and port (when they are not
+        EMAIL_HOST at EMAIL_PORT) are refused by apps.outbound (nothing is
+        connected to then); a connection, login or
         refusal problem is a failed Delivery whose detail never contains the
         password."""
         recipients = list(config.get("to") or env_recipients())
@@ -152,10 +155,10 @@ class EmailDriver(Driver):
             "use_ssl": use_ssl,
             "timeout": timeout,
         }
-        # A host the definition chose is checked; the operator's EMAIL_HOST is trusted as configured.
-        chosen = bool(config.get("host")) and not same_host(str(config["host"]), str(settings.EMAIL_HOST))
+        # Only the operator's own pair is trusted: "localhost" at a port of the node's choosing is any local service.
+        trusted = same_host(str(host), str(settings.EMAIL_HOST)) and port == settings.EMAIL_PORT
         try:
-            if chosen and _smtp_backend():
+            if not trusted and _smtp_backend():
                 try:
                     addresses = host_check(host, port=port)
                 except OutboundBlocked as exc:

@@ -94,6 +94,7 @@ def test_email_recipients_default_to_notify_email_to(smtp_server, monkeypatch, m
 
 def test_email_server_from_config_overrides_the_settings(smtp_server, settings, closed_port, message):
     settings.EMAIL_PORT = closed_port
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]  # not the operator's pair: the node's own server is checked
     config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": smtp_server.port}
     assert notification_send(driver="email", config=config, message=message)["succeeded"] == 1
     assert len(smtp_server.messages) == 1
@@ -372,6 +373,55 @@ def test_email_node_host_equal_to_email_host_is_trusted(smtp_server, settings, f
     config = {"to": ["alice@example.com"], "host": "127.0.0.1", "port": smtp_server.port}
     assert notification_send(driver="email", config=config, message=message)["succeeded"] == 1
     assert fixed_dns.calls == []
+
+
+@pytest.mark.parametrize("own", [{"host": "localhost"}, {"host": "LOCALHOST."}, {}], ids=["localhost", "localhost-fqdn", "no-host"])
+def test_email_node_port_of_its_own_on_the_operators_host_is_refused_without_connecting(
+    smtp_backend, fixed_dns, message, own
+):
+    # The operator's relay is "localhost" at 25: a node must not reach any other local port through it.
+    smtp_backend.EMAIL_HOST, smtp_backend.EMAIL_PORT = "localhost", 25
+    fixed_dns.add("localhost", ["127.0.0.1"])
+    with listener() as sock:
+        config = {"to": ["alice@example.com"], "port": sock.getsockname()[1], **own}
+        result = notification_send(driver="email", config=config, message=message)
+        assert result["deliveries"] == [
+            {
+                "channel": "email",
+                "ok": False,
+                "detail": "SMTP host refused: host localhost resolves to a non-public address (127.0.0.1); "
+                "allow it with OUTBOUND_ALLOW_HOSTS",
+            }
+        ]
+        assert not connected(sock)
+    assert fixed_dns.calls == ["localhost"]
+
+
+def test_email_node_host_localhost_at_the_operators_port_is_checked_when_the_relay_is_elsewhere(
+    smtp_backend, fixed_dns, message
+):
+    fixed_dns.add("localhost", ["127.0.0.1"])
+    config = {"to": ["alice@example.com"], "host": "localhost", "port": 25}
+    result = notification_send(driver="email", config=config, message=message)
+    assert result["deliveries"][0]["detail"].startswith("SMTP host refused: host localhost resolves to a non-public")
+
+
+def test_email_operators_own_pair_named_by_the_node_is_trusted(smtp_server, settings, fixed_dns, message):
+    settings.OUTBOUND_ALLOW_HOSTS = []
+    for config in ({"port": smtp_server.port}, {"host": "127.0.0.1", "port": smtp_server.port}, {"host": "127.0.0.1"}):
+        result = notification_send(driver="email", config={"to": ["alice@example.com"], **config}, message=message)
+        assert result["succeeded"] == 1, (config, result)
+    assert len(smtp_server.messages) == 3
+    assert fixed_dns.calls == []
+
+
+def test_email_node_port_of_its_own_allowed_by_outbound_allow_hosts_is_delivered(smtp_server, settings, fixed_dns, message):
+    # The node's port differs from EMAIL_PORT: checked, and allowed by the operator's list.
+    settings.EMAIL_PORT = 25
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    result = notification_send(driver="email", config={"to": ["alice@example.com"], "port": smtp_server.port}, message=message)
+    assert result["succeeded"] == 1, result
+    assert [m["rcpt_tos"] for m in smtp_server.messages] == [["alice@example.com"]]
 
 
 def test_email_guard_applies_only_to_the_smtp_backend(settings, message):

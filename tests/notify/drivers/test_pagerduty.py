@@ -154,7 +154,7 @@ def test_pagerduty_slow_answer_times_out(pagerduty, message):
     pagerduty.slow = True
     result = send(pagerduty, message, timeout_seconds=0.3)
     assert result["deliveries"] == [
-        {"channel": "pagerduty", "ok": False, "detail": "timeout after 0.3s (ReadTimeout)"}
+        {"channel": "pagerduty", "ok": False, "detail": "timeout after 0.3s (DeadlineExceeded)"}
     ]
     assert_not_in(result, ROUTING_KEY)
 

@@ -119,7 +119,7 @@ def test_slack_answer_other_than_ok_is_a_failure_even_with_200(slack, message):
 def test_slack_slow_answer_times_out(slack, message):
     slack.slow = True
     result = send(message, timeout_seconds=0.3)
-    assert result["deliveries"] == [{"channel": "slack", "ok": False, "detail": "timeout after 0.3s (ReadTimeout)"}]
+    assert result["deliveries"] == [{"channel": "slack", "ok": False, "detail": "timeout after 0.3s (DeadlineExceeded)"}]
     assert_not_in(result, "sl4ck-t0k3n-s3cr3t", str(slack.port))
 
 

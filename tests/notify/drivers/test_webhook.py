@@ -103,7 +103,7 @@ def test_webhook_slow_server_times_out_without_naming_the_url(http_server, monke
     config = {**hook(http_server, monkeypatch), "timeout_seconds": 0.3}
     result = notification_send(driver="webhook", config=config, message=message)
     assert result["deliveries"] == [
-        {"channel": "webhook", "ok": False, "detail": "timeout after 0.3s (ReadTimeout)"}
+        {"channel": "webhook", "ok": False, "detail": "timeout after 0.3s (DeadlineExceeded)"}
     ]
     assert len(http_server.requests) == 1  # it did reach the server
     assert_no_url_in(result, http_server.port)

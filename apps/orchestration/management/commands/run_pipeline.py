@@ -1,6 +1,7 @@
 """run_pipeline: validate a pipeline definition, enqueue it for a worker (or run it
 inline), and show what happened."""
 import json
+import sys
 
 from apps.hostnames import AUTO
 from apps.orchestration import rendering
@@ -12,6 +13,11 @@ from apps.orchestration.management.output import RunOutputMixin
 from apps.orchestration.targeting import alert_target, launch_targets, target_choice
 
 
+def _binary(stream):
+    """The byte stream under a text stream such as sys.stdin (None stays None: no standard input)."""
+    return getattr(stream, "buffer", stream)
+
+
 class Command(RunOutputMixin, PipelineCommand):
     help = (
         "Run a pipeline: a stored definition (--definition), a JSON file (--config), "
@@ -19,6 +25,9 @@ class Command(RunOutputMixin, PipelineCommand):
         "validated here and executed by a Celery worker (--inline: in this process). "
         "Exit codes: 0 completed or queued, 1 failed, 2 bad input, 3 gave up waiting, 4 cancelled."
     )
+
+    # call_command("run_pipeline", "--file", "-", stdin=...) reads the payload from that stream.
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser):
         which = parser.add_argument_group("which pipeline")
@@ -30,7 +39,11 @@ class Command(RunOutputMixin, PipelineCommand):
         )
         data = parser.add_argument_group("payload (at most one)")
         data.add_argument("--payload", help="The payload as a JSON object.")
-        data.add_argument("--file", help="Path to a JSON file holding the payload.")
+        data.add_argument(
+            "--file",
+            help="Path to a JSON file holding the payload; '-' reads it from standard input "
+            "(either at most PAYLOAD_MAX_BYTES, default 1 MiB).",
+        )
         data.add_argument("--sample", action="store_true", help="Use a sample alert for --source.")
         parser.add_argument("--source", default="cli", help="Alert source (default: cli, which autodetects).")
         parser.add_argument("--environment", default="development", help="Environment name (default: development).")
@@ -83,6 +96,7 @@ class Command(RunOutputMixin, PipelineCommand):
             payload = payload_resolve(
                 payload=options["payload"],
                 payload_file=options["file"],
+                stdin=_binary(options.get("stdin", sys.stdin)),
                 sample=options["sample"],
                 source=options["source"],
             )
