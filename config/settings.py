@@ -9,7 +9,7 @@ from pathlib import Path
 
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
-from environs import Env
+from environs import Env, validate
 from limits import parse_many
 
 from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
@@ -20,6 +20,9 @@ VAR_DIR = BASE_DIR / "var"
 VAR_DIR.mkdir(exist_ok=True)
 
 env = Env()
+# Checks of numeric settings: a value outside the range stops the process at start with its name.
+POSITIVE = validate.Range(min=0, min_inclusive=False)
+NOT_NEGATIVE = validate.Range(min=0)
 
 # A development key is fine by default: nothing here signs user sessions that
 # matter, but production deployments should set their own.
@@ -133,7 +136,7 @@ STORAGES = {
 # Where shipped pipeline definitions live; `load_pipelines` reads this folder.
 PIPELINES_DIR = env.path("PIPELINES_DIR", BASE_DIR / "pipelines")
 
-LOG_FORMAT = env.str("LOG_FORMAT", "text", validate=lambda v: v in ("text", "json"))
+LOG_FORMAT = env.str("LOG_FORMAT", "text", validate=validate.OneOf(["text", "json"]))
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 # The workers' log file, named in the hint a fire-and-forget launch prints. Unset, the
 # hint names var/worker.log when that file exists (scripts/worker.sh writes there).
@@ -230,19 +233,19 @@ CELERY_TASK_SEND_SENT_EVENT = CELERY_TASK_EVENTS
 
 # A worker holding a run renews its lease every third of this (database time);
 # a run whose lease ran out is taken over by another worker.
-RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0, validate=lambda v: v > 0)
+RUN_LEASE_SECONDS = env.float("RUN_LEASE_SECONDS", 30.0, validate=POSITIVE)
 # How long a worker keeps retrying a database write that failed on a lost
 # connection before it leaves the run to the recovery sweep.
 RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
 # The recovery sweep (apps/orchestration/recovery.py) runs this often in every
 # worker and from beat, and re-publishes a queued run with no message, or a
 # running run whose lease ran out, once it has gone this long without one.
-RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=lambda v: v > 0)
-RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=lambda v: v >= 0)
+RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=POSITIVE)
+RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=NOT_NEGATIVE)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
 # beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
 # it runs, so turning it off also stops the entry an earlier beat left in its table.
-RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, validate=lambda v: v >= 0)
+RUN_RETENTION_DAYS = env.int("RUN_RETENTION_DAYS", 30, validate=NOT_NEGATIVE)
 CELERY_BEAT_SCHEDULE = {
     "recover-runs": {
         "task": RECOVER_RUNS_TASK,
@@ -279,9 +282,9 @@ RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 
 # A definition file (load_pipelines, run_pipeline --config) larger than this
 # is refused before it is read: parsing costs several times its size in memory.
-DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", 1024 * 1024, validate=lambda v: v > 0)
+DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", 1024 * 1024, validate=POSITIVE)
 # The same for a payload read by `run_pipeline --file` (a file, or standard input with `-`).
-PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", 1024 * 1024, validate=lambda v: v > 0)
+PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", 1024 * 1024, validate=POSITIVE)
 
 # Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
 # may reach even though they are not public addresses, e.g.
