@@ -58,13 +58,14 @@ def binary() -> str:
     pytest.skip(message)
 
 
-def config_text(*, receiver_url: str, key: str, group_by: list[str]) -> str:
+def config_text(*, receiver_url: str, key: str, group_by: list[str], repeat_interval: str = REPEAT_INTERVAL) -> str:
     """Alertmanager's configuration (JSON is valid YAML): every alert to one webhook receiver
-    that posts to ``receiver_url`` with `Authorization: Bearer <key>`, resolved notices too."""
+    that posts to ``receiver_url`` with `Authorization: Bearer <key>`, resolved notices too;
+    a firing group is sent again every ``repeat_interval``."""
     config = {
         "route": {
             "receiver": RECEIVER, "group_by": group_by,
-            "group_wait": GROUP_WAIT, "group_interval": GROUP_INTERVAL, "repeat_interval": REPEAT_INTERVAL,
+            "group_wait": GROUP_WAIT, "group_interval": GROUP_INTERVAL, "repeat_interval": repeat_interval,
         },
         "receivers": [{
             "name": RECEIVER,
@@ -142,15 +143,18 @@ def alert(name: str, *, labels: dict | None = None, annotations: dict | None = N
     return item
 
 
-def start_alertmanager(*, receiver_url: str, key: str, group_by: list[str] | None = None) -> Alertmanager:
+def start_alertmanager(*, receiver_url: str, key: str, group_by: list[str] | None = None,
+                       repeat_interval: str = REPEAT_INTERVAL) -> Alertmanager:
     """Start Alertmanager on a free port of 127.0.0.1, its receiver posting to ``receiver_url``
-    with ``key`` as Bearer credentials, alerts grouped by ``group_by`` (default: alertname);
+    with ``key`` as Bearer credentials, alerts grouped by ``group_by`` (default: alertname),
+    a firing group sent again every ``repeat_interval`` (default: an hour, so never in a test);
     return once `/-/ready` answers 200. Raises AssertionError (after stopping it) when it exits
     or is not ready within READY_TIMEOUT seconds; skips when the binary is missing (see `binary`)."""
     executable = binary()
     folder = Path(tempfile.mkdtemp(prefix="am"))
     config = folder / "alertmanager.yml"
-    config.write_text(config_text(receiver_url=receiver_url, key=key, group_by=group_by or ["alertname"]))
+    config.write_text(config_text(receiver_url=receiver_url, key=key, group_by=group_by or ["alertname"],
+                                  repeat_interval=repeat_interval))
     config.chmod(0o600)  # it holds the key
     port = free_port()
     log = open(folder / "alertmanager.log", "wb")  # closed by Alertmanager.stop

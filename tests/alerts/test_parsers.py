@@ -102,6 +102,23 @@ def test_alertmanager_without_fingerprint_gets_a_stable_one_independent_of_statu
     assert (a.status, b.status) == ("firing", "resolved")
 
 
+@pytest.mark.parametrize("source", ["alertmanager", "grafana"])
+def test_a_fingerprint_longer_than_its_column_is_hashed_and_distinct_ones_stay_distinct(source):
+    from apps.alerts.models import Alert
+
+    limit = Alert._meta.get_field("fingerprint").max_length
+    fingerprints = []
+    for given in ("a" * (limit + 1), "a" * limit + "b", "y" * 5000):
+        payload = parser(source).sample()
+        payload["alerts"][0]["fingerprint"] = given
+        [alert] = parser(source).parse(payload)
+        fingerprints.append(alert.fingerprint)
+    assert all(len(fp) <= limit for fp in fingerprints) and len(set(fingerprints)) == 3
+    payload = parser(source).sample()
+    payload["alerts"][0]["fingerprint"] = "f" * limit  # one that fits is kept as sent
+    assert parser(source).parse(payload)[0].fingerprint == "f" * limit
+
+
 def test_alertmanager_falls_back_to_host_label_summary_and_warning():
     payload = alertmanager_payload()
     alert = payload["alerts"][0]

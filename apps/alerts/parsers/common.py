@@ -99,6 +99,17 @@ def source_fingerprint(source: str, key: str) -> str:
     return fingerprint_for(source, "", {"key": key})
 
 
+def _bounded_fingerprint(given: str, source: str, name: str, labels: dict) -> str:
+    """The alert's own fingerprint when it fits the fingerprint column (128 characters);
+    a longer one hashed (distinct ones stay distinct); one from its name and labels when
+    it has none."""
+    if not given:
+        return fingerprint_for(source, name, labels)
+    if len(given) <= 128:
+        return given
+    return fingerprint_for(source, "", {"fingerprint": given})
+
+
 def alertmanager_group_key(payload: object) -> str:
     """The ``groupKey`` of an Alertmanager-shaped webhook: the alert group it
     notifies about ("" when it has none)."""
@@ -129,7 +140,7 @@ def alertmanager_shaped_alerts(
             raise PayloadError(f"{label} alert #{index} has no alertname label")
         parsed.append(
             ParsedAlert(
-                fingerprint=text(alert.get("fingerprint")) or fingerprint_for(source, name, labels),
+                fingerprint=_bounded_fingerprint(text(alert.get("fingerprint")), source, name, labels),
                 name=name,
                 severity=normalise_severity(labels.get("severity")),
                 status=normalise_status(alert.get("status") or payload.get("status")),
