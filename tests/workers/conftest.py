@@ -7,7 +7,10 @@ both are stopped at the end, even when a test fails.
 """
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +122,35 @@ class CollectedProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._reader.join(5)
+
+
+class WebServer(CollectedProcess):
+    """A real gunicorn serving the project (threaded, as deployments run it), on a free port."""
+
+    def __init__(self, env: dict):
+        super().__init__(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", "127.0.0.1:0",
+             "--workers", "1", "--worker-class", "gthread", "--threads", "4", "--timeout", "90"],
+            env,
+        )
+        try:
+            line = wait_for(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log()),
+                            what="gunicorn to listen")
+        except AssertionError:
+            self.stop()
+            raise AssertionError("gunicorn did not start:\n" + self.log()) from None
+        self.port = int(line[1])
+
+    def call(self, method: str, path: str, key: str, body: dict | None = None, timeout: float = PROCESS_TIMEOUT):
+        """``method path`` with the API key (and ``body`` as JSON); returns (status, parsed JSON)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+            connection.request(method, path, json.dumps(body) if body is not None else None, headers)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
 
 
 class Worker(CollectedProcess):

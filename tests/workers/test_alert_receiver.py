@@ -18,7 +18,7 @@ from apps.alerts.models import Alert, Incident
 from apps.orchestration.models import AlertDelivery, PipelineDefinition, PipelineRun
 from tests.alertmanager import alert
 from tests.support import TINY_NODES, wait_for
-from tests.workers.test_api_runs import WebServer
+from tests.workers.conftest import WebServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
