@@ -75,3 +75,16 @@ class ApiClient:
              check: bool = True):
         response = self.client.post(path, data, content_type=content_type, headers=self._headers(headers))
         return assert_matches_openapi(response) if check else response
+
+
+def answered(response, *, routed: bool = True):
+    """``response`` when it is JSON and not a server error, an error being ``{"error": ...}``
+    (checked against the OpenAPI document when a route answered it and ``routed``)."""
+    assert response.status_code < 500, (response.status_code, response.content[:300])
+    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    body = response.json()
+    if response.status_code >= 400:
+        assert set(body) <= {"error", "errors"} and body["error"], body
+    if routed and response.wsgi_request.resolver_match is not None:
+        assert_matches_openapi(response)
+    return response

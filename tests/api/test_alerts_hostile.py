@@ -11,7 +11,7 @@ import pytest
 from apps.alerts.models import Alert, Incident
 from apps.alerts.services import alert_sample, alert_sources
 from apps.orchestration.models import AlertDelivery, PipelineDefinition, PipelineRun
-from tests.api.openapi import assert_matches_openapi
+from tests.api.openapi import answered
 from tests.hostile import HOSTILE_JSON, HOSTILE_TEXT
 from tests.support import TINY_NODES
 
@@ -53,19 +53,6 @@ def _segment(text: str) -> str:
 def rows() -> tuple[int, int, int, int]:
     return (Alert.objects.count(), Incident.objects.count(), PipelineRun.objects.count(),
             AlertDelivery.objects.count())
-
-
-def answered(response, *, routed: bool = True):
-    """``response`` when it is JSON and not a server error (checked against the OpenAPI
-    document when a route answered it)."""
-    assert response.status_code < 500, (response.status_code, response.content[:300])
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    if response.status_code >= 400:
-        assert set(body) <= {"error", "errors"} and body["error"], body
-    if routed and response.wsgi_request.resolver_match is not None:
-        assert_matches_openapi(response)
-    return response
 
 
 def post(client, key, path, body, **headers):

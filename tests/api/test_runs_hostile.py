@@ -9,7 +9,7 @@ import pytest
 
 from apps.orchestration import engine
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from tests.api.openapi import assert_matches_openapi
+from tests.api.openapi import answered
 from tests.hostile import HOSTILE_JSON, HOSTILE_TEXT
 from tests.support import TINY_NODES, make_run
 
@@ -40,19 +40,6 @@ def runs(db):
 
 def _segment(text: str) -> str:
     return quote(text.encode("utf-8", "surrogateescape"), safe="")
-
-
-def answered(response, *, routed: bool = True):
-    """``response`` when it is JSON and not a server error (checked against the OpenAPI
-    document when a route answered it)."""
-    assert response.status_code < 500, (response.status_code, response.content[:300])
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    if response.status_code >= 400:
-        assert set(body) <= {"error", "errors"} and body["error"], body
-    if routed and response.wsgi_request.resolver_match is not None:
-        assert_matches_openapi(response)
-    return response
 
 
 def test_hostile_text_in_every_launch_field(client, key, runs):
