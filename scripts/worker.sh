@@ -190,8 +190,7 @@ start_web() {
     if [ -n "$url" ]; then
         answer=$(probe_web "$url" "$(cat "$WEB_PID")" "$((WAIT_STEPS / 10))")
         case "$answer" in
-            # 404: a build without /healthz; Django answered, so the application is loaded.
-            200|404) ;;
+            200) ;;
             timeout)
                 echo "web started (pid $(cat "$WEB_PID")) but ${url}healthz did not answer within $((WAIT_STEPS / 10))s; see $WEB_LOG"
                 return 0 ;;
