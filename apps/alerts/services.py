@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.alerts.models import Alert, Incident
@@ -102,22 +102,19 @@ def alert_batch_record(*, batch: AlertBatch) -> dict:
     """Record the alerts of ``batch`` as alert_ingest does, and return its summary."""
     name, parsed = batch.source, batch.alerts
     now = timezone.now()
+    fingerprints = sorted({item.fingerprint for item in parsed})
     with transaction.atomic():
-        rows, created_fps = _lock_or_create(parsed, source=name, now=now)
-        results = []
-        for index, item in enumerate(parsed):
-            alert = rows[item.fingerprint]
-            created = item.fingerprint in created_fps and _first_of(parsed, index)
-            if not created:
-                _apply(alert, item, source=name, now=now)
-            results.append((item, alert, created))
-        # Payload order, so the incident is titled after the first alert sent.
-        alerts = [rows[fp] for fp in dict.fromkeys(item.fingerprint for item in parsed)]
-        incident = _group(alerts, now=now)
-        for alert in alerts:
-            alert.save()
-        if incident is not None:
-            incident = _settle(incident, alerts, now=now)
+        rows = _lock(fingerprints)
+        if len(rows) == len(fingerprints):  # a repeat: nothing to create
+            results, incident = _record(parsed, rows, source=name, now=now, bulk=False)
+        else:
+            try:
+                # The alerts not on record are written in one INSERT; in a savepoint, since
+                # another ingest may write one of them first (its unique fingerprint).
+                with transaction.atomic():
+                    results, incident = _record(parsed, rows, source=name, now=now, bulk=True)
+            except IntegrityError:
+                results, incident = _record(parsed, _lock(fingerprints), source=name, now=now, bulk=False)
 
     created_count = sum(1 for _, _, created in results if created)
     return {
@@ -170,39 +167,72 @@ def _first_of(parsed: list[ParsedAlert], index: int) -> bool:
     return all(p.fingerprint != fingerprint for p in parsed[:index])
 
 
-def _lock_or_create(
-    parsed: list[ParsedAlert], *, source: str, now
-) -> tuple[dict[str, Alert], set[str]]:
-    """Lock the existing alert rows of the payload and create the missing ones."""
+def _lock(fingerprints: list[str]) -> dict[str, Alert]:
+    """The alerts on record with these fingerprints, locked, by fingerprint. Locking in
+    fingerprint order keeps two concurrent ingests from deadlocking."""
+    locked = Alert.objects.select_for_update().filter(fingerprint__in=fingerprints).order_by("fingerprint")
+    return {alert.fingerprint: alert for alert in locked}
+
+
+def _record(
+    parsed: list[ParsedAlert], rows: dict[str, Alert], *, source: str, now, bulk: bool
+) -> tuple[list[tuple[ParsedAlert, Alert, bool]], Incident | None]:
+    """With ``rows`` the alerts of ``parsed`` on record (locked): write the missing ones
+    (all in one INSERT with ``bulk``, else one by one, finding those another ingest wrote
+    meanwhile), apply each occurrence, and group them into an incident. Returns (item, alert, created) for
+    each parsed alert, and the incident. Raises IntegrityError with ``bulk`` when another
+    ingest wrote one of the missing alerts first."""
     first: dict[str, ParsedAlert] = {}
     for item in parsed:
         first.setdefault(item.fingerprint, item)
-    created_fps: set[str] = set()
-    # Locking in fingerprint order keeps two concurrent ingests from deadlocking; the rows on
-    # record are locked in one statement (a repeat of a group creates nothing).
-    rows: dict[str, Alert] = {
-        alert.fingerprint: alert
-        for alert in Alert.objects.select_for_update().filter(fingerprint__in=sorted(first)).order_by("fingerprint")
-    }
+    new: dict[str, Alert] = {}
     for fingerprint in sorted(set(first) - set(rows)):
-        item = first[fingerprint]
-        alert, created = Alert.objects.select_for_update().get_or_create(
-            fingerprint=fingerprint,
-            defaults={
-                "source": source,
-                "name": item.name[:300],
-                "severity": item.severity,
-                "status": item.status,
-                "host": item.host[:255],
-                "description": item.description,
-                "labels": item.labels,
-                "resolved_at": now if item.status == Alert.Status.RESOLVED else None,
-            },
-        )
-        rows[fingerprint] = alert
-        if created:
-            created_fps.add(fingerprint)
-    return rows, created_fps
+        fields = _new_fields(first[fingerprint], source=source, now=now)
+        if bulk:
+            new[fingerprint] = Alert(fingerprint=fingerprint, **fields)
+            continue
+        alert, created = Alert.objects.select_for_update().get_or_create(fingerprint=fingerprint, defaults=fields)
+        (new if created else rows)[fingerprint] = alert
+    every = {**rows, **new}
+    results = []
+    for index, item in enumerate(parsed):
+        alert = every[item.fingerprint]
+        created = item.fingerprint in new and _first_of(parsed, index)
+        if not created:
+            _apply(alert, item, source=source, now=now)
+        results.append((item, alert, created))
+    # Payload order, so the incident is titled after the first alert sent.
+    alerts = [every[fp] for fp in dict.fromkeys(item.fingerprint for item in parsed)]
+    incident = _group(alerts, now=now)
+    unsaved = [alert for alert in alerts if alert.pk is None]
+    if unsaved:
+        Alert.objects.bulk_create(unsaved)
+        if any(alert.pk is None for alert in unsaved):  # a database that returns no ids from a bulk insert
+            written = Alert.objects.filter(fingerprint__in=[alert.fingerprint for alert in unsaved])
+            ids = dict(written.values_list("fingerprint", "pk"))
+            for alert in unsaved:
+                alert.pk = ids[alert.fingerprint]
+    inserted = {id(alert) for alert in unsaved}
+    for alert in alerts:
+        if id(alert) not in inserted:
+            alert.save()
+    if incident is not None:
+        incident = _settle(incident, alerts, now=now)
+    return results, incident
+
+
+def _new_fields(item: ParsedAlert, *, source: str, now) -> dict:
+    """The fields of an alert seen for the first time (besides its fingerprint)."""
+    return {
+        "source": source,
+        "name": item.name[:300],
+        "severity": item.severity,
+        "status": item.status,
+        "host": item.host[:255],
+        "description": item.description,
+        "labels": item.labels,
+        "resolved_at": now if item.status == Alert.Status.RESOLVED else None,
+    }
 
 
 def _apply(alert: Alert, item: ParsedAlert, *, source: str, now) -> None:
