@@ -1,10 +1,12 @@
 """Reads of pipeline definitions, runs and schedules."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
+from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Substr
@@ -114,6 +116,24 @@ def pipeline_runs_listed(
             Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=run_id), created_at__lte=created_at
         )
     return runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)
+
+
+def trace_id_prefix(prefix: str) -> Q:
+    """Runs whose trace id starts with ``prefix`` (case-sensitive), as a
+    condition an index serves on either database: PostgreSQL's pattern index
+    serves the LIKE; SQLite's LIKE ignores case and so no index serves it, but
+    one does the range from ``prefix`` to the first text after every text that
+    starts with it (SQLite compares text by code point)."""
+    condition = Q(trace_id__startswith=prefix)
+    if connection.vendor != "sqlite" or not prefix:
+        return condition
+    condition &= Q(trace_id__gte=prefix)
+    stem = prefix.rstrip(chr(sys.maxunicode))
+    if stem:
+        after = ord(stem[-1]) + 1
+        # The surrogates are not characters: the code point after U+D7FF is U+E000.
+        condition &= Q(trace_id__lt=stem[:-1] + chr(0xE000 if 0xD800 <= after <= 0xDFFF else after))
+    return condition
 
 
 @dataclass
