@@ -60,7 +60,7 @@ SELECT {RUN_VALUES.format(
     trace="md5(g::text)",
     name=f"'def-' || lpad(least(floor({DEFINITIONS} * power(s, 3)), {DEFINITIONS} - 1)::int::text, 3, '0')",
     created=f"now() - make_interval(secs => ({DAYS} * 86400.0) * (%(runs)s - g) / %(runs)s)",
-    host=f"'host-' || lpad((g % {HOSTS})::text, 3, '0')",
+    host=f"'host-' || lpad((g %% {HOSTS})::text, 3, '0')",
 )}
 FROM (SELECT g, floor(random() * 1000)::int AS r, floor(random() * 1000)::int AS t, random() AS s
       FROM generate_series(1, %(runs)s) AS g) AS draws

@@ -231,7 +231,7 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_help_text = "A run id, or a trace id (or its beginning)."
     ordering = ("-created_at", "-id")
     # Only the orders an index serves, with any filter: a sort of the whole history is not offered.
-    sortable_by = ("id", "created_at")
+    sortable_by = ("created_at",)
     list_per_page = 50
     # Neither an exact count of the whole table nor of the filtered list: both grow with the history.
     show_full_result_count = False
