@@ -48,7 +48,7 @@ class PipelineRun(models.Model):
     # False when it lost the run on the way; None on a run it did not execute.
     ended_here: bool | None = None
 
-    trace_id = models.CharField(max_length=64, db_index=True, help_text="Correlates logs of one run.")
+    trace_id = models.CharField(max_length=64, help_text="Correlates logs of one run.")
     definition = models.ForeignKey(
         PipelineDefinition,
         null=True,
@@ -126,7 +126,7 @@ class PipelineRun(models.Model):
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When cancellation of the running run was asked for."
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
@@ -134,12 +134,21 @@ class PipelineRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         # Declared here rather than with db_index/unique on the fields: on PostgreSQL those also
-        # add a second index per text field for LIKE queries, which nothing makes on these, and
-        # every index is written again whenever a run's row moves.
+        # add a second index per text field for LIKE queries, and every index is written again
+        # whenever a run's row moves.
+        # Each listing filter's column leads an index that goes on with the listing's order
+        # (created_at, id): a page of the newest runs with one filter is read along that index
+        # and stops after the page, whatever the size of the history (keyset paging, the admin,
+        # list_schedules' newest scheduled run of a definition, the sweep's queued runs).
         indexes = [
-            models.Index(fields=["status"], name="pipelinerun_status"),
-            models.Index(fields=["trigger"], name="pipelinerun_trigger"),
-            models.Index(fields=["target_host"], name="pipelinerun_target_host"),
+            models.Index(fields=["created_at", "id"], name="pipelinerun_created"),
+            models.Index(fields=["definition_name", "created_at", "id"], name="pipelinerun_definition_created"),
+            models.Index(fields=["status", "created_at", "id"], name="pipelinerun_status_created"),
+            models.Index(fields=["trigger", "created_at", "id"], name="pipelinerun_trigger_created"),
+            models.Index(fields=["target_host", "created_at", "id"], name="pipelinerun_host_created"),
+            # Looked up by equality and by prefix (the admin's search). PostgreSQL's pattern
+            # operator class serves both, so it is the only index on the column there.
+            models.Index(fields=["trace_id"], name="pipelinerun_trace_id", opclasses=["varchar_pattern_ops"]),
         ]
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="pipelinerun_unique_idempotency_key"),
@@ -163,7 +172,9 @@ class StageExecution(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages")
+    # No index of its own: the unique constraint's index (run, node_id, attempt) serves every
+    # lookup by run (its stages, the cascade when runs are pruned).
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages", db_index=False)
     node_id = models.CharField(max_length=100)
     node_type = models.CharField(max_length=50)
     # Not indexed: nothing looks stages up by status, and an index on it would keep a stage's
