@@ -767,8 +767,9 @@ def _reusable(env: dict) -> bool:
     return _stored_spec(env) == build_spec(env["runs"], env["backlog"])
 
 
-def prepare(env: dict, args) -> None:
-    """Create (or, with --reuse, keep) the database of ``env``, migrate it and fill it (build child)."""
+def prepare(env: dict, args) -> bool:
+    """Create (or, with --reuse, keep) the database of ``env``, migrate it and fill it (build child);
+    True when a complete earlier build was kept."""
     from bench.run import PYTHON, run_child
 
     reuse = args.reuse and env["grown"] and _reusable(env)
@@ -794,6 +795,7 @@ def prepare(env: dict, args) -> None:
                "--child-runs", str(env["runs"]), "--child-backlog", str(env["backlog"])]
         out.write_text("{}")  # the build child reports through its log; run_child reads this file
         run_child(cmd, environ, out, BUILD_TIMEOUT, f"{env['label']}: build")
+    return reuse
 
 
 def measure(env: dict, args) -> dict:
@@ -940,7 +942,7 @@ is not measured here.
 """
 
 
-def report(results: dict, args, facts: dict, elapsed: float) -> tuple[str, str, list[str]]:
+def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) -> tuple[str, str, list[str]]:
     """The table, the "Scale" section of docs/benchmarks.md, and the targets missed."""
     table, missed = build_table(results)
     sizes = "; ".join(f"{label}: {r['runs']} runs, {r['stages']} stages, {r['schedules']} schedules, "
@@ -955,8 +957,8 @@ def report(results: dict, args, facts: dict, elapsed: float) -> tuple[str, str, 
         runs_sqlite=f"{args.runs_sqlite:,}", span=SPAN_DAYS, with_runs=DEFINITIONS_WITH_RUNS, hosts=HOSTS,
         backlog=f"{args.backlog:,}", sqlite_backlog=SQLITE_BACKLOG, tries=args.tries, budget=args.budget,
         limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE)
-    section = (f"{TITLE}\n\nMeasured on {facts['date']} by `bench/scale.py` (took {elapsed:.0f} s; "
-               f"the grown databases {'reused from an earlier build' if args.reuse else 'built in this run'}); "
+    built = f"reused from an earlier build: {', '.join(reused)}" if reused else "every database built in this run"
+    section = (f"{TITLE}\n\nMeasured on {facts['date']} by `bench/scale.py` (took {elapsed:.0f} s; {built}); "
                f"re-run:\n\n    {command}\n\n"
                f"Load average before / after: {facts['load_before']} / {facts['load_after']}. "
                f"Databases as measured: {sizes}.\n\n{table}\n\n{verdict}\n\n{how}")
@@ -970,9 +972,11 @@ def parent_main(args) -> int:
     facts = machine_facts(["redis"] if "postgresql" in args.databases else [])
     envs = environments(args)
     results: dict = {}
+    reused: list[str] = []
     try:
         for env in envs:
-            prepare(env, args)
+            if prepare(env, args):
+                reused.append(env["label"])
         for env in envs:
             log(f"{env['label']}: measuring")
             results[env["label"]] = measure(env, args)
@@ -991,7 +995,7 @@ def parent_main(args) -> int:
             log("databases dropped")
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    table, section, missed = report(results, args, facts, elapsed)
+    table, section, missed = report(results, args, facts, elapsed, reused)
     print(table)
     print()
     print(("Targets missed at the grown size:\n  " + "\n  ".join(missed)) if missed else "All targets met.")
