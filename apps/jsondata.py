@@ -123,3 +123,12 @@ def problems(data, *, limit: int = MAX_PROBLEMS) -> list[str]:
         else:
             found.append(f"a value of type {type(value).__name__} is not JSON{_at(path)}")
     return found[:limit]
+
+
+def encoded_size(data) -> int:
+    """How many bytes ``data`` (storable JSON: see ``problems``) takes as
+    compact JSON in UTF-8, the measure of the size limits on payloads and
+    node outputs. Raises TypeError or ValueError when ``data`` is not JSON."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # ASCII text is one byte a character; only other text needs encoding to be measured.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
