@@ -12,6 +12,11 @@ prefork) with its log in a temporary file, and every ``--step`` ended runs
 reads the main process's RSS (psutil). Prints one JSON object: the samples,
 the growth from the first sample at or after run 2,000 to the last, and that
 growth projected to 18,000 runs (linear) when fewer runs were drained.
+
+Measured (PostgreSQL, Redis, -c 2, a loaded machine): 116.4 MB at run 2,014,
+125.2 MB at 20,000: 8.9 MB, a steady ~0.5 MB per 1,000 runs, so above the
+5 MB target; its cause is not found yet (the main process only receives
+and acknowledges messages and runs the periodic sweep).
 """
 from __future__ import annotations
 
