@@ -54,8 +54,12 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
     candidates = _candidates(quiet)
     if not candidates:
         return []
-    # Each run's message waits in its host's queue, or in the shared one.
-    waiting = dispatch.queued_run_ids(hosts={row["target_host"] for row in candidates})
+    # Each run's message waits in its host's queue, or in the shared one; only the candidates are looked for.
+    by_host: dict[str, set[int]] = {}
+    for row in candidates:
+        by_host.setdefault(row["target_host"] or "", set()).add(row["pk"])
+    look = dispatch.runs_waiting(runs=by_host)
+    waiting = None if look is None else look.found
     recovered = []
     for row in candidates:
         if waiting is not None and row["pk"] in waiting:
