@@ -216,3 +216,24 @@ def test_metrics_public_needs_no_key(db, settings, runs):
     settings.METRICS_PUBLIC = True
     families, _ = scrape(Client())
     assert samples(families["pipeline_runs_queued"]) == {(): 2}
+
+
+def test_the_exposition_is_byte_for_byte_what_prometheus_client_writes(runs, settings):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from apps.orchestration.metrics import exposition, metrics_collect
+
+    make_run(NODES, name="delta", origin='/tmp/we"ird\\\nna\\me.json', origin_kind="config", definition_name="",
+             definition=None)
+    pipeline_run_cancel(run_id=PipelineRun.objects.get(origin_kind="config", status="queued").pk)
+    families = metrics_collect()
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    assert exposition(families) == generate_latest(registry)
+    # Backslash, newline and quote escaped: the value stays on its line.
+    assert b'definition="config:we\\"ird\\\\\\nna\\\\me.json"' in exposition(families)
