@@ -344,3 +344,6 @@ if API_RATE_LIMIT.strip().lower() not in ("", "0", "off"):
         raise ImproperlyConfigured("API_RATE_LIMIT must allow at least 1 request per period (or be off)")
 # /metrics answers without an API key (scope metrics) only when this is set.
 METRICS_PUBLIC = env.bool("METRICS_PUBLIC", False)
+# 0: /metrics leaves out the definition label (series summed over definitions), so the number of
+# series stays the same however many definitions (and config file names) have run.
+METRICS_DEFINITION_LABEL = env.bool("METRICS_DEFINITION_LABEL", True)

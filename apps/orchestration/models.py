@@ -199,6 +199,75 @@ class StageExecution(models.Model):
         return f"{self.node_id}#{self.attempt} ({self.status})"
 
 
+# Upper bounds (seconds) of the duration histograms' buckets (+Inf is added); one ``le_<i>``
+# column of the tallies per bound, so changing a bound needs a migration.
+RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+NODE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Tally(models.Model):
+    """Counters of ended runs (or of their node attempts), added to when a run
+    ends, in the transaction that writes its terminal status (store.run_end_tally).
+    Rows are only ever added to, never recomputed: pruning runs changes nothing here.
+
+    A series is split over a few ``shard`` rows (by writing process and thread) so
+    that workers ending runs at once do not all wait on one row's lock."""
+
+    shard = models.PositiveSmallIntegerField(help_text="Which of the series' rows this is (by writer).")
+    count = models.BigIntegerField(default=0, help_text="How many ended.")
+    timed = models.BigIntegerField(default=0, help_text="How many of them have a duration (the histogram's count).")
+    seconds = models.FloatField(default=0, help_text="The sum of those durations.")
+    # Cumulative: how many timed ones took at most the i-th bound of the histogram's buckets.
+    le_0 = models.BigIntegerField(default=0)
+    le_1 = models.BigIntegerField(default=0)
+    le_2 = models.BigIntegerField(default=0)
+    le_3 = models.BigIntegerField(default=0)
+    le_4 = models.BigIntegerField(default=0)
+    le_5 = models.BigIntegerField(default=0)
+    le_6 = models.BigIntegerField(default=0)
+    le_7 = models.BigIntegerField(default=0)
+    le_8 = models.BigIntegerField(default=0)
+    le_9 = models.BigIntegerField(default=0)
+    le_10 = models.BigIntegerField(default=0)
+    le_11 = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class RunTally(Tally):
+    """Ended runs per definition label, trigger and terminal status (and shard)."""
+
+    definition = models.CharField(
+        max_length=600, help_text="The metrics' definition label: a name, 'builtin', or 'config:<file name>'."
+    )
+    trigger = models.CharField(max_length=20)
+    status = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "trigger", "status", "shard"], name="runtally_unique_series")
+        ]
+
+    def __str__(self):
+        return f"{self.definition} {self.trigger} {self.status}: {self.count}"
+
+
+class NodeTally(Tally):
+    """Node attempts of ended runs per node type and attempt status (and shard)."""
+
+    node_type = models.CharField(max_length=50)
+    status = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node_type", "status", "shard"], name="nodetally_unique_series")
+        ]
+
+    def __str__(self):
+        return f"{self.node_type} {self.status}: {self.count}"
+
+
 class AlertDelivery(models.Model):
     """The runs one alert notification started for one definition, kept for
     the trigger's ``dedup_seconds``: the same notification received again
