@@ -123,3 +123,36 @@ def problems(data, *, limit: int = MAX_PROBLEMS) -> list[str]:
         else:
             found.append(f"a value of type {type(value).__name__} is not JSON{_at(path)}")
     return found[:limit]
+
+
+def encoded_size(data) -> int:
+    """How many bytes ``data`` (storable JSON: see ``problems``) takes as
+    compact JSON in UTF-8, the measure of the size limits on payloads and
+    node outputs. Raises TypeError or ValueError when ``data`` is not JSON."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # ASCII text is one byte a character; only other text needs encoding to be measured.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+# Characters of an output's JSON text a cut output keeps, so a person can see what it was.
+PREVIEW_CHARS = 1000
+
+
+def cut_to(data, max_bytes: int):
+    """``data`` itself when its compact JSON (values JSON cannot hold shown as
+    text) is at most ``max_bytes`` bytes, else a marker standing for it:
+    ``{"truncated": true, "bytes": <its size>, "preview": <the start of its
+    JSON text>}``. Touches nothing and never raises."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    # Cheap first: no text takes fewer bytes than characters, nor more than four bytes each.
+    if len(text) * 4 <= max_bytes:
+        return data
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size <= max_bytes:
+        return data
+    return {"truncated": True, "bytes": size, "preview": text[:PREVIEW_CHARS]}
+
+
+def is_cut(data) -> bool:
+    """Whether ``data`` is the marker ``cut_to`` puts in place of data too large."""
+    return isinstance(data, dict) and data.get("truncated") is True and set(data) == {"truncated", "bytes", "preview"}

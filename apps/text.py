@@ -46,6 +46,8 @@ def printable(text: str, *, lines: bool = False) -> str:
 def display_width(text: str) -> int:
     """The columns ``text`` takes in a terminal: two for a wide East Asian
     character, none for a combining mark, one for any other."""
+    if text.isascii():  # one column each; tables of thousands of rows are mostly ASCII
+        return len(text)
     return sum(
         0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
         for char in text

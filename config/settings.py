@@ -285,6 +285,12 @@ RUN_PICKUP_TIMEOUT_SECONDS = env.float("RUN_PICKUP_TIMEOUT_SECONDS", 5.0)
 DEFINITION_MAX_BYTES = env.int("DEFINITION_MAX_BYTES", 1024 * 1024, validate=POSITIVE)
 # The same for a payload read by `run_pipeline --file` (a file, or standard input with `-`).
 PAYLOAD_MAX_BYTES = env.int("PAYLOAD_MAX_BYTES", 1024 * 1024, validate=POSITIVE)
+# A run's payload (its compact JSON, in UTF-8 bytes) larger than this is refused at launch,
+# whatever the entry point: it is stored with the run, sent to every node and shown by every display.
+RUN_MAX_PAYLOAD_BYTES = env.int("RUN_MAX_PAYLOAD_BYTES", 1024 * 1024, validate=POSITIVE)
+# A node's output (its compact JSON) larger than this is stored cut, as a marker with a preview
+# (docs/definitions.md): a run's row and its stage hold it, and every write of the run copies it.
+NODE_MAX_OUTPUT_BYTES = env.int("NODE_MAX_OUTPUT_BYTES", 256 * 1024, validate=POSITIVE)
 
 # Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
 # may reach even though they are not public addresses, e.g.
@@ -338,3 +344,6 @@ if API_RATE_LIMIT.strip().lower() not in ("", "0", "off"):
         raise ImproperlyConfigured("API_RATE_LIMIT must allow at least 1 request per period (or be off)")
 # /metrics answers without an API key (scope metrics) only when this is set.
 METRICS_PUBLIC = env.bool("METRICS_PUBLIC", False)
+# 0: /metrics leaves out the definition label (series summed over definitions), so the number of
+# series stays the same however many definitions (and config file names) have run.
+METRICS_DEFINITION_LABEL = env.bool("METRICS_DEFINITION_LABEL", True)

@@ -1,12 +1,18 @@
-"""/metrics: run metrics computed from the database at scrape time, for a key with scope metrics."""
+"""/metrics: counters and histograms from the rollup the runs' ends write, queue gauges
+from the queued runs alone, for a key with scope metrics."""
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.models.functions import Now
 from django.test import Client
-from django.utils import timezone
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration import engine
+from apps.orchestration.models import PipelineRun
+from apps.orchestration.run_actions import pipeline_run_cancel
 from tests.support import make_run
 
 pytestmark = pytest.mark.django_db
@@ -25,41 +31,33 @@ def client(metrics_key):
     """A client sending the metrics key as Prometheus's ``authorization: credentials`` does."""
     return Client(headers={"Authorization": f"Bearer {metrics_key}"})
 
-def recorded_run(origin, status, *, kind="definition", trigger="cli", duration_ms=None, finished_ago=0, created_ago=0):
-    """A run as the launcher stores it (tests.support.make_run), recorded as from ``origin``, with
-    ``status``, finished ``finished_ago`` and created ``created_ago`` seconds ago."""
-    now = timezone.now()
-    return make_run(
-        definition=None, definition_name="", origin=origin, origin_kind=kind, trigger=trigger, status=status,
-        duration_ms=duration_ms,
-        finished_at=now - timedelta(seconds=finished_ago) if status in PipelineRun.TERMINAL else None,
-        created_at=now - timedelta(seconds=created_ago),  # stamped on insert: moved back to give the run an age
-    )
+
+NODES = [
+    {"id": "first", "type": "context", "config": {"include": ["memory"]}, "next": "second"},
+    {"id": "second", "type": "transform", "config": {"mapping": {"m": "first.checks.memory.value"}}},
+]
+FAILING = [{"id": "broken", "type": "transform", "config": {"mapping": {"m": "nowhere.value"}}}]
 
 
-def stage(run, node_type, duration_ms, status="succeeded", attempt=1):
-    StageExecution.objects.create(
-        run=run, node_id=f"{node_type}-{attempt}", node_type=node_type, status=status, attempt=attempt,
-        duration_ms=duration_ms, finished_at=timezone.now(),
-    )
+def queued(name: str, *, created_ago: float, **fields) -> PipelineRun:
+    """A queued run of ``name`` created ``created_ago`` seconds ago (moved back: it is stamped on insert)."""
+    return make_run(NODES, name=name, created_at=Now() - timedelta(seconds=created_ago), **fields)
 
 
 @pytest.fixture
 def runs():
-    quick = recorded_run("alpha", "completed", duration_ms=400)
-    stage(quick, "context", 20)
-    stage(quick, "notify", 1200)
-    recorded_run("alpha", "completed", duration_ms=3000)
-    late = recorded_run("alpha", "failed", trigger="schedule", duration_ms=70_000)
-    stage(late, "transform", 300, status="failed")
-    stage(late, "transform", 300, status="failed", attempt=2)
-    # Outside the histograms' window (RUN_RETENTION_DAYS, 30 by default), still a stored run.
-    recorded_run("alpha", "completed", duration_ms=1000, finished_ago=40 * 86400, created_ago=40 * 86400)
-    recorded_run("/secret/dir/checks.json", "failed", kind="config", duration_ms=200)
-    recorded_run("/other/checks.json", "failed", kind="config", duration_ms=100)
-    recorded_run('/tmp/we"ird\nname.json', "cancelled", kind="config")
-    recorded_run("builtin", "queued", kind="builtin", created_ago=300)
-    recorded_run("alpha", "queued", created_ago=5)
+    """Runs ended the ways runs end: executed (completed twice, failed with a retry), cancelled while
+    queued (one of a config file), and two still queued."""
+    for _ in range(2):
+        assert engine.run_execute(run_id=make_run(NODES, name="alpha").pk).status == "completed"
+    failing = make_run(FAILING, name="beta", defaults={"max_retries": 1}, trigger="schedule")
+    assert engine.run_execute(run_id=failing.pk).status == "failed"
+    pipeline_run_cancel(run_id=make_run(NODES, name="alpha").pk)
+    config = make_run(NODES, name="gamma", origin="/secret/dir/checks.json", origin_kind="config",
+                      definition_name="", definition=None)
+    pipeline_run_cancel(run_id=config.pk)
+    queued("alpha", created_ago=300)
+    queued("beta", created_ago=5)
 
 
 def scrape(client) -> tuple[dict, str]:
@@ -78,20 +76,81 @@ def samples(family, suffix=""):
     }
 
 
-def test_runs_are_counted_by_definition_trigger_and_status(client, runs):
+def test_the_names_and_types_follow_prometheus_conventions(client, runs):
     families, body = scrape(client)
-    assert samples(families["pipeline_runs"]) == {
-        (("definition", "alpha"), ("status", "completed"), ("trigger", "cli")): 3,
-        (("definition", "alpha"), ("status", "failed"), ("trigger", "schedule")): 1,
-        (("definition", "alpha"), ("status", "queued"), ("trigger", "cli")): 1,
-        (("definition", "builtin"), ("status", "queued"), ("trigger", "cli")): 1,
-        # Config files are labelled by file name: two files of one name count together.
-        (("definition", "config:checks.json"), ("status", "failed"), ("trigger", "cli")): 2,
-        (("definition", 'config:we"ird\nname.json'), ("status", "cancelled"), ("trigger", "cli")): 1,
+    assert {name: family.type for name, family in families.items()} == {
+        "pipeline_runs": "counter",
+        "pipeline_run_duration_seconds": "histogram",
+        "pipeline_nodes": "counter",
+        "pipeline_node_duration_seconds": "histogram",
+        "pipeline_runs_queued": "gauge",
+        "pipeline_oldest_queued_run_age_seconds": "gauge",
     }
-    assert "secret" not in body and "/other" not in body
-    # The library escaped the label value: the line stays one line.
-    assert 'definition="config:we\\"ird\\nname.json"' in body
+    assert "# TYPE pipeline_runs_total counter" in body and "# TYPE pipeline_nodes_total counter" in body
+    assert {sample.name for sample in families["pipeline_runs"].samples} == {"pipeline_runs_total"}
+
+
+def test_ended_runs_are_counted_by_definition_trigger_and_status(client, runs):
+    families, body = scrape(client)
+    assert samples(families["pipeline_runs"], "_total") == {
+        (("definition", "alpha"), ("status", "completed"), ("trigger", "cli")): 2,
+        (("definition", "alpha"), ("status", "cancelled"), ("trigger", "cli")): 1,
+        (("definition", "beta"), ("status", "failed"), ("trigger", "schedule")): 1,
+        # A config file is labelled by its file name only.
+        (("definition", "config:checks.json"), ("status", "cancelled"), ("trigger", "cli")): 1,
+    }
+    assert "secret" not in body
+    assert samples(families["pipeline_nodes"], "_total") == {
+        (("status", "succeeded"), ("type", "context")): 2,
+        (("status", "succeeded"), ("type", "transform")): 2,
+        (("status", "failed"), ("type", "transform")): 2,  # both attempts of beta's node
+    }
+
+
+def test_histograms_hold_the_runs_that_started_and_every_timed_attempt(client, runs):
+    families, _ = scrape(client)
+    runs_family = families["pipeline_run_duration_seconds"]
+    counts = samples(runs_family, "_count")
+    # Runs cancelled while queued never started: in the counter, not in the histogram.
+    assert counts == {(("definition", "alpha"), ("status", "completed")): 2,
+                      (("definition", "beta"), ("status", "failed")): 1}
+    stored = sum(run.duration_ms for run in PipelineRun.objects.filter(status="completed")) / 1000
+    assert samples(runs_family, "_sum")[(("definition", "alpha"), ("status", "completed"))] == pytest.approx(stored)
+    for family in (runs_family, families["pipeline_node_duration_seconds"]):
+        buckets = samples(family, "_bucket")
+        for labels, count in samples(family, "_count").items():
+            series = sorted(
+                (float(dict(key)["le"]), value) for key, value in buckets.items()
+                if {k: v for k, v in key if k != "le"} == dict(labels)
+            )
+            assert series[-1] == (float("inf"), count)  # +Inf is the count
+            assert [value for _, value in series] == sorted(value for _, value in series)  # cumulative
+    assert samples(families["pipeline_node_duration_seconds"], "_count")[(("status", "failed"), ("type", "transform"))] == 2
+
+
+def test_counters_never_go_down_when_runs_are_pruned(client, runs):
+    before, _ = scrape(client)
+    old = Now() - timedelta(days=10)
+    PipelineRun.objects.filter(status__in=PipelineRun.TERMINAL).update(created_at=old, finished_at=old)
+    call_command("prune_runs", "--older-than", "1d", stdout=None)
+    assert not PipelineRun.objects.filter(status__in=PipelineRun.TERMINAL).exists()
+    after, _ = scrape(client)
+    for name in ("pipeline_runs", "pipeline_nodes", "pipeline_run_duration_seconds", "pipeline_node_duration_seconds"):
+        assert after[name].samples == before[name].samples
+
+
+def test_the_definition_label_can_be_left_out(client, runs, settings):
+    settings.METRICS_DEFINITION_LABEL = False
+    families, body = scrape(client)
+    assert samples(families["pipeline_runs"], "_total") == {
+        (("status", "completed"), ("trigger", "cli")): 2,
+        (("status", "cancelled"), ("trigger", "cli")): 2,
+        (("status", "failed"), ("trigger", "schedule")): 1,
+    }
+    assert samples(families["pipeline_run_duration_seconds"], "_count") == {
+        (("status", "completed"),): 2, (("status", "failed"),): 1,
+    }
+    assert "definition=" not in body
 
 
 def test_queued_runs_and_the_age_of_the_oldest(client, runs):
@@ -101,56 +160,33 @@ def test_queued_runs_and_the_age_of_the_oldest(client, runs):
     assert 300 <= age < 360
 
 
-def test_no_queued_run_is_age_zero(client):
+def test_no_run_is_zero_everywhere(client):
     families, _ = scrape(client)
     assert samples(families["pipeline_runs_queued"]) == {(): 0}
     assert samples(families["pipeline_oldest_queued_run_age_seconds"]) == {(): 0}
-    assert samples(families["pipeline_runs"]) == {}
+    assert samples(families["pipeline_runs"], "_total") == {}
+    assert samples(families["pipeline_run_duration_seconds"], "_count") == {}
 
 
-def test_run_duration_histogram_counts_recent_finished_runs(client, runs):
-    family = scrape(client)[0]["pipeline_run_duration_seconds"]
-    buckets = samples(family, "_bucket")
-
-    def series(definition, status):
-        return {
-            dict(labels)["le"]: value for labels, value in buckets.items()
-            if dict(labels)["definition"] == definition and dict(labels)["status"] == status
-        }
-
-    # The run finished 40 days ago is outside the window.
-    assert series("alpha", "completed") == {
-        "0.5": 1, "1.0": 1, "2.5": 1, "5.0": 2, "10.0": 2, "30.0": 2, "60.0": 2, "120.0": 2, "300.0": 2,
-        "600.0": 2, "1800.0": 2, "3600.0": 2, "+Inf": 2,
-    }
-    assert series("alpha", "failed")["60.0"] == 0 and series("alpha", "failed")["120.0"] == 1
-    assert series("config:checks.json", "failed")["0.5"] == 2
-    counts, sums = samples(family, "_count"), samples(family, "_sum")
-    assert counts[(("definition", "alpha"), ("status", "completed"))] == 2
-    assert sums[(("definition", "alpha"), ("status", "completed"))] == pytest.approx(3.4)
-    assert sums[(("definition", "config:checks.json"), ("status", "failed"))] == pytest.approx(0.3)
-    # A run that never ran (no duration) is in no histogram.
-    assert not any(dict(labels)["status"] == "cancelled" for labels in counts)
-    # Buckets are cumulative and end at the count.
-    for labels, count in counts.items():
-        assert buckets[tuple(sorted({**dict(labels), "le": "+Inf"}.items()))] == count
+def test_a_scrape_reads_no_history(client, runs):
+    with CaptureQueriesContext(connection) as queries:
+        scrape(client)
+    run_table, stage_table = PipelineRun._meta.db_table, "orchestration_stageexecution"
+    sql = [query["sql"] for query in queries.captured_queries]
+    assert not any(stage_table in text for text in sql)
+    # One read of the runs: the queue gauges', restricted to the queued ones.
+    [queue] = [text for text in sql if run_table in text]
+    assert "queued" in queue
 
 
-def test_node_duration_histogram_counts_attempts_by_type_and_status(client, runs):
-    family = scrape(client)[0]["pipeline_node_duration_seconds"]
-    counts, sums, buckets = samples(family, "_count"), samples(family, "_sum"), samples(family, "_bucket")
-    assert counts == {
-        (("definition", "alpha"), ("node_type", "context"), ("status", "succeeded")): 1,
-        (("definition", "alpha"), ("node_type", "notify"), ("status", "succeeded")): 1,
-        (("definition", "alpha"), ("node_type", "transform"), ("status", "failed")): 2,
-    }
-    assert sums[(("definition", "alpha"), ("node_type", "transform"), ("status", "failed"))] == pytest.approx(0.6)
-    notify = {("definition", "alpha"), ("node_type", "notify"), ("status", "succeeded")}
-    assert buckets[tuple(sorted(notify | {("le", "1.0")}))] == 0
-    assert buckets[tuple(sorted(notify | {("le", "2.5")}))] == 1
-    context = {("definition", "alpha"), ("node_type", "context"), ("status", "succeeded")}
-    assert buckets[tuple(sorted(context | {("le", "0.01")}))] == 0
-    assert buckets[tuple(sorted(context | {("le", "0.05")}))] == 1
+def test_the_queue_gauges_read_only_the_index_of_queued_runs(runs):
+    queryset = PipelineRun.objects.filter(status=PipelineRun.Status.QUEUED)
+    with connection.cursor() as cursor:
+        sql, params = queryset.order_by().values("created_at").query.sql_with_params()
+        count_sql = f"SELECT COUNT(*), MIN(created_at) FROM ({sql}) AS queued"
+        cursor.execute(("EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN ") + count_sql, params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "pipelinerun_status_created" in plan, plan
 
 
 def test_metrics_answer_get_only(client):
@@ -180,3 +216,24 @@ def test_metrics_public_needs_no_key(db, settings, runs):
     settings.METRICS_PUBLIC = True
     families, _ = scrape(Client())
     assert samples(families["pipeline_runs_queued"]) == {(): 2}
+
+
+def test_the_exposition_is_byte_for_byte_what_prometheus_client_writes(runs, settings):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from apps.orchestration.metrics import exposition, metrics_collect
+
+    make_run(NODES, name="delta", origin='/tmp/we"ird\\\nna\\me.json', origin_kind="config", definition_name="",
+             definition=None)
+    pipeline_run_cancel(run_id=PipelineRun.objects.get(origin_kind="config", status="queued").pk)
+    families = metrics_collect()
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    assert exposition(families) == generate_latest(registry)
+    # Backslash, newline and quote escaped: the value stays on its line.
+    assert b'definition="config:we\\"ird\\\\\\nna\\\\me.json"' in exposition(families)

@@ -28,6 +28,7 @@ outside the app, are left as they are.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from functools import lru_cache
 from typing import TypedDict
@@ -90,6 +91,19 @@ def queue_keys(queue: str) -> list[str]:
     per priority step (the queue's own name for priority 0)."""
     channel = kombu_redis.Channel
     return [queue if step == 0 else f"{queue}{channel.sep}{step}" for step in channel.priority_steps]
+
+
+# A task id in a message as kombu's Redis transport stores it: the "id" of its headers, in a JSON
+# object written by json.dumps (the body is base64, so nothing in it matches). A quote inside a
+# JSON string is escaped (\"), so no header's value can hold this; the first match is the id.
+_TASK_ID = re.compile(rb'"id": ?"([^"\\]{1,200})"')
+
+
+def message_task_id(raw: bytes) -> str | None:
+    """The task id of ``raw``, a message as it waits in one of kombu's Redis
+    lists, found without decoding the message; None when it has none."""
+    match = _TASK_ID.search(raw)
+    return match.group(1).decode("ascii", "replace") if match else None
 
 
 class _ClientOptions(TypedDict):

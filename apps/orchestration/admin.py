@@ -13,7 +13,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.forms.fields import InvalidJSONInput, JSONString
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from apps import jsondata
@@ -22,13 +25,18 @@ from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.schedules import schedule_disable, schedule_sync
-from apps.orchestration.selectors import RUN_ID_MAX
+from apps.orchestration.selectors import RUN_ID_MAX, trace_id_prefix
+from apps.orchestration.store import run_column_values
 from apps.orchestration.validation import validate_definition
 from apps.secrets import scrub
 from apps.text import printable, shorten
 
 # Width of the error column in the run list; the whole error is on the run's page.
 SHORT_ERROR_WIDTH = 80
+# The run list counts its runs up to this many (then says "more than"), and pages through them.
+RUN_COUNT_MAX = 10_000
+# The most values a definition or host filter offers (any other value still works in the URL).
+FILTER_CHOICES_MAX = 200
 
 
 def shown_text(value, *, lines: bool = False) -> str:
@@ -169,15 +177,65 @@ class RunChangeList(ChangeList):
         return super().get_queryset(request, exclude_parameters).defer("config_snapshot", "payload", "result")
 
 
+class CappedCountPaginator(Paginator):
+    """Counts at most RUN_COUNT_MAX of the list's rows (reading RUN_COUNT_MAX + 1
+    of them along the list's index, never the whole table): ``count`` stops
+    there, and ``capped`` says there are more. The pages after the cap are not
+    offered; the filters and the search narrow a list down to them."""
+
+    @cached_property
+    def _counted(self) -> int:
+        runs: QuerySet = self.object_list  # type: ignore[assignment]  # the changelist's queryset
+        return runs[: RUN_COUNT_MAX + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, RUN_COUNT_MAX)
+
+    @property
+    def capped(self) -> bool:
+        return self._counted > RUN_COUNT_MAX
+
+
+class IndexedValueFilter(admin.SimpleListFilter):
+    """Runs with one value of a column that leads an index; the values offered
+    are read along that index (store.run_column_values), at most FILTER_CHOICES_MAX,
+    never by a DISTINCT over the runs."""
+
+    column = ""
+
+    def lookups(self, request, model_admin):
+        return [(value, shown_text(value)) for value in run_column_values(self.column, limit=FILTER_CHOICES_MAX)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{self.column: value})
+
+
+class DefinitionFilter(IndexedValueFilter):
+    title = "definition name"
+    parameter_name = column = "definition_name"
+
+
+class HostFilter(IndexedValueFilter):
+    title = "target host"
+    parameter_name = column = "target_host"
+
+
 @admin.register(PipelineRun)
 class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "origin_shown", "target_host", "trigger", "status", "created_at", "duration", "short_error")
     list_display_links = ("id",)
-    list_filter = ("status", "definition_name", "target_host", "trigger", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", DefinitionFilter, HostFilter, "trigger", ("created_at", admin.DateFieldListFilter))
     search_fields = ("trace_id",)
     search_help_text = "A run id, or a trace id (or its beginning)."
     ordering = ("-created_at", "-id")
+    # Only the orders an index serves, with any filter: a sort of the whole history is not offered.
+    sortable_by = ("created_at",)
     list_per_page = 50
+    # Neither an exact count of the whole table nor of the filtered list: both grow with the history.
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     actions = ("cancel_runs", "retry_runs", "retry_runs_from_failed")
     inlines = (StageExecutionInline,)
     fieldsets = (
@@ -218,7 +276,7 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        matches = PipelineRun.objects.filter(trace_id__startswith=term)
+        matches = PipelineRun.objects.filter(trace_id_prefix(term))
         if term.isascii() and term.isdigit() and 0 < int(term) <= RUN_ID_MAX:
             matches = matches | PipelineRun.objects.filter(pk=int(term))
         return queryset.filter(pk__in=matches.values("pk")), False

@@ -8,9 +8,9 @@ without decoding message bodies.
 """
 from __future__ import annotations
 
-import json
 import logging
 import uuid
+from dataclasses import dataclass
 
 import redis
 
@@ -65,11 +65,8 @@ def run_publish(
 
 def _run_id_of(raw: bytes) -> int | None:
     """The run id a queued message is for, or None for any other message."""
-    try:
-        task_id = json.loads(raw)["headers"]["id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(task_id, str) or not task_id.startswith(_TASK_ID_PREFIX):
+    task_id = redis_adapter.message_task_id(raw)
+    if task_id is None or not task_id.startswith(_TASK_ID_PREFIX):
         return None
     number = task_id[len(_TASK_ID_PREFIX):].partition("-")[0]
     return int(number) if number.isdigit() else None
@@ -99,11 +96,83 @@ def queued_run_ids(*, hosts=(None,)) -> set[int] | None:
 
     Messages a worker has already taken are not counted: a run whose worker
     took its message and died before claiming it needs a new one. None when
-    the broker cannot be looked into."""
+    the broker cannot be looked into. Reads every message: for a few runs
+    among a backlog, runs_waiting reads fewer."""
     batches = _on_queue_keys(sorted({run_queue(host) for host in hosts}), "lrange", 0, -1)
     if batches is None:
         return None
     return {run_id for batch in batches for run_id in map(_run_id_of, batch) if run_id is not None}
+
+
+@dataclass
+class QueueLook:
+    """What runs_waiting found: the runs asked about that have a message
+    waiting, and how many messages it read to know."""
+
+    found: set[int]
+    read: int = 0
+
+
+# The first read from a queue's tail takes this many messages per run asked about (at least
+# TAIL_MIN); each further read doubles, up to TAIL_MAX in all before one read of the whole queue.
+TAIL_PER_RUN, TAIL_MIN, TAIL_MAX = 2, 256, 8192
+
+
+def runs_waiting(*, runs: dict[str, set[int]]) -> QueueLook | None:
+    """Which of ``runs`` (run ids by host; "" for the shared queue) have a
+    message waiting in their queue, as queued_run_ids says, reading as few
+    messages as it can; None when the broker cannot be looked into.
+
+    A queue is FIFO: the messages of the runs queued longest, those the
+    recovery sweep asks about, wait at its tail (the end workers take from).
+    So each queue is read from the tail, in growing slices, until every run
+    asked about is found: with a healthy backlog the cost follows the number
+    of runs asked about, not the backlog's length. Slices read one after the
+    other can miss a message that moves while they are read (workers take
+    from the tail), so when a run is still not found, the whole queue is read
+    at once (one MULTI: a consistent snapshot) and that answer is the one
+    given: a run is reported without a message only when that snapshot had
+    none for it."""
+    client = events.broker_client()
+    if client is None:
+        return None
+    look = QueueLook(found=set())
+    try:
+        for host, run_ids in sorted(runs.items()):
+            _look_into(client, run_queue(host), set(run_ids), look)
+    except redis.RedisError as exc:
+        logger.warning("could not look into the run queues: %s", exc)
+        return None
+    return look
+
+
+def _look_into(client: redis.Redis, queue: str, wanted: set[int], look: QueueLook) -> None:
+    """Add to ``look`` those of ``wanted`` with a message in ``queue``; raises redis.RedisError."""
+    keys = redis_adapter.queue_keys(queue)
+    missing, done, size, slices = set(wanted), 0, max(TAIL_MIN, TAIL_PER_RUN * len(wanted)), 0
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.llen(key)
+        longest = max(pipe.execute())
+    while missing and done < longest and done < TAIL_MAX:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.lrange(key, -(done + size), -(done + 1))
+            batches = pipe.execute()
+        done, size, slices = done + size, size * 2, slices + 1
+        for batch in batches:
+            look.read += len(batch)
+            missing -= set(map(_run_id_of, batch))
+    if missing and (slices > 1 or done < longest):
+        # Read in several slices, or only in part: one snapshot of the whole queue decides.
+        with client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            batches = pipe.execute()
+        for batch in batches:
+            look.read += len(batch)
+            missing -= set(map(_run_id_of, batch))
+    look.found |= wanted - missing
 
 
 def queue_length(*, host: str | None = None) -> int | None:

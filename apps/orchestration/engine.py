@@ -24,6 +24,7 @@ from typing import Any, TypedDict
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from apps import jsondata
 from apps.logcontext import run_context
 from apps.orchestration import dispatch, events, store
 from apps.orchestration.heartbeat import Heartbeat
@@ -396,8 +397,9 @@ class _Execution:
         finally:
             stage.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         stage.finished_at = self.lease.clock.now()
-        # Secrets a node read must not reach the database or the logs.
-        stage.output, stage.errors = scrub(stage.output), scrub(stage.errors)
+        # Secrets a node read must not reach the database or the logs; an output too large to store is cut.
+        stage.output = jsondata.cut_to(scrub(stage.output), settings.NODE_MAX_OUTPUT_BYTES)
+        stage.errors = scrub(stage.errors)
 
     def _record(self, node: dict, stage: StageExecution, *, reused: bool = False) -> None:
         """Add the node's outcome to the run's result (written with the next

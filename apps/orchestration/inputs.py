@@ -186,15 +186,16 @@ def payload_resolve(
 
 def launch_check(*, request: LaunchRequest) -> None:
     """Raise LaunchError when a run could not store the request's values as
-    given (payload within apps.jsondata's limits; short printable labels; a
-    trace id and an idempotency key of printable ASCII). The same rule holds
-    on every database."""
+    given (payload within apps.jsondata's limits and RUN_MAX_PAYLOAD_BYTES;
+    short printable labels; a trace id and an idempotency key of printable
+    ASCII). The same rule holds on every database."""
     payload, trace_id, idempotency_key = request.payload, request.trace_id, request.idempotency_key
     if not isinstance(payload, dict):
         raise LaunchError(f"Payload must be a JSON object, not {type(payload).__name__}")
     problems = jsondata.problems(payload, limit=1)
     if problems:
         raise LaunchError(f"Invalid payload: {problems[0]}")
+    payload_size_check(payload)
     for flag, value in (("--source", request.source), ("--environment", request.environment)):
         if not (isinstance(value, str) and 0 < len(value) <= LABEL_MAX and value.isprintable()):
             raise LaunchError(f"{flag} must be 1 to {LABEL_MAX} printable characters")
@@ -204,3 +205,13 @@ def launch_check(*, request: LaunchRequest) -> None:
         isinstance(idempotency_key, str) and IDEMPOTENCY_KEY.fullmatch(idempotency_key)
     ):
         raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")
+
+
+def payload_size_check(payload: object) -> None:
+    """Raise LaunchError (one line) when ``payload`` (storable JSON) takes
+    more than RUN_MAX_PAYLOAD_BYTES as compact JSON. launch_check makes it for
+    every launch; the alert intake makes it first, for the whole notification."""
+    limit = settings.RUN_MAX_PAYLOAD_BYTES
+    size = jsondata.encoded_size(payload)
+    if size > limit:
+        raise LaunchError(f"Payload is larger than {limit} bytes (RUN_MAX_PAYLOAD_BYTES): {size} bytes as JSON")

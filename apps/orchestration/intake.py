@@ -26,7 +26,7 @@ from apps.alerts.services import AlertBatch, alert_batch, alert_batch_record, al
 from apps.expressions import ExpressionError, expression_evaluate
 from apps.hostnames import ALL, AUTO, host_name
 from apps.orchestration import dispatch
-from apps.orchestration.inputs import TRACE_ID, definition_check, launch_check
+from apps.orchestration.inputs import TRACE_ID, definition_check, launch_check, payload_size_check
 from apps.orchestration.launch import launch_checked
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
 from apps.orchestration.models import AlertDelivery, PipelineDefinition, PipelineRun
@@ -71,7 +71,8 @@ def alerts_receive(*, source: str, body: dict, trace_id: str | None = None) -> A
     and reports the runs it started before.
 
     Raises LaunchError (BAD_INPUT) for an unknown source, a body that cannot
-    be read as alerts of ``source``, or a bad trace id; nothing is stored then.
+    be read as alerts of ``source``, a body larger than RUN_MAX_PAYLOAD_BYTES
+    as JSON, or a bad trace id; nothing is stored then.
     """
     batch = _read(source=source, body=body, trace_id=trace_id)
     try:
@@ -108,6 +109,8 @@ def _read(*, source: str, body: object, trace_id: str | None) -> AlertBatch:
     problems = jsondata.problems(body, limit=1)
     if problems:
         raise LaunchError(f"Invalid payload: {problems[0]}")
+    # The body is every run's payload: too large for one, it is refused whole, alerts and all.
+    payload_size_check(body)
     if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
         raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
     try:

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.orchestration import dispatch, engine
+from apps.orchestration import dispatch, engine, rollup
 from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
 from apps.orchestration.models import PipelineRun
@@ -111,11 +111,14 @@ def launch_checked(*, request: LaunchRequest) -> PipelineRun:
 
 
 def run_mark_failed(*, run_id: int, error: str) -> None:
-    """Mark a run that never started as failed with ``error``."""
+    """Mark a run that never started as failed with ``error`` (when it is still
+    queued), counted in the metrics' rollup in the same transaction."""
     now = timezone.now()
-    PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
-        status=PipelineRun.Status.FAILED, error=error, finished_at=now, duration_ms=0
-    )
+    with transaction.atomic():
+        if PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+            status=PipelineRun.Status.FAILED, error=error, finished_at=now, duration_ms=0
+        ):
+            rollup.run_end_tally(run_id=run_id)
 
 
 def _run_create(request: LaunchRequest) -> PipelineRun:

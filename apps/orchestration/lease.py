@@ -34,7 +34,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from apps.orchestration import store
+from apps.orchestration import rollup, store
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.store import DbTime, LeaseLost, thread_db
 
@@ -135,8 +135,9 @@ def stages_interrupted(*, run: PipelineRun, holder: str) -> None:
 def run_end_abandoned(*, run_id: int, fields: dict, reason: str) -> bool:
     """End running run ``run_id`` with ``fields`` when its holder is gone (its
     lease ran out), recording the node it was executing as interrupted; the
-    error says ``reason`` and that node. False (nothing written) when the run
-    is not running or has a live holder."""
+    error says ``reason`` and that node; ``fields`` must end it (a terminal
+    status), which is counted in the metrics' rollup in the same transaction.
+    False (nothing written) when the run is not running or has a live holder."""
     with transaction.atomic():
         run = (
             PipelineRun.objects.select_for_update()
@@ -150,6 +151,7 @@ def run_end_abandoned(*, run_id: int, fields: dict, reason: str) -> bool:
         PipelineRun.objects.filter(pk=run_id).update(
             error=f"{reason}; its worker was gone (at node '{node}')" if node else reason, **fields
         )
+        rollup.run_end_tally(run_id=run_id)
     return True
 
 
@@ -195,6 +197,10 @@ class Lease:
         writes come. Reconnects through database faults (a write is safe to
         repeat).
 
+        A ``durable`` write is the run's end (``run_fields`` hold its terminal
+        status): it is one transaction with the run's count in the metrics'
+        rollup (rollup.run_end_tally).
+
         On PostgreSQL a write is one statement and one commit, and only a
         ``durable`` one waits for the disk flush: a database crash could lose
         the last progress records, and the run is then taken over and its
@@ -202,7 +208,7 @@ class Lease:
         stage rows go first, then the run's row, each fenced by the token, so
         a process that dies between the two leaves stage rows that the
         takeover settles (a stage left open is recorded as interrupted, a
-        finished one is kept); a ``durable`` write there is one transaction.
+        finished one is kept).
 
         A cancel request seen here sets ``cancel_requested``; with
         ``before_node`` it raises CancelRequested instead and writes nothing.
@@ -222,18 +228,20 @@ class Lease:
             self.ending.set()
 
         def attempt(tries: int) -> None:
-            with transaction.atomic() if durable and not postgresql else nullcontext():
-                if store.run_write(run_id=self.run_id, token=self.token, fields=fields, stages=rows,
-                                   unless_cancelled=True, durable=durable):
-                    return
-                if not self._held.exists():
-                    raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
-                self.cancel_requested.set()
-                if before_node:
-                    raise CancelRequested()
+            # The run's end and its count in the metrics' rollup commit together, or neither does.
+            with transaction.atomic() if durable else nullcontext():
                 if not store.run_write(run_id=self.run_id, token=self.token, fields=fields, stages=rows,
-                                       unless_cancelled=False, durable=durable):
-                    raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+                                       unless_cancelled=True, durable=durable):
+                    if not self._held.exists():
+                        raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+                    self.cancel_requested.set()
+                    if before_node:
+                        raise CancelRequested()
+                    if not store.run_write(run_id=self.run_id, token=self.token, fields=fields, stages=rows,
+                                           unless_cancelled=False, durable=durable):
+                        raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
+                if durable:
+                    rollup.run_end_tally(run_id=self.run_id)
 
         started = time.monotonic()
         with_reconnect(attempt, what=f"recording run {self.run_id}")

@@ -48,7 +48,7 @@ class PipelineRun(models.Model):
     # False when it lost the run on the way; None on a run it did not execute.
     ended_here: bool | None = None
 
-    trace_id = models.CharField(max_length=64, db_index=True, help_text="Correlates logs of one run.")
+    trace_id = models.CharField(max_length=64, help_text="Correlates logs of one run.")
     definition = models.ForeignKey(
         PipelineDefinition,
         null=True,
@@ -126,7 +126,7 @@ class PipelineRun(models.Model):
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When cancellation of the running run was asked for."
     )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
@@ -134,12 +134,21 @@ class PipelineRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         # Declared here rather than with db_index/unique on the fields: on PostgreSQL those also
-        # add a second index per text field for LIKE queries, which nothing makes on these, and
-        # every index is written again whenever a run's row moves.
+        # add a second index per text field for LIKE queries, and every index is written again
+        # whenever a run's row moves.
+        # Each listing filter's column leads an index that goes on with the listing's order
+        # (created_at, id): a page of the newest runs with one filter is read along that index
+        # and stops after the page, whatever the size of the history (keyset paging, the admin,
+        # list_schedules' newest scheduled run of a definition, the sweep's queued runs).
         indexes = [
-            models.Index(fields=["status"], name="pipelinerun_status"),
-            models.Index(fields=["trigger"], name="pipelinerun_trigger"),
-            models.Index(fields=["target_host"], name="pipelinerun_target_host"),
+            models.Index(fields=["created_at", "id"], name="pipelinerun_created"),
+            models.Index(fields=["definition_name", "created_at", "id"], name="pipelinerun_definition_created"),
+            models.Index(fields=["status", "created_at", "id"], name="pipelinerun_status_created"),
+            models.Index(fields=["trigger", "created_at", "id"], name="pipelinerun_trigger_created"),
+            models.Index(fields=["target_host", "created_at", "id"], name="pipelinerun_host_created"),
+            # Looked up by equality and by prefix (the admin's search). PostgreSQL's pattern
+            # operator class serves both, so it is the only index on the column there.
+            models.Index(fields=["trace_id"], name="pipelinerun_trace_id", opclasses=["varchar_pattern_ops"]),
         ]
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="pipelinerun_unique_idempotency_key"),
@@ -163,7 +172,9 @@ class StageExecution(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages")
+    # No index of its own: the unique constraint's index (run, node_id, attempt) serves every
+    # lookup by run (its stages, the cascade when runs are pruned).
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="stages", db_index=False)
     node_id = models.CharField(max_length=100)
     node_type = models.CharField(max_length=50)
     # Not indexed: nothing looks stages up by status, and an index on it would keep a stage's
@@ -186,6 +197,75 @@ class StageExecution(models.Model):
 
     def __str__(self):
         return f"{self.node_id}#{self.attempt} ({self.status})"
+
+
+# Upper bounds (seconds) of the duration histograms' buckets (+Inf is added); one ``le_<i>``
+# column of the tallies per bound, so changing a bound needs a migration.
+RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+NODE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Tally(models.Model):
+    """Counters of ended runs (or of their node attempts), added to when a run
+    ends, in the transaction that writes its terminal status (store.run_end_tally).
+    Rows are only ever added to, never recomputed: pruning runs changes nothing here.
+
+    A series is split over a few ``shard`` rows (by writing process and thread) so
+    that workers ending runs at once do not all wait on one row's lock."""
+
+    shard = models.PositiveSmallIntegerField(help_text="Which of the series' rows this is (by writer).")
+    count = models.BigIntegerField(default=0, help_text="How many ended.")
+    timed = models.BigIntegerField(default=0, help_text="How many of them have a duration (the histogram's count).")
+    seconds = models.FloatField(default=0, help_text="The sum of those durations.")
+    # Cumulative: how many timed ones took at most the i-th bound of the histogram's buckets.
+    le_0 = models.BigIntegerField(default=0)
+    le_1 = models.BigIntegerField(default=0)
+    le_2 = models.BigIntegerField(default=0)
+    le_3 = models.BigIntegerField(default=0)
+    le_4 = models.BigIntegerField(default=0)
+    le_5 = models.BigIntegerField(default=0)
+    le_6 = models.BigIntegerField(default=0)
+    le_7 = models.BigIntegerField(default=0)
+    le_8 = models.BigIntegerField(default=0)
+    le_9 = models.BigIntegerField(default=0)
+    le_10 = models.BigIntegerField(default=0)
+    le_11 = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class RunTally(Tally):
+    """Ended runs per definition label, trigger and terminal status (and shard)."""
+
+    definition = models.CharField(
+        max_length=600, help_text="The metrics' definition label: a name, 'builtin', or 'config:<file name>'."
+    )
+    trigger = models.CharField(max_length=20)
+    status = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "trigger", "status", "shard"], name="runtally_unique_series")
+        ]
+
+    def __str__(self):
+        return f"{self.definition} {self.trigger} {self.status}: {self.count}"
+
+
+class NodeTally(Tally):
+    """Node attempts of ended runs per node type and attempt status (and shard)."""
+
+    node_type = models.CharField(max_length=50)
+    status = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node_type", "status", "shard"], name="nodetally_unique_series")
+        ]
+
+    def __str__(self):
+        return f"{self.node_type} {self.status}: {self.count}"
 
 
 class AlertDelivery(models.Model):

@@ -51,18 +51,15 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
     """
     grace = settings.RUN_RECOVERY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     quiet = Q(published_at__isnull=True) | Q(published_at__lt=Now() - timedelta(seconds=grace))
-    candidates = list(
-        PipelineRun.objects.filter(
-            Q(status=PipelineRun.Status.QUEUED) | (Q(status=PipelineRun.Status.RUNNING) & lease_expired())
-        )
-        .filter(quiet)
-        .order_by("pk")
-        .values("pk", "status", "published_at", "trace_id", "origin", "target_host")[:BATCH]
-    )
+    candidates = _candidates(quiet)
     if not candidates:
         return []
-    # Each run's message waits in its host's queue, or in the shared one.
-    waiting = dispatch.queued_run_ids(hosts={row["target_host"] for row in candidates})
+    # Each run's message waits in its host's queue, or in the shared one; only the candidates are looked for.
+    by_host: dict[str, set[int]] = {}
+    for row in candidates:
+        by_host.setdefault(row["target_host"] or "", set()).add(row["pk"])
+    look = dispatch.runs_waiting(runs=by_host)
+    waiting = None if look is None else look.found
     recovered = []
     for row in candidates:
         if waiting is not None and row["pk"] in waiting:
@@ -94,3 +91,17 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         )
         recovered.append(Recovered(row["pk"], row["trace_id"], reason))
     return recovered
+
+
+def _candidates(quiet: Q) -> list[dict]:
+    """The oldest BATCH runs that are ``quiet`` and queued, or running with an
+    expired lease, oldest first. One query per status, each read in the order
+    of the (status, created_at, id) index and stopped after BATCH rows: on
+    either database its cost follows the live runs, not the history (one query
+    with an OR and another order lets SQLite's planner, with ANALYZE's
+    statistics, choose a scan of the whole table)."""
+    fields = ("pk", "status", "published_at", "trace_id", "origin", "target_host", "created_at")
+    queued = PipelineRun.objects.filter(quiet, status=PipelineRun.Status.QUEUED)
+    lost = PipelineRun.objects.filter(quiet, lease_expired(), status=PipelineRun.Status.RUNNING)
+    rows = [row for runs in (queued, lost) for row in runs.order_by("created_at", "pk").values(*fields)[:BATCH]]
+    return sorted(rows, key=lambda row: (row["created_at"], row["pk"]))[:BATCH]

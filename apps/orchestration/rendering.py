@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from apps import jsondata
 from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.exit_codes import exit_code_for
@@ -141,7 +142,9 @@ def _node_lines(entry: dict) -> list[str]:
     node_type = entry["type"]
     output = entry.get("output") or {}
     lines: list[str] = []
-    if node_type in node_types and output:
+    if jsondata.is_cut(output):
+        lines.append(f"Output cut: {output['bytes']} bytes (NODE_MAX_OUTPUT_BYTES)")
+    elif node_type in node_types and output:
         lines += node_types.get(node_type)().display_lines(output)
     if entry["status"] != "succeeded":
         lines.insert(0, f"Status: {entry['status'].upper()}")

@@ -2,9 +2,10 @@
 (as a new run, through the launcher)."""
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models.functions import Now
 
-from apps.orchestration import events, lease
+from apps.orchestration import events, lease, rollup
 from apps.orchestration.launch import pipeline_run_launch
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, ResolvedDefinition
 from apps.orchestration.models import PipelineRun, StageExecution
@@ -31,9 +32,7 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
     if not 0 < run_id <= RUN_ID_MAX:
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     runs = PipelineRun.objects.filter(pk=run_id)
-    if runs.filter(status=PipelineRun.Status.QUEUED).update(
-        error="Cancelled on request before it started", duration_ms=0, **cancelled
-    ):
+    if _queued_run_cancel(run_id=run_id, fields=cancelled):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
     elif lease.run_end_abandoned(run_id=run_id, fields=cancelled, reason="Cancelled on request"):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
@@ -47,6 +46,18 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
     if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
         raise LaunchError(f"Run {run_id} has already finished ({run.status})", Refusal.STATE)
     return run
+
+
+def _queued_run_cancel(*, run_id: int, fields: dict) -> bool:
+    """End run ``run_id`` with ``fields`` when it is still queued, counted in the
+    metrics' rollup in the same transaction; whether it was queued."""
+    with transaction.atomic():
+        if not PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.QUEUED).update(
+            error="Cancelled on request before it started", duration_ms=0, **fields
+        ):
+            return False
+        rollup.run_end_tally(run_id=run_id)
+    return True
 
 
 def retry_request(*, run_id: int, from_failed: bool = False) -> LaunchRequest:

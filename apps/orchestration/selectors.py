@@ -1,10 +1,12 @@
 """Reads of pipeline definitions, runs and schedules."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from celery.utils.time import maybe_make_aware
+from django.db import connection
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Substr
@@ -116,6 +118,24 @@ def pipeline_runs_listed(
     return runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)
 
 
+def trace_id_prefix(prefix: str) -> Q:
+    """Runs whose trace id starts with ``prefix`` (case-sensitive), as a
+    condition an index serves on either database: PostgreSQL's pattern index
+    serves the LIKE; SQLite's LIKE ignores case and so no index serves it, but
+    one does the range from ``prefix`` to the first text after every text that
+    starts with it (SQLite compares text by code point)."""
+    condition = Q(trace_id__startswith=prefix)
+    if connection.vendor != "sqlite" or not prefix:
+        return condition
+    condition &= Q(trace_id__gte=prefix)
+    stem = prefix.rstrip(chr(sys.maxunicode))
+    if stem:
+        after = ord(stem[-1]) + 1
+        # The surrogates are not characters: the code point after U+D7FF is U+E000.
+        condition &= Q(trace_id__lt=stem[:-1] + chr(0xE000 if 0xD800 <= after <= 0xDFFF else after))
+    return condition
+
+
 @dataclass
 class ScheduleListing:
     """One pipeline schedule as beat sees it, with its definition's latest scheduled run."""
@@ -144,43 +164,73 @@ def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleList
     newest = PipelineRun.objects.filter(
         definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
     ).order_by("-created_at", "-pk")
+    # One query, with one probe of the (definition_name, created_at, id) index per schedule; plain
+    # rows, not model instances (thousands of them). The schedule rows are read once each below.
     tasks = list(
         PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)
-        .select_related("interval", "crontab", "solar", "clocked")
         .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
         .annotate(last_run_id=Subquery(newest.values("pk")[:1]))
         .order_by("name")
+        .values(
+            "pk", "name", "definition_name", "enabled", "last_run_at", "date_changed", "start_time", "last_run_id",
+            *SCHEDULE_KINDS,
+        )
     )
     last_runs = {
         row["id"]: row
-        for row in PipelineRun.objects.filter(pk__in=[t.last_run_id for t in tasks if t.last_run_id]).values(
+        for row in PipelineRun.objects.filter(pk__in=[t["last_run_id"] for t in tasks if t["last_run_id"]]).values(
             "id", "status", "created_at"
         )
     }
     # Only the one key of each definition's config that is shown (configs can be large).
     overlaps = dict(
-        PipelineDefinition.objects.filter(name__in=[t.definition_name for t in tasks]).values_list(
+        PipelineDefinition.objects.filter(name__in=[t["definition_name"] for t in tasks]).values_list(
             "name", "config__schedule__overlap"
         )
     )
+    # Schedules share their interval and crontab rows, whose words and schedule objects are costly
+    # to build (cron parsing, cron_descriptor's translations): each is built once per listing,
+    # from one task on that row.
+    rows = {_schedule_row(task): task["pk"] for task in tasks}
+    chosen = PeriodicTask.objects.select_related(*SCHEDULE_KINDS).in_bulk(list(rows.values()))
+    shared = {row: (_schedule_fields(chosen[pk]), _schedule_object(chosen[pk])) for row, pk in rows.items()}
     listings = []
     for task in tasks:
-        last = last_runs.get(task.last_run_id)
-        name = task.definition_name
+        last = last_runs.get(task["last_run_id"])
+        name = task["definition_name"]
+        fields, schedule = shared[_schedule_row(task)]
         listings.append(
             ScheduleListing(
                 definition=name,
-                task=task.name,
-                **_schedule_fields(task),
+                task=task["name"],
+                **fields,
                 overlap=(overlaps[name] or "skip") if name in overlaps else None,
-                enabled=task.enabled,
+                enabled=task["enabled"],
                 last_run={"run_id": last["id"], "status": last["status"], "created_at": last["created_at"]}
                 if last
                 else None,
-                next_due_at=_next_due(task, now) if task.enabled else None,
+                next_due_at=_next_due(task, schedule, now) if task["enabled"] else None,
             )
         )
     return listings
+
+
+# The foreign keys of a PeriodicTask to its schedule, one of which is set.
+SCHEDULE_KINDS = ("interval", "crontab", "solar", "clocked")
+
+
+def _schedule_row(task: dict) -> tuple[str, int]:
+    """The schedule row a PeriodicTask's values (``task``) run on: ("interval", its id), ("crontab", its id)...;
+    ("task", the task's id) for one with no schedule row."""
+    for kind in SCHEDULE_KINDS:
+        if task[kind] is not None:
+            return (kind, task[kind])
+    return ("task", task["pk"])
+
+
+def _schedule_object(task: PeriodicTask):
+    """Celery's schedule object of ``task`` (as beat builds it), or None when it has no schedule."""
+    return task.schedule if task.scheduler is not None else None
 
 
 def _schedule_fields(task: PeriodicTask) -> dict:
@@ -202,20 +252,22 @@ def _schedule_fields(task: PeriodicTask) -> dict:
     return {**fields, "kind": kind, "schedule": str(scheduler) if scheduler is not None else "no schedule"}
 
 
-def _next_due(task: PeriodicTask, now: datetime) -> datetime | None:
-    """When beat next sends ``task``, as of ``now``: the time Celery's schedule
-    object gives from the last send (possibly before ``now``: the task is
-    overdue, and beat sends it at its next tick). None without a schedule."""
-    if task.scheduler is None:
+def _next_due(task: dict, schedule, now: datetime) -> datetime | None:
+    """When beat next sends the PeriodicTask whose values (last_run_at,
+    date_changed, start_time) are ``task`` and whose Celery schedule object is
+    ``schedule`` (shared by the tasks of one schedule row), as of ``now``: the
+    time that object gives from the last send (possibly before ``now``: the
+    task is overdue, and beat sends it at its next tick). None without a
+    schedule. Sets the object's ``nowfun``."""
+    if schedule is None:
         return None
-    schedule = task.schedule
     # django-celery-beat's crontab computes in its own zone, as its is_due does.
     zone = schedule.tz if isinstance(schedule, TzAwareCrontab) else None
     schedule.nowfun = lambda: now.astimezone(zone or UTC)
     # What beat's ModelEntry counts from: the last send, or the row's last change before the first one.
-    last = maybe_make_aware(task.last_run_at or task.date_changed)
+    last = maybe_make_aware(task["last_run_at"] or task["date_changed"])
     if zone is not None:
         last = last.astimezone(zone)
     due = now + schedule.remaining_estimate(last)
     # Beat sends nothing before a row's start_time.
-    return max(due, task.start_time) if task.start_time else due
+    return max(due, task["start_time"]) if task["start_time"] else due

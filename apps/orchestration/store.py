@@ -16,7 +16,8 @@ What lives here:
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
 - ``run_write``: a fenced write of a run's fields and its stage rows (one
   statement on PostgreSQL);
-- ``definition_slot_lock``: the lock that serialises max_concurrent claims.
+- ``definition_slot_lock``: the lock that serialises max_concurrent claims;
+- ``run_column_values``: the distinct values of an indexed column (the admin's filters).
 
 Django internals used here (a test in tests/orchestration/test_store.py
 fails loudly when a Django upgrade changes them): a query's compiler, its
@@ -348,6 +349,31 @@ def definition_slot_lock(*, origin_kind: str, origin: str) -> None:
         digest = hashlib.blake2b(f"{origin_kind}:{origin}".encode(), digest_size=8).digest()
         with db.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+
+
+# Columns whose values run_column_values lists: each leads an index (models.py).
+_LISTED_COLUMNS = ("definition_name", "target_host")
+
+
+def run_column_values(column: str, *, limit: int) -> list[str]:
+    """The distinct non-empty values of PipelineRun's ``column`` (one of
+    _LISTED_COLUMNS), in order, at most ``limit``. One statement that jumps
+    from each value to the next along the column's index (a loose index scan):
+    its cost grows with the values listed, not with the runs. Reads only;
+    raises ValueError for another column."""
+    if column not in _LISTED_COLUMNS:
+        raise ValueError(f"no index leads with {column!r}")
+    quote = thread_db().ops.quote_name
+    table, col = quote(PipelineRun._meta.db_table), quote(column)
+    following = f"(SELECT CAST({col} AS TEXT) FROM {table} WHERE {col} > %s ORDER BY {col} LIMIT 1)"
+    sql = (
+        f"WITH RECURSIVE listed(value, n) AS (SELECT {following}, 1 UNION ALL "
+        f"SELECT {following.replace('%s', 'listed.value')}, n + 1 FROM listed "
+        f"WHERE listed.value IS NOT NULL AND n < %s) SELECT value FROM listed WHERE value IS NOT NULL"
+    )
+    with thread_db().cursor() as cursor:
+        cursor.execute(sql, ["", limit])
+        return [row[0] for row in cursor.fetchall()]
 
 
 # Per database connection: the SQL reading a run's row with the database's time, and how

@@ -10,7 +10,7 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
-from apps.orchestration import dispatch
+from apps.orchestration import dispatch, rollup
 from apps.orchestration.inputs import launch_check
 from apps.orchestration.launch import launch_checked
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition, RunExists
@@ -140,7 +140,9 @@ def _schedule_failed(name: str, definition: PipelineDefinition | None, key: str 
     )
     try:
         with transaction.atomic():
-            return PipelineRun.objects.create(**fields)
+            run = PipelineRun.objects.create(**fields)
+            rollup.run_end_tally(run_id=run.pk)  # it ends as it is made
+            return run
     except IntegrityError:
         existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
         if existing is None:

@@ -6,17 +6,13 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from ninja.errors import HttpError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.api.auth import request_key
 from apps.api.errors import error_response
-from apps.orchestration.metrics import RunsCollector
+from apps.orchestration.metrics import exposition, metrics_collect
 
 logger = logging.getLogger("apps.orchestration.views")
-
-# Only our collector: the web process's own CPU or memory says nothing about runs.
-registry = CollectorRegistry(auto_describe=False)
-registry.register(RunsCollector())
 
 
 @require_GET
@@ -29,7 +25,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
     try:
         if not settings.METRICS_PUBLIC:
             request_key(request, "metrics")
-        body = generate_latest(registry)
+        # Only the run metrics: the web process's own CPU or memory says nothing about runs.
+        body = exposition(metrics_collect())
     except HttpError as exc:
         return error_response(exc.status_code, exc.message)
     except DatabaseError as exc:
