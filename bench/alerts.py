@@ -37,6 +37,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -264,9 +265,14 @@ def child_main() -> int:
             if status != 202:
                 raise BenchFailure(f"warm-up request answered {status}: {raw[:300]!r}")
         log(f"{args.requests} new groups at {args.rate:g}/s, then {args.requests} repeats of one group")
-        new_bodies = [json.dumps(alert_group(f"new-{i}", f"{i + 1:08x}")).encode() for i in range(args.requests)]
+        # Groups and fingerprints of this run only: a database kept from an earlier run holds its
+        # groups' dedup records, which would turn this run's "new" groups into repeats.
+        nonce = secrets.token_hex(2)
+        new_bodies = [
+            json.dumps(alert_group(f"{nonce}-new-{i}", f"{nonce}{i + 1:08x}")).encode() for i in range(args.requests)
+        ]
         result["new"] = open_loop(sender, new_bodies, args.rate)
-        repeat = json.dumps(alert_group("repeat", "abcd0000")).encode()
+        repeat = json.dumps(alert_group(f"{nonce}-repeat", f"{nonce}abcd0000")).encode()
         first = sender.post(repeat)  # the one that starts the run the repeats are deduplicated to
         result["repeat_first"] = {"status": first[0], "answer": json.loads(first[1])}
         result["repeat"] = open_loop(sender, [repeat] * args.requests, args.rate)
