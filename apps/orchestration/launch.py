@@ -13,14 +13,14 @@ import logging
 import uuid
 from contextlib import nullcontext
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from apps.orchestration import dispatch, engine
 from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.store import row_insert
+from apps.orchestration.store import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
 
 logger = logging.getLogger("apps.orchestration.launch")
@@ -139,8 +139,16 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
 
 
 def _run_store(request: LaunchRequest) -> PipelineRun:
+    run = run_row(request)
+    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+    row_insert(run, db_time=("published_at",))
+    return run
+
+
+def run_row(request: LaunchRequest) -> PipelineRun:
+    """The queued run ``request`` (checked already) makes, not yet stored."""
     resolved = request.resolved
-    run = PipelineRun(
+    return PipelineRun(
         trace_id=request.trace_id or str(uuid.uuid4()),
         target_host=request.target_host,
         group_id=request.group_id,
@@ -157,9 +165,44 @@ def _run_store(request: LaunchRequest) -> PipelineRun:
         environment=request.environment,
         payload=request.payload,
     )
-    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
-    row_insert(run, db_time=("published_at",))
-    return run
+
+
+def runs_store_keyed(*, runs: list[PipelineRun]) -> list[PipelineRun]:
+    """Store ``runs`` (unsaved rows, from run_row or failed ones that never
+    start, each with an idempotency key) with multi-row INSERTs, skipping
+    each whose key a run has already; once the enclosing transaction
+    commits (at once outside one), send the queued ones' messages. Returns
+    the runs stored.
+
+    A broker that refuses a message raises nothing: that run and the ones
+    after it stay queued, marked as never sent, and the recovery sweep sends
+    them once the broker is back; one line is logged."""
+    stored = rows_insert(runs, db_time=("published_at",), unique="idempotency_key")
+    queued = [run for run in stored if run.status == PipelineRun.Status.QUEUED]
+    if queued:
+        transaction.on_commit(functools.partial(_send_all, queued))
+    return stored
+
+
+def _send_all(runs: list[PipelineRun]) -> None:
+    """Send each run's message; at the first refusal, mark it and the rest unsent."""
+    sent = 0
+    try:
+        dispatch.broker_ready()
+        for run in runs:
+            dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host)
+            sent += 1
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
+        unsent = [run.pk for run in runs[sent:]]
+        try:
+            # Never sent: the sweep sends them even while it cannot look into the queue.
+            PipelineRun.objects.filter(pk__in=unsent, status=PipelineRun.Status.QUEUED).update(published_at=None)
+        except DatabaseError:
+            pass  # they still carry published_at: the sweep sends them once its grace has passed
+        logger.error(
+            "event=run.enqueue_failed runs=%d first_run_id=%s error=%s (they stay queued; the recovery sweep "
+            "sends them when the broker is back)", len(unsent), unsent[0], f"{type(exc).__name__}: {exc}".strip(),
+        )
 
 
 def _enqueue(run: PipelineRun, outcome: dict) -> None:
