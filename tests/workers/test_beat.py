@@ -44,7 +44,7 @@ def beats(base_env, worker, tmp_path, transactional_db):
 
 def holder_of(beat: Beat) -> str:
     assert beat.wait_for_log("event=beat.lease_taken holder="), beat.log()
-    return re.search(r"event=beat\.lease_taken holder=([^\s"]+)", beat.log()).group(1)
+    return re.search(r'event=beat\.lease_taken holder=([^\s"]+)', beat.log()).group(1)
 
 
 def test_a_herd_of_schedules_due_at_once_fires_each_once(cli, beats, tmp_path):
