@@ -227,7 +227,7 @@ def _schedule_failed(name: str, definition: PipelineDefinition | None, key: str 
 
 
 # Ticks fired per transaction: a larger herd is fired in several, one after the other.
-FIRE_BATCH = 500
+FIRE_BATCH = 1000
 
 
 @dataclass
@@ -285,7 +285,12 @@ def schedules_fire(*, holder: str, batch: int = FIRE_BATCH) -> Fired:
             state.next_due_at, state.last_due_at, state.last_fired_at = following, due, now
         stored = runs_store_keyed(runs=rows)
         _log_stored(rows, stored)
-        ScheduleState.objects.bulk_update(states, ["next_due_at", "last_due_at", "last_fired_at"], batch_size=batch)
+        # One UPDATE per (due, next due): a herd due at one moment moves on in one statement.
+        moved: dict[tuple, list[int]] = {}
+        for state in states:
+            moved.setdefault((state.next_due_at, state.last_due_at), []).append(state.pk)
+        for (following, due), ids in moved.items():
+            ScheduleState.objects.filter(pk__in=ids).update(next_due_at=following, last_due_at=due, last_fired_at=now)
         if gone:
             ScheduleState.objects.filter(pk__in=gone).delete()
         # An UPDATE, not save(): django-celery-beat's change marker stays put, so beat reloads nothing.
