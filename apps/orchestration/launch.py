@@ -174,9 +174,11 @@ def runs_store_keyed(*, runs: list[PipelineRun]) -> list[PipelineRun]:
     commits (at once outside one), send the queued ones' messages. Returns
     the runs stored.
 
-    A broker that refuses a message raises nothing: that run and the ones
-    after it stay queued, marked as never sent, and the recovery sweep sends
-    them once the broker is back; one line is logged."""
+    A broker that refuses the messages raises nothing: the runs stay queued,
+    marked as never sent (a batch that failed halfway may have reached the
+    broker, and a duplicate message is harmless: the claim drops it), and
+    the recovery sweep sends them once the broker is back; one line is
+    logged."""
     stored = rows_insert(runs, db_time=("published_at",), unique="idempotency_key")
     queued = [run for run in stored if run.status == PipelineRun.Status.QUEUED]
     if queued:
@@ -185,17 +187,14 @@ def runs_store_keyed(*, runs: list[PipelineRun]) -> list[PipelineRun]:
 
 
 def _send_all(runs: list[PipelineRun]) -> None:
-    """Send each run's message; at the first refusal, mark it and the rest unsent."""
-    sent = 0
+    """Send the runs' messages in batches; when the broker refuses, mark them all unsent."""
     try:
         dispatch.broker_ready()
-        for run in runs:
-            dispatch.run_publish(run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host)
-            sent += 1
+        dispatch.runs_publish(runs)
     except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
-        unsent = [run.pk for run in runs[sent:]]
+        unsent = [run.pk for run in runs]
         try:
-            # Never sent: the sweep sends them even while it cannot look into the queue.
+            # Never sent, as far as is known: the sweep sends them even while it cannot look into the queue.
             PipelineRun.objects.filter(pk__in=unsent, status=PipelineRun.Status.QUEUED).update(published_at=None)
         except DatabaseError:
             pass  # they still carry published_at: the sweep sends them once its grace has passed
