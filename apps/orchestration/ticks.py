@@ -29,7 +29,7 @@ from apps.orchestration.launch import launch_checked, run_row, runs_store_keyed
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, ResolvedDefinition, RunExists, Targets
 from apps.orchestration.models import PipelineDefinition, PipelineRun, ScheduleState
 from apps.orchestration.schedules import schedule_disable
-from apps.orchestration.targeting import launch_targets, target_choice
+from apps.orchestration.targeting import checked_targets, target_choice
 from apps.orchestration.validation import validate_definition
 from apps.text import printable
 
@@ -81,7 +81,8 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> li
 
 
 def _launch_targets(resolved: ResolvedDefinition, payload: dict) -> Targets:
-    return launch_targets(host=None, resolved=resolved, payload=payload, source="auto")
+    # _tick_plan has validated the definition already.
+    return checked_targets(host=None, resolved=resolved, payload=payload, source="auto")
 
 
 def _skips(definition: PipelineDefinition) -> bool:
@@ -246,7 +247,7 @@ def schedules_fire(*, holder: str, batch: int = FIRE_BATCH) -> Fired:
     every due tick's runs with multi-row INSERTs (keys as for a tick sent as
     a message, so a tick is never launched twice), advance each schedule's
     clock and its PeriodicTask's last run, and once committed send the
-    queued runs' messages.
+    queued runs' messages (in batches, through one producer connection).
 
     The row is the truth: a broker that refuses the messages leaves the runs
     queued for the recovery sweep, and this raises nothing for it. Raises
@@ -257,23 +258,25 @@ def schedules_fire(*, holder: str, batch: int = FIRE_BATCH) -> Fired:
         if not beatstate.lease_renew(holder=holder):
             return Fired(lease_lost=True)
         states = list(
-            ScheduleState.objects.filter(next_due_at__lte=Now()).annotate(db_now=Now())
-            .select_related("task__interval", "task__crontab").order_by("next_due_at")[:batch]
+            ScheduleState.objects.filter(next_due_at__lte=Now()).annotate(db_now=Now()).order_by("next_due_at")
+            .values("pk", "task_id", "task__interval_id", "task__crontab_id", "definition_name", "next_due_at",
+                    "db_now")[:batch]
         )
         if not states:
             return Fired()
-        now = states[0].db_now
+        now = states[0]["db_now"]
         definitions = PipelineDefinition.objects.in_bulk(
-            list({state.definition_name for state in states}), field_name="name"
+            list({state["definition_name"] for state in states}), field_name="name"
         )
         active = _active_scheduled([d.pk for d in definitions.values() if _skips(d)])
+        clocks = _clocks(states, now)
         hosts = _LiveHosts()
         rows: list[PipelineRun] = []
         gone: list[int] = []
+        moved: dict[tuple, list[int]] = {}  # (due, next due): the clocks a herd moves on together
         for state in states:
-            due, following = beatstate.tick_due(state.task, next_due=state.next_due_at, now=now)
-            due_text = due.astimezone(UTC).isoformat(timespec="milliseconds")
-            name, definition = state.definition_name, definitions.get(state.definition_name)
+            due, following, due_text = clocks[_clock_key(state)]
+            name, definition = state["definition_name"], definitions.get(state["definition_name"])
             key = f"schedule:{name}:{due_text}"
             plan = _tick_plan(name, definition, key, due_text, active, hosts.targets)
             if isinstance(plan, str):
@@ -281,23 +284,44 @@ def schedules_fire(*, holder: str, batch: int = FIRE_BATCH) -> Fired:
             else:
                 rows += [run_row(request) for request in plan]
             if definition is None:
-                gone.append(state.pk)
-            state.next_due_at, state.last_due_at, state.last_fired_at = following, due, now
+                gone.append(state["pk"])
+            moved.setdefault((due, following), []).append(state["pk"])
         stored = runs_store_keyed(runs=rows)
         _log_stored(rows, stored)
         # One UPDATE per (due, next due): a herd due at one moment moves on in one statement.
-        moved: dict[tuple, list[int]] = {}
-        for state in states:
-            moved.setdefault((state.next_due_at, state.last_due_at), []).append(state.pk)
-        for (following, due), ids in moved.items():
+        for (due, following), ids in moved.items():
             ScheduleState.objects.filter(pk__in=ids).update(next_due_at=following, last_due_at=due, last_fired_at=now)
         if gone:
             ScheduleState.objects.filter(pk__in=gone).delete()
         # An UPDATE, not save(): django-celery-beat's change marker stays put, so beat reloads nothing.
-        PeriodicTask.objects.filter(pk__in=[state.task_id for state in states]).update(
+        PeriodicTask.objects.filter(pk__in=[state["task_id"] for state in states]).update(
             last_run_at=now, total_run_count=F("total_run_count") + 1
         )
     return Fired(ticks=len(states), runs=stored)
+
+
+def _clock_key(state: dict) -> tuple:
+    return state["task__interval_id"], state["task__crontab_id"], state["next_due_at"]
+
+
+def _clocks(states: list[dict], now) -> dict[tuple, tuple]:
+    """Per (interval, crontab, next due time) of the due clocks ``states``:
+    the due time their tick is stamped with, their next due time, and the
+    due time as the key writes it. Computed once for each: a herd shares its
+    schedule (django-celery-beat keeps one row per distinct interval or
+    crontab) and its due time, and a crontab's next time is costly."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    keys = {_clock_key(state) for state in states}
+    intervals = IntervalSchedule.objects.in_bulk([key[0] for key in keys if key[0] is not None])
+    crontabs = CrontabSchedule.objects.in_bulk([key[1] for key in keys if key[1] is not None])
+    clocks = {}
+    for key in keys:
+        interval_id, crontab_id, next_due = key
+        task = PeriodicTask(interval=intervals.get(interval_id), crontab=crontabs.get(crontab_id))
+        due, following = beatstate.tick_due(task, next_due=next_due, now=now)
+        clocks[key] = due, following, due.astimezone(UTC).isoformat(timespec="milliseconds")
+    return clocks
 
 
 def schedules_next_due_in() -> float | None:
