@@ -20,7 +20,7 @@ from apps.orchestration import dispatch, engine
 from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.store import row_insert, rows_insert
+from apps.orchestration.storeinserts import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
 
 logger = logging.getLogger("apps.orchestration.launch")

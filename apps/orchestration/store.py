@@ -11,7 +11,7 @@ them.
 
 What lives here:
 
-- ``row_insert`` / ``rows_insert``: a new row (the run's) in one INSERT; many (a herd's) in a few;
+- (the INSERTs of new rows, the run's and a herd's, are in storeinserts.py);
 - ``run_read``: a run's row with the database's time, in one SELECT;
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
 - ``run_write``: a fenced write of a run's fields and its stage rows (one
@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -78,78 +78,6 @@ class DbTime:
                 return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')", []
             return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [f"{self.seconds:+f} seconds"]
         return None
-
-
-# Per (database, model, fields written as the database's time): the INSERT and its value fields.
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[models.Field], list[models.Field]]] = {}
-
-
-def _insert_plan(db, model: type[Model], db_time: tuple[str, ...]) -> tuple[str, list, list]:
-    """The one-row INSERT of ``model`` on ``db`` (made once) and its value and time fields."""
-    meta = model._meta
-    key = (db.alias, meta.label, db_time)
-    insert = _INSERTS.get(key)
-    if insert is None:
-        quote = db.ops.quote_name
-        fields = [f for f in meta.concrete_fields if not f.primary_key and f.name not in db_time]
-        timed = [_column(model, name) for name in db_time]
-        now = [DbTime().sql(db.vendor) for _ in timed]
-        if None in now:
-            raise RuntimeError(f"no SQL for the database's time on {db.vendor}")
-        columns = ", ".join(quote(f.column) for f in [*fields, *timed])
-        values = ", ".join(["%s"] * len(fields) + [written[0] for written in now if written])
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {quote(meta.pk.column)}"
-        insert = _INSERTS[key] = (sql, fields, timed)
-    return insert
-
-
-def row_insert(obj: Model, *, db_time: tuple[str, ...] = ()) -> None:
-    """INSERT ``obj`` (a new instance: its fields' defaults and auto_now_add
-    values are taken as the ORM's save() takes them) and set its primary key.
-    The fields named in ``db_time`` get the database's time of the statement.
-    Like a save() outside a transaction, it commits on its own. Raises what
-    the database raises (IntegrityError...)."""
-    db = thread_db()
-    sql, fields, timed = _insert_plan(db, type(obj), db_time)
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection=db) for f in fields]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        _inserted(obj, cursor.fetchone()[0], db, timed)
-
-
-def _inserted(obj: Model, pk, db, timed: list) -> None:
-    obj.pk, obj._state.adding, obj._state.db = pk, False, db.alias
-    for field in timed:  # as the row holds them: the database's time is not known here, so left to a read
-        obj.__dict__.pop(field.attname, None)
-
-
-_M = TypeVar("_M", bound=Model)
-ROWS_PER_INSERT = 500  # SQLite takes 32,766 parameters; a run's row has about 30
-
-
-def rows_insert(objs: list[_M], *, unique: str, db_time: tuple[str, ...] = ()) -> list[_M]:
-    """INSERT ``objs`` (new instances of one model, as row_insert takes them, each with its own
-    value of the unique field ``unique``), ROWS_PER_INSERT rows per statement, skipping a row whose
-    ``unique`` value is taken (ON CONFLICT DO NOTHING). Sets the primary keys; returns the objects
-    inserted, in order. Raises what the database raises."""
-    db = thread_db()
-    inserted: list[_M] = []
-    for start in range(0, len(objs), ROWS_PER_INSERT):
-        batch = objs[start:start + ROWS_PER_INSERT]
-        one, fields, timed = _insert_plan(db, type(batch[0]), db_time)
-        head, _, rest = one.partition(" VALUES ")
-        slot, _, returning = rest.partition(" RETURNING ")
-        key, column = _column(type(batch[0]), unique), db.ops.quote_name(_column(type(batch[0]), unique).column)
-        params = [f.get_db_prep_save(f.pre_save(obj, True), connection=db) for obj in batch for f in fields]
-        with db.cursor() as cursor:
-            cursor.execute(f"{head} VALUES {', '.join([slot] * len(batch))} ON CONFLICT ({column}) DO NOTHING "
-                           f"RETURNING {returning}, {column}", params)
-            by_key = {value: pk for pk, value in cursor.fetchall()}
-        for obj in batch:
-            if (pk := by_key.get(getattr(obj, key.attname))) is not None:
-                _inserted(obj, pk, db, timed)
-                inserted.append(obj)
-    return inserted
 
 
 # Per (database alias, WHERE, the fields written and which of them are the database's time):
