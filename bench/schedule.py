@@ -26,6 +26,15 @@ from /proc) as a share of one core over the measured minutes:
 
     DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://127.0.0.1:6379/7 \
         python -m bench.schedule --herd --workdir /tmp/herd --minutes 3
+
+``--fire`` measures the same herd in this process, which a busy machine
+disturbs less than the tick delay: the HERD_SCHEDULES schedules loaded as
+above, the every-minute half made due at once, fired by
+``ticks.schedules_fire`` (the runs' rows, then their messages) ``--fires``
+times, the runs and the queue emptied in between. It prints each fire's
+wall and CPU time and the load average beside them:
+
+    DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://127.0.0.1:6379/7 python -m bench.schedule --fire
 """
 from __future__ import annotations
 
@@ -183,7 +192,58 @@ def herd_main(args) -> int:
     p95 = delays[min(len(delays) - 1, round(0.95 * (len(delays) - 1)))]
     print(f"beat, {HERD_SCHEDULES} schedules ({HERD_SCHEDULES // 2} due every 60 s), {args.minutes} min: "
           f"{len(delays)} ticks, tick delay p50 {statistics.median(delays):.3f} s, p95 {p95:.3f} s, "
-          f"max {delays[-1]:.3f} s; beat CPU {cpu * 100:.1f}% of a core")
+          f"max {delays[-1]:.3f} s; beat CPU {cpu * 100:.1f}% of a core; load average {_loadavg()}")
+    return 0
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fire_main(args) -> int:
+    """One herd fired in this process, ``args.fires`` times (see the module's docstring)."""
+    import logging
+    import statistics
+    from datetime import UTC
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    logging.getLogger("apps").setLevel(logging.WARNING)  # a line per tick would be measured too
+    from django.db.models.functions import Now
+
+    from apps.orchestration import beatstate, dispatch
+    from apps.orchestration.models import ScheduleState
+    from apps.orchestration.ticks import schedules_fire
+    from workers.celery import app
+
+    herd_load()
+    beatstate.schedule_states_sync(now=datetime.now(UTC))
+    holder = beatstate.holder_name()
+    if not beatstate.lease_take(holder=holder):
+        raise RuntimeError("another beat holds the lease on this database: stop it first")
+    every_minute = ScheduleState.objects.filter(schedule__startswith="cron * * * * * ")
+    walls, cpus = [], []
+    try:
+        for _ in range(args.fires):
+            runs_clear()
+            every_minute.update(next_due_at=Now() - timedelta(seconds=1))
+            wall, cpu = time.perf_counter(), time.process_time()
+            fired = schedules_fire(holder=holder)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            if fired.ticks != HERD_SCHEDULES // 2 or len(fired.runs) != fired.ticks:
+                raise RuntimeError(f"fired {fired.ticks} ticks, {len(fired.runs)} runs: expected {HERD_SCHEDULES // 2}")
+            with app.connection_for_write() as connection:
+                connection.default_channel.queue_purge(dispatch.run_queue())
+    finally:
+        beatstate.lease_release(holder=holder)
+    print(f"schedules_fire, {HERD_SCHEDULES // 2} of {HERD_SCHEDULES} schedules due, {args.fires} fires: "
+          f"wall p50 {statistics.median(walls):.3f} s, max {max(walls):.3f} s; "
+          f"CPU p50 {statistics.median(cpus):.3f} s, max {max(cpus):.3f} s "
+          f"(each, wall/CPU: {' '.join(f'{w:.2f}/{c:.2f}' for w, c in zip(walls, cpus, strict=True))}); "
+          f"load average {_loadavg()}")
     return 0
 
 
@@ -191,6 +251,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--herd", action="store_true")
     parser.add_argument("--minutes", type=int, default=3)
+    parser.add_argument("--fire", action="store_true")
+    parser.add_argument("--fires", type=int, default=5)
+    if parser.parse_known_args()[0].fire:
+        return fire_main(parser.parse_args())
     if parser.parse_known_args()[0].herd:
         parser.add_argument("--workdir", required=True)
         return herd_main(parser.parse_args())
