@@ -290,6 +290,16 @@ def all_due_now() -> None:
     ScheduleState.objects.update(next_due_at=Now() - timedelta(seconds=1))
 
 
+def broker_running() -> None:
+    """The embedded broker running, even when an earlier test stopped it (a process starts it once)."""
+    from django.conf import settings
+
+    from apps.broker.embedded import embedded_broker
+
+    if settings.CELERY_BROKER_IS_EMBEDDED:
+        embedded_broker().ensure_running()
+
+
 @pytest.fixture
 def holder() -> str:
     name = beatstate.holder_name()
@@ -300,6 +310,7 @@ def holder() -> str:
 def test_a_herd_of_due_schedules_is_written_with_one_insert_and_fires_once(holder, django_capture_on_commit_callbacks):
     scheduled_definitions(30, overlap="allow")
     all_due_now()
+    broker_running()
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as sends:
         fired = ticks.schedules_fire(holder=holder)
     # The runs' messages, sent in one batch once the transaction has committed, and taken by the broker
