@@ -291,12 +291,14 @@ def all_due_now() -> None:
 
 
 def broker_running() -> None:
-    """The embedded broker running, even when an earlier test stopped it (a process starts it once)."""
+    """The embedded broker running when it is the one in use (this module turns off its start on a
+    launch, and a process starts it only once, which an earlier test may have stopped since)."""
     from django.conf import settings
 
     from apps.broker.embedded import embedded_broker
+    from apps.broker.redis_adapter import SOCKET_SCHEME
 
-    if settings.CELERY_BROKER_IS_EMBEDDED:
+    if settings.CELERY_BROKER_URL.startswith(SOCKET_SCHEME):
         embedded_broker().ensure_running()
 
 
