@@ -14,6 +14,27 @@ set by run.py and the database is migrated. This process starts and always
 stops its worker and its beat, and writes the raw samples as JSON to --out.
 
     python -m bench.schedule --broker embedded --workdir /tmp/bbXXXX --out schedule.json --ticks 50
+
+``--herd`` measures beat at production size instead, on the database and
+broker of the environment (DATABASE_URL, CELERY_BROKER_URL; migrated; its
+runs and schedules are replaced): HERD_SCHEDULES scheduled definitions, half
+of them due every minute (``cron * * * * *``, overlap allow) and half once a
+year, fired by a real beat with no worker, for ``--minutes`` whole minutes
+after a warm-up minute. It prints the tick delay (a run's ``created_at``
+minus the due time in its key) p50/p95/max and beat's CPU (user + system,
+from /proc) as a share of one core over the measured minutes:
+
+    DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://127.0.0.1:6379/7 \
+        python -m bench.schedule --herd --workdir /tmp/herd --minutes 3
+
+``--fire`` measures the same herd in this process, which a busy machine
+disturbs less than the tick delay: the HERD_SCHEDULES schedules loaded as
+above, the every-minute half made due at once, fired by
+``ticks.schedules_fire`` (the runs' rows, then their messages) ``--fires``
+times, the runs and the queue emptied in between. It prints each fire's
+wall and CPU time and the load average beside them:
+
+    DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://127.0.0.1:6379/7 python -m bench.schedule --fire
 """
 from __future__ import annotations
 
@@ -23,7 +44,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -110,8 +131,133 @@ def wait_for_runs(count: int, timeout: float, worker: Worker, beat: Beat) -> Non
         time.sleep(0.2)
 
 
+HERD_SCHEDULES = 2000
+HERD_PREFIX = "bench-herd-"
+
+
+def herd_load() -> None:
+    """Replace the database's runs and schedules with HERD_SCHEDULES scheduled definitions."""
+    from django_celery_beat.models import PeriodicTask
+
+    from apps.orchestration.models import PipelineDefinition
+    from apps.orchestration.schedules import schedule_sync
+
+    runs_clear()
+    PeriodicTask.objects.filter(task="orchestration.run_scheduled").delete()
+    PipelineDefinition.objects.filter(name__startswith=HERD_PREFIX).delete()
+    nodes = DEFINITION["nodes"]
+    for i in range(HERD_SCHEDULES):
+        cron = "* * * * *" if i % 2 == 0 else "0 0 1 1 *"
+        config = {"version": "1.0", "schedule": {"cron": cron, "overlap": "allow"}, "nodes": nodes}
+        schedule_sync(definition=PipelineDefinition.objects.create(name=f"{HERD_PREFIX}{i:04d}", config=config))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def herd_main(args) -> int:
+    import statistics
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from apps.orchestration.models import PipelineRun
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    herd_load()
+    log(f"{HERD_SCHEDULES} schedules loaded in {time.monotonic() - started:.1f}s")
+    beat = Beat(env=dict(os.environ), workdir=workdir)
+    try:
+        beat.start()
+        assert beat.proc is not None
+        # Whole minutes: from the second minute boundary on (the first minute warms up).
+        time.sleep(60 - time.time() % 60 + 60 + 0.5)
+        window_start, cpu_start, wall_start = datetime.now().astimezone(), cpu_seconds(beat.proc.pid), time.monotonic()
+        time.sleep(args.minutes * 60)
+        cpu = (cpu_seconds(beat.proc.pid) - cpu_start) / (time.monotonic() - wall_start)
+    finally:
+        beat.stop()
+    runs = PipelineRun.objects.filter(trigger="schedule", created_at__gte=window_start - timedelta(seconds=5))
+    delays = sorted((run.created_at - due_of(run.idempotency_key)).total_seconds()
+                    for run in runs.only("created_at", "idempotency_key")
+                    if due_of(run.idempotency_key) >= window_start)
+    if not delays:
+        raise RuntimeError(f"no scheduled run in the measured window; see {beat.log_path}")
+    p95 = delays[min(len(delays) - 1, round(0.95 * (len(delays) - 1)))]
+    print(f"beat, {HERD_SCHEDULES} schedules ({HERD_SCHEDULES // 2} due every 60 s), {args.minutes} min: "
+          f"{len(delays)} ticks, tick delay p50 {statistics.median(delays):.3f} s, p95 {p95:.3f} s, "
+          f"max {delays[-1]:.3f} s; beat CPU {cpu * 100:.1f}% of a core; load average {_loadavg()}")
+    return 0
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fire_main(args) -> int:
+    """One herd fired in this process, ``args.fires`` times (see the module's docstring)."""
+    import logging
+    import statistics
+    from datetime import UTC
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    logging.getLogger("apps").setLevel(logging.WARNING)  # a line per tick would be measured too
+    from django.db.models.functions import Now
+
+    from apps.orchestration import beatstate, dispatch
+    from apps.orchestration.models import ScheduleState
+    from apps.orchestration.ticks import schedules_fire
+    from workers.celery import app
+
+    herd_load()
+    beatstate.schedule_states_sync(now=datetime.now(UTC))
+    holder = beatstate.holder_name()
+    if not beatstate.lease_take(holder=holder):
+        raise RuntimeError("another beat holds the lease on this database: stop it first")
+    every_minute = ScheduleState.objects.filter(schedule__startswith="cron * * * * * ")
+    walls, cpus = [], []
+    try:
+        for _ in range(args.fires):
+            runs_clear()
+            every_minute.update(next_due_at=Now() - timedelta(seconds=1))
+            wall, cpu = time.perf_counter(), time.process_time()
+            fired = schedules_fire(holder=holder)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+            if fired.ticks != HERD_SCHEDULES // 2 or len(fired.runs) != fired.ticks:
+                raise RuntimeError(f"fired {fired.ticks} ticks, {len(fired.runs)} runs: expected {HERD_SCHEDULES // 2}")
+            with app.connection_for_write() as connection:
+                connection.default_channel.queue_purge(dispatch.run_queue())
+    finally:
+        beatstate.lease_release(holder=holder)
+    print(f"schedules_fire, {HERD_SCHEDULES // 2} of {HERD_SCHEDULES} schedules due, {args.fires} fires: "
+          f"wall p50 {statistics.median(walls):.3f} s, max {max(walls):.3f} s; "
+          f"CPU p50 {statistics.median(cpus):.3f} s, max {max(cpus):.3f} s "
+          f"(each, wall/CPU: {' '.join(f'{w:.2f}/{c:.2f}' for w, c in zip(walls, cpus, strict=True))}); "
+          f"load average {_loadavg()}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--herd", action="store_true")
+    parser.add_argument("--minutes", type=int, default=3)
+    parser.add_argument("--fire", action="store_true")
+    parser.add_argument("--fires", type=int, default=5)
+    if parser.parse_known_args()[0].fire:
+        return fire_main(parser.parse_args())
+    if parser.parse_known_args()[0].herd:
+        parser.add_argument("--workdir", required=True)
+        return herd_main(parser.parse_args())
     parser.add_argument("--broker", required=True, choices=["embedded", "redis"])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)

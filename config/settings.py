@@ -269,6 +269,10 @@ CELERY_BEAT_SCHEDULER = "workers.beat:PipelineScheduler"
 # Beat writes a schedule's last tick to its row after every tick (not every few
 # minutes), so the admin and `list_schedules` show it, and its next due time, as they are.
 CELERY_BEAT_SYNC_EVERY = 1
+# One beat per database fires schedules: it holds a lease renewed on the database's
+# clock at every pass (at least every few seconds); another beat waits, firing nothing,
+# and takes over once the lease has gone this long without a renewal.
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", 30.0, validate=POSITIVE)
 # The host a worker measures and serves: besides the shared queue it consumes
 # the queue "host.<MONITOR_HOST>", and its `context` nodes report this name.
 # Host names are compared in lower case (as DNS does).

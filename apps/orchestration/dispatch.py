@@ -43,7 +43,8 @@ def run_queue(host: str | None = None) -> str:
 
 
 def run_publish(
-    *, run_id: int, definition: str | None = None, trace_id: str | None = None, host: str | None = None
+    *, run_id: int, definition: str | None = None, trace_id: str | None = None, host: str | None = None,
+    producer=None,
 ) -> None:
     """Send run ``run_id``'s wake-up message to the workers: those serving
     ``host``, or any worker when ``host`` is empty.
@@ -52,15 +53,33 @@ def run_publish(
     "builtin") and ``trace_id`` travel as keyword arguments only so that
     Flower and ``celery inspect`` show which run a task is; the worker reads
     the run from its row, never from them. Raises whatever kombu raises when
-    the broker does not take it."""
+    the broker does not take it. ``producer``: a kombu Producer of the app
+    to send it through (runs_publish's), else one from the app's pool."""
     labels = {key: value for key, value in (("definition", definition), ("trace_id", trace_id)) if value}
     app.send_task(
         EXECUTE_RUN_TASK, args=[run_id], kwargs=labels, task_id=f"{_TASK_ID_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}",
         queue=run_queue(host),
         # What Flower shows, written here: Celery's size-bounded repr of any value cost more than the rest of
         # the message.
-        argsrepr=f"[{run_id}]", kwargsrepr=repr(labels),
+        argsrepr=f"[{run_id}]", kwargsrepr=repr(labels), producer=producer,
     )
+
+
+def runs_publish(runs) -> None:
+    """Send the wake-up messages of ``runs`` (PipelineRun rows: their pk,
+    origin, trace id and target host), in order, through one producer
+    connection, in batches: on Redis each batch is one round trip (kombu's
+    Producer.batch; a broker without batches takes them one by one).
+
+    Raises what kombu raises when the broker does not take them; then which
+    of them reached it is not known (a batch's round trip may have failed
+    halfway), so the caller treats every one as unsent: a duplicate message
+    is harmless, the claim drops it."""
+    with app.producer_or_acquire() as producer, producer.batch():
+        for run in runs:
+            run_publish(
+                run_id=run.pk, definition=run.origin, trace_id=run.trace_id, host=run.target_host, producer=producer
+            )
 
 
 def _run_id_of(raw: bytes) -> int | None:

@@ -157,7 +157,8 @@ def _stranded_hosts(queues: set[str]) -> str:
 
 def beat_check() -> Finding:
     """Beat's last tick: the newest last_run_at of the enabled periodic tasks
-    (beat writes it on every tick, CELERY_BEAT_SYNC_EVERY=1).
+    (beat writes it on every tick, CELERY_BEAT_SYNC_EVERY=1), and who holds
+    the beat lease; warn when another beat was refused it lately (two beats).
 
     Stale or absent is FAIL when a definition has an enabled schedule (those
     runs are not launched without beat), warn otherwise: the workers run the
@@ -165,6 +166,7 @@ def beat_check() -> Finding:
     from django.db.models import Max
     from django_celery_beat.models import PeriodicTask
 
+    from apps.orchestration.beatstate import lease_status
     from apps.orchestration.schedules import TASK_PREFIX
 
     try:
@@ -179,6 +181,10 @@ def beat_check() -> Finding:
         f"{schedules} pipeline schedules are not launched" if schedules
         else "no pipeline is scheduled; workers still sweep for lost runs"
     )
+    try:
+        lease = lease_status()
+    except Exception as exc:  # noqa: BLE001 - the database check reports the cause
+        return Finding("beat", FAIL, f"cannot read the beat lease ({type(exc).__name__})")
     if last_tick is None:
         return Finding("beat", status, f"has never ticked (is celery beat running?): {consequence}")
     age = (timezone.now() - last_tick).total_seconds()
@@ -186,7 +192,17 @@ def beat_check() -> Finding:
         return Finding(
             "beat", status, f"last tick {_ago(age)} ago, over {limit:g}s (is celery beat running?): {consequence}"
         )
-    return Finding("beat", OK, f"last tick {_ago(age)} ago")
+    if lease is None or lease.expired:
+        return Finding("beat", OK, f"last tick {_ago(age)} ago")
+    held = f"held by {lease.holder} (renewed {_ago(lease.renewed_age or 0)} ago)"
+    # A refused beat retries every few seconds: one refused within two leases is still running.
+    if lease.refused_by and lease.refused_age is not None and lease.refused_age <= 2 * settings.BEAT_LEASE_SECONDS:
+        return Finding(
+            "beat", WARN,
+            f"two beats on this database: the lease is {held}; {lease.refused_by} was refused it "
+            f"{_ago(lease.refused_age)} ago and fires nothing (stop one of them)",
+        )
+    return Finding("beat", OK, f"last tick {_ago(age)} ago; the lease is {held}")
 
 
 def _ago(seconds: float) -> str:

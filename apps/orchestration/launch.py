@@ -13,14 +13,14 @@ import logging
 import uuid
 from contextlib import nullcontext
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from apps.orchestration import dispatch, engine, rollup
 from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
 from apps.orchestration.models import PipelineRun
-from apps.orchestration.store import row_insert
+from apps.orchestration.storeinserts import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
 
 logger = logging.getLogger("apps.orchestration.launch")
@@ -142,8 +142,16 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
 
 
 def _run_store(request: LaunchRequest) -> PipelineRun:
+    run = run_row(request)
+    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
+    row_insert(run, db_time=("published_at",))
+    return run
+
+
+def run_row(request: LaunchRequest) -> PipelineRun:
+    """The queued run ``request`` (checked already) makes, not yet stored."""
     resolved = request.resolved
-    run = PipelineRun(
+    return PipelineRun(
         trace_id=request.trace_id or str(uuid.uuid4()),
         target_host=request.target_host,
         group_id=request.group_id,
@@ -160,9 +168,46 @@ def _run_store(request: LaunchRequest) -> PipelineRun:
         environment=request.environment,
         payload=request.payload,
     )
-    # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
-    row_insert(run, db_time=("published_at",))
-    return run
+
+
+def runs_store_keyed(*, runs: list[PipelineRun]) -> list[PipelineRun]:
+    """Store ``runs`` (unsaved rows, from run_row or failed ones that never
+    start, each with an idempotency key) with multi-row INSERTs, skipping
+    each whose key a run has already; once the enclosing transaction
+    commits (at once outside one), send the queued ones' messages. Returns
+    the runs stored.
+
+    A broker that refuses the messages raises nothing: the runs stay queued,
+    marked as never sent (a batch that failed halfway may have reached the
+    broker, and a duplicate message is harmless: the claim drops it), and
+    the recovery sweep sends them once the broker is back; one line is
+    logged."""
+    stored = rows_insert(runs, db_time=("published_at",), unique="idempotency_key")
+    for run in stored:
+        if run.status in PipelineRun.TERMINAL:
+            rollup.run_end_tally(run_id=run.pk)  # a failed tick ends as it is made
+    queued = [run for run in stored if run.status == PipelineRun.Status.QUEUED]
+    if queued:
+        transaction.on_commit(functools.partial(_send_all, queued))
+    return stored
+
+
+def _send_all(runs: list[PipelineRun]) -> None:
+    """Send the runs' messages in batches; when the broker refuses, mark them all unsent."""
+    try:
+        dispatch.broker_ready()
+        dispatch.runs_publish(runs)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
+        unsent = [run.pk for run in runs]
+        try:
+            # Never sent, as far as is known: the sweep sends them even while it cannot look into the queue.
+            PipelineRun.objects.filter(pk__in=unsent, status=PipelineRun.Status.QUEUED).update(published_at=None)
+        except DatabaseError:
+            pass  # they still carry published_at: the sweep sends them once its grace has passed
+        logger.error(
+            "event=run.enqueue_failed runs=%d first_run_id=%s error=%s (they stay queued; the recovery sweep "
+            "sends them when the broker is back)", len(unsent), unsent[0], f"{type(exc).__name__}: {exc}".strip(),
+        )
 
 
 def _enqueue(run: PipelineRun, outcome: dict) -> None:

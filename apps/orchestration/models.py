@@ -290,3 +290,55 @@ class AlertDelivery(models.Model):
 
     def __str__(self):
         return f"alert delivery {self.pk} ({self.definition_name})"
+
+
+class BeatLease(models.Model):
+    """The one beat allowed to fire schedules: a lease renewed on the database's
+    clock, as a run's is. Another beat finds it held, fires nothing and records
+    itself in ``refused_by`` so ``manage.py doctor`` can report two beats."""
+
+    name = models.CharField(max_length=50, help_text="What the lease is for (one row: 'beat').")
+    holder = models.CharField(
+        max_length=200, blank=True, default="", help_text="host:pid:token of the beat holding the lease."
+    )
+    acquired_at = models.DateTimeField(null=True, blank=True, help_text="When the holder took it (database time).")
+    renewed_at = models.DateTimeField(null=True, blank=True, help_text="The holder's last renewal (database time).")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Database time after which another beat may take the lease."
+    )
+    refused_by = models.CharField(
+        max_length=200, blank=True, default="", help_text="The last beat that found the lease held by another."
+    )
+    refused_at = models.DateTimeField(null=True, blank=True, help_text="When it last did (database time).")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name"], name="beatlease_unique_name")]
+
+    def __str__(self):
+        return f"{self.name} lease ({self.holder or 'free'})"
+
+
+class ScheduleState(models.Model):
+    """Beat's clock for one pipeline schedule (a django-celery-beat PeriodicTask
+    of the task ``orchestration.run_scheduled``): when it is next due. Beat
+    fires what is due with one indexed query over ``next_due_at``."""
+
+    task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", on_delete=models.CASCADE, related_name="pipeline_state",
+        help_text="The schedule's PeriodicTask (its interval or crontab, its enabled flag).",
+    )
+    definition_name = models.CharField(max_length=100, help_text="The definition each tick launches.")
+    schedule = models.CharField(
+        max_length=300, help_text="The schedule next_due_at was computed from; a change made elsewhere recomputes it."
+    )
+    next_due_at = models.DateTimeField(help_text="When the next tick is due (UTC).")
+    last_due_at = models.DateTimeField(null=True, blank=True, help_text="The due time of the last tick fired.")
+    last_fired_at = models.DateTimeField(
+        null=True, blank=True, help_text="When beat fired the last tick (its runs' rows were written then)."
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["next_due_at"], name="schedulestate_next_due")]
+
+    def __str__(self):
+        return f"{self.definition_name} due {self.next_due_at:%Y-%m-%d %H:%M:%S}"

@@ -11,7 +11,7 @@ them.
 
 What lives here:
 
-- ``row_insert``: a new row (the run's) in one INSERT;
+- (the INSERTs of new rows, the run's and a herd's, are in storeinserts.py);
 - ``run_read``: a run's row with the database's time, in one SELECT;
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
 - ``run_write``: a fenced write of a run's fields and its stage rows (one
@@ -79,45 +79,6 @@ class DbTime:
                 return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')", []
             return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [f"{self.seconds:+f} seconds"]
         return None
-
-
-# Per (database, model, fields written as the database's time): the INSERT and its value fields.
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[models.Field], list[models.Field]]] = {}
-
-
-def row_insert(obj: Model, *, db_time: tuple[str, ...] = ()) -> None:
-    """INSERT ``obj`` (a new instance: its fields' defaults and auto_now_add
-    values are taken as the ORM's save() takes them) and set its primary key.
-    The fields named in ``db_time`` get the database's time of the statement.
-    Like a save() outside a transaction, it commits on its own. Raises what
-    the database raises (IntegrityError...)."""
-    db = thread_db()
-    meta = type(obj)._meta
-    key = (db.alias, meta.label, db_time)
-    insert = _INSERTS.get(key)
-    if insert is None:
-        quote = db.ops.quote_name
-        fields = [f for f in meta.concrete_fields if not f.primary_key and f.name not in db_time]
-        timed = [_column(type(obj), name) for name in db_time]
-        now = []
-        for _ in timed:
-            written = DbTime().sql(db.vendor)
-            if written is None:
-                raise RuntimeError(f"no SQL for the database's time on {db.vendor}")
-            now.append(written)
-        columns = ", ".join(quote(f.column) for f in [*fields, *timed])
-        values = ", ".join(["%s"] * len(fields) + [sql for sql, _ in now])
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {quote(meta.pk.column)}"
-        insert = _INSERTS[key] = (sql, fields, timed)
-    sql, fields, timed = insert
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection=db) for f in fields]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        obj.pk = cursor.fetchone()[0]
-    obj._state.adding, obj._state.db = False, db.alias
-    # As the row holds them: the database's time is not known here, so it is left to a read.
-    for field in timed:
-        obj.__dict__.pop(field.attname, None)
 
 
 # Per (database alias, WHERE, the fields written and which of them are the database's time):

@@ -55,6 +55,14 @@ def launch_targets(
     that is not a host name, NO_TARGET when ``all`` finds no live worker
     host, UNAVAILABLE when the broker cannot be asked."""
     definition_check(resolved=resolved)
+    return checked_targets(host=host, resolved=resolved, payload=payload, source=source, live_timeout=live_timeout)
+
+
+def checked_targets(
+    *, host: str | None, resolved: ResolvedDefinition, payload: dict, source: str, live_timeout: float = 2.0
+) -> Targets:
+    """launch_targets for a definition already validated (beat validates each
+    definition once, not at every tick). Raises LaunchError as it does."""
     config = resolved.config
     choice = target_choice(host=host, config=config)
     if isinstance(choice, list):

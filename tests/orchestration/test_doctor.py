@@ -157,6 +157,22 @@ def test_stale_beat_fails_when_a_pipeline_is_scheduled(run_command):
     assert result.exit_code == 1
 
 
+def test_beat_names_the_lease_holder_and_warns_of_a_second_beat(run_command):
+    from apps.orchestration import beatstate
+
+    periodic("recover-runs", timezone.now() - timedelta(seconds=5))
+    assert beatstate.lease_take(holder="beat-host:100:aaaa")
+    result = run_command("doctor", "--only", "beat")
+    assert result.stdout.startswith("ok    beat: last tick ")
+    assert "the lease is held by beat-host:100:aaaa (renewed 0s ago)" in result.stdout
+    assert beatstate.lease_take(holder="other-host:200:bbbb") is False
+    result = run_command("doctor", "--only", "beat")
+    assert result.stdout == (
+        "warn  beat: two beats on this database: the lease is held by beat-host:100:aaaa (renewed 0s ago); "
+        "other-host:200:bbbb was refused it 0s ago and fires nothing (stop one of them)\n"
+    )
+
+
 def test_unknown_check_name_is_bad_input(run_command):
     result = run_command("doctor", "--only", "database,nonsense")
     assert result.exit_code == 2

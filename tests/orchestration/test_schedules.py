@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db.models import F
 from django_celery_beat.models import PeriodicTask
 
 from apps.broker.names import RUN_SCHEDULED_TASK
@@ -263,3 +264,160 @@ def test_the_limit_counts_runs_of_the_same_definition_only():
     other_run = make_run(name=other.name)
     assert lease.run_claim(run_id=limited.pk, token="a").reason == "claimed"
     assert lease.run_claim(run_id=other_run.pk, token="b").reason == "claimed"
+
+
+# -- beat's own firing: clocks, the herd's multi-row insert, the lease ------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from django.db import connection  # noqa: E402
+from django.db.models.functions import Now  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from apps.orchestration import beatstate  # noqa: E402
+from apps.orchestration.models import ScheduleState  # noqa: E402
+
+
+def scheduled_definitions(count: int, **schedule) -> list[PipelineDefinition]:
+    made = [definition(name=f"herd-{i:03d}", schedule={"every": 60, **schedule}) for i in range(count)]
+    for one in made:
+        schedule_sync(definition=one)
+    return made
+
+
+def all_due_now() -> None:
+    beatstate.schedule_states_sync(now=datetime.now(UTC))
+    ScheduleState.objects.update(next_due_at=Now() - timedelta(seconds=1))
+
+
+def broker_running() -> None:
+    """The embedded broker running when it is the one in use (this module turns off its start on a
+    launch, and a process starts it only once, which an earlier test may have stopped since)."""
+    from django.conf import settings
+
+    from apps.broker.embedded import embedded_broker
+    from apps.broker.redis_adapter import SOCKET_SCHEME
+
+    if settings.CELERY_BROKER_URL.startswith(SOCKET_SCHEME):
+        embedded_broker().ensure_running()
+
+
+@pytest.fixture
+def holder() -> str:
+    name = beatstate.holder_name()
+    assert beatstate.lease_take(holder=name)
+    return name
+
+
+def test_a_herd_of_due_schedules_is_written_with_one_insert_and_fires_once(holder, django_capture_on_commit_callbacks):
+    scheduled_definitions(30, overlap="allow")
+    all_due_now()
+    broker_running()
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True) as sends:
+        fired = ticks.schedules_fire(holder=holder)
+    # The runs' messages, sent in one batch once the transaction has committed, and taken by the broker
+    # (a refused batch marks every run of it unsent).
+    assert len(sends) == 1 and not PipelineRun.objects.filter(published_at__isnull=True).exists()
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "orchestration_pipelinerun"')]
+    assert (fired.ticks, len(fired.runs), len(inserts)) == (30, 30, 1)
+    # Bounded: the same few statements for 30 schedules as for one.
+    assert len(queries.captured_queries) <= 12, [q["sql"][:80] for q in queries.captured_queries]
+    runs = PipelineRun.objects.filter(trigger="schedule")
+    assert runs.count() == 30 and set(runs.values_list("status", flat=True)) == {"queued"}
+    assert all(run.idempotency_key.startswith(f"schedule:{run.definition_name}:") for run in runs)
+    # Each clock moved on by its interval: nothing more is due.
+    assert ticks.schedules_fire(holder=holder).ticks == 0
+    assert ticks.schedules_next_due_in() > 50
+    assert PeriodicTask.objects.filter(name__startswith="pipeline:herd-", total_run_count=1).count() == 30
+
+
+def test_a_clock_put_back_to_the_same_due_time_launches_nothing_twice(holder):
+    scheduled_definitions(3, overlap="allow")
+    all_due_now()
+    first = ticks.schedules_fire(holder=holder)
+    ScheduleState.objects.update(next_due_at=F("last_due_at"))
+    again = ticks.schedules_fire(holder=holder)
+    assert (first.ticks, len(first.runs), again.ticks, len(again.runs)) == (3, 3, 3, 0)
+    assert PipelineRun.objects.count() == 3
+
+
+def test_beat_firing_keeps_overlap_skip_and_allow(holder):
+    skip, allow = definition(name="skip", schedule={"every": 60}), definition(name="allow", schedule={"every": 60, "overlap": "allow"})
+    for one in (skip, allow):
+        schedule_sync(definition=one)
+    all_due_now()
+    ticks.schedules_fire(holder=holder)
+    ScheduleState.objects.update(next_due_at=Now() - timedelta(seconds=1))
+    ticks.schedules_fire(holder=holder)
+    assert PipelineRun.objects.filter(definition_name="skip").count() == 1
+    assert PipelineRun.objects.filter(definition_name="allow").count() == 2
+
+
+def test_beat_firing_fans_out_over_hosts_and_records_broken_definitions(holder):
+    hosts = definition(name="hosts", schedule={"every": 60}, hosts=["web-1", "web-2"])
+    inactive = definition(name="inactive", schedule={"every": 60})
+    gone = definition(name="gone", schedule={"every": 60})
+    for one in (hosts, inactive, gone):
+        schedule_sync(definition=one)
+    all_due_now()
+    PipelineDefinition.objects.filter(pk=inactive.pk).update(is_active=False)
+    gone.delete()
+    ticks.schedules_fire(holder=holder)
+    fanned = list(PipelineRun.objects.filter(definition_name="hosts").order_by("target_host"))
+    assert [run.target_host for run in fanned] == ["web-1", "web-2"]
+    assert fanned[0].group_id == fanned[1].group_id is not None
+    assert fanned[0].idempotency_key.endswith("@web-1")
+    failed = {run.definition_name: run.error for run in PipelineRun.objects.filter(status="failed")}
+    assert failed == {
+        "inactive": "Scheduled definition 'inactive' cannot run: it is inactive",
+        "gone": "Scheduled definition 'gone' cannot run: it no longer exists; its schedule is disabled",
+    }
+    assert PeriodicTask.objects.get(name=task_name("gone")).enabled is False
+    assert not ScheduleState.objects.filter(definition_name="gone").exists()
+
+
+def test_a_second_beat_is_refused_the_lease_and_fires_nothing(holder):
+    scheduled_definitions(2, overlap="allow")
+    all_due_now()
+    other = beatstate.holder_name()
+    assert beatstate.lease_take(holder=other) is False
+    assert ticks.schedules_fire(holder=other).lease_lost
+    assert PipelineRun.objects.count() == 0
+    status = beatstate.lease_status()
+    assert (status.holder, status.refused_by, status.expired) == (holder, other, False)
+    # Once the holder lets go (or stops renewing), the other takes over.
+    beatstate.lease_release(holder=holder)
+    assert beatstate.lease_take(holder=other)
+    assert len(ticks.schedules_fire(holder=other).runs) == 2
+
+
+def test_clocks_follow_their_periodic_tasks(holder):
+    tick = definition(schedule={"every": 300})
+    schedule_sync(definition=tick)
+    now = datetime.now(UTC)
+    assert beatstate.schedule_states_sync(now=now) == 1
+    state = ScheduleState.objects.get()
+    assert (state.definition_name, state.schedule) == ("tick", "every 300 seconds")
+    assert abs((state.next_due_at - now).total_seconds() - 300) < 1
+    assert beatstate.schedule_states_sync(now=now) == 0  # nothing changed: nothing written
+    tick.config = {**tick.config, "schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"}}
+    schedule_sync(definition=tick)
+    assert beatstate.schedule_states_sync(now=now) == 1
+    state.refresh_from_db()
+    assert state.next_due_at.astimezone(ZoneInfo("Europe/Berlin")).hour == 9
+    tick.config = {"version": "1.0", "nodes": NODES}
+    schedule_sync(definition=tick)
+    assert beatstate.schedule_states_sync(now=now) == 1
+    assert not ScheduleState.objects.exists()
+
+
+def test_an_overdue_tick_fires_once_stamped_when_fired():
+    tick = definition(schedule={"cron": "* * * * *"})
+    schedule_sync(definition=tick)
+    task = PeriodicTask.objects.get(name=task_name("tick"))
+    now = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    due, following = beatstate.tick_due(task, next_due=datetime(2026, 5, 1, 12, 0, tzinfo=UTC), now=now)
+    assert (due, following) == (datetime(2026, 5, 1, 12, 0, tzinfo=UTC), datetime(2026, 5, 1, 12, 1, tzinfo=UTC))
+    late = datetime(2026, 5, 1, 15, 0, 30, tzinfo=UTC)  # beat was down three hours
+    due, following = beatstate.tick_due(task, next_due=datetime(2026, 5, 1, 12, 0, tzinfo=UTC), now=late)
+    assert (due, following) == (late, datetime(2026, 5, 1, 15, 1, tzinfo=UTC))

@@ -1,14 +1,15 @@
 """The run store's contract, on whichever database the pass runs (SQLite and
 PostgreSQL): each hand-written statement does what its function says, and
 the Django internals it builds on are still there."""
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
-from apps.orchestration import store
+from apps.orchestration import store, storeinserts
 from apps.orchestration.launchrequest import ResolvedDefinition
 from apps.orchestration.models import PipelineRun, StageExecution
 
@@ -23,7 +24,7 @@ def queued_run(**config) -> PipelineRun:
         trace_id="t-1", origin=resolved.origin, origin_kind=resolved.kind, config_snapshot=resolved.config,
         payload={"text": "é ✓", "n": 1},
     )
-    store.row_insert(run, db_time=("published_at",))
+    storeinserts.row_insert(run, db_time=("published_at",))
     return run
 
 
@@ -46,6 +47,39 @@ def test_row_insert_stores_the_row_and_sets_its_key_with_the_database_time():
     stored = PipelineRun.objects.get(pk=run.pk)
     assert (stored.status, stored.payload, stored.trace_id) == ("queued", {"text": "é ✓", "n": 1}, "t-1")
     assert stored.published_at is not None and stored.created_at is not None
+
+
+def test_rows_insert_stores_each_row_as_row_insert_does_and_skips_a_taken_key():
+    resolved = ResolvedDefinition({"version": "1.0", "nodes": NODES}, "config", "p.json")
+    group = uuid.uuid4()
+
+    def row(key: str, **fields) -> PipelineRun:
+        return PipelineRun(
+            trace_id="t-1", idempotency_key=key, origin=resolved.origin, origin_kind=resolved.kind,
+            config_snapshot=resolved.config, target_host="web-1", group_id=group, trigger="schedule",
+            payload={"text": 'é ✓ "q" \\ \t', "n": 1.5, "none": None, "flags": [True, False], "big": 2**62}, **fields,
+        )
+
+    ended = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    one, failed_one = row("k-0"), row("k-f0", status="failed", error="it's \"broken\"", finished_at=ended, duration_ms=0)
+    storeinserts.row_insert(one, db_time=("published_at",))
+    storeinserts.row_insert(failed_one, db_time=("published_at",))
+    many = [row("k-0"), row("k-1"), row("k-f1", status="failed", error=failed_one.error, finished_at=ended, duration_ms=0)]
+    with transaction.atomic():
+        stored = storeinserts.rows_insert(many, unique="idempotency_key", db_time=("published_at",))
+    assert stored == many[1:] and many[0].pk is None  # k-0 was taken: skipped, not an error
+    assert all(run.pk is not None and "published_at" not in run.__dict__ for run in stored)
+    same = [f.attname for f in PipelineRun._meta.concrete_fields if f.attname not in ("id", "idempotency_key")]
+
+    def values(run: PipelineRun) -> dict:
+        return PipelineRun.objects.filter(pk=run.pk).values(*same).get()
+
+    for mine, theirs in ((many[1], one), (many[2], failed_one)):
+        got, want = values(mine), values(theirs)
+        assert got.pop("published_at") is not None and want.pop("published_at") is not None
+        assert abs((got.pop("created_at") - want.pop("created_at")).total_seconds()) < 60
+        assert got == want
+    assert values(many[2])["finished_at"] == ended and values(many[1])["group_id"] == group
 
 
 def test_run_read_carries_the_database_time_and_refuses_an_unknown_id():
