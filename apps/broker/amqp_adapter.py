@@ -84,18 +84,42 @@ class Publisher:
         self.lock = threading.Lock()
 
     def publish(self, channel_name: str, message: str) -> None:
-        """Send ``message`` to whoever watches ``channel_name``; raises one of ERRORS."""
+        """Send ``message`` to whoever watches ``channel_name``; raises one of ERRORS.
+
+        A connection kept from an earlier publish may have been closed by the
+        broker meanwhile (a restart, a forced close): the message then goes
+        out on a new one."""
         with self.lock:
+            kept = self._channel is not None
             try:
-                channel = self._channel
-                if channel is None:
-                    self._connection = _connection(self.url)
-                    channel = self._channel = _channel(self._connection)
-                    _declare_exchange(channel)
-                channel.basic_publish(amqp.Message(message.encode(), content_type="text/plain"), EXCHANGE, channel_name)
+                self._send(channel_name, message)
+            except ERRORS:
+                self._drop()
+                if not kept:
+                    raise
+                try:
+                    self._send(channel_name, message)
+                except BaseException:
+                    self._drop()
+                    raise
             except BaseException:
                 self._drop()
                 raise
+
+    def _send(self, channel_name: str, message: str) -> None:
+        channel = self._channel
+        if channel is not None and self._connection is not None:
+            # Whatever the broker sent on an idle connection is read first: a close (a restart, a
+            # forced close) raises here rather than let the message go out on a dead socket.
+            try:
+                self._connection.drain_events(timeout=0)
+            except TimeoutError:
+                pass  # nothing to read: the connection is fine
+        if channel is None:
+            self._connection = _connection(self.url)
+            channel = self._channel = _channel(self._connection)
+            _declare_exchange(channel)
+        channel.basic_publish(amqp.Message(message.encode(), content_type="text/plain"), EXCHANGE, channel_name)
 
     def _drop(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

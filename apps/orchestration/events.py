@@ -251,15 +251,19 @@ def run_events(*, run_id: int) -> Iterator[_Subscription]:
     channel = channel_name(run_id)
     pubsub = None
     if _can_send():
-        pubsub = _take_spare()
-        try:
-            pubsub = pubsub or _subscriber()
-            pubsub.subscribe(channel)
-        except ERRORS as exc:
-            logger.warning("could not subscribe to run %s events: %s", run_id, exc)
-            if pubsub is not None:
-                _close(pubsub)
-            pubsub = None
+        spare = _take_spare()
+        # A spare kept idle may have been closed by the broker meanwhile: then a new one is tried.
+        for kept in (spare, None) if spare is not None else (None,):
+            try:
+                pubsub = kept or _subscriber()
+                pubsub.subscribe(channel)
+                break
+            except ERRORS as exc:
+                if pubsub is not None:
+                    _close(pubsub)
+                pubsub = None
+                if kept is None:
+                    logger.warning("could not subscribe to run %s events: %s", run_id, exc)
     subscription = _Subscription(pubsub, channel)
     try:
         yield subscription
