@@ -78,6 +78,7 @@ TARGETS = {
     "payload": "refused, one line",
     "output": "stored ≤ 256 KiB",
     "typical": "≤ 50 KB of WAL",
+    "prometheus": "every scrape up within 10 s",
 }
 
 
@@ -846,6 +847,16 @@ def _cell(op: dict | None, key: str) -> str:
     return text
 
 
+def _scraped(seen: dict | None) -> str:
+    """What a real Prometheus saw of /metrics (bench/prometheus_scrape.py), as the table shows it."""
+    if not seen:
+        return "—"
+    up = "all up" if seen["all_up"] else "NOT all up"
+    longest = seen["duration_max_s"]
+    took = f", longest {longest * 1000:.0f} ms" if longest is not None else ""
+    return f"{seen['scrapes']} scrapes, {up}{took}, {seen['samples'] or 0:.0f} samples"
+
+
 def _within(key: str, op: dict | None) -> str:
     """Whether the grown database's figure meets the issue's target for ``key``."""
     if op is None:
@@ -896,6 +907,14 @@ def build_table(results: dict) -> tuple[str, list[str]]:
             rows.append([op["label"], vendor, _cell(empty["ops"].get(key), key), _cell(op, key), target, verdict])
             if verdict == "no":
                 missed.append(f"{op['label']} on {vendor}")
+        if "prometheus" in grown:
+            label = "a real Prometheus scraping /metrics"
+            seen = grown["prometheus"]
+            verdict = "yes" if seen["all_up"] and (seen["duration_max_s"] or 0) < seen["timeout_s"] else "no"
+            rows.append([label, vendor, _scraped(empty.get("prometheus")), _scraped(seen), TARGETS["prometheus"],
+                         verdict])
+            if verdict == "no":
+                missed.append(f"{label} on {vendor}")
     table = _markdown(["operation", "database", "empty: p50 / p95", "grown: p50 / p95", "target (grown)",
                        "within target"], rows)
     return table, missed
@@ -936,7 +955,11 @@ incompressible text) before two small nodes; the typical run is three small
 `transform` nodes. WAL is `pg_current_wal_lsn()` after minus before each run:
 the cluster's WAL, so other writers on the server add to it; the smallest
 over the tries is shown, with the p50. "`list_runs --definition {idle}`" is
-a stored definition with no run. `bench/schedule.py` ("Scheduling delay")
+a stored definition with no run. "A real Prometheus scraping /metrics" is
+the Debian package's Prometheus scraping the web service (gunicorn, one
+process) every 10 s with its default 10 s timeout, {scrapes} times per
+database (`bench/prometheus_scrape.py`); the longest scrape is Prometheus's
+own `scrape_duration_seconds`. `bench/schedule.py` ("Scheduling delay")
 measures beat's tick delay with one schedule; beat at {schedules} schedules
 is not measured here.
 """
@@ -956,7 +979,7 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
         runs_pg=f"{args.runs_postgresql:,}", stages_pg=f"{args.runs_postgresql * STAGES_PER_RUN:,}",
         runs_sqlite=f"{args.runs_sqlite:,}", span=SPAN_DAYS, with_runs=DEFINITIONS_WITH_RUNS, hosts=HOSTS,
         backlog=f"{args.backlog:,}", sqlite_backlog=SQLITE_BACKLOG, tries=args.tries, budget=args.budget,
-        limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE)
+        limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE, scrapes=args.scrapes)
     built = f"reused from an earlier build: {', '.join(reused)}" if reused else "every database built in this run"
     section = (f"{TITLE}\n\nMeasured on {facts['date']} by `bench/scale.py` (took {elapsed:.0f} s; {built}); "
                f"re-run:\n\n    {command}\n\n"
@@ -966,6 +989,7 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
 
 
 def parent_main(args) -> int:
+    from bench import prometheus_scrape
     from bench.run import machine_facts, redis_client, replace_section
 
     started = time.monotonic()
@@ -980,6 +1004,8 @@ def parent_main(args) -> int:
         for env in envs:
             log(f"{env['label']}: measuring")
             results[env["label"]] = measure(env, args)
+            log(f"{env['label']}: a real Prometheus scraping /metrics")
+            results[env["label"]]["prometheus"] = prometheus_scrape.measure(child_env(env), scrapes=args.scrapes)
     finally:
         for db in args.redis_dbs:
             with contextlib.suppress(Exception):
@@ -1033,6 +1059,8 @@ def main() -> int:
     parser.add_argument("--pg-prefix", default="bench_scale",
                         help="PostgreSQL databases <prefix>_empty and <prefix>_grown (default bench_scale)")
     parser.add_argument("--redis-dbs", default="10,11", help="two spare Redis databases, flushed (default 10,11)")
+    parser.add_argument("--scrapes", type=int, default=6,
+                        help="scrapes of /metrics by a real Prometheus per database, 10 s apart (default 6)")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     parser.add_argument("--json", help="also write every sample to this file")
     args = parser.parse_args()
@@ -1052,6 +1080,8 @@ def main() -> int:
         parser.error("--redis-dbs takes two Redis database numbers, like 10,11")
     if args.runs_postgresql < 1 or args.runs_sqlite < 1 or args.backlog < 0 or args.tries < 3:
         parser.error("--runs-* must be >= 1, --backlog >= 0 and --tries >= 3")
+    if args.scrapes < 1:
+        parser.error("--scrapes must be at least 1")
     if args.budget <= 0 or args.limit <= 0:
         parser.error("--budget and --limit must be above 0")
     return parent_main(args)

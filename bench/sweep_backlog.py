@@ -5,6 +5,11 @@ sweep looks for the messages of its BATCH candidates among N messages.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/i21bounds \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/5 python -m bench.sweep_backlog --runs 10000
 
+On RabbitMQ (``CELERY_BROKER_URL=amqp://...``, a virtual host of its own,
+whose run queue is purged first) the sweep counts the queue instead: the
+same healthy sweeps, then one message taken from the queue's head (the
+oldest run's) and the sweep that re-sends that run.
+
 Empties the Redis database and deletes the database's runs first (both must
 be the bench's own). Launches the runs through the launcher, then times
 ``runs_recover`` (p50/p95 of ``--sweeps``), which must re-send nothing, next
@@ -53,9 +58,13 @@ def main() -> None:
     from apps.orchestration import dispatch, events, inputs, launch, launchrequest, recovery
     from apps.orchestration.models import PipelineDefinition, PipelineRun
 
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if url.startswith(("amqp://", "amqps://")):
+        amqp_main(args)
+        return
     client = events.broker_client()
-    if client is None or not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
-        raise SystemExit("bench.sweep_backlog needs CELERY_BROKER_URL=redis://... (a database of its own)")
+    if client is None or not url.startswith("redis://"):
+        raise SystemExit("bench.sweep_backlog needs CELERY_BROKER_URL=redis://... or amqp://... (its own)")
     client.flushdb()
     PipelineRun.objects.all().delete()
     nodes = [{"id": "shape", "type": "transform", "config": {"mapping": {"x": "payload.x"}}}]
@@ -91,6 +100,57 @@ def main() -> None:
         "sweep_with_one_lost": {"ms": round(lost_times[0], 2)},
     }, indent=2))
     client.flushdb()
+
+
+def _backlog_launch(runs: int) -> float:
+    """Delete every run, then launch ``runs`` runs of a one-node definition; seconds per run."""
+    from apps.orchestration import inputs, launch, launchrequest
+    from apps.orchestration.models import PipelineDefinition, PipelineRun
+
+    PipelineRun.objects.all().delete()
+    nodes = [{"id": "shape", "type": "transform", "config": {"mapping": {"x": "payload.x"}}}]
+    PipelineDefinition.objects.update_or_create(name="backlog", defaults={"config": {"version": "1.0", "nodes": nodes}})
+    request = launchrequest.LaunchRequest(resolved=inputs.definition_resolve(name="backlog"), payload={"x": 1})
+    started = time.perf_counter()
+    for _ in range(runs):
+        launch.pipeline_run_launch(request=request)
+    return (time.perf_counter() - started) / runs
+
+
+def amqp_main(args) -> None:
+    import kombu
+    from django.conf import settings
+
+    from apps.orchestration import dispatch, recovery
+    from apps.orchestration.models import PipelineRun
+
+    with kombu.Connection(settings.CELERY_BROKER_URL) as connection:
+        channel = connection.channel()
+        channel.queue_declare(dispatch.run_queue(), durable=True, auto_delete=False)
+        channel.queue_purge(dispatch.run_queue())
+    per_run = _backlog_launch(args.runs)
+    assert dispatch.queue_length() == args.runs, dispatch.queue_length()
+    healthy, sent = _timed(lambda: recovery.runs_recover(grace_seconds=0), args.sweeps)
+    assert sent == [], sent
+    count_times, _ = _timed(lambda: dispatch.queue_counts(hosts=[""]), args.sweeps)
+    oldest = PipelineRun.objects.filter(status="queued").order_by("created_at", "pk").first()
+    assert oldest is not None
+    with kombu.Connection(settings.CELERY_BROKER_URL) as connection:
+        taken = connection.channel().basic_get(dispatch.run_queue(), no_ack=True)  # the head: the oldest run's
+    assert taken is not None and taken.headers["id"].startswith(f"run-{oldest.pk}-"), taken
+    lost_times, sent = _timed(lambda: recovery.runs_recover(grace_seconds=0), 1)
+    assert [r.run_id for r in sent] == [oldest.pk], sent
+    print(json.dumps({
+        "broker": "rabbitmq",
+        "backlog": args.runs,
+        "launch_ms_per_run": round(per_run * 1000, 2),
+        "sweep_healthy": _summary(healthy),
+        "its_count_of_the_queue": _summary(count_times),
+        "sweep_with_one_lost": {"ms": round(lost_times[0], 2)},
+    }, indent=2))
+    PipelineRun.objects.all().delete()
+    with kombu.Connection(settings.CELERY_BROKER_URL) as connection:
+        connection.channel().queue_purge(dispatch.run_queue())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
 #
 # Worker tests on Redis use TEST_REDIS_URL: the server and the databases they may
 # claim, redis://HOST:PORT/FIRST-LAST (default redis://127.0.0.1:6379/10-15; see
-# tests/support.py). Give two checkouts tested at once disjoint ranges.
+# tests/support.py). Give two checkouts tested at once disjoint ranges. Those on
+# RabbitMQ use TEST_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/), a
+# virtual host of their own each, made with rabbitmqctl.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -58,14 +60,15 @@ PY
 
 # The whole-worker kill test repeats 5 times per broker on PostgreSQL and twice here,
 # which keeps the suite short; TEST_KILL_ROUNDS sets both (scripts/soak.py goes further).
-# Worker tests run on the embedded broker here and on Redis in the PostgreSQL pass
-# (TEST_BROKERS=embedded,redis runs both in each pass).
+# Worker tests run on the embedded broker here, and on Redis in the PostgreSQL pass,
+# where those marked rabbitmq run on RabbitMQ as well (TEST_BROKERS sets the brokers of
+# both passes: embedded, redis, rabbitmq; TEST_RABBITMQ_ALL=1 runs every worker test on it).
 sqlite_pass() {
     env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" TEST_BROKERS="${TEST_BROKERS:-embedded}" \
         .venv/bin/python -m pytest "$@"
 }
 pg_pass() {
-    DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis}" .venv/bin/python -m pytest "$@"
+    DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis,rabbitmq}" .venv/bin/python -m pytest "$@"
 }
 
 pg_rc=0

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,6 +255,60 @@ def claim_redis_db() -> str:
                     client.delete(key)
             return url
     pytest.fail(f"every test database {TEST_REDIS_DBS.start}-{TEST_REDIS_DBS.stop - 1} of {REDIS_URL} is claimed")
+
+
+# --- RabbitMQ ----------------------------------------------------------------------------------
+
+# TEST_AMQP_URL: the RabbitMQ server worker tests on RabbitMQ use (default the local one, as the
+# guest user). Each broker namespace is a virtual host of its own, made with rabbitmqctl (on the
+# same machine) and deleted at its end, so concurrent test runs never share a queue.
+DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URL = os.environ.get("TEST_AMQP_URL") or DEFAULT_TEST_AMQP_URL
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([RABBITMQCTL, *args], capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+
+
+def require_rabbitmq() -> None:
+    """Skip the test when RabbitMQ does not answer or rabbitmqctl cannot be run here (fail it
+    when REQUIRE_SERVICES=1)."""
+    import kombu
+    import pytest
+
+    try:
+        with kombu.Connection(AMQP_URL, connect_timeout=3) as connection:
+            connection.connect()
+        if _rabbitmqctl("list_vhosts").returncode != 0:
+            raise OSError("rabbitmqctl list_vhosts failed")
+    except (OSError, *kombu.Connection(AMQP_URL).connection_errors) as exc:
+        message = f"RabbitMQ not usable at {AMQP_URL}: {exc}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def amqp_vhost_create() -> tuple[str, str]:
+    """A new, empty virtual host of the test RabbitMQ server the test URL's user may use: its name
+    and the broker URL that opens it."""
+    parts = urlsplit(AMQP_URL)
+    vhost = f"pipelines-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    user = unquote(parts.username or "guest")
+    for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, user, ".*", ".*", ".*")):
+        done = _rabbitmqctl(*args)
+        assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}"
+    return vhost, urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
+def amqp_vhost_delete(vhost: str) -> None:
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+def amqp_bindings(vhost: str, routing_key: str) -> int:
+    """How many queues of ``vhost`` are bound with ``routing_key`` (to any exchange)."""
+    done = _rabbitmqctl("list_bindings", "-p", vhost, "-q", "--no-table-headers", "routing_key")
+    return sum(1 for line in done.stdout.splitlines() if line.strip() == routing_key)
 
 
 # --- holding a run at a node --------------------------------------------------------------------

@@ -69,14 +69,22 @@ class ApiKeyRateLimit(BaseThrottle):
         limiter = _limiter(settings.CELERY_BROKER_URL)
         ident = str(key.pk)
         try:
+            # Every rate is asked first and only then charged: a request one rate refuses uses up
+            # none of the others (two requests at once may both pass the question; both are counted).
+            for item in items:
+                if not limiter.test(item, "key", ident):
+                    return self._refused(limiter, item, ident)
             for item in items:
                 if not limiter.hit(item, "key", ident):
-                    reset_at = limiter.get_window_stats(item, "key", ident).reset_time
-                    self._local.wait = max(1, math.ceil(reset_at - time.time()))
-                    return False
+                    return self._refused(limiter, item, ident)
         except StorageError as exc:
             logger.warning("event=api.rate_limit_unavailable error=%s", type(exc.storage_error).__name__)
         return True
+
+    def _refused(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, ident: str) -> bool:
+        reset_at = limiter.get_window_stats(item, "key", ident).reset_time
+        self._local.wait = max(1, math.ceil(reset_at - time.time()))
+        return False
 
     def wait(self) -> float | None:
         """Seconds before the refused key may try again (at least 1)."""

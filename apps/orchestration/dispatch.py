@@ -3,8 +3,9 @@ what the broker holds.
 
 A message only tells a worker "look at run N"; the PipelineRun row says what
 to do. Every message of a run carries a task id ``run-<run id>-<random>``,
-so the recovery sweep can tell which runs have a message waiting in a queue
-without decoding message bodies.
+so on Redis the recovery sweep can tell which runs have a message waiting in
+a queue without decoding message bodies. An AMQP broker shows only how many
+messages wait in a queue (``queue_counts``).
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 
-from apps.broker import redis_adapter
+from apps.broker import amqp_adapter, redis_adapter
 from apps.broker.app import app
 from apps.broker.embedded import EmbeddedBrokerError, ensure_broker
 from apps.broker.names import EXECUTE_RUN_TASK
@@ -194,9 +196,28 @@ def _look_into(client: redis.Redis, queue: str, wanted: set[int], look: QueueLoo
     look.found |= wanted - missing
 
 
+def queue_counts(*, hosts) -> dict[str, int] | None:
+    """How many messages are ready in the queue of each of ``hosts`` ("" for
+    the shared queue), by host, on an AMQP broker (those a worker holds
+    unacknowledged aside); None when the broker is not AMQP or cannot be asked."""
+    url = settings.CELERY_BROKER_URL
+    if not amqp_adapter.is_amqp(url):
+        return None
+    queues = {host: run_queue(host) for host in hosts}
+    try:
+        counts = amqp_adapter.queue_counts(url, sorted(set(queues.values())))
+    except amqp_adapter.ERRORS as exc:
+        logger.warning("could not count the messages in the run queues: %s", exc)
+        return None
+    return {host: counts[queue] for host, queue in queues.items()}
+
+
 def queue_length(*, host: str | None = None) -> int | None:
     """How many messages wait in the queue of ``host`` (default: the shared
     queue); None when unknown."""
+    if amqp_adapter.is_amqp(settings.CELERY_BROKER_URL):
+        counts = queue_counts(hosts=[host or ""])
+        return None if counts is None else counts[host or ""]
     lengths = _on_queue_keys([run_queue(host)], "llen")
     return None if lengths is None else sum(lengths)
 

@@ -2,11 +2,12 @@
 
 The PipelineRun row is the truth; these events only tell a waiting CLI when
 to read it again, so it need not poll the database. They travel over the
-broker when it is Redis (the embedded broker included) as pub/sub messages on
-one channel per run. With any other broker there is no event channel and
-watchers fall back to polling the row.
+broker, on one channel per run: Redis pub/sub when the broker is Redis (the
+embedded broker included), a direct exchange when it is AMQP (RabbitMQ; see
+apps/broker/amqp_adapter.py). With any other broker there is no event
+channel and watchers fall back to polling the row.
 
-One pub/sub message may carry several events, one per line (status words and
+One message may carry several events, one per line (status words and
 compact JSON hold no line break): a worker sends what it queued at a node
 boundary as one message.
 """
@@ -24,15 +25,19 @@ from contextlib import contextmanager
 import redis
 from django.conf import settings
 
-from apps.broker import redis_adapter
+from apps.broker import amqp_adapter, redis_adapter
 
 logger = logging.getLogger("apps.orchestration.events")
+
+# What the wake-up side of either broker raises when it cannot be reached or refuses.
+ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *amqp_adapter.ERRORS)
 
 
 def channel_name(run_id: int, *, db: int | None = None) -> str:
     """The wake-up channel of ``run_id``. Redis pub/sub channels are shared by
     every database of a server, so the name carries the broker's database
-    (``db``, default: the configured broker's) to keep deployments apart."""
+    (``db``, default: the configured broker's) to keep deployments apart; an
+    AMQP exchange belongs to one virtual host, which does the same there."""
     if db is None:
         client = _client()
         db = redis_adapter.client_db(client) if client is not None else 0
@@ -59,35 +64,53 @@ def broker_client() -> redis.Redis | None:
 
 def has_channel() -> bool:
     """Whether watchers can be woken up (otherwise they poll)."""
-    return _client() is not None
+    return _client() is not None or amqp_adapter.is_amqp(settings.CELERY_BROKER_URL)
 
 
-_publisher: redis_adapter.Publisher | None = None
+def _can_send() -> bool:
+    """Whether wake-ups can be sent now (a channel, on a broker that may be running)."""
+    return has_channel() and _reachable()
 
 
-def _publisher_of(client: redis.Redis) -> redis_adapter.Publisher:
-    """This process's publisher for ``client``: a forked child makes its own
-    rather than share its parent's socket."""
+_publisher: redis_adapter.Publisher | amqp_adapter.Publisher | None = None
+
+
+def _publisher_now() -> redis_adapter.Publisher | amqp_adapter.Publisher:
+    """This process's publisher for the configured broker: a forked child makes
+    its own rather than share its parent's socket."""
     global _publisher
-    publisher = _publisher
-    if publisher is None or publisher.pid != os.getpid() or publisher.client is not client:
-        publisher = _publisher = redis_adapter.Publisher(client)
+    publisher, url = _publisher, settings.CELERY_BROKER_URL
+    client = _client()
+    if client is not None:
+        if not isinstance(publisher, redis_adapter.Publisher) or publisher.pid != os.getpid() or (
+            publisher.client is not client
+        ):
+            publisher = _publisher = redis_adapter.Publisher(client)
+    elif not isinstance(publisher, amqp_adapter.Publisher) or publisher.pid != os.getpid() or publisher.url != url:
+        publisher = _publisher = amqp_adapter.Publisher(url)
     return publisher
 
 
-def _publish(client: redis.Redis, run_id: int, message: str, what: str) -> None:
+def _subscriber():
+    """A new subscriber on the configured broker (redis-py's PubSub, or its
+    AMQP counterpart); raises one of ERRORS."""
+    client = _client()
+    return client.pubsub() if client is not None else amqp_adapter.Subscriber(settings.CELERY_BROKER_URL)
+
+
+def _publish(run_id: int, message: str, what: str) -> None:
+    if not _can_send():
+        return
     try:
-        _publisher_of(client).publish(channel_name(run_id), message)
-    except redis.RedisError as exc:
+        _publisher_now().publish(channel_name(run_id), message)
+    except ERRORS as exc:
         # Watchers re-read the row on their own schedule; a lost wake-up only delays them.
         logger.warning("could not publish %s of run %s: %s", what, run_id, exc)
 
 
 def run_event_publish(*, run_id: int, status: str) -> None:
     """Tell watchers of ``run_id`` that it moved to ``status``; never raises."""
-    client = broker_client()
-    if client is not None:
-        _publish(client, run_id, status, "status")
+    _publish(run_id, status, "status")
 
 
 # Progress events (a node started or ended, a takeover) travel on the same
@@ -98,9 +121,8 @@ PROGRESS_PREFIX = "progress "
 def progress_publish(*, run_id: int, event: dict) -> None:
     """Tell followers of ``run_id`` about progress (``event``: a JSON-able dict
     with ``phase`` "start", "end" or "takeover"); never raises."""
-    client = broker_client()
-    if client is not None:
-        _publish(client, run_id, PROGRESS_PREFIX + json.dumps(event, default=str), "progress")
+    if has_channel():
+        _publish(run_id, PROGRESS_PREFIX + json.dumps(event, default=str), "progress")
 
 
 class RunEvents:
@@ -129,10 +151,8 @@ class RunEvents:
             return
         events, kinds = self._queued, self._kinds
         self._queued, self._kinds = [], set()
-        client = broker_client()
-        if client is not None:
-            what = " and ".join(k for k in ("status", "progress") if k in kinds)
-            _publish(client, self.run_id, "\n".join(events), what)
+        what = " and ".join(k for k in ("status", "progress") if k in kinds)
+        _publish(self.run_id, "\n".join(events), what)
 
 
 def progress_event(message: str | None) -> dict | None:
@@ -176,7 +196,7 @@ class _Subscription:
             slice_ = min(remaining, 1.0) if stop is not None else remaining
             try:
                 message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(slice_, 0))
-            except redis.RedisError:
+            except ERRORS:
                 self._pubsub = None  # fall back to sleeping; the caller polls the row
                 continue
             if message is not None and message.get("channel") in (self._channel, self._channel.decode()):
@@ -190,17 +210,17 @@ class _Subscription:
 
 # Subscriptions kept open between runs of this process (a worker's pool process
 # watches one run after another): a new connection per run costs more than the run's
-# own wake-ups. Keyed by pid: a forked child never uses its parent's sockets.
+# own wake-ups. Keyed by pid (a forked child never uses its parent's sockets) and broker.
 _SPARE_LIMIT = 2
-_spare: list[tuple[int, object]] = []
+_spare: list[tuple[int, str, object]] = []
 _spare_lock = threading.Lock()
 
 
 def _take_spare():
     with _spare_lock:
         while _spare:
-            pid, pubsub = _spare.pop()
-            if pid == os.getpid():
+            pid, url, pubsub = _spare.pop()
+            if pid == os.getpid() and url == settings.CELERY_BROKER_URL:
                 return pubsub
     return None
 
@@ -208,12 +228,12 @@ def _take_spare():
 def _give_back(pubsub, channel: str) -> None:
     try:
         pubsub.unsubscribe(channel)
-    except redis.RedisError:
+    except ERRORS:
         _close(pubsub)
         return
     with _spare_lock:
         if len(_spare) < _SPARE_LIMIT:
-            _spare.append((os.getpid(), pubsub))
+            _spare.append((os.getpid(), settings.CELERY_BROKER_URL, pubsub))
             return
     _close(pubsub)
 
@@ -221,26 +241,29 @@ def _give_back(pubsub, channel: str) -> None:
 def _close(pubsub) -> None:
     try:
         pubsub.close()
-    except redis.RedisError:
+    except ERRORS:
         pass
 
 
 @contextmanager
 def run_events(*, run_id: int) -> Iterator[_Subscription]:
     """Subscribe to ``run_id``'s events; subscribe before reading the row so no event is missed."""
-    client = broker_client()
     channel = channel_name(run_id)
     pubsub = None
-    if client is not None:
-        pubsub = _take_spare()
-        try:
-            pubsub = pubsub or client.pubsub()
-            pubsub.subscribe(channel)
-        except redis.RedisError as exc:
-            logger.warning("could not subscribe to run %s events: %s", run_id, exc)
-            if pubsub is not None:
-                _close(pubsub)
-            pubsub = None
+    if _can_send():
+        spare = _take_spare()
+        # A spare kept idle may have been closed by the broker meanwhile: then a new one is tried.
+        for kept in (spare, None) if spare is not None else (None,):
+            try:
+                pubsub = kept or _subscriber()
+                pubsub.subscribe(channel)
+                break
+            except ERRORS as exc:
+                if pubsub is not None:
+                    _close(pubsub)
+                pubsub = None
+                if kept is None:
+                    logger.warning("could not subscribe to run %s events: %s", run_id, exc)
     subscription = _Subscription(pubsub, channel)
     try:
         yield subscription

@@ -186,32 +186,39 @@ def payload_resolve(
 
 def launch_check(*, request: LaunchRequest) -> None:
     """Raise LaunchError when a run could not store the request's values as
-    given (payload within apps.jsondata's limits and RUN_MAX_PAYLOAD_BYTES;
-    short printable labels; a trace id and an idempotency key of printable
-    ASCII). The same rule holds on every database."""
-    payload, trace_id, idempotency_key = request.payload, request.trace_id, request.idempotency_key
-    if not isinstance(payload, dict):
-        raise LaunchError(f"Payload must be a JSON object, not {type(payload).__name__}")
-    problems = jsondata.problems(payload, limit=1)
-    if problems:
-        raise LaunchError(f"Invalid payload: {problems[0]}")
-    payload_size_check(payload)
+    given (payload_check; short printable labels; a trace id and an
+    idempotency key of printable ASCII). The same rule holds on every database."""
+    payload_check(request.payload)
     for flag, value in (("--source", request.source), ("--environment", request.environment)):
         if not (isinstance(value, str) and 0 < len(value) <= LABEL_MAX and value.isprintable()):
             raise LaunchError(f"{flag} must be 1 to {LABEL_MAX} printable characters")
-    if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
-        raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
+    trace_id_check(request.trace_id)
+    idempotency_key = request.idempotency_key
     if idempotency_key is not None and not (
         isinstance(idempotency_key, str) and IDEMPOTENCY_KEY.fullmatch(idempotency_key)
     ):
         raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")
 
 
-def payload_size_check(payload: object) -> None:
-    """Raise LaunchError (one line) when ``payload`` (storable JSON) takes
-    more than RUN_MAX_PAYLOAD_BYTES as compact JSON. launch_check makes it for
-    every launch; the alert intake makes it first, for the whole notification."""
+def payload_check(payload: object, *, what: str = "Payload") -> dict:
+    """``payload``, checked to be a JSON object a run can store: within
+    apps.jsondata's limits and RUN_MAX_PAYLOAD_BYTES; raises LaunchError
+    otherwise. ``what`` names it in the message ("Alert payload" for the
+    alert intake, which makes the check first, for the whole notification)."""
+    if not isinstance(payload, dict):
+        raise LaunchError(f"{what} must be a JSON object, not {type(payload).__name__}")
+    problems = jsondata.problems(payload, limit=1)
+    if problems:
+        raise LaunchError(f"Invalid payload: {problems[0]}")
     limit = settings.RUN_MAX_PAYLOAD_BYTES
     size = jsondata.encoded_size(payload)
     if size > limit:
         raise LaunchError(f"Payload is larger than {limit} bytes (RUN_MAX_PAYLOAD_BYTES): {size} bytes as JSON")
+    return payload
+
+
+def trace_id_check(trace_id: object) -> None:
+    """Raise LaunchError when ``trace_id`` is given and is not 1 to 64
+    printable ASCII characters without spaces."""
+    if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
+        raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")

@@ -20,13 +20,12 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps import jsondata
 from apps.alerts.parsers import ParsedAlert, PayloadError
 from apps.alerts.services import AlertBatch, alert_batch, alert_batch_record, alert_sources
 from apps.expressions import ExpressionError, expression_evaluate
 from apps.hostnames import ALL, AUTO, host_name
 from apps.orchestration import dispatch
-from apps.orchestration.inputs import TRACE_ID, definition_check, launch_check, payload_size_check
+from apps.orchestration.inputs import definition_check, launch_check, payload_check, trace_id_check
 from apps.orchestration.launch import launch_checked
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
 from apps.orchestration.models import AlertDelivery, PipelineDefinition, PipelineRun
@@ -104,17 +103,11 @@ def _read(*, source: str, body: object, trace_id: str | None) -> AlertBatch:
     known = alert_sources()
     if not isinstance(source, str) or source not in known:
         raise LaunchError(f"Unknown alert source: {printable(str(source)[:50])} (known: {', '.join(known)})")
-    if not isinstance(body, dict):
-        raise LaunchError(f"Alert payload must be a JSON object, not {type(body).__name__}")
-    problems = jsondata.problems(body, limit=1)
-    if problems:
-        raise LaunchError(f"Invalid payload: {problems[0]}")
-    # The body is every run's payload: too large for one, it is refused whole, alerts and all.
-    payload_size_check(body)
-    if trace_id is not None and not (isinstance(trace_id, str) and TRACE_ID.fullmatch(trace_id)):
-        raise LaunchError("--trace-id must be 1 to 64 printable ASCII characters without spaces")
+    # The body is every run's payload: one that a run could not store is refused whole, alerts and all.
+    payload = payload_check(body, what="Alert payload")
+    trace_id_check(trace_id)
     try:
-        return alert_batch(payload=body, source=source)
+        return alert_batch(payload=payload, source=source)
     except PayloadError as exc:
         raise LaunchError(printable(str(exc))) from None
 

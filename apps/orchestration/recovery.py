@@ -9,7 +9,12 @@ host gone) must not leave a run behind. The sweep re-publishes
   queue, or the shared one), and
 - a ``running`` run whose lease ran out (database time),
 
-once each has gone without a message for RUN_RECOVERY_GRACE_SECONDS. It runs
+once each has gone without a message for RUN_RECOVERY_GRACE_SECONDS. On
+Redis the sweep looks for each run's own message in its queue; an AMQP broker
+only counts a queue's messages, so there a queue holding fewer messages than
+it has queued runs is short by the difference, and that many of its oldest
+quiet runs are sent again (``_short_by_count``): a healthy backlog, however
+long, is never sent twice. It runs
 at every worker start, periodically inside every worker (workers/celery.py),
 from beat (``orchestration.recover_runs``) and by hand
 (``manage.py recover_runs``). Several sweepers at once are harmless: a run
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.db.models.functions import Now
 
 from apps.orchestration import dispatch
@@ -60,6 +65,8 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         by_host.setdefault(row["target_host"] or "", set()).add(row["pk"])
     look = dispatch.runs_waiting(runs=by_host)
     waiting = None if look is None else look.found
+    if waiting is None:
+        waiting = _waiting_by_count(candidates)
     recovered = []
     for row in candidates:
         if waiting is not None and row["pk"] in waiting:
@@ -91,6 +98,35 @@ def runs_recover(*, grace_seconds: float | None = None) -> list[Recovered]:
         )
         recovered.append(Recovered(row["pk"], row["trace_id"], reason))
     return recovered
+
+
+def _waiting_by_count(candidates: list[dict]) -> set[int] | None:
+    """The queued ``candidates`` taken to have a message waiting, judged from
+    how many messages each queue holds (an AMQP broker); None when the
+    broker cannot count them.
+
+    A queue short of messages (fewer than its queued runs) is missing at
+    least the difference; messages are taken oldest first, so the runs
+    without one are taken to be the oldest: that many of the oldest
+    candidates are reported without one (a guess that errs only towards a
+    duplicate, which the claim drops). The queue is counted before the runs,
+    so a run taken from the queue and claimed in between makes the count
+    err towards sending too little, which the next sweep corrects."""
+    queued = [row for row in candidates if row["status"] == PipelineRun.Status.QUEUED]
+    hosts = sorted({row["target_host"] or "" for row in queued})
+    counts = dispatch.queue_counts(hosts=hosts) if hosts else {}
+    if counts is None:
+        return None
+    runs = dict(
+        PipelineRun.objects.filter(status=PipelineRun.Status.QUEUED, target_host__in=hosts)
+        .order_by().values_list("target_host").annotate(n=Count("pk"))
+    )
+    waiting = set()
+    for host in hosts:
+        short = max(0, runs.get(host, 0) - counts[host])
+        mine = [row["pk"] for row in queued if (row["target_host"] or "") == host]  # oldest first
+        waiting.update(mine[short:])
+    return waiting
 
 
 def _candidates(quiet: Q) -> list[dict]:

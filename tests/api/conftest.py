@@ -40,3 +40,10 @@ def _no_rate_limit_unless_asked(settings, request):
     broker's settings); tests of the limit set API_RATE_LIMIT themselves."""
     if "rate_limit" not in request.node.name:
         settings.API_RATE_LIMIT = "off"
+
+
+@pytest.fixture
+def no_broker(settings):
+    """No broker is started: a run's message would be sent on commit, which never comes in the
+    tests that take this (their database transaction is rolled back)."""
+    settings.CELERY_BROKER_IS_EMBEDDED = False

@@ -16,15 +16,10 @@ from apps.alerts.services import alert_sample, alert_sources
 from apps.orchestration.models import AlertDelivery, PipelineDefinition, PipelineRun
 from tests.support import TINY_NODES
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 PATH = "/api/v1/alerts/alertmanager"
 
-
-@pytest.fixture(autouse=True)
-def _no_embedded_broker(settings):
-    # No broker is started: a run's message would be sent on commit, which never comes in these tests.
-    settings.CELERY_BROKER_IS_EMBEDDED = False
 
 
 @pytest.fixture

@@ -15,14 +15,10 @@ from tests.api.openapi import answered
 from tests.hostile import HOSTILE_JSON, HOSTILE_TEXT
 from tests.support import TINY_NODES
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 PATH = "/api/v1/alerts/alertmanager"
 
-
-@pytest.fixture(autouse=True)
-def _no_embedded_broker(settings):
-    settings.CELERY_BROKER_IS_EMBEDDED = False
 
 
 @pytest.fixture

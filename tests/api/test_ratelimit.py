@@ -4,6 +4,7 @@ import pytest
 import redis
 
 from apps.api import ratelimit
+from apps.api.models import ApiKey
 from tests.support import claim_redis_db, require_redis
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +40,17 @@ def test_rate_limit_with_a_burst_window(settings, api_client):
     api = api_client("runs:read")
     codes = [get(api).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_a_request_one_rate_refuses_is_charged_to_none_of_the_others(settings, api_client):
+    settings.CELERY_BROKER_URL = ""
+    settings.API_RATE_LIMIT = "3/minute;2/minute"
+    api = api_client("runs:read")
+    assert [get(api).status_code for _ in range(4)] == [200, 200, 429, 429]
+    [key] = ApiKey.objects.all()
+    wider = ratelimit.rate_items(settings.API_RATE_LIMIT)[0]
+    # Two requests were let through: the refused ones left the wider rate one request to spare.
+    assert ratelimit._limiter("").get_window_stats(wider, "key", str(key.pk)).remaining == 1
 
 
 def test_rate_limit_off(settings, api_client):

@@ -15,15 +15,10 @@ from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.validation import validate_definition
 from tests.support import TINY_NODES, make_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 TINY = {"version": "1.0", "nodes": TINY_NODES}
 
-
-@pytest.fixture(autouse=True)
-def _no_embedded_broker(settings):
-    # No broker is started: in these tests a run's message would be sent on commit, which never comes.
-    settings.CELERY_BROKER_IS_EMBEDDED = False
 
 
 @pytest.fixture

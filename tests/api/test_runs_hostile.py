@@ -13,16 +13,12 @@ from tests.api.openapi import answered
 from tests.hostile import HOSTILE_JSON, HOSTILE_TEXT
 from tests.support import TINY_NODES, make_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 TINY = {"version": "1.0", "nodes": TINY_NODES}
 LAUNCH_FIELDS = ("definition", "source", "environment", "trace_id", "host", "idempotency_key")
 LIST_PARAMS = ("definition", "status", "trigger", "since", "host", "limit", "cursor")
 
-
-@pytest.fixture(autouse=True)
-def _no_embedded_broker(settings):
-    settings.CELERY_BROKER_IS_EMBEDDED = False
 
 
 @pytest.fixture

@@ -30,10 +30,14 @@ from tests.support import (  # noqa: F401  (the Redis names: importable from her
     TEST_REDIS_DBS,
     CommandResult,
     Gate,
+    amqp_bindings,
+    amqp_vhost_create,
+    amqp_vhost_delete,
     claim_redis_db,
     database_url,
     manage_py,
     manage_py_popen,
+    require_rabbitmq,
     require_redis,
     wait_for,
 )
@@ -51,6 +55,10 @@ class BrokerNamespace:
             self._dir = tempfile.mkdtemp(prefix="eb", dir="/tmp")
             self.env["EMBEDDED_BROKER_DIR"] = self._dir
             self.env["CELERY_BROKER_URL"] = ""
+        elif kind == "rabbitmq":
+            require_rabbitmq()
+            self.vhost, self.url = amqp_vhost_create()
+            self.env["CELERY_BROKER_URL"] = self.url
         else:
             require_redis()
             self.url = claim_redis_db()
@@ -58,6 +66,7 @@ class BrokerNamespace:
 
     def client(self):
         """A Redis client on this broker (a context manager that closes it)."""
+        assert self.kind != "rabbitmq", "a RabbitMQ broker has no Redis client"
         if self.kind == "embedded":
             from apps.broker.embedded import EmbeddedBroker
 
@@ -68,9 +77,28 @@ class BrokerNamespace:
         """How many processes listen to the run's events (a --wait or --follow waiting on it)."""
         from apps.orchestration.events import channel_name
 
+        if self.kind == "rabbitmq":
+            return amqp_bindings(self.vhost, channel_name(run_id, db=0))
         with self.client() as client:
             channel = channel_name(run_id, db=client.connection_pool.connection_kwargs.get("db", 0))
             return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+    def purge(self, queue: str = "celery") -> int:
+        """Lose every message waiting in ``queue``, as a purge, a broker restarted without its
+        data or a lost message would; how many there were."""
+        if self.kind == "rabbitmq":
+            import kombu
+
+            with kombu.Connection(self.url) as connection:
+                return connection.channel().queue_purge(queue) or 0
+        from apps.broker.redis_adapter import queue_keys
+
+        keys = queue_keys(queue)
+        with self.client() as client, client.pipeline() as pipe:
+            for key in keys:
+                pipe.llen(key)
+            pipe.delete(*keys)
+            return sum(pipe.execute()[:-1])
 
     def close(self) -> None:
         if self.kind == "embedded":
@@ -78,6 +106,8 @@ class BrokerNamespace:
 
             EmbeddedBroker(Path(self._dir)).stop()
             shutil.rmtree(self._dir, ignore_errors=True)
+        elif self.kind == "rabbitmq":
+            amqp_vhost_delete(self.vhost)
         else:
             redis.Redis.from_url(self.url).flushdb()
 
@@ -173,10 +203,25 @@ class Worker(CollectedProcess):
             self._ready.set()
 
 
-# The brokers worker tests run on (TEST_BROKERS, comma-separated; both by default).
-# scripts/test.sh pairs them with the databases as deployments do: the embedded
-# broker with SQLite, Redis with PostgreSQL, which halves the suite's time.
+# The brokers worker tests run on (TEST_BROKERS, comma-separated: embedded, redis, rabbitmq;
+# embedded and redis by default). scripts/test.sh pairs them with the databases as deployments
+# do: the embedded broker with SQLite, Redis and RabbitMQ with PostgreSQL, which halves the
+# suite's time. On RabbitMQ only the tests marked ``rabbitmq`` run (what differs between brokers:
+# runs, waits, cancel, host queues, recovery, doctor), unless TEST_RABBITMQ_ALL=1.
 TEST_BROKERS = [kind.strip() for kind in os.environ.get("TEST_BROKERS", "embedded,redis").split(",") if kind.strip()]
+
+
+def pytest_collection_modifyitems(config, items):
+    if "rabbitmq" not in TEST_BROKERS or os.environ.get("TEST_RABBITMQ_ALL") == "1":
+        return
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_rabbitmq = callspec is not None and callspec.params.get("broker") == "rabbitmq"
+        (dropped if on_rabbitmq and item.get_closest_marker("rabbitmq") is None else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="module", params=TEST_BROKERS)

@@ -104,8 +104,8 @@ def test_a_second_beat_fires_nothing_and_takes_over_when_the_first_stops(cli, be
     # One beat's ticks: due times one second apart, never two runs for one.
     dues = sorted(key.split(":", 2)[2] for key in scheduled("pair").values_list("idempotency_key", flat=True))
     assert len(dues) == len(set(dues))
-    launched = first.count("event=schedule.launched definition=pair ")
     first.stop()  # releases the lease: the standby takes it at once
+    launched = first.count("event=schedule.launched definition=pair ")  # its whole log, now that it has ended
     holder_of(second)
     wait_for(lambda: second.count("event=schedule.launched definition=pair ") >= 2, what="the second beat firing")
     assert scheduled("pair").count() == launched + second.count("event=schedule.launched definition=pair ")

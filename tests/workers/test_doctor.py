@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.rabbitmq]
 
 
 def test_doctor_reports_the_live_worker_and_its_queue(worker, cli):

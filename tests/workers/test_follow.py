@@ -39,6 +39,7 @@ def config_path(tmp_path, module_gate):
     return str(path)
 
 
+@pytest.mark.rabbitmq
 def test_follow_prints_each_node_as_it_ends_before_the_run_does(cli, broker, worker, gate, config_path):
     # The command listens to its run's events only once it has launched it: the worker is held
     # until it does, or a loaded machine could run the first node before anyone listens.
@@ -94,6 +95,7 @@ def test_following_a_run_that_is_half_done_shows_what_happened_then_what_happens
     assert json.loads(stdout)["status"] == "completed"
 
 
+@pytest.mark.rabbitmq
 def test_a_cancel_request_is_shown_as_it_happens(cli, worker, gate, config_path):
     followed = StderrLines(cli.popen("run_pipeline", "--config", config_path, "--follow"))
     try:

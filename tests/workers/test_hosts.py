@@ -52,6 +52,7 @@ def test_each_worker_says_which_host_it_serves_and_which_queues_it_consumes(two_
         assert worker.wait_for_log(f"event=worker.serving host={host} queues=celery,host.{host}")
 
 
+@pytest.mark.rabbitmq
 def test_runs_sent_to_a_host_are_executed_only_by_its_worker(cli, two_hosts, context_config):
     launched = cli("shell", "-c", (
         "from apps.orchestration import inputs, launch, launchrequest, targeting, ticks\n"
@@ -76,6 +77,7 @@ def test_runs_sent_to_a_host_are_executed_only_by_its_worker(cli, two_hosts, con
     assert {run.target_host for run in runs} == {"alpha", "beta"}
 
 
+@pytest.mark.rabbitmq
 def test_host_all_makes_one_run_per_live_host_and_shows_each(cli, two_hosts, context_config):
     result = cli("run_pipeline", "--config", context_config, "--host", "all", "--wait", "--json", "--timeout", "120")
     assert result.exit_code == 0, result.stderr
@@ -143,6 +145,7 @@ def test_a_host_nobody_serves_ends_the_wait_with_exit_3_and_runs_when_its_worker
     assert [(run.status, measured_host(run)) for run in done] == [("completed", "gamma")] * 2
 
 
+@pytest.mark.rabbitmq
 def test_a_lost_message_of_a_host_run_is_sent_again_to_that_host(cli, two_hosts, context_config):
     made = cli("shell", "-c", (
         "from apps.orchestration import inputs, launch, launchrequest, targeting, ticks\n"

@@ -162,8 +162,11 @@ def test_worker_frozen_past_its_lease_writes_nothing_after_it_wakes(cli, start_w
 
 
 def wipe_broker(broker) -> None:
-    """Lose every message, as a broker restarted without its data would."""
-    if broker.kind == "embedded":
+    """Lose every message, as a broker restarted without its data would (on RabbitMQ, whose
+    test broker is shared: every message of the run queue)."""
+    if broker.kind == "rabbitmq":
+        broker.purge()
+    elif broker.kind == "embedded":
         from apps.broker.embedded import EmbeddedBroker
 
         with EmbeddedBroker(Path(broker.env["EMBEDDED_BROKER_DIR"])).client() as client:
@@ -174,6 +177,7 @@ def wipe_broker(broker) -> None:
         client.set(CLAIM_KEY, os.getpid(), ex=3600)  # keep this test database claimed
 
 
+@pytest.mark.rabbitmq
 def test_run_whose_message_was_wiped_is_sent_again_and_completes(cli, broker, start_worker, transactional_db):
     slow_then("lost", 0.1)
     run = launch(cli, "lost")
@@ -185,6 +189,7 @@ def test_run_whose_message_was_wiped_is_sent_again_and_completes(cli, broker, st
     assert "reason=lost_message" in worker.log()
 
 
+@pytest.mark.rabbitmq
 def test_recover_runs_command_sends_a_lost_run_once(cli, broker, start_worker, transactional_db):
     slow_then("lost", 0.1)
     run = launch(cli, "lost")
@@ -197,6 +202,34 @@ def test_recover_runs_command_sends_a_lost_run_once(cli, broker, start_worker, t
     assert again.stdout == "0 run(s) re-sent\n"
     start_worker()
     assert cli("show_run", str(run.pk), "--wait", "--timeout", "120").exit_code == 0
+
+
+@pytest.mark.rabbitmq
+def test_a_purged_queues_runs_complete_within_a_minute_each_once_and_a_healthy_backlog_is_not_resent(
+    cli, broker, start_worker, gate, transactional_db
+):
+    # The sweep's own settings (grace and interval as deployed): the re-send is due within a minute.
+    PipelineDefinition.objects.create(name="held", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [
+        gate.node("held"),
+    ]})
+    slow_then("behind", 0.1)
+    worker = start_worker(concurrency=1, **gate.env)
+    held = launch(cli, "held")
+    assert worker.wait_for_log(node_started(worker, held, "held")), worker.log()
+    behind = [launch(cli, "behind") for _ in range(3)]
+    # Three messages wait behind the held run: the sweep sees them there and sends nothing.
+    swept = cli("recover_runs", "--grace", "0")
+    assert swept.stdout == "0 run(s) re-sent\n", swept.stdout + swept.stderr
+    assert broker.purge() == 3
+    gate.open()
+    wait_for(
+        lambda: PipelineRun.objects.filter(pk__in=[run.pk for run in behind], status="completed").count() == 3,
+        timeout=60, what="the purged runs to complete within a minute",
+    )
+    for run in behind:
+        assert worker.log().count(f"event=node.start run_id={run.pk} ") == 2, worker.log()  # first, slow: once each
+        assert StageExecution.objects.filter(run=run).count() == 2
+        assert f"event=run.recovered run_id={run.pk} trace_id={run.trace_id} " in worker.log()
 
 
 def test_dropped_database_connection_mid_node_does_not_fail_the_run(cli, start_worker, transactional_db):
@@ -259,6 +292,7 @@ def test_wait_behind_a_busy_worker_keeps_waiting_until_its_timeout(cli, start_wo
     assert "No worker" not in waiting.text()
 
 
+@pytest.mark.rabbitmq
 def test_cancel_reaches_the_worker_during_the_node_and_no_later_node_starts(cli, start_worker, gate, transactional_db):
     # The node waits at the gate until the cancel request has been seen, however slowly cancel_run starts.
     PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [

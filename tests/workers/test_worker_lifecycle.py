@@ -48,6 +48,7 @@ def test_definition_edited_after_enqueue_does_not_change_the_run(cli, start_work
     assert json.loads(shown.stdout)["executed_nodes"] == ["metrics", "shape"]
 
 
+@pytest.mark.rabbitmq
 def test_task_delivered_twice_executes_each_node_once(cli, start_worker, pipeline):
     queued = json.loads(cli("run_pipeline", "--definition", "p", "--json").stdout)
     duplicate = cli(
@@ -64,6 +65,7 @@ def test_task_delivered_twice_executes_each_node_once(cli, start_worker, pipelin
     assert counts == {"metrics": 1, "shape": 1}
 
 
+@pytest.mark.rabbitmq
 def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_worker, gate, transactional_db):
     # The slow node waits at the gate until its process has been killed, however late the log line comes.
     PipelineDefinition.objects.create(name="slow", config={"version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [
@@ -92,6 +94,7 @@ def test_run_of_a_killed_worker_process_is_redelivered_and_completes(cli, start_
     ]
 
 
+@pytest.mark.rabbitmq
 def test_ctrl_c_while_waiting_detaches_and_the_run_goes_on(cli, broker, start_worker, pipeline):
     proc = cli.popen("run_pipeline", "--definition", "p", "--wait", RUN_PICKUP_TIMEOUT_SECONDS="600")
     try:

@@ -5,7 +5,7 @@ import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.rabbitmq]
 
 @pytest.fixture
 def failing(transactional_db):
