@@ -122,8 +122,10 @@ def empty_tables() -> None:
     PipelineDefinition.objects.all().delete()
 
 
-def store_schedules() -> None:
-    """SCHEDULES scheduled definitions (def-000.. have runs, IDLE has none), synced into beat's table."""
+def store_schedules(*, distinct: bool = False) -> None:
+    """SCHEDULES scheduled definitions (def-000.. have runs, IDLE has none), synced into beat's table:
+    half every 60 s, half on 60 cron expressions (a few schedule rows, shared); with ``distinct``,
+    each on a schedule row of its own (every 61 s, 62 s...; 1,000 cron expressions)."""
     from apps.orchestration.models import PipelineDefinition
     from apps.orchestration.schedules import schedule_sync
 
@@ -131,7 +133,11 @@ def store_schedules() -> None:
     names = [f"def-{i:03d}" for i in range(DEFINITIONS)] + [IDLE]
     names += [f"sched-{i:04d}" for i in range(SCHEDULES - len(names))]
     for i, name in enumerate(names):
-        schedule = {"every": 60} if i % 2 else {"cron": f"{i % 60} * * * *", "timezone": "Europe/Berlin"}
+        if distinct:
+            hour = (i // 60) % 24
+            schedule = {"every": 60 + i} if i % 2 else {"cron": f"{i % 60} {hour} * * *", "timezone": "Europe/Berlin"}
+        else:
+            schedule = {"every": 60} if i % 2 else {"cron": f"{i % 60} * * * *", "timezone": "Europe/Berlin"}
         definition = PipelineDefinition.objects.create(
             name=name, config={"version": "1.0", "nodes": nodes, "schedule": schedule}
         )
@@ -292,12 +298,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000, help="runs in the grown database (3 stages each)")
     parser.add_argument("--repeat", type=int, default=40, help="calls measured per figure")
+    parser.add_argument("--distinct-schedules", action="store_true",
+                        help="each schedule on a schedule row of its own (no two share an interval or a crontab)")
     args = parser.parse_args()
     setup_django()
     from django.db import connection
 
     empty_tables()
-    store_schedules()
+    store_schedules(distinct=args.distinct_schedules)
     empty = measure(args.repeat)
     seconds = grow(args.runs)
     print(f"grew to {args.runs} runs, {3 * args.runs} stages in {seconds:.0f} s ({connection.vendor})",
