@@ -28,7 +28,7 @@ from apps.orchestration import recovery, selectors
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.runqueries import cursor_decode, pipeline_runs_page, run_filters_read
 from apps.orchestration.selectors import pipeline_schedules_list, trace_id_prefix
-from apps.orchestration.store import run_column_values
+from apps.orchestration.store import planned_for_values, run_column_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,6 +152,30 @@ def test_the_admin_run_list_counts_and_reads_along_an_index_with_any_filter(admi
         assert_indexed(plan, ordered=False)
         assert "DISTINCT" not in plan and "COUNT(*) FROM \"orchestration_pipelinerun\"" not in plan, plan
     assert answer["page"].status_code == 200
+
+
+def test_the_admin_list_is_planned_for_its_filters_values_never_by_a_generic_plan(admin_client):
+    """Prepared statements (the settings' prepare_threshold) switch to a generic plan from their sixth
+    execution on a connection; the admin's count and page stay planned for the values they are given."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's prepared statements (SQLite plans every statement anew)")
+    some_runs()
+    with planned_for_values(), connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_custom_plan"
+    for _ in range(8):
+        assert admin_client.get(admin_url("?definition_name=d3&status__exact=failed")).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "auto"  # SET LOCAL: only for the list's transaction
+        cursor.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%FROM \"orchestration_pipelinerun\"%%' AND statement NOT LIKE 'WITH RECURSIVE%%'"
+        )  # the count and the page (the filters' choices are index probes whatever their plan)
+        prepared = cursor.fetchall()
+    assert len(prepared) >= 2, prepared  # the count and the page, each executed 8 times
+    for statement, generic, custom in prepared:
+        assert generic == 0 and custom >= 7, (statement, generic, custom)
 
 
 def test_the_admin_count_stops_at_its_cap_and_says_more(admin_client, monkeypatch):
