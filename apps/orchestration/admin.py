@@ -26,7 +26,7 @@ from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExec
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.schedules import schedule_disable, schedule_sync
 from apps.orchestration.selectors import RUN_ID_MAX, trace_id_prefix
-from apps.orchestration.store import run_column_values
+from apps.orchestration.store import planned_for_values, run_column_values
 from apps.orchestration.validation import validate_definition
 from apps.secrets import scrub
 from apps.text import printable, shorten
@@ -175,6 +175,14 @@ class RunChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         # A list never shows the snapshot, payload or result blobs: do not read them.
         return super().get_queryset(request, exclude_parameters).defer("config_snapshot", "payload", "result")
+
+    def get_results(self, request):
+        # The count and the page, read here (not later, by the template) and planned for the
+        # filters' values: with two filters, a plan made for their average values can read every
+        # run of a definition that holds half of them to count the few that match the other.
+        with planned_for_values():
+            super().get_results(request)
+            self.result_list = list(self.result_list)
 
 
 class CappedCountPaginator(Paginator):

@@ -139,10 +139,17 @@ class PipelineRun(models.Model):
         # Each listing filter's column leads an index that goes on with the listing's order
         # (created_at, id): a page of the newest runs with one filter is read along that index
         # and stops after the page, whatever the size of the history (keyset paging, the admin,
-        # list_schedules' newest scheduled run of a definition, the sweep's queued runs).
+        # the sweep's queued runs).
         indexes = [
             models.Index(fields=["created_at", "id"], name="pipelinerun_created"),
             models.Index(fields=["definition_name", "created_at", "id"], name="pipelinerun_definition_created"),
+            # A definition's newest run of one trigger (list_schedules: its newest scheduled run) is one
+            # probe, however many runs of other triggers came after it. Not a partial index on
+            # trigger = 'schedule': a prepared statement's generic plan (the trigger a parameter)
+            # cannot use one, and falls back to reading the definition's runs one by one.
+            models.Index(
+                fields=["definition_name", "trigger", "created_at", "id"], name="pipelinerun_definition_trigger"
+            ),
             models.Index(fields=["status", "created_at", "id"], name="pipelinerun_status_created"),
             models.Index(fields=["trigger", "created_at", "id"], name="pipelinerun_trigger_created"),
             models.Index(fields=["target_host", "created_at", "id"], name="pipelinerun_host_created"),

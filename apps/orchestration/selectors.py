@@ -164,7 +164,7 @@ def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleList
     newest = PipelineRun.objects.filter(
         definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
     ).order_by("-created_at", "-pk")
-    # One query, with one probe of the (definition_name, created_at, id) index per schedule; plain
+    # One query, with one probe of the (definition_name, trigger, created_at, id) index per schedule; plain
     # rows, not model instances (thousands of them). The schedule rows are read once each below.
     tasks = list(
         PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)

@@ -17,7 +17,8 @@ What lives here:
 - ``run_write``: a fenced write of a run's fields and its stage rows (one
   statement on PostgreSQL);
 - ``definition_slot_lock``: the lock that serialises max_concurrent claims;
-- ``run_column_values``: the distinct values of an indexed column (the admin's filters).
+- ``run_column_values``: the distinct values of an indexed column (the admin's filters);
+- ``planned_for_values``: statements planned for their parameters' values (the admin's run list).
 
 Django internals used here (a test in tests/orchestration/test_store.py
 fails loudly when a Django upgrade changes them): a query's compiler, its
@@ -27,12 +28,13 @@ fails loudly when a Django upgrade changes them): a query's compiler, its
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Model
 from django.db.models.functions import Now
 
@@ -335,6 +337,24 @@ def run_column_values(column: str, *, limit: int) -> list[str]:
     with thread_db().cursor() as cursor:
         cursor.execute(sql, ["", limit])
         return [row[0] for row in cursor.fetchall()]
+
+
+@contextmanager
+def planned_for_values() -> Iterator[None]:
+    """Inside, this thread's statements are planned for their parameters'
+    values: on PostgreSQL, a transaction with ``plan_cache_mode =
+    force_custom_plan`` until it ends (a prepared statement's generic plan,
+    taken from its sixth execution on a connection, picks its index for the
+    average value of each filter, and for a value that holds half the runs
+    reads all of them); nothing on SQLite, which plans every statement anew."""
+    db = thread_db()
+    if db.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(using=db.alias):
+        with db.cursor() as cursor:
+            cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        yield
 
 
 # Per database connection: the SQL reading a run's row with the database's time, and how

@@ -13,7 +13,9 @@ scan with statistics either.
 """
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -26,7 +28,7 @@ from apps.orchestration import recovery, selectors
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.runqueries import cursor_decode, pipeline_runs_page, run_filters_read
 from apps.orchestration.selectors import pipeline_schedules_list, trace_id_prefix
-from apps.orchestration.store import run_column_values
+from apps.orchestration.store import planned_for_values, run_column_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,14 +52,15 @@ def some_runs(count: int = 300) -> None:
     ])
 
 
-def plans(call) -> list[str]:
-    """The plan of each SELECT on the run table that ``call`` makes (its SQL first, then the plan)."""
+def plans(call, *, every_table: bool = False) -> list[str]:
+    """The plan of each SELECT on the run table (with ``every_table``, of each SELECT) that ``call``
+    makes (its SQL first, then the plan)."""
     with CaptureQueriesContext(connection) as queries:
         call()
     found = []
     for query in queries.captured_queries:
         sql = query["sql"]
-        if not sql.startswith(("SELECT", "WITH")) or "orchestration_pipelinerun" not in sql:
+        if not sql.startswith(("SELECT", "WITH")) or not (every_table or "orchestration_pipelinerun" in sql):
             continue
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -73,6 +76,15 @@ def plans(call) -> list[str]:
         found.append(f"{sql}\n--\n{plan}")
     assert found, "no query of the run table was made"
     return found
+
+
+def assert_no_table_scan(plan: str) -> None:
+    """No table is read whole except along an index (that gives its order or bounds its read)."""
+    if connection.vendor == "postgresql":
+        assert "Seq Scan" not in plan, plan
+    else:
+        scans = [line for line in plan.splitlines() if re.fullmatch(r"SCAN \S+", line.strip())]
+        assert scans in ([], ["SCAN subquery"]), plan
 
 
 def assert_indexed(plan: str, *, ordered: bool = True) -> None:
@@ -113,7 +125,18 @@ def test_list_runs_pages_are_read_along_an_index_with_each_filter(filters):
 ADMIN_QUERIES = [
     "", "?status__exact=failed", "?definition_name=d3", "?definition_name=never-ran", "?target_host=web-07",
     "?trigger__exact=alert", "?p=2", "?q=t0001", "?q=42", "?o=5", "?o=-5.1",
+    # The date filter's "Today" and "Past 7 days" (its links: local midnights, with their offset).
+    "?created_at__gte={today}&created_at__lt={tomorrow}", "?created_at__gte={week_ago}&created_at__lt={tomorrow}",
+    "?definition_name=d3&status__exact=failed", "?definition_name=d3&trigger__exact=alert",
+    "?target_host=web-07&status__exact=queued&created_at__gte={today}&created_at__lt={tomorrow}",
 ]
+
+
+def admin_url(query: str) -> str:
+    """The run list's address with ``query``, its date placeholders filled in as the date filter's links have them."""
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    days = {"today": today, "tomorrow": today + timedelta(days=1), "week_ago": today - timedelta(days=7)}
+    return "/admin/orchestration/pipelinerun/" + query.format(**{key: quote(str(day)) for key, day in days.items()})
 
 
 @pytest.mark.parametrize("query", ADMIN_QUERIES)
@@ -122,13 +145,37 @@ def test_the_admin_run_list_counts_and_reads_along_an_index_with_any_filter(admi
     answer = {}
 
     def page():
-        answer["page"] = admin_client.get("/admin/orchestration/pipelinerun/" + query)
+        answer["page"] = admin_client.get(admin_url(query))
 
     for plan in plans(page):
         # The filters' choices and the capped count read along an index; the page in its order.
         assert_indexed(plan, ordered=False)
         assert "DISTINCT" not in plan and "COUNT(*) FROM \"orchestration_pipelinerun\"" not in plan, plan
     assert answer["page"].status_code == 200
+
+
+def test_the_admin_list_is_planned_for_its_filters_values_never_by_a_generic_plan(admin_client):
+    """Prepared statements (the settings' prepare_threshold) switch to a generic plan from their sixth
+    execution on a connection; the admin's count and page stay planned for the values they are given."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's prepared statements (SQLite plans every statement anew)")
+    some_runs()
+    with planned_for_values(), connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_custom_plan"
+    for _ in range(8):
+        assert admin_client.get(admin_url("?definition_name=d3&status__exact=failed")).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "auto"  # SET LOCAL: only for the list's transaction
+        cursor.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%FROM \"orchestration_pipelinerun\"%%' AND statement NOT LIKE 'WITH RECURSIVE%%'"
+        )  # the count and the page (the filters' choices are index probes whatever their plan)
+        prepared = cursor.fetchall()
+    assert len(prepared) >= 2, prepared  # the count and the page, each executed 8 times
+    for statement, generic, custom in prepared:
+        assert generic == 0 and custom >= 7, (statement, generic, custom)
 
 
 def test_the_admin_count_stops_at_its_cap_and_says_more(admin_client, monkeypatch):
@@ -173,8 +220,18 @@ def test_list_schedules_reads_each_definitions_newest_scheduled_run_along_an_ind
     some_runs(60)
     for name in ("d1", "d2", "never-ran"):
         scheduled(name, {"every": 60})
-    for plan in plans(pipeline_schedules_list):
+    scheduled("d3", {"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"})
+    with connection.cursor() as cursor:  # the run table's statistics, as a grown database has them
+        cursor.execute("ANALYZE orchestration_pipelinerun")
+    found = plans(pipeline_schedules_list, every_table=True)
+    for plan in found:
+        assert_no_table_scan(plan)
+    for plan in [plan for plan in found if "orchestration_pipelinerun" in plan]:
         assert_indexed(plan, ordered=False)
+    # The newest scheduled run of a definition is one probe of (definition, trigger, created_at), however
+    # many runs of other triggers came after it (the (definition, created_at) index would read them all).
+    (listing,) = [plan for plan in found if "SUBSTR" in plan]
+    assert "pipelinerun_definition_trigger" in listing.split("\n--\n")[1], listing
 
 
 def test_the_recovery_sweep_reads_only_live_runs_along_an_index():
