@@ -50,6 +50,8 @@ def main() -> None:
     )
     parser.add_argument("--top", type=int, default=15, help="sites printed with --trace")
     args = parser.parse_args()
+    # A stopped bench stops its worker (the finally below); SIGINT is ignored in a background job.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 

@@ -1,7 +1,7 @@
 """The worker's side of the project's Celery app (apps/broker/app.py): its
 tasks, and the worker-side housekeeping: the recovery sweep, the pool
-check, the host queue, and the per-run log context of the tasks that
-execute runs."""
+check, the host queue, the timer compaction, and the per-run log context of
+the tasks that execute runs."""
 import heapq
 import logging
 import os

@@ -4,7 +4,8 @@ with ``--trace``, and only there.
 When MEMPROBE_DIR is set and tracemalloc is tracing (PYTHONTRACEMALLOC=N),
 SIGUSR2 makes the process that receives it write a tracemalloc snapshot to
 MEMPROBE_DIR/snapshot-<pid>-<n>.pickle, then rename it to ...-<n>.done so a
-reader never sees half a file. Without MEMPROBE_DIR it does nothing.
+reader never sees half a file; processes forked from it (a worker's pool)
+stop tracing. Without MEMPROBE_DIR it does nothing.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def _install() -> None:
         os.replace(path + ".pickle", path + ".done")
 
     signal.signal(signal.SIGUSR2, dump)
+    # The pool's processes are forked from the traced one: untraced, they run at full speed.
+    os.register_at_fork(after_in_child=tracemalloc.stop)
 
 
 if os.environ.get("MEMPROBE_DIR"):
