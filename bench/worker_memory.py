@@ -9,14 +9,29 @@ Empties the Redis database and deletes the database's runs first (both must
 be the bench's own). Launches the runs of the 3-node transform pipeline
 (bench/measure.py's) through the launcher, starts ONE worker (``-c 2``,
 prefork) with its log in a temporary file, and every ``--step`` ended runs
-reads the main process's RSS (psutil). Prints one JSON object: the samples,
+samples the main process: RSS, anonymous memory, threads, open files
+(psutil, /proc/<pid>/smaps_rollup). Prints one JSON object: the samples,
 the growth from the first sample at or after run 2,000 to the last, and that
 growth projected to 18,000 runs (linear) when fewer runs were drained.
 
-Measured (PostgreSQL, Redis, -c 2, a loaded machine): 116.4 MB at run 2,014,
-125.2 MB at 20,000: 8.9 MB, a steady ~0.5 MB per 1,000 runs, so above the
-5 MB target; its cause is not found yet (the main process only receives
-and acknowledges messages and runs the periodic sweep).
+``--trace FRAMES`` finds what grows: the worker starts with
+PYTHONTRACEMALLOC=FRAMES and bench/memprobe/ (a sitecustomize, bench only)
+on its PYTHONPATH, the main process dumps a tracemalloc snapshot at each
+sample (SIGUSR2), and the JSON gains ``traced``: the Python allocations'
+growth from the warm sample to the last, in all and by the top sites. Its
+RSS then holds tracemalloc's own bookkeeping: compare ``traced``, not RSS.
+
+Measured (PostgreSQL, Redis, -c 2, a loaded machine, 2026-12-07):
+before, 116.9 MB at run 2,005 and 125.5 MB at 20,000: +8.6 MB, a steady
+~0.5 KB per run. ``--trace 10`` over 8,000 runs (the compaction turned off
+with WORKER_TIMER_COMPACT_SECONDS=1e9) put all of the traced growth, 2.4 MB
+for 6,000 runs, in one object group per run: the time-limit timer the prefork
+pool sets for each task (celery/concurrency/asynpool.py, kombu's
+asynchronous/timer.py), cancelled when the task ends but kept in the timer's
+heap until its time, the soft limit (RUN_TIME_LIMIT_SECONDS + 10, over an
+hour). After the worker dropped cancelled entries (workers/celery.py,
+TimerCompaction, every WORKER_TIMER_COMPACT_SECONDS = 60): 117.2 MB at run
+2,010, 117.4 MB at 20,000: +0.2 MB (samples between 116.8 and 118.8 MB).
 """
 from __future__ import annotations
 
