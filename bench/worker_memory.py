@@ -122,6 +122,8 @@ def main() -> None:
     }
     if args.trace:
         result["traced"] = _traced_growth(snapshots[warm["runs"]], snapshots[last["runs"]], args.top)
+        for path in snapshots.values():  # tens of MB each; the worker's log stays
+            path.unlink()
     print(json.dumps(result, indent=2))
 
 
