@@ -242,6 +242,10 @@ RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
 # running run whose lease ran out, once it has gone this long without one.
 RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=POSITIVE)
 RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=NOT_NEGATIVE)
+# Every this many seconds a worker drops the cancelled entries from its timer: the prefork pool
+# sets one per task for the time limits above and cancels it when the task ends, and the timer
+# keeps a cancelled entry until its time (over an hour), ~0.5 KB per run (workers/celery.py).
+WORKER_TIMER_COMPACT_SECONDS = env.float("WORKER_TIMER_COMPACT_SECONDS", 60.0, validate=POSITIVE)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
 # beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
 # it runs, so turning it off also stops the entry an earlier beat left in its table.

@@ -1,7 +1,8 @@
 """The worker's side of the project's Celery app (apps/broker/app.py): its
 tasks, and the worker-side housekeeping: the recovery sweep, the pool
-check, the host queue, and the per-run log context of the tasks that
-execute runs."""
+check, the host queue, the timer compaction, and the per-run log context of
+the tasks that execute runs."""
+import heapq
 import logging
 import os
 import sys
@@ -135,9 +136,62 @@ class RecoverySweep(bootsteps.StartStopStep):
     shutdown = stop
 
 
+def timer_drop_cancelled(timer) -> tuple[int, int]:
+    """Removes the cancelled entries from ``timer`` (a kombu timer, the one the
+    worker's event loop fires); returns how many it dropped and kept.
+
+    The prefork pool sets an entry per task for its time limits and cancels it
+    when the task ends, and kombu leaves a cancelled entry in its heap until the
+    entry's time comes: with an hour's limit, an hour of runs' entries. Must run
+    in the event loop's thread (a timer entry does), the one that adds entries.
+    """
+    queue = timer._queue  # the event loop holds this list itself: it is changed in place
+    kept = [item for item in queue if not item.entry.canceled]
+    dropped = len(queue) - len(kept)
+    if dropped:
+        heapq.heapify(kept)
+        queue[:] = kept
+    return dropped, len(kept)
+
+
+class TimerCompaction(bootsteps.StartStopStep):
+    """Drops the cancelled entries of the worker's timer every
+    WORKER_TIMER_COMPACT_SECONDS, so the time limits of finished tasks do not
+    hold memory in the main process for as long as the limit."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer, **kwargs):
+        self.tref = None
+        super().__init__(consumer, **kwargs)
+
+    def start(self, consumer):
+        from django.conf import settings
+
+        self.tref = consumer.timer.call_repeatedly(
+            settings.WORKER_TIMER_COMPACT_SECONDS, self.compact, (consumer.timer,), priority=10
+        )
+
+    @staticmethod
+    def compact(timer) -> None:
+        dropped, kept = timer_drop_cancelled(timer)
+        logger.debug(
+            "event=worker.timer_compacted dropped=%d kept=%d", dropped, kept,
+            extra={"event": "worker.timer_compacted", "dropped": dropped, "kept": kept},
+        )
+
+    def stop(self, consumer):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    shutdown = stop
+
+
 app.steps["worker"].add(PoolCheck)
 app.steps["worker"].add(HostQueue)
 app.steps["consumer"].add(RecoverySweep)
+app.steps["consumer"].add(TimerCompaction)
 
 
 @worker_ready.connect
