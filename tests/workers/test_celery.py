@@ -78,4 +78,3 @@ def test_a_worker_drops_the_time_limits_of_the_tasks_it_finished(cli, start_work
         wait_for(lambda: dropped() >= 3, what="the three runs' timers dropped")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the worker's log ends:\n{worker.log()[-3000:]}") from None
-    assert dropped() == 3
