@@ -46,11 +46,12 @@ def child(scrapes: int) -> dict:
         assert response.status_code == 200
         body = response.content
     times.sort()
+    explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     with connection.cursor() as cursor:
         cursor.execute(
-            "EXPLAIN SELECT COUNT(*), MIN(created_at) FROM orchestration_pipelinerun WHERE status = 'queued'"
+            explain + "SELECT COUNT(*), MIN(created_at) FROM orchestration_pipelinerun WHERE status = 'queued'"
         )
-        plan = " / ".join(row[0].strip() for row in cursor.fetchall())
+        plan = " / ".join(str(row[-1]).strip() for row in cursor.fetchall())
     return {
         "runs": PipelineRun.objects.count(),
         "p50_ms": round(statistics.median(times), 2),

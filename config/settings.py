@@ -242,6 +242,9 @@ RUN_DB_RETRY_SECONDS = env.float("RUN_DB_RETRY_SECONDS", 30.0)
 # running run whose lease ran out, once it has gone this long without one.
 RUN_RECOVERY_INTERVAL_SECONDS = env.float("RUN_RECOVERY_INTERVAL_SECONDS", 15.0, validate=POSITIVE)
 RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, validate=NOT_NEGATIVE)
+# Each worker renews its row per consumed queue this often (apps/orchestration/presence.py): /metrics'
+# pipeline_workers_live counts a worker until three renewals are missed.
+WORKER_PRESENCE_SECONDS = env.float("WORKER_PRESENCE_SECONDS", 10.0, validate=POSITIVE)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
 # beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
 # it runs, so turning it off also stops the entry an earlier beat left in its table.

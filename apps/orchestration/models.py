@@ -338,7 +338,28 @@ class ScheduleState(models.Model):
     )
 
     class Meta:
-        indexes = [models.Index(fields=["next_due_at"], name="schedulestate_next_due")]
+        indexes = [
+            models.Index(fields=["next_due_at"], name="schedulestate_next_due"),
+            # /metrics' latest lateness: the newest fire and the earliest due time among its ticks.
+            models.Index(fields=["last_fired_at", "last_due_at"], name="schedulestate_last_fired"),
+        ]
 
     def __str__(self):
         return f"{self.definition_name} due {self.next_due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WorkerQueue(models.Model):
+    """A queue a worker consumes, while it is live: the worker renews its rows on its
+    own timer and expires them at a warm shutdown, so one that died stops counting
+    when ``expires_at`` passes. /metrics counts the rows not expired, per queue."""
+
+    worker = models.CharField(max_length=200, help_text="The worker's node name (celery@host).")
+    queue = models.CharField(max_length=200, help_text="A queue it consumes.")
+    renewed_at = models.DateTimeField(help_text="The worker's last renewal (database time).")
+    expires_at = models.DateTimeField(help_text="Database time after which the worker no longer counts as live.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["worker", "queue"], name="workerqueue_unique")]
+
+    def __str__(self):
+        return f"{self.worker} on {self.queue}"
