@@ -356,12 +356,12 @@ def fill_rollup(*, connection) -> None:
     from apps.orchestration.rollup import TALLY_SHARDS
 
     q = connection.ops.quote_name
-    counters = ["count", "timed", "seconds", *(f"le_{index}" for index in range(len(RUN_BUCKETS)))]
+    counters = ["count", "timed", "micros", *(f"le_{index}" for index in range(len(RUN_BUCKETS)))]
     timed = "started_at IS NOT NULL AND duration_ms IS NOT NULL"
     run_values = ["COUNT(*)", f"SUM(CASE WHEN {timed} THEN 1 ELSE 0 END)",
-                  f"SUM(CASE WHEN {timed} THEN duration_ms / 1000.0 ELSE 0 END)",
+                  f"SUM(CASE WHEN {timed} THEN CAST(ROUND(duration_ms * 1000) AS BIGINT) ELSE 0 END)",
                   *(f"SUM(CASE WHEN {timed} AND duration_ms <= {b * 1000!r} THEN 1 ELSE 0 END)" for b in RUN_BUCKETS)]
-    node_values = ["COUNT(*)", "COUNT(duration_ms)", "COALESCE(SUM(duration_ms), 0) / 1000.0",
+    node_values = ["COUNT(*)", "COUNT(duration_ms)", "COALESCE(SUM(CAST(ROUND(duration_ms * 1000) AS BIGINT)), 0)",
                    *(f"SUM(CASE WHEN duration_ms <= {b * 1000!r} THEN 1 ELSE 0 END)" for b in NODE_BUCKETS)]
     terminal = ", ".join(f"'{status}'" for status in PipelineRun.TERMINAL)
     columns = ", ".join(q(c) for c in counters)

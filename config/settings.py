@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from environs import Env, validate
 from limits import parse_many
 
-from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
+from apps.broker.names import FOLD_ROLLUP_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.hostnames import HOST_NAME_RULE, host_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -256,6 +256,13 @@ CELERY_BEAT_SCHEDULE = {
         # A sweep that waited longer than one interval is superseded by the next one
         # (the database scheduler stores this as the task's expiry, in whole seconds).
         "options": {"expire_seconds": max(1, round(RUN_RECOVERY_INTERVAL_SECONDS))},
+    },
+    # Every minute the metrics' rollup is folded to one row per series (apps/orchestration/rollup.py),
+    # so a /metrics scrape reads about one row per series however many workers ended runs.
+    "fold-metrics-rollup": {
+        "task": FOLD_ROLLUP_TASK,
+        "schedule": 60.0,
+        "options": {"expire_seconds": 60},
     },
 }
 if RUN_RETENTION_DAYS:

@@ -245,10 +245,12 @@ def test_the_latest_lateness_is_of_the_most_recent_fire(client):
 
 
 def test_the_latest_lateness_reads_an_index():
-    from apps.orchestration.models import ScheduleState
+    from django.db.models import Max, Min
 
-    latest = ScheduleState.objects.filter(last_fired_at=Now()).values("last_due_at").order_by()
-    sql, params = latest.query.sql_with_params()
+    from apps.orchestration.metrics import latest_fire
+
+    latest = latest_fire().values("last_fired_at").annotate(fired=Max("last_fired_at"), due=Min("last_due_at"))
+    sql, params = latest.order_by().values("fired", "due").query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(("EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN ") + sql, params)
         plan = " ".join(str(row) for row in cursor.fetchall())
@@ -331,3 +333,27 @@ def test_the_exposition_is_byte_for_byte_what_prometheus_client_writes(runs, set
     assert body == generate_latest(registry)
     # Backslash, newline and quote escaped: the value stays on its line.
     assert b'definition="config:we\\"ird\\\\\\nna\\\\me.json"' in body
+
+
+def test_a_run_cancelled_while_running_is_counted_but_not_timed(client):
+    run = make_run(NODES, name="alpha")
+    PipelineRun.objects.filter(pk=run.pk).update(status="running", started_at=Now(), cancel_requested_at=Now())
+    assert engine.run_execute(run_id=run.pk).status == "cancelled"
+    assert PipelineRun.objects.get(pk=run.pk).duration_ms is not None
+    families, _ = scrape(client)
+    assert samples(families["pipeline_runs"], "_total") == {
+        (("definition", "alpha"), ("status", "cancelled"), ("trigger", "cli")): 1,
+    }
+    assert samples(families["pipeline_run_duration_seconds"], "_count") == {}
+
+
+def test_a_scrape_reads_the_same_before_and_after_the_rollup_is_folded(client, runs):
+    from apps.orchestration.rollup import rollup_fold
+
+    _, before = scrape(client)
+    rollup_fold()
+    _, after = scrape(client)
+    age = "pipeline_oldest_queued_run_age_seconds "
+    assert [line for line in before.splitlines() if not line.startswith(age)] == [
+        line for line in after.splitlines() if not line.startswith(age)
+    ]

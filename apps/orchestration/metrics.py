@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, Max, Min, Q, Sum
+from django.db.models import BigIntegerField, Count, Max, Min, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Cast, Now
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -39,13 +39,12 @@ from apps.orchestration.models import (
 )
 
 _BUCKET_COLUMNS = tuple(f"le_{index}" for index in range(len(RUN_BUCKETS)))
-_COUNTERS = ("count", "timed", "seconds", *_BUCKET_COLUMNS)
-_INTEGERS = frozenset(("count", "timed", *_BUCKET_COLUMNS))
+_COUNTERS = ("count", "timed", "micros", *_BUCKET_COLUMNS)
 
 # name, type, HELP text of every family, in the order of the exposition.
 RUNS = ("pipeline_runs", "counter", "Runs ended, by definition, trigger and terminal status.")
 RUN_DURATIONS = ("pipeline_run_duration_seconds", "histogram",
-                 "Durations of the ended runs that started, by definition and terminal status.")
+                 "Durations of the runs that completed or failed, by definition and terminal status.")
 NODES = ("pipeline_nodes", "counter", "Node attempts of the ended runs, by node type and attempt status.")
 NODE_DURATIONS = ("pipeline_node_duration_seconds", "histogram",
                   "Durations of the node attempts of the ended runs, by node type and attempt status.")
@@ -67,8 +66,8 @@ class Reading:
     labels then the counters, ordered by the labels) and the gauges' values."""
 
     definition: bool
-    runs: list[tuple]  # ([definition,] trigger, status, count, timed, seconds, le_0...)
-    nodes: list[tuple]  # (node_type, status, count, timed, seconds, le_0...)
+    runs: list[tuple]  # ([definition,] trigger, status, count, timed, micros, le_0...)
+    nodes: list[tuple]  # (node_type, status, count, timed, micros, le_0...)
     queued: int = 0
     oldest_age: float = 0.0
     workers: list[tuple[str, int]] = field(default_factory=list)  # (queue, live workers), by queue
@@ -76,11 +75,16 @@ class Reading:
     lateness: float | None = None
 
     def run_durations(self) -> list[tuple]:
-        """The run rows summed over the trigger (it rarely changes how long a run takes: fewer
-        series), per ([definition,] status), ordered: ([definition,] status, count, timed, ...)."""
+        """The rows of the runs that completed or failed, summed over the trigger (it rarely
+        changes how long a run takes: fewer series), per ([definition,] status), ordered:
+        ([definition,] status, count, timed, ...). A cancelled run's duration says when someone
+        cancelled it, not how long its pipeline takes: it is counted, not timed (which also
+        keeps a scrape of hundreds of definitions under a megabyte)."""
         width = 2 if self.definition else 1
         merged: dict[tuple, list] = {}
         for row in self.runs:
+            if row[width] == PipelineRun.Status.CANCELLED:
+                continue
             key = (row[0], row[2]) if width == 2 else (row[1],)
             into = merged.get(key)
             counters = row[width + 1:]
@@ -96,9 +100,7 @@ def _sums(model: type[RunTally] | type[NodeTally], labels: list[str]) -> list[tu
     """``model``'s counters summed per value of ``labels`` (over the shards and the labels left
     out), ordered by the labels: one query over the small rollup. The integer counters come
     back as integers on every database (PostgreSQL's SUM of a bigint is a numeric)."""
-    sums = {
-        f"sum_{name}": Cast(Sum(name), BigIntegerField()) if name in _INTEGERS else Sum(name) for name in _COUNTERS
-    }
+    sums = {f"sum_{name}": Cast(Sum(name), BigIntegerField()) for name in _COUNTERS}
     return list(model.objects.order_by(*labels).values_list(*labels).annotate(**sums))
 
 
@@ -127,20 +129,25 @@ def metrics_read() -> Reading:
     lease = BeatLease.objects.filter(name="beat").annotate(now=Now()).values_list("renewed_at", "now").first()
     if lease is not None and lease[0] is not None:
         reading.beat_age = max((lease[1] - lease[0]).total_seconds(), 0.0)
-    # The latest fire: every schedule it fired carries its time; the earliest due among them is the latest.
-    last = ScheduleState.objects.aggregate(fired=Max("last_fired_at"))["fired"]
-    if last is not None:
-        due = ScheduleState.objects.filter(last_fired_at=last).aggregate(due=Min("last_due_at"))["due"]
-        if due is not None:
-            reading.lateness = max((last - due).total_seconds(), 0.0)
+    fire = latest_fire().aggregate(fired=Max("last_fired_at"), due=Min("last_due_at"))
+    if fire["fired"] is not None and fire["due"] is not None:
+        reading.lateness = max((fire["fired"] - fire["due"]).total_seconds(), 0.0)
     return reading
+
+
+def latest_fire() -> QuerySet[ScheduleState]:
+    """The schedules beat's most recent fire fired (each carries that fire's time), found
+    through the index of (last_fired_at, last_due_at): the earliest due among them is
+    the latest lateness. Compared in SQL, as stored (SQLite keeps times as text)."""
+    newest = ScheduleState.objects.filter(last_fired_at__isnull=False).order_by("-last_fired_at")
+    return ScheduleState.objects.filter(last_fired_at=Subquery(newest.values("last_fired_at")[:1]))
 
 
 # -- as prometheus_client's families ---------------------------------------------------
 
 
 def _histogram(spec: tuple, label_names: list[str], rows: list[tuple], bounds: tuple) -> HistogramMetricFamily:
-    """One histogram per row (its labels, then count, timed, seconds and the buckets) with a timed one."""
+    """One histogram per row (its labels, then count, timed, micros and the buckets) with a timed one."""
     family = HistogramMetricFamily(spec[0], spec[2], labels=label_names)
     width = len(label_names)
     for row in rows:
@@ -149,7 +156,7 @@ def _histogram(spec: tuple, label_names: list[str], rows: list[tuple], bounds: t
             continue
         buckets = [(repr(float(bound)), row[width + 3 + index]) for index, bound in enumerate(bounds)]
         buckets.append(("+Inf", timed))
-        family.add_metric(list(row[:width]), buckets, row[width + 2])
+        family.add_metric(list(row[:width]), buckets, row[width + 2] / 1_000_000)
     return family
 
 
@@ -234,7 +241,8 @@ def _histogram_text(lines: list[str], spec: tuple, label_names: list[str], rows:
         plain = "{" + ",".join(
             f'{label}="{_escape(row[label_names.index(label)])}"' for label in sorted(label_names)
         ) + "}"
-        lines.append(f"{name}_count{plain} {timed_text}\n{name}_sum{plain} {_number(row[width + 2])}\n")
+        total = floatToGoString(row[width + 2] / 1_000_000)
+        lines.append(f"{name}_count{plain} {timed_text}\n{name}_sum{plain} {total}\n")
 
 
 def metrics_text(reading: Reading) -> bytes:

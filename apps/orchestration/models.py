@@ -216,7 +216,9 @@ class Tally(models.Model):
     shard = models.PositiveSmallIntegerField(help_text="Which of the series' rows this is (by writer).")
     count = models.BigIntegerField(default=0, help_text="How many ended.")
     timed = models.BigIntegerField(default=0, help_text="How many of them have a duration (the histogram's count).")
-    seconds = models.FloatField(default=0, help_text="The sum of those durations.")
+    # Whole microseconds, so sums are exact whatever the order rows are added in (a float's rounding
+    # could make a scrape's _sum go down by a hair, which Prometheus reads as a counter reset).
+    micros = models.BigIntegerField(default=0, help_text="The sum of those durations, in microseconds.")
     # Cumulative: how many timed ones took at most the i-th bound of the histogram's buckets.
     le_0 = models.BigIntegerField(default=0)
     le_1 = models.BigIntegerField(default=0)
