@@ -5,7 +5,9 @@ Part of the run store (apps/orchestration/store.py), kept in a module of its
 own because that one is at the 500-line limit. A run's end is counted with
 two INSERT ... ON CONFLICT DO UPDATE statements whose cost does not depend on
 how many runs are stored; pruning never touches the rollup, so its counters
-only go up.
+only go up. ``rollup_fold`` (beat's ``fold-metrics-rollup`` entry, every
+minute) folds the writers' rows of each series back into one, so a scrape
+reads about one row per series.
 """
 from __future__ import annotations
 
@@ -159,3 +161,21 @@ def _fold_statements(db, model, labels: tuple[str, ...]) -> list[str]:
             f"DELETE FROM {table} WHERE {q('shard')} <> 0",
         ]
     raise RuntimeError(f"no SQL for the metrics' rollup on {db.vendor}")
+
+
+def rollup_sums(*, model: type[RunTally] | type[NodeTally], labels: list[str]) -> list[tuple]:
+    """``model``'s counters summed per value of ``labels`` (at least one; summed over the shards and the labels
+    left out), ordered by the labels: tuples of the labels' values then the counters
+    (count, timed, micros, le_0...), all integers. One query over the small rollup, read
+    with a plain cursor (an ORM's per-value conversion cost more than the query with
+    thousands of series). Raises DatabaseError."""
+    from django.db import connection
+
+    q = connection.ops.quote_name
+    label_list = ", ".join(q(label) for label in labels)
+    sums = ", ".join(f"CAST(SUM({q(column)}) AS BIGINT)" for column in _COUNTERS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {label_list}, {sums} FROM {q(model._meta.db_table)} GROUP BY {label_list} ORDER BY {label_list}"
+        )
+        return cursor.fetchall()
