@@ -163,19 +163,24 @@ def _fold_statements(db, model, labels: tuple[str, ...]) -> list[str]:
     raise RuntimeError(f"no SQL for the metrics' rollup on {db.vendor}")
 
 
-def rollup_sums(*, model: type[RunTally] | type[NodeTally], labels: list[str]) -> list[tuple]:
-    """``model``'s counters summed per value of ``labels`` (at least one; summed over the shards and the labels
-    left out), ordered by the labels: tuples of the labels' values then the counters
-    (count, timed, micros, le_0...), all integers. One query over the small rollup, read
-    with a plain cursor (an ORM's per-value conversion cost more than the query with
-    thousands of series). Raises DatabaseError."""
+def rollup_sums(*, model: type[RunTally] | type[NodeTally], labels: list[str], counts_only: bool = False,
+                skip_status: str | None = None) -> list[tuple]:
+    """``model``'s counters summed per value of ``labels`` (at least one; summed over the
+    shards and the labels left out), ordered by the labels: tuples of the labels' values
+    then the counters (count, timed, micros, le_0...; only count with ``counts_only``),
+    all integers, leaving out the rows of status ``skip_status``. One query over the small
+    rollup, read with a plain cursor (an ORM's per-value conversion cost more than the
+    query with thousands of series). Raises DatabaseError."""
     from django.db import connection
 
     q = connection.ops.quote_name
     label_list = ", ".join(q(label) for label in labels)
-    sums = ", ".join(f"CAST(SUM({q(column)}) AS BIGINT)" for column in _COUNTERS)
+    sums = ", ".join(f"CAST(SUM({q(column)}) AS BIGINT)" for column in (_COUNTERS[:1] if counts_only else _COUNTERS))
+    where, params = (f" WHERE {q('status')} <> %s", [skip_status]) if skip_status else ("", [])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {label_list}, {sums} FROM {q(model._meta.db_table)} GROUP BY {label_list} ORDER BY {label_list}"
+            f"SELECT {label_list}, {sums} FROM {q(model._meta.db_table)}{where} "
+            f"GROUP BY {label_list} ORDER BY {label_list}",
+            params,
         )
         return cursor.fetchall()
