@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from environs import Env, validate
 from limits import parse_many
 
-from apps.broker.names import FOLD_ROLLUP_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
+from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.hostnames import HOST_NAME_RULE, host_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -245,6 +245,9 @@ RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, valid
 # Each worker renews its row per consumed queue this often (apps/orchestration/presence.py): /metrics'
 # pipeline_workers_live counts a worker until three renewals are missed.
 WORKER_PRESENCE_SECONDS = env.float("WORKER_PRESENCE_SECONDS", 10.0, validate=POSITIVE)
+# Each worker folds the metrics' rollup this often (apps/orchestration/rollup.py: the rows its writers
+# spread a series over, back into one), so a /metrics scrape reads about one row per series.
+METRICS_ROLLUP_FOLD_SECONDS = env.float("METRICS_ROLLUP_FOLD_SECONDS", 60.0, validate=POSITIVE)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
 # beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
 # it runs, so turning it off also stops the entry an earlier beat left in its table.
@@ -256,13 +259,6 @@ CELERY_BEAT_SCHEDULE = {
         # A sweep that waited longer than one interval is superseded by the next one
         # (the database scheduler stores this as the task's expiry, in whole seconds).
         "options": {"expire_seconds": max(1, round(RUN_RECOVERY_INTERVAL_SECONDS))},
-    },
-    # Every minute the metrics' rollup is folded to one row per series (apps/orchestration/rollup.py),
-    # so a /metrics scrape reads about one row per series however many workers ended runs.
-    "fold-metrics-rollup": {
-        "task": FOLD_ROLLUP_TASK,
-        "schedule": 60.0,
-        "options": {"expire_seconds": 60},
     },
 }
 if RUN_RETENTION_DAYS:

@@ -6,12 +6,11 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from apps.broker.names import EXECUTE_RUN_TASK, FOLD_ROLLUP_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK, RUN_SCHEDULED_TASK
+from apps.broker.names import EXECUTE_RUN_TASK, PRUNE_RUNS_TASK, RECOVER_RUNS_TASK, RUN_SCHEDULED_TASK
 from apps.orchestration.engine import run_execute
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.pruning import pipeline_runs_prune
 from apps.orchestration.recovery import runs_recover
-from apps.orchestration.rollup import rollup_fold
 from apps.orchestration.ticks import pipeline_run_schedule
 
 logger = logging.getLogger("workers.tasks")
@@ -59,13 +58,6 @@ def execute_run(run_id: int, definition: str | None = None, trace_id: str | None
 def recover_runs() -> int:
     """One recovery sweep (the beat entry); returns how many runs were re-published."""
     return len(runs_recover())
-
-
-@shared_task(name=FOLD_ROLLUP_TASK, ignore_result=True)
-def fold_rollup() -> int:
-    """Fold the metrics' rollup shards into one row per series (the beat entry), so a
-    scrape reads few rows; returns how many rows were folded."""
-    return rollup_fold()
 
 
 @shared_task(name=RUN_SCHEDULED_TASK, ignore_result=True)

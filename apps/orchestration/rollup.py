@@ -5,9 +5,9 @@ Part of the run store (apps/orchestration/store.py), kept in a module of its
 own because that one is at the 500-line limit. A run's end is counted with
 two INSERT ... ON CONFLICT DO UPDATE statements whose cost does not depend on
 how many runs are stored; pruning never touches the rollup, so its counters
-only go up. ``rollup_fold`` (beat's ``fold-metrics-rollup`` entry, every
-minute) folds the writers' rows of each series back into one, so a scrape
-reads about one row per series.
+only go up. ``rollup_fold`` (every worker, every METRICS_ROLLUP_FOLD_SECONDS)
+folds the writers' rows of each series back into one, so a scrape reads about
+one row per series.
 """
 from __future__ import annotations
 

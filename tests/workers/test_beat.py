@@ -16,7 +16,7 @@ from django.db.models import Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from apps.orchestration.models import PipelineRun, ScheduleState
+from apps.orchestration.models import PipelineRun, RunTally, ScheduleState
 from tests.support import wait_for
 from tests.workers.test_schedules import CHEAP, Beat, load, scheduled
 
@@ -131,7 +131,7 @@ def test_metrics_show_the_live_workers_beats_last_tick_and_its_latest_lateness(c
             if family.type == "gauge"
         }
 
-    extra = start_worker(MONITOR_HOST="metrics-host", WORKER_PRESENCE_SECONDS="1")
+    extra = start_worker(MONITOR_HOST="metrics-host", WORKER_PRESENCE_SECONDS="1", METRICS_ROLLUP_FOLD_SECONDS="1")
     beat = beats()
     holder_of(beat)
     load(cli, tmp_path / "defs", "gauged", {"nodes": CHEAP, "schedule": {"every": 1, "overlap": "allow"}})
@@ -148,6 +148,13 @@ def test_metrics_show_the_live_workers_beats_last_tick_and_its_latest_lateness(c
     latest = fire.aggregate(fired=Max("last_fired_at"), due=Min("last_due_at"))
     assert gauges()[("pipeline_schedule_lateness_seconds", None)] == pytest.approx(
         (latest["fired"] - latest["due"]).total_seconds(), abs=1e-3)
+    # A series spread over two writers' rows: a worker folds it into one, and it counts the same.
+    for shard in (3, 5):
+        RunTally.objects.create(definition="folded", trigger="cli", status="completed", shard=shard, count=2)
+    wait_for(lambda: list(RunTally.objects.filter(definition="folded").values_list("shard", "count")) == [(0, 4)],
+             timeout=30, what="a worker folding the rollup")
+    assert 'pipeline_runs_total{definition="folded",status="completed",trigger="cli"} 4.0' in (
+        Client().get("/metrics").content.decode())
     # A warm shutdown: the worker's queues show 0 at once, not after its presence expires.
     extra.stop()
     assert gauges()[extra_queue] == 0
