@@ -378,6 +378,12 @@ def fill_rollup(*, connection) -> None:
             f"FROM {q(StageExecution._meta.db_table)} GROUP BY node_type, status, run_id % {TALLY_SHARDS}")
 
 
+def _fold_rollup() -> None:
+    from apps.orchestration.rollup import rollup_fold
+
+    rollup_fold()
+
+
 def build_spec(runs: int, backlog: int) -> dict:
     return {"format": BUILD_FORMAT, "runs": runs, "stages_per_run": STAGES_PER_RUN, "backlog": backlog,
             "definitions_with_runs": DEFINITIONS_WITH_RUNS, "schedules": SCHEDULES, "hosts": HOSTS}
@@ -402,7 +408,7 @@ def build_main(args) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+    from apps.orchestration.models import NodeTally, PipelineDefinition, PipelineRun, RunTally, StageExecution
 
     spec = build_spec(args.runs, args.backlog)
     if built_spec(connection) == spec:
@@ -437,18 +443,20 @@ def build_main(args) -> int:
             (f"{args.backlog} queued runs", lambda: insert_runs(args.backlog, queued=True, sql=sql, def_ids=def_ids,
                                                                 now=now, connection=connection)),
             ("the metrics' rollup of the finished runs", lambda: fill_rollup(connection=connection)),
+            # As the workers leave it: each folds the rollup every minute (METRICS_ROLLUP_FOLD_SECONDS).
+            ("the rollup folded", _fold_rollup),
         ):
             started = time.monotonic()
             if what.startswith("0 "):
                 continue
             fn()
-            log(f"{args.label}: {what} inserted in {time.monotonic() - started:.1f} s")
+            log(f"{args.label}: {what}: done in {time.monotonic() - started:.1f} s")
     started = time.monotonic()
     with connection.cursor() as cursor:
         if sql.pg:
             # What autovacuum would have done on a database that grew over 60 days: statistics and the
             # visibility map (index-only scans).
-            for model in (PipelineRun, StageExecution):
+            for model in (PipelineRun, StageExecution, RunTally, NodeTally):
                 cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(model._meta.db_table)}")
         else:
             cursor.execute("ANALYZE")
