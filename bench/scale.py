@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TITLE = "## Scale"
-BUILD_FORMAT = 1  # bumped when what the grown database holds changes: an older build is not reused
+BUILD_FORMAT = 2  # bumped when what the grown database holds changes: an older build is not reused
 DEFINITIONS_WITH_RUNS = 200
 SCHEDULES = 2000
 EVERY_MINUTE = 1000  # of the schedules, this many are due every 60 s
@@ -349,6 +349,42 @@ def insert_stages(after_id: int, *, sql: _Sql, connection) -> None:
         cursor.execute(statement, params)
 
 
+def fill_rollup(*, connection) -> None:
+    """The metrics' rollup (RunTally, NodeTally) as the ends of the finished runs would have left it:
+    their counters and histogram buckets summed per series, spread over the rollup's shards (by run id,
+    every shard used, as by many worker processes). Set-based: one INSERT ... SELECT per table."""
+    from apps.orchestration.models import NODE_BUCKETS, RUN_BUCKETS, NodeTally, PipelineRun, RunTally, StageExecution
+    from apps.orchestration.rollup import TALLY_SHARDS
+
+    q = connection.ops.quote_name
+    counters = ["count", "timed", "micros", *(f"le_{index}" for index in range(len(RUN_BUCKETS)))]
+    timed = "started_at IS NOT NULL AND duration_ms IS NOT NULL"
+    run_values = ["COUNT(*)", f"SUM(CASE WHEN {timed} THEN 1 ELSE 0 END)",
+                  f"SUM(CASE WHEN {timed} THEN CAST(ROUND(duration_ms * 1000) AS BIGINT) ELSE 0 END)",
+                  *(f"SUM(CASE WHEN {timed} AND duration_ms <= {b * 1000!r} THEN 1 ELSE 0 END)" for b in RUN_BUCKETS)]
+    node_values = ["COUNT(*)", "COUNT(duration_ms)", "COALESCE(SUM(CAST(ROUND(duration_ms * 1000) AS BIGINT)), 0)",
+                   *(f"SUM(CASE WHEN duration_ms <= {b * 1000!r} THEN 1 ELSE 0 END)" for b in NODE_BUCKETS)]
+    terminal = ", ".join(f"'{status}'" for status in PipelineRun.TERMINAL)
+    columns = ", ".join(q(c) for c in counters)
+    with connection.cursor() as cursor:
+        # The bench's runs are all of stored definitions: the label is the definition's name (origin).
+        cursor.execute(
+            f"INSERT INTO {q(RunTally._meta.db_table)} (definition, trigger, status, shard, {columns}) "
+            f"SELECT origin, trigger, status, id % {TALLY_SHARDS}, {', '.join(run_values)} "
+            f"FROM {q(PipelineRun._meta.db_table)} WHERE status IN ({terminal}) "
+            f"GROUP BY origin, trigger, status, id % {TALLY_SHARDS}")
+        cursor.execute(
+            f"INSERT INTO {q(NodeTally._meta.db_table)} (node_type, status, shard, {columns}) "
+            f"SELECT node_type, status, run_id % {TALLY_SHARDS}, {', '.join(node_values)} "
+            f"FROM {q(StageExecution._meta.db_table)} GROUP BY node_type, status, run_id % {TALLY_SHARDS}")
+
+
+def _fold_rollup() -> None:
+    from apps.orchestration.rollup import rollup_fold
+
+    rollup_fold()
+
+
 def build_spec(runs: int, backlog: int) -> dict:
     return {"format": BUILD_FORMAT, "runs": runs, "stages_per_run": STAGES_PER_RUN, "backlog": backlog,
             "definitions_with_runs": DEFINITIONS_WITH_RUNS, "schedules": SCHEDULES, "hosts": HOSTS}
@@ -373,7 +409,7 @@ def build_main(args) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+    from apps.orchestration.models import NodeTally, PipelineDefinition, PipelineRun, RunTally, StageExecution
 
     spec = build_spec(args.runs, args.backlog)
     if built_spec(connection) == spec:
@@ -407,18 +443,21 @@ def build_main(args) -> int:
             (f"{args.runs * STAGES_PER_RUN} stages", lambda: insert_stages(0, sql=sql, connection=connection)),
             (f"{args.backlog} queued runs", lambda: insert_runs(args.backlog, queued=True, sql=sql, def_ids=def_ids,
                                                                 now=now, connection=connection)),
+            ("the metrics' rollup of the finished runs", lambda: fill_rollup(connection=connection)),
+            # As the workers leave it: each folds the rollup every minute (METRICS_ROLLUP_FOLD_SECONDS).
+            ("the rollup folded", _fold_rollup),
         ):
             started = time.monotonic()
             if what.startswith("0 "):
                 continue
             fn()
-            log(f"{args.label}: {what} inserted in {time.monotonic() - started:.1f} s")
+            log(f"{args.label}: {what}: done in {time.monotonic() - started:.1f} s")
     started = time.monotonic()
     with connection.cursor() as cursor:
         if sql.pg:
             # What autovacuum would have done on a database that grew over 60 days: statistics and the
             # visibility map (index-only scans).
-            for model in (PipelineRun, StageExecution):
+            for model in (PipelineRun, StageExecution, RunTally, NodeTally):
                 cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(model._meta.db_table)}")
         else:
             cursor.execute("ANALYZE")

@@ -246,6 +246,12 @@ RUN_RECOVERY_GRACE_SECONDS = env.float("RUN_RECOVERY_GRACE_SECONDS", 20.0, valid
 # sets one per task for the time limits above and cancels it when the task ends, and the timer
 # keeps a cancelled entry until its time (over an hour), ~0.5 KB per run (workers/celery.py).
 WORKER_TIMER_COMPACT_SECONDS = env.float("WORKER_TIMER_COMPACT_SECONDS", 60.0, validate=POSITIVE)
+# Each worker renews its row per consumed queue this often (apps/orchestration/presence.py): /metrics'
+# pipeline_workers_live counts a worker until three renewals are missed.
+WORKER_PRESENCE_SECONDS = env.float("WORKER_PRESENCE_SECONDS", 10.0, validate=POSITIVE)
+# Each worker folds the metrics' rollup this often (apps/orchestration/rollup.py: the rows its writers
+# spread a series over, back into one), so a /metrics scrape reads about one row per series.
+METRICS_ROLLUP_FOLD_SECONDS = env.float("METRICS_ROLLUP_FOLD_SECONDS", 60.0, validate=POSITIVE)
 # Runs older than this many days are deleted daily by the built-in `prune-runs`
 # beat entry (`manage.py prune_runs`); 0 keeps every run. The task reads it when
 # it runs, so turning it off also stops the entry an earlier beat left in its table.

@@ -85,7 +85,13 @@ def test_the_names_and_types_follow_prometheus_conventions(client, runs):
         "pipeline_node_duration_seconds": "histogram",
         "pipeline_runs_queued": "gauge",
         "pipeline_oldest_queued_run_age_seconds": "gauge",
+        "pipeline_workers_live": "gauge",
+        "pipeline_beat_last_tick_age_seconds": "gauge",
+        "pipeline_schedule_lateness_seconds": "gauge",
     }
+    # Every family says what it measures; no gauge ends in _total.
+    assert all(family.documentation for family in families.values())
+    assert not any(name.endswith("_total") for name, family in families.items() if family.type == "gauge")
     assert "# TYPE pipeline_runs_total counter" in body and "# TYPE pipeline_nodes_total counter" in body
     assert {sample.name for sample in families["pipeline_runs"].samples} == {"pipeline_runs_total"}
 
@@ -166,6 +172,89 @@ def test_no_run_is_zero_everywhere(client):
     assert samples(families["pipeline_oldest_queued_run_age_seconds"]) == {(): 0}
     assert samples(families["pipeline_runs"], "_total") == {}
     assert samples(families["pipeline_run_duration_seconds"], "_count") == {}
+    # No worker, no beat, no tick yet: no queue to count, and no age or lateness to make up.
+    for name in ("pipeline_workers_live", "pipeline_beat_last_tick_age_seconds", "pipeline_schedule_lateness_seconds"):
+        assert families[name].samples == []
+
+
+def test_live_workers_are_counted_per_queue_until_they_stop(client):
+    from apps.orchestration.presence import worker_presence_end, worker_presence_renew
+
+    worker_presence_renew(worker="celery@a", queues=["runs", "host.a"], interval=10)
+    worker_presence_renew(worker="celery@b", queues=["runs", "host.b"], interval=10)
+    families, _ = scrape(client)
+    assert samples(families["pipeline_workers_live"]) == {
+        (("queue", "host.a"),): 1, (("queue", "host.b"),): 1, (("queue", "runs"),): 2,
+    }
+    # b stops (a warm shutdown); a no longer consumes its host queue: they show as 0, not absent.
+    worker_presence_end(worker="celery@b")
+    worker_presence_renew(worker="celery@a", queues=["runs"], interval=10)
+    families, _ = scrape(client)
+    assert samples(families["pipeline_workers_live"]) == {
+        (("queue", "host.a"),): 0, (("queue", "host.b"),): 0, (("queue", "runs"),): 1,
+    }
+
+
+def test_a_worker_that_stops_renewing_stops_counting(client):
+    from apps.orchestration.models import WorkerQueue
+    from apps.orchestration.presence import worker_presence_renew
+
+    worker_presence_renew(worker="celery@gone", queues=["runs"], interval=10)
+    # Its renewals stopped (killed): the row as it is once the last one has expired.
+    WorkerQueue.objects.update(expires_at=Now() - timedelta(seconds=1))
+    families, _ = scrape(client)
+    assert samples(families["pipeline_workers_live"]) == {(("queue", "runs"),): 0}
+    # A worker gone for more than a day is forgotten at the next renewal of any worker.
+    WorkerQueue.objects.update(expires_at=Now() - timedelta(days=2))
+    worker_presence_renew(worker="celery@new", queues=["runs"], interval=10)
+    assert list(WorkerQueue.objects.values_list("worker", flat=True)) == ["celery@new"]
+
+
+def test_beats_last_tick_age_is_read_from_its_lease(client):
+    from apps.orchestration.beatstate import holder_name, lease_take
+    from apps.orchestration.models import BeatLease
+
+    assert lease_take(holder=holder_name())
+    BeatLease.objects.update(renewed_at=Now() - timedelta(seconds=90))
+    families, _ = scrape(client)
+    age = samples(families["pipeline_beat_last_tick_age_seconds"])[()]
+    assert 90 <= age < 150
+
+
+def test_the_latest_lateness_is_of_the_most_recent_fire(client):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from apps.orchestration.models import ScheduleState
+
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    for name in ("early", "late", "older"):
+        task = PeriodicTask.objects.create(name=name, task="orchestration.run_scheduled", interval=every)
+        ScheduleState.objects.create(task=task, definition_name=name, schedule="every 60 seconds",
+                                     next_due_at=Now())
+    # One fire stamps every tick it fired with its time; the latest of them sets the gauge.
+    ScheduleState.objects.filter(definition_name="early").update(
+        last_fired_at=Now() - timedelta(seconds=10), last_due_at=Now() - timedelta(seconds=12))
+    fired = ScheduleState.objects.get(definition_name="early").last_fired_at
+    ScheduleState.objects.filter(definition_name="late").update(
+        last_fired_at=fired, last_due_at=fired - timedelta(seconds=3.5))
+    # An older fire, later still, is not the most recent.
+    ScheduleState.objects.filter(definition_name="older").update(
+        last_fired_at=fired - timedelta(seconds=60), last_due_at=fired - timedelta(seconds=120))
+    families, _ = scrape(client)
+    assert samples(families["pipeline_schedule_lateness_seconds"]) == {(): pytest.approx(3.5)}
+
+
+def test_the_latest_lateness_reads_an_index():
+    from django.db.models import Max, Min
+
+    from apps.orchestration.metrics import latest_fire
+
+    latest = latest_fire().values("last_fired_at").annotate(fired=Max("last_fired_at"), due=Min("last_due_at"))
+    sql, params = latest.order_by().values("fired", "due").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(("EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN ") + sql, params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "schedulestate_last_fired" in plan, plan
 
 
 def test_a_scrape_reads_no_history(client, runs):
@@ -221,12 +310,18 @@ def test_metrics_public_needs_no_key(db, settings, runs):
 def test_the_exposition_is_byte_for_byte_what_prometheus_client_writes(runs, settings):
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from apps.orchestration.metrics import exposition, metrics_collect
+    from apps.orchestration.metrics import metrics_families, metrics_read, metrics_text
 
     make_run(NODES, name="delta", origin='/tmp/we"ird\\\nna\\me.json', origin_kind="config", definition_name="",
              definition=None)
     pipeline_run_cancel(run_id=PipelineRun.objects.get(origin_kind="config", status="queued").pk)
-    families = metrics_collect()
+    from apps.orchestration.beatstate import holder_name, lease_take
+    from apps.orchestration.presence import worker_presence_renew
+
+    lease_take(holder=holder_name())
+    worker_presence_renew(worker="celery@w", queues=["runs", 'host.we"ird'], interval=10)
+    reading = metrics_read()
+    families = metrics_families(reading)
 
     class Fixed:
         def collect(self):
@@ -234,6 +329,31 @@ def test_the_exposition_is_byte_for_byte_what_prometheus_client_writes(runs, set
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed())
-    assert exposition(families) == generate_latest(registry)
+    body = metrics_text(reading)
+    assert body == generate_latest(registry)
     # Backslash, newline and quote escaped: the value stays on its line.
-    assert b'definition="config:we\\"ird\\\\\\nna\\\\me.json"' in exposition(families)
+    assert b'definition="config:we\\"ird\\\\\\nna\\\\me.json"' in body
+
+
+def test_a_run_cancelled_while_running_is_counted_but_not_timed(client):
+    run = make_run(NODES, name="alpha")
+    PipelineRun.objects.filter(pk=run.pk).update(status="running", started_at=Now(), cancel_requested_at=Now())
+    assert engine.run_execute(run_id=run.pk).status == "cancelled"
+    assert PipelineRun.objects.get(pk=run.pk).duration_ms is not None
+    families, _ = scrape(client)
+    assert samples(families["pipeline_runs"], "_total") == {
+        (("definition", "alpha"), ("status", "cancelled"), ("trigger", "cli")): 1,
+    }
+    assert samples(families["pipeline_run_duration_seconds"], "_count") == {}
+
+
+def test_a_scrape_reads_the_same_before_and_after_the_rollup_is_folded(client, runs):
+    from apps.orchestration.rollup import rollup_fold
+
+    _, before = scrape(client)
+    rollup_fold()
+    _, after = scrape(client)
+    age = "pipeline_oldest_queued_run_age_seconds "
+    assert [line for line in before.splitlines() if not line.startswith(age)] == [
+        line for line in after.splitlines() if not line.startswith(age)
+    ]

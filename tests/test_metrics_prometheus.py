@@ -38,10 +38,37 @@ def ended():
     make_run(NODES, name="beta")
 
 
-def test_promtool_finds_nothing_to_lint_in_a_real_scrape(metrics_key, ended):
+@pytest.fixture
+def gauges():
+    """A live worker, a beat holding its lease (as their own code records them) and a fired tick."""
+    from django.db.models.functions import Now
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from apps.orchestration.beatstate import holder_name, lease_take
+    from apps.orchestration.models import ScheduleState
+    from apps.orchestration.presence import worker_presence_renew
+
+    worker_presence_renew(worker="celery@w1", queues=["runs", "host.w1"], interval=10)
+    assert lease_take(holder=holder_name())
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(name="tick", task="orchestration.run_scheduled", interval=every)
+    ScheduleState.objects.create(task=task, definition_name="alpha", schedule="every 60 seconds", next_due_at=Now(),
+                                 last_due_at=Now(), last_fired_at=Now())
+
+
+@pytest.mark.parametrize("with_gauges", [False, True], ids=["no-worker-no-beat", "worker-and-beat"])
+def test_promtool_finds_nothing_to_lint_in_a_real_scrape(metrics_key, ended, request, with_gauges):
     promtool = tool("promtool")
+    if with_gauges:
+        request.getfixturevalue("gauges")
     response = Client(headers={"Authorization": f"Bearer {metrics_key}"}).get("/metrics")
     assert response.status_code == 200
+    body = response.content.decode()
+    for name in ("pipeline_workers_live", "pipeline_beat_last_tick_age_seconds", "pipeline_schedule_lateness_seconds"):
+        assert f"# TYPE {name} gauge" in body
+    if with_gauges:
+        assert 'pipeline_workers_live{queue="host.w1"} 1.0' in body
+        assert "\npipeline_beat_last_tick_age_seconds " in body and "\npipeline_schedule_lateness_seconds " in body
     checked = subprocess.run([promtool, "check", "metrics"], input=response.content, capture_output=True,
                              timeout=60)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, b"", b"")

@@ -1,7 +1,8 @@
 """The worker's side of the project's Celery app (apps/broker/app.py): its
 tasks, and the worker-side housekeeping: the recovery sweep, the pool
-check, the host queue, the timer compaction, and the per-run log context of
-the tasks that execute runs."""
+check, the host queue, the timer compaction, the per-run log context of
+the tasks that execute runs, the presence each worker renews per queue it
+consumes, and the fold of the metrics' rollup."""
 import heapq
 import logging
 import os
@@ -188,10 +189,148 @@ class TimerCompaction(bootsteps.StartStopStep):
     shutdown = stop
 
 
+class _Presence:
+    """Renews this worker's presence (apps.orchestration.presence) in a thread of its
+    own, one renewal at a time, so a slow database never blocks the event loop."""
+
+    def __init__(self):
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def kick(self, worker: str, consumer) -> None:
+        queues = sorted(queue.name for queue in consumer.task_consumer.queues)
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._renew, args=(worker, queues), name="worker-presence",
+                                            daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    @staticmethod
+    def _renew(worker: str, queues: list[str]) -> None:
+        from django.conf import settings
+        from django.db import DatabaseError, connection
+
+        from apps.orchestration.presence import worker_presence_renew
+
+        try:
+            worker_presence_renew(worker=worker, queues=queues, interval=settings.WORKER_PRESENCE_SECONDS)
+        except DatabaseError as exc:
+            logger.warning("event=presence.error error=%s", f"{type(exc).__name__}: {exc}".strip())
+        except Exception:  # the next renewal tries again; the worker must not die of this
+            logger.exception("worker presence renewal failed")
+        finally:
+            connection.close()
+
+
+presence = _Presence()
+
+
+class _Folder:
+    """Folds the metrics' rollup (apps.orchestration.rollup.rollup_fold) in a thread of
+    its own, one fold at a time, so a slow database never blocks the event loop."""
+
+    def __init__(self):
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def kick(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._fold, name="rollup-fold", daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _fold() -> None:
+        from django.db import DatabaseError, connection
+
+        from apps.orchestration.rollup import rollup_fold
+
+        try:
+            rollup_fold()
+        except DatabaseError as exc:
+            logger.warning("event=rollup_fold.error error=%s", f"{type(exc).__name__}: {exc}".strip())
+        except Exception:  # the next fold tries again; the worker must not die of this
+            logger.exception("metrics rollup fold failed")
+        finally:
+            connection.close()
+
+
+folder = _Folder()
+
+
+class RollupFold(bootsteps.StartStopStep):
+    """Folds the metrics' rollup every METRICS_ROLLUP_FOLD_SECONDS on the worker's own
+    timer: every deployment that ends runs has workers, with or without beat."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer, **kwargs):
+        self.tref = None
+        super().__init__(consumer, **kwargs)
+
+    def start(self, consumer):
+        from django.conf import settings
+
+        self.tref = consumer.timer.call_repeatedly(settings.METRICS_ROLLUP_FOLD_SECONDS, folder.kick, (), priority=10)
+
+    def stop(self, consumer):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    shutdown = stop
+
+
+class WorkerPresence(bootsteps.StartStopStep):
+    """Records the queues this worker consumes every WORKER_PRESENCE_SECONDS on the
+    worker's own timer (from the moment it consumes), and expires them when it stops
+    consuming (a warm shutdown, a lost broker connection)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer, **kwargs):
+        self.tref = None
+        super().__init__(consumer, **kwargs)
+
+    def start(self, consumer):
+        from django.conf import settings
+
+        presence.kick(consumer.hostname, consumer)
+        self.tref = consumer.timer.call_repeatedly(
+            settings.WORKER_PRESENCE_SECONDS, presence.kick, (consumer.hostname, consumer), priority=10
+        )
+
+    def stop(self, consumer):
+        from django.db import DatabaseError
+
+        from apps.orchestration.presence import worker_presence_end
+
+        if self.tref is None:
+            return
+        self.tref.cancel()
+        self.tref = None
+        presence.wait(5.0)  # a renewal under way must not land after the end
+        try:
+            worker_presence_end(worker=consumer.hostname)
+        except DatabaseError as exc:
+            logger.warning("event=presence.error error=%s", f"{type(exc).__name__}: {exc}".strip())
+
+    shutdown = stop
+
+
 app.steps["worker"].add(PoolCheck)
 app.steps["worker"].add(HostQueue)
 app.steps["consumer"].add(RecoverySweep)
 app.steps["consumer"].add(TimerCompaction)
+app.steps["consumer"].add(WorkerPresence)
+app.steps["consumer"].add(RollupFold)
 
 
 @worker_ready.connect

@@ -223,7 +223,9 @@ class Tally(models.Model):
     shard = models.PositiveSmallIntegerField(help_text="Which of the series' rows this is (by writer).")
     count = models.BigIntegerField(default=0, help_text="How many ended.")
     timed = models.BigIntegerField(default=0, help_text="How many of them have a duration (the histogram's count).")
-    seconds = models.FloatField(default=0, help_text="The sum of those durations.")
+    # Whole microseconds, so sums are exact whatever the order rows are added in (a float's rounding
+    # could make a scrape's _sum go down by a hair, which Prometheus reads as a counter reset).
+    micros = models.BigIntegerField(default=0, help_text="The sum of those durations, in microseconds.")
     # Cumulative: how many timed ones took at most the i-th bound of the histogram's buckets.
     le_0 = models.BigIntegerField(default=0)
     le_1 = models.BigIntegerField(default=0)
@@ -345,7 +347,28 @@ class ScheduleState(models.Model):
     )
 
     class Meta:
-        indexes = [models.Index(fields=["next_due_at"], name="schedulestate_next_due")]
+        indexes = [
+            models.Index(fields=["next_due_at"], name="schedulestate_next_due"),
+            # /metrics' latest lateness: the newest fire and the earliest due time among its ticks.
+            models.Index(fields=["last_fired_at", "last_due_at"], name="schedulestate_last_fired"),
+        ]
 
     def __str__(self):
         return f"{self.definition_name} due {self.next_due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WorkerQueue(models.Model):
+    """A queue a worker consumes, while it is live: the worker renews its rows on its
+    own timer and expires them at a warm shutdown, so one that died stops counting
+    when ``expires_at`` passes. /metrics counts the rows not expired, per queue."""
+
+    worker = models.CharField(max_length=200, help_text="The worker's node name (celery@host).")
+    queue = models.CharField(max_length=200, help_text="A queue it consumes.")
+    renewed_at = models.DateTimeField(help_text="The worker's last renewal (database time).")
+    expires_at = models.DateTimeField(help_text="Database time after which the worker no longer counts as live.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["worker", "queue"], name="workerqueue_unique")]
+
+    def __str__(self):
+        return f"{self.worker} on {self.queue}"

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.api.auth import request_key
 from apps.api.errors import error_response
-from apps.orchestration.metrics import exposition, metrics_collect
+from apps.orchestration.metrics import metrics_read, metrics_text
 
 logger = logging.getLogger("apps.orchestration.views")
 
@@ -26,7 +26,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         if not settings.METRICS_PUBLIC:
             request_key(request, "metrics")
         # Only the run metrics: the web process's own CPU or memory says nothing about runs.
-        body = exposition(metrics_collect())
+        body = metrics_text(metrics_read())
     except HttpError as exc:
         return error_response(exc.status_code, exc.message)
     except DatabaseError as exc:

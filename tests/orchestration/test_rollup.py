@@ -46,7 +46,7 @@ def test_a_completed_run_is_counted_once_with_its_duration_and_nodes():
     assert runs() == {("p", "cli", "completed"): (1, 1)}
     assert nodes() == {("context", "succeeded"): (1, 1), ("transform", "succeeded"): (1, 1)}
     row = RunTally.objects.get()
-    assert row.seconds == pytest.approx(run.duration_ms / 1000)
+    assert row.micros == round(run.duration_ms * 1000)  # whole microseconds: sums are exact
     expected = [1 if run.duration_ms <= bound * 1000 else 0 for bound in RUN_BUCKETS]
     assert [getattr(row, f"le_{index}") for index in range(len(RUN_BUCKETS))] == expected
     # Delivered again: a finished run is left alone, and counted no more.
@@ -90,7 +90,7 @@ def test_cancelling_a_queued_run_counts_it_once_without_a_duration():
     pipeline_run_cancel(run_id=run.pk)  # asked twice: already cancelled
     assert engine.run_execute(run_id=run.pk).status == "cancelled"  # its message arrives later
     assert runs() == {("p", "cli", "cancelled"): (1, 0)}
-    assert RunTally.objects.get().seconds == 0
+    assert RunTally.objects.get().micros == 0
 
 
 def test_cancelling_an_abandoned_run_counts_it_and_its_interrupted_node():
@@ -157,3 +157,76 @@ def test_runs_ended_at_once_by_many_threads_are_each_counted_once():
     assert runs() == {("p", "cli", "cancelled"): (120, 0)}
     # Spread over rows: the writers did not all queue on one.
     assert 1 < RunTally.objects.count() <= rollup.TALLY_SHARDS
+
+
+def _shard_copies(model, shards: range) -> None:
+    """Copy every row of ``model`` into ``shards`` (as other writers would have made them)."""
+    fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", "shard")]
+    for row in list(model.objects.values(*fields)):
+        model.objects.bulk_create([model(shard=shard, **row) for shard in shards], ignore_conflicts=True)
+
+
+def test_folding_keeps_every_sum_and_leaves_one_row_per_series():
+    for _ in range(2):
+        assert engine.run_execute(run_id=make_run(NODES).pk).status == "completed"
+    assert engine.run_execute(run_id=make_run(FAILING, name="f", defaults={"max_retries": 1}).pk).status == "failed"
+    pipeline_run_cancel(run_id=make_run(NODES).pk)
+    for model in (RunTally, NodeTally):
+        model.objects.exclude(shard=0).update(shard=0)  # wherever this thread wrote, then copies beside it
+        _shard_copies(model, range(1, rollup.TALLY_SHARDS))
+    counters = ["count", "timed", "micros", *(f"le_{index}" for index in range(len(RUN_BUCKETS)))]
+
+    def totals(model, labels):
+        rows = model.objects.values(*labels).annotate(**{name: Sum(name) for name in counters}).order_by(*labels)
+        return [dict(row) for row in rows]
+
+    before = totals(RunTally, ["definition", "trigger", "status"]), totals(NodeTally, ["node_type", "status"])
+    series = RunTally.objects.filter(shard=0).count() + NodeTally.objects.filter(shard=0).count()
+    assert rollup.rollup_fold() == series * (rollup.TALLY_SHARDS - 1)
+    assert (totals(RunTally, ["definition", "trigger", "status"]), totals(NodeTally, ["node_type", "status"])) == before
+    assert not RunTally.objects.exclude(shard=0).exists() and not NodeTally.objects.exclude(shard=0).exists()
+    assert rollup.rollup_fold() == 0  # nothing left to fold
+    # Runs ending after a fold add to the folded rows' sums.
+    assert engine.run_execute(run_id=make_run(NODES).pk).status == "completed"
+    rollup.rollup_fold()
+    assert runs()[("p", "cli", "completed")] == (2 * rollup.TALLY_SHARDS + 1,) * 2
+
+
+def test_runs_ended_while_the_rollup_is_folded_are_each_counted_once():
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises every write)")
+    ids = [make_run(NODES).pk for _ in range(160)]
+    errors = []
+    done = threading.Event()
+
+    def cancel(chunk):
+        try:
+            for run_id in chunk:
+                pipeline_run_cancel(run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def fold():
+        try:
+            while not done.is_set():
+                rollup.rollup_fold()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    folder = threading.Thread(target=fold)
+    folder.start()
+    threads = [threading.Thread(target=cancel, args=(ids[index::8],)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    done.set()
+    folder.join(timeout=60)
+    assert not errors and not any(thread.is_alive() for thread in [*threads, folder])
+    assert runs() == {("p", "cli", "cancelled"): (160, 0)}
+    rollup.rollup_fold()
+    assert list(RunTally.objects.values_list("shard", "count")) == [(0, 160)]

@@ -16,7 +16,7 @@ from django.db.models import Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from apps.orchestration.models import PipelineRun, ScheduleState
+from apps.orchestration.models import PipelineRun, RunTally, ScheduleState
 from tests.support import wait_for
 from tests.workers.test_schedules import CHEAP, Beat, load, scheduled
 
@@ -109,3 +109,53 @@ def test_a_second_beat_fires_nothing_and_takes_over_when_the_first_stops(cli, be
     holder_of(second)
     wait_for(lambda: second.count("event=schedule.launched definition=pair ") >= 2, what="the second beat firing")
     assert scheduled("pair").count() == launched + second.count("event=schedule.launched definition=pair ")
+
+
+def test_metrics_show_the_live_workers_beats_last_tick_and_its_latest_lateness(cli, beats, start_worker, tmp_path,
+                                                                               settings):
+    from django.db.models import Max, Min
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from apps.hostnames import host_queue
+    from apps.orchestration.dispatch import run_queue
+
+    settings.METRICS_PUBLIC = True
+
+    def gauges() -> dict:
+        response = Client().get("/metrics")
+        assert response.status_code == 200
+        return {
+            (sample.name, sample.labels.get("queue")): sample.value
+            for family in text_string_to_metric_families(response.content.decode()) for sample in family.samples
+            if family.type == "gauge"
+        }
+
+    extra = start_worker(MONITOR_HOST="metrics-host", WORKER_PRESENCE_SECONDS="1", METRICS_ROLLUP_FOLD_SECONDS="1")
+    beat = beats()
+    holder_of(beat)
+    load(cli, tmp_path / "defs", "gauged", {"nodes": CHEAP, "schedule": {"every": 1, "overlap": "allow"}})
+    wait_for(lambda: scheduled("gauged").filter(status="completed").count() >= 2, what="2 scheduled runs completed")
+    extra_queue = ("pipeline_workers_live", host_queue("metrics-host"))
+    # The module's worker and this one (the module's renews within its 10 s: each test's flush empties the table).
+    wait_for(lambda: gauges().get(("pipeline_workers_live", run_queue())) == 2, timeout=30,
+             what="both workers counted on the run queue")
+    now = gauges()
+    assert now[extra_queue] == 1
+    assert 0 <= now[("pipeline_beat_last_tick_age_seconds", None)] < 60
+    beat.stop()
+    fire = ScheduleState.objects.filter(last_fired_at=ScheduleState.objects.aggregate(last=Max("last_fired_at"))["last"])
+    latest = fire.aggregate(fired=Max("last_fired_at"), due=Min("last_due_at"))
+    assert gauges()[("pipeline_schedule_lateness_seconds", None)] == pytest.approx(
+        (latest["fired"] - latest["due"]).total_seconds(), abs=1e-3)
+    # A series spread over two writers' rows: a worker folds it into one, and it counts the same.
+    for shard in (3, 5):
+        RunTally.objects.create(definition="folded", trigger="cli", status="completed", shard=shard, count=2)
+    wait_for(lambda: list(RunTally.objects.filter(definition="folded").values_list("shard", "count")) == [(0, 4)],
+             timeout=30, what="a worker folding the rollup")
+    assert 'pipeline_runs_total{definition="folded",status="completed",trigger="cli"} 4.0' in (
+        Client().get("/metrics").content.decode())
+    # A warm shutdown: the worker's queues show 0 at once, not after its presence expires.
+    extra.stop()
+    assert gauges()[extra_queue] == 0
+    assert gauges()[("pipeline_workers_live", run_queue())] == 1
