@@ -79,6 +79,7 @@ TARGETS = {
     "output": "stored ≤ 256 KiB",
     "typical": "≤ 50 KB of WAL",
     "prometheus": "every scrape up within 10 s",
+    "beat": "tick delay p95 ≤ 1 s, beat ≤ 10% of a core",
 }
 
 
@@ -855,6 +856,22 @@ def measure(env: dict, args) -> dict:
         redis_client(env["redis_db"]).flushdb()
 
 
+def herd(env: dict, minutes: int) -> dict:
+    """bench/schedule.py's herd (a real beat firing 2,000 schedules, 1,000 every minute, no
+    worker) on the database of ``env``, whose runs and schedules it replaces; its figures."""
+    from bench.run import PYTHON, redis_client, run_child
+
+    redis_client(env["redis_db"]).flushdb()
+    try:
+        with tempfile.TemporaryDirectory(prefix="scale-herd") as tmp:
+            out = Path(tmp) / "herd.json"
+            cmd = [PYTHON, "-m", "bench.schedule", "--herd", "--minutes", str(minutes), "--workdir", tmp,
+                   "--out", str(out)]
+            return run_child(cmd, child_env(env), out, (minutes + 5) * 60, f"{env['label']}: beat herd")
+    finally:
+        redis_client(env["redis_db"]).flushdb()
+
+
 # --- the report ------------------------------------------------------------------------------------
 
 def _pct(values: list[float], p: float) -> float:
@@ -946,6 +963,15 @@ def build_table(results: dict) -> tuple[str, list[str]]:
             rows.append([op["label"], vendor, _cell(empty["ops"].get(key), key), _cell(op, key), target, verdict])
             if verdict == "no":
                 missed.append(f"{op['label']} on {vendor}")
+        if "beat" in empty:
+            seen = empty["beat"]
+            label = f"beat, {seen['schedules']} schedules ({seen['every_minute']} every 60 s)"
+            cell = (f"{seen['ticks']} ticks in {seen['minutes']} min: tick delay p50 {seen['delay_p50_s']:.2f} / "
+                    f"p95 {seen['delay_p95_s']:.2f} s, beat CPU {seen['beat_cpu_share'] * 100:.1f}% of a core")
+            verdict = "yes" if seen["delay_p95_s"] <= 1 and seen["beat_cpu_share"] <= 0.10 else "no"
+            rows.append([label, vendor, "—", cell, TARGETS["beat"], verdict])
+            if verdict == "no":
+                missed.append(f"{label} on {vendor}")
         if "prometheus" in grown:
             label = "a real Prometheus scraping /metrics"
             seen = grown["prometheus"]
@@ -999,8 +1025,14 @@ the Debian package's Prometheus scraping the web service (gunicorn, one
 process) every 10 s with its default 10 s timeout, {scrapes} times per
 database (`bench/prometheus_scrape.py`); the longest scrape is Prometheus's
 own `scrape_duration_seconds`. `bench/schedule.py` ("Scheduling delay")
-measures beat's tick delay with one schedule; beat at {schedules} schedules
-is not measured here.
+measures beat's tick delay with one schedule. Beat at {schedules} schedules
+is its `--herd`: the empty database's schedules and runs replaced by
+{schedules} scheduled definitions, half of them due every minute (cron
+`* * * * *`, overlap allow), fired by a real beat with no worker for
+{herd_minutes} whole minutes after a warm-up minute; the tick delay is a
+run's `created_at` minus the due time in its key, beat's CPU is its user +
+system time from /proc over those minutes. It runs last, as it replaces
+what the empty database held; no run history takes part in a tick.
 """
 
 
@@ -1018,7 +1050,8 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
         runs_pg=f"{args.runs_postgresql:,}", stages_pg=f"{args.runs_postgresql * STAGES_PER_RUN:,}",
         runs_sqlite=f"{args.runs_sqlite:,}", span=SPAN_DAYS, with_runs=DEFINITIONS_WITH_RUNS, hosts=HOSTS,
         backlog=f"{args.backlog:,}", sqlite_backlog=SQLITE_BACKLOG, tries=args.tries, budget=args.budget,
-        limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE, scrapes=args.scrapes)
+        limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE, scrapes=args.scrapes,
+        herd_minutes=args.herd_minutes)
     built = f"reused from an earlier build: {', '.join(reused)}" if reused else "every database built in this run"
     section = (f"{TITLE}\n\nMeasured on {facts['date']} by `bench/scale.py` (took {elapsed:.0f} s; {built}); "
                f"re-run:\n\n    {command}\n\n"
@@ -1045,6 +1078,14 @@ def parent_main(args) -> int:
             results[env["label"]] = measure(env, args)
             log(f"{env['label']}: a real Prometheus scraping /metrics")
             results[env["label"]]["prometheus"] = prometheus_scrape.measure(child_env(env), scrapes=args.scrapes)
+        if args.herd_minutes:
+            for env in envs:
+                if not env["grown"]:  # the herd replaces the database's runs and schedules: the empty one's
+                    log(f"{env['label']}: beat with {SCHEDULES} schedules, {args.herd_minutes} min")
+                    try:
+                        results[env["label"]]["beat"] = herd(env, args.herd_minutes)
+                    except RuntimeError as exc:  # the table is still written, without this row
+                        log(f"{env['label']}: beat herd: {exc}")
     finally:
         for db in args.redis_dbs:
             with contextlib.suppress(Exception):
@@ -1100,6 +1141,9 @@ def main() -> int:
     parser.add_argument("--redis-dbs", default="10,11", help="two spare Redis databases, flushed (default 10,11)")
     parser.add_argument("--scrapes", type=int, default=6,
                         help="scrapes of /metrics by a real Prometheus per database, 10 s apart (default 6)")
+    parser.add_argument("--herd-minutes", type=int, default=2,
+                        help="minutes beat fires 2,000 schedules per database kind, after a warm-up minute "
+                             "(default 2; 0 leaves it out)")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     parser.add_argument("--json", help="also write every sample to this file")
     args = parser.parse_args()
@@ -1119,8 +1163,8 @@ def main() -> int:
         parser.error("--redis-dbs takes two Redis database numbers, like 10,11")
     if args.runs_postgresql < 1 or args.runs_sqlite < 1 or args.backlog < 0 or args.tries < 3:
         parser.error("--runs-* must be >= 1, --backlog >= 0 and --tries >= 3")
-    if args.scrapes < 1:
-        parser.error("--scrapes must be at least 1")
+    if args.scrapes < 1 or args.herd_minutes < 0:
+        parser.error("--scrapes must be at least 1 and --herd-minutes at least 0")
     if args.budget <= 0 or args.limit <= 0:
         parser.error("--budget and --limit must be above 0")
     return parent_main(args)

@@ -190,6 +190,12 @@ def herd_main(args) -> int:
     if not delays:
         raise RuntimeError(f"no scheduled run in the measured window; see {beat.log_path}")
     p95 = delays[min(len(delays) - 1, round(0.95 * (len(delays) - 1)))]
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "schedules": HERD_SCHEDULES, "every_minute": HERD_SCHEDULES // 2, "minutes": args.minutes,
+            "ticks": len(delays), "delay_p50_s": statistics.median(delays), "delay_p95_s": p95,
+            "delay_max_s": delays[-1], "beat_cpu_share": cpu, "load": _loadavg(),
+        }))
     print(f"beat, {HERD_SCHEDULES} schedules ({HERD_SCHEDULES // 2} due every 60 s), {args.minutes} min: "
           f"{len(delays)} ticks, tick delay p50 {statistics.median(delays):.3f} s, p95 {p95:.3f} s, "
           f"max {delays[-1]:.3f} s; beat CPU {cpu * 100:.1f}% of a core; load average {_loadavg()}")
@@ -257,6 +263,7 @@ def main() -> int:
         return fire_main(parser.parse_args())
     if parser.parse_known_args()[0].herd:
         parser.add_argument("--workdir", required=True)
+        parser.add_argument("--out", help="also write the figures to this file, as JSON")
         return herd_main(parser.parse_args())
     parser.add_argument("--broker", required=True, choices=["embedded", "redis"])
     parser.add_argument("--workdir", required=True)
