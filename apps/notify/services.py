@@ -19,8 +19,10 @@ from apps.options import unknown_option_messages
 # `driver` (or neither form) the other keys are the driver's options, so Slack's
 # own `channel` option stays usable; without it, `channel` / `channels` name
 # NotificationChannel rows and the other keys override their options.
-DRIVER_NODE_KEYS = ("driver", "required")
-CHANNEL_NODE_KEYS = ("channel", "channels", "required")
+# A notify node's own keys (the node decides with notify_on / renotify_after whether to send at all).
+NOTICE_NODE_KEYS = ("notify_on", "renotify_after")
+DRIVER_NODE_KEYS = ("driver", "required", *NOTICE_NODE_KEYS)
+CHANNEL_NODE_KEYS = ("channel", "channels", "required", *NOTICE_NODE_KEYS)
 _CHANNEL_NAME = re.compile(r"[-a-zA-Z0-9_]+")
 
 logger = logging.getLogger(__name__)

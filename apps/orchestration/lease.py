@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -188,6 +188,7 @@ class Lease:
         stage: StageExecution | None = None,
         before_node: bool = False,
         durable: bool = False,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         """Write ``run_fields`` on the run and save ``stages`` (and ``stage``),
         fenced by this lease's token. A stage row is inserted, or its outcome
@@ -199,7 +200,8 @@ class Lease:
 
         A ``durable`` write is the run's end (``run_fields`` hold its terminal
         status): it is one transaction with the run's count in the metrics'
-        rollup (rollup.run_end_tally).
+        rollup (rollup.run_end_tally) and ``on_end``, called after the write
+        matched (the run's monitoring state).
 
         On PostgreSQL a write is one statement and one commit, and only a
         ``durable`` one waits for the disk flush: a database crash could lose
@@ -242,6 +244,8 @@ class Lease:
                         raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
                 if durable:
                     rollup.run_end_tally(run_id=self.run_id)
+                    if on_end is not None:
+                        on_end()
 
         started = time.monotonic()
         with_reconnect(attempt, what=f"recording run {self.run_id}")

@@ -372,3 +372,70 @@ class WorkerQueue(models.Model):
 
     def __str__(self):
         return f"{self.worker} on {self.queue}"
+
+
+class Severity(models.TextChoices):
+    """What a run found, worst last: the analysis' severity, else the worst of its checks."""
+
+    OK = "ok", "OK"
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class MonitorState(models.Model):
+    """The last severity runs of one definition found on one host: the alert
+    board (``manage.py list_states``). Written with a run's end, in its fenced
+    end write, so a worker that lost its run cannot move it."""
+
+    definition = models.CharField(
+        max_length=600, help_text="The definition's name, 'builtin', or 'config:<file name>'."
+    )
+    host = models.CharField(
+        max_length=100, blank=True, default="",
+        help_text="The host its checks measured (else the run's target host); empty when neither is known.",
+    )
+    severity = models.CharField(max_length=10, choices=Severity.choices, help_text="What the last run found.")
+    since = models.DateTimeField(help_text="Since when the severity has been this one (database time).")
+    last_run_id = models.BigIntegerField(help_text="The run whose end wrote this row (it may have been pruned since).")
+    last_run_at = models.DateTimeField(help_text="When that run ended (database time).")
+    last_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a run of it last sent a notice about this host (database time)."
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["definition", "host"], name="monitorstate_unique_key")]
+        indexes = [models.Index(fields=["severity", "since"], name="monitorstate_severity")]
+
+    def __str__(self):
+        return f"{self.definition} on {self.host or '-'}: {self.severity}"
+
+
+class MonitorNotice(models.Model):
+    """What one notify node with ``notify_on`` last told its receivers about one
+    host. Claimed by a conditional update on ``version`` before the node sends,
+    so two runs ending at once decide "changed" once."""
+
+    definition = models.CharField(max_length=600, help_text="As MonitorState.definition.")
+    host = models.CharField(max_length=100, blank=True, default="", help_text="As MonitorState.host.")
+    node_id = models.CharField(max_length=100, help_text="The notify node.")
+    severity = models.CharField(max_length=10, choices=Severity.choices, help_text="The severity last notified.")
+    since = models.DateTimeField(help_text="Since when receivers have heard of this severity (database time).")
+    notified_at = models.DateTimeField(help_text="When the last notice (or reminder) was claimed (database time).")
+    run_id = models.BigIntegerField(help_text="The run that claimed it.")
+    notice = models.CharField(
+        max_length=10, blank=True, default="", help_text="The kind of the last notice: problem, reminder, resolved."
+    )
+    previous_severity = models.CharField(
+        max_length=10, blank=True, default="", help_text="What receivers had heard before the last notice."
+    )
+    previous_since = models.DateTimeField(null=True, blank=True, help_text="Since when they had heard it.")
+    version = models.BigIntegerField(default=1, help_text="Raised by every claim: the compare-and-set fence.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "host", "node_id"], name="monitornotice_unique_key")
+        ]
+
+    def __str__(self):
+        return f"{self.definition} on {self.host or '-'} ({self.node_id}): {self.severity}"

@@ -90,6 +90,8 @@ def render_dry_run(
         for index, node in enumerate(nodes, start=1):
             lines.append(f"  {index}. [{printable(node['type'])}] {printable(node['id'])}")
             lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
+            if "when" in node:
+                lines.append(f"     When: {printable(str(node['when']))}")
             if node.get("required") is False:
                 lines.append("     Required: no (a failure does not stop the run)")
             nxt = node.get("next")
@@ -121,6 +123,7 @@ def dry_run_as_dict(
                 "type": node["type"],
                 "config": node.get("config") or {},
                 "required": node.get("required", True),
+                **({"when": node["when"]} if "when" in node else {}),
                 "next": node.get("next"),
             }
             for node in config["nodes"]
@@ -139,6 +142,8 @@ def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
 
 
 def _node_lines(entry: dict) -> list[str]:
+    if entry["status"] == "skipped":  # its `when` was false: it never started
+        return [f"  Skipped: {printable(str(entry.get('reason') or 'skipped'))}"]
     node_type = entry["type"]
     output = entry.get("output") or {}
     lines: list[str] = []
@@ -241,7 +246,7 @@ def run_json(run: PipelineRun) -> dict:
     return run_as_dict(run) | {"exit_code": exit_code_for(run)}
 
 
-_MARKS = {"succeeded": "✓", "failed": "✗"}
+_MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "⤼"}
 
 
 def render_progress(event: dict) -> str:

@@ -11,6 +11,7 @@ import re
 from apps import jsondata
 from apps.hostnames import ALL, AUTO, HOST_NAME_RULE, host_name
 from apps.options import is_positive_number
+from apps.orchestration.conditions import when_messages
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_messages
 from apps.orchestration.triggers import trigger_messages
@@ -153,10 +154,12 @@ def validate_definition(config) -> list[str]:
 def _validate_node(node: dict, label: str) -> list[str]:
     messages = []
     node_type = node.get("type")
-    for key in sorted(set(node) - {"id", "type", "config", "next", "required", "description"}):
+    for key in sorted(set(node) - {"id", "type", "config", "next", "required", "description", "when"}):
         messages.append(f"Node {label} has unknown field: {key}")
     if "required" in node and not isinstance(node["required"], bool):
         messages.append(f"Node {label} field 'required' must be true or false")
+    if "when" in node:
+        messages += [f"Node {label}: {message}" for message in when_messages(node["when"])]
     config = node.get("config", {})
     if not isinstance(config, dict):
         messages.append(f"Node {label} config must be an object")

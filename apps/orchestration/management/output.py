@@ -52,7 +52,7 @@ class RunProgress:
             self.event({
                 "phase": "end", "node": node_id, "type": entry.get("type"), "attempt": entry.get("attempts"),
                 "status": entry.get("status"), "duration_ms": entry.get("duration_ms"),
-                "reused": entry.get("reused", False), "error": entry.get("error"),
+                "reused": entry.get("reused", False), "error": entry.get("error") or entry.get("reason"),
             })
         if run.status == PipelineRun.Status.RUNNING and run.current_node and run.current_node not in entries:
             node_type = next(

@@ -1,7 +1,11 @@
 """The node-type family: what each kind of pipeline node does."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
 
 from apps.options import unknown_option_messages
 from apps.registry import Registry
@@ -33,6 +37,12 @@ class NodeContext:
     node_id: str = ""
     # What launched the run (a PipelineRun.Trigger value): an alert's run finds its alerts recorded already.
     trigger: str = "cli"
+    # How the run names its definition (definition, config, builtin: ``pipeline`` is its origin), and the host
+    # it was aimed at ("" for any worker): the key of its monitoring state (apps.orchestration.monitoring).
+    origin_kind: str = "definition"
+    target_host: str = ""
+    # The time as the run records it (the database's, carried on this process' clock by the engine).
+    now: Callable[[], datetime] = timezone.now
 
     def outputs_of_type(self, node_type: str) -> list[dict]:
         return [r["output"] for r in self.results.values() if r["type"] == node_type]

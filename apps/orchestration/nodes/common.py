@@ -25,3 +25,11 @@ def latest_analysis(results: dict) -> dict | None:
         if entry["type"] == "intelligence":
             return entry["output"]
     return None
+
+
+def measured_host(results: dict) -> str | None:
+    """The host the most recent context node measured, if any."""
+    for entry in reversed(list(results.values())):
+        if entry["type"] == "context" and entry["output"].get("host"):
+            return str(entry["output"]["host"])
+    return None

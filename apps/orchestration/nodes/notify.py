@@ -4,6 +4,13 @@ A node names a ``driver`` (default console) with its options, or, without
 ``driver``, a ``channel`` / ``channels`` stored as NotificationChannel rows,
 whose options the node's other keys override. Validation stays pure: channels
 are looked up when the node runs.
+
+``notify_on`` makes the node speak only when there is something to say
+(apps/orchestration/monitoring.py): "always" (the default: every run),
+"problem" (a warning or critical), "change" (a severity other than the one
+its receivers last heard of), with ``renotify_after`` seconds between
+reminders while a problem lasts; a return to ok after a problem is a
+"resolved" notice. A node that stays quiet succeeds and says why.
 """
 from apps.notify.message import message_build, notification_key
 from apps.notify.services import (
@@ -15,16 +22,19 @@ from apps.notify.services import (
     notification_validate,
     uses_channels,
 )
+from apps.options import is_positive_number
+from apps.orchestration.monitoring import (
+    ALWAYS,
+    NOTIFY_ON,
+    RENOTIFY_MAX,
+    RENOTIFY_MIN,
+    Decision,
+    notice_claim,
+    notice_release,
+    run_severity,
+)
 from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType, node_types
-from apps.orchestration.nodes.common import all_checks, latest_analysis, latest_incident
-
-
-def _measured_host(results: dict) -> str | None:
-    """The host the most recent context node measured, if any."""
-    for entry in reversed(list(results.values())):
-        if entry["type"] == "context" and entry["output"].get("host"):
-            return str(entry["output"]["host"])
-    return None
+from apps.orchestration.nodes.common import all_checks, latest_analysis, latest_incident, measured_host
 
 
 def _failures(result: dict) -> list[str]:
@@ -47,9 +57,29 @@ class NotifyNode(NodeType):
     name = "notify"
 
     def validate(self, config: dict) -> list[str]:
-        return notification_validate(config=config)
+        return _notice_messages(config) + notification_validate(config=config)
 
     def run(self, config: dict, ctx: NodeContext) -> dict:
+        mode = config.get("notify_on", ALWAYS)
+        decision: Decision | None = None
+        if mode != ALWAYS:
+            decision = notice_claim(
+                ctx=ctx, severity=run_severity(ctx.results), mode=mode, renotify_after=config.get("renotify_after")
+            )
+            if decision.notice is None:
+                return {"notify_on": mode, "notice": None, "quiet": decision.reason}
+        try:
+            result = self._send(config, ctx, decision)
+        except NodeError:
+            if decision is not None:
+                notice_release(decision)  # not heard: the next run decides as if it had not been claimed
+            raise
+        if decision is not None:
+            result = {"notify_on": mode, "notice": decision.notice, "reason": decision.reason, **result}
+        return result
+
+    def _send(self, config: dict, ctx: NodeContext, decision: Decision | None) -> dict:
+        """Build the message and deliver it; raises NodeError when a delivery failed."""
         message = message_build(
             run_info={
                 "pipeline": ctx.pipeline,
@@ -60,9 +90,11 @@ class NotifyNode(NodeType):
             incident=latest_incident(ctx.results),
             checks=all_checks(ctx.results),
             analysis=latest_analysis(ctx.results),
-            host=_measured_host(ctx.results),
+            host=measured_host(ctx.results),
             # At-least-once across a takeover: a repeat of this node in this run has the same key.
             key=notification_key(run_id=ctx.run_id, node_id=ctx.node_id),
+            notice=decision.notice or "" if decision is not None else "",
+            previous=decision.previous if decision is not None else None,
         )
         options = node_options(config)
         if uses_channels(config) and "channel" in config:
@@ -79,7 +111,11 @@ class NotifyNode(NodeType):
         return result
 
     def display_lines(self, output: dict) -> list[str]:
+        if output.get("quiet"):
+            return [f"Quiet: {output['quiet']} (notify_on: {output.get('notify_on')})"]
         lines = []
+        if output.get("notify_on"):
+            lines.append(f"Notice: {output.get('notice') or 'plain'} ({output.get('reason')})")
         if "channels" in output:
             lines.append(f"Channels: {', '.join(c['channel'] for c in output['channels'])}")
         elif output.get("channel"):
@@ -90,3 +126,18 @@ class NotifyNode(NodeType):
             f"Channels attempted: {output.get('channels_attempted', 0)}",
             f"Succeeded: {output.get('succeeded', 0)}",
         ]
+
+
+def _notice_messages(config: dict) -> list[str]:
+    """Problems with a notify node's ``notify_on`` and ``renotify_after``."""
+    messages = []
+    mode = config.get("notify_on", ALWAYS)
+    if mode not in NOTIFY_ON:
+        messages.append(f"notify_on must be one of: {', '.join(NOTIFY_ON)}")
+    if "renotify_after" in config:
+        seconds = config["renotify_after"]
+        if not is_positive_number(seconds) or not RENOTIFY_MIN <= seconds <= RENOTIFY_MAX:
+            messages.append(f"renotify_after must be a number of seconds from {RENOTIFY_MIN} to {RENOTIFY_MAX}")
+        elif mode == ALWAYS:
+            messages.append('renotify_after applies only with notify_on "problem" or "change"')
+    return messages
