@@ -145,3 +145,42 @@ def schedule_listing_dict(item) -> dict:
         "last_run": {**last, "created_at": iso(last["created_at"])} if last else None,
         "next_due_at": iso(item.next_due_at),
     }
+
+
+def _ago(since, now) -> str:
+    """How long ago ``since`` was, whole seconds at least (``0s`` for now)."""
+    seconds = max(int((now - since).total_seconds()), 0)
+    return f"{seconds}s" if seconds < 60 else format_duration(seconds * 1000)
+
+
+def render_states_table(states: list, *, now) -> str:
+    """The monitoring state board (selectors.monitor_states_list) as an aligned table."""
+    if not states:
+        return "No monitoring state yet: it is written as runs that find a severity end."
+    body = [
+        [
+            state.severity.upper(),
+            printable(state.definition),
+            printable(state.host or "-"),
+            f"{_local(state.since)} ({_ago(state.since, now)})",
+            f"{state.last_run_id} {_local(state.last_run_at)}",
+            _local(state.last_notified_at),
+        ]
+        for state in states
+    ]
+    headers = ["SEVERITY", "DEFINITION", "HOST", _zone_header("SINCE"), _zone_header("LAST RUN"),
+               _zone_header("LAST NOTIFIED")]
+    return render_table(headers, body)
+
+
+def state_listing_dict(state) -> dict:
+    """A monitoring state row as a JSON-serialisable dict."""
+    return {
+        "definition": state.definition,
+        "host": state.host or None,
+        "severity": state.severity,
+        "since": iso(state.since),
+        "last_run_id": state.last_run_id,
+        "last_run_at": iso(state.last_run_at),
+        "last_notified_at": iso(state.last_notified_at),
+    }

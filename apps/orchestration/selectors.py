@@ -271,3 +271,25 @@ def _next_due(task: dict, schedule, now: datetime) -> datetime | None:
     due = now + schedule.remaining_estimate(last)
     # Beat sends nothing before a row's start_time.
     return max(due, task["start_time"]) if task["start_time"] else due
+
+
+# Most rows list_states shows at once (the board holds one per definition and host).
+STATE_LIST_MAX = 10_000
+
+
+def monitor_states_list(*, definition: str | None = None, severity: str | None = None, limit: int = 500) -> list:
+    """The monitoring state board (MonitorState rows), worst first, then the
+    longest-lasting: ``definition`` and ``severity`` filter it exactly."""
+    from django.db.models import Case, IntegerField, Value, When
+
+    from apps.orchestration.models import MonitorState
+    from apps.orchestration.monitoring import RANK
+
+    rows = MonitorState.objects.all()
+    if definition is not None:
+        rows = rows.filter(definition=definition)
+    if severity is not None:
+        rows = rows.filter(severity=severity)
+    rank = Case(*(When(severity=name, then=Value(-value)) for name, value in RANK.items()),
+                default=Value(0), output_field=IntegerField())
+    return list(rows.annotate(rank=rank).order_by("rank", "since", "definition", "host")[:limit])
