@@ -11,6 +11,8 @@ from apps.secrets import inline_secret_messages, secret_env_name
 # notify_on), "problem" a new problem or a change of severity, "reminder" a problem
 # that still lasts, "resolved" back to ok after a problem.
 NOTICES = ("", "problem", "reminder", "resolved")
+# How drivers name each kind of notice to people.
+NOTICE_LABELS = {"problem": "Problem", "reminder": "Reminder", "resolved": "Resolved"}
 
 @dataclass
 class Message:
