@@ -7,6 +7,12 @@ from apps.options import unknown_option_messages
 from apps.registry import Registry
 from apps.secrets import inline_secret_messages, secret_env_name
 
+# What kind of notice a message is: "" a plain notification (one per run, as without
+# notify_on), "problem" a new problem or a change of severity, "reminder" a problem
+# that still lasts, "resolved" back to ok after a problem.
+NOTICES = ("", "problem", "reminder", "resolved")
+# How drivers name each kind of notice to people.
+NOTICE_LABELS = {"problem": "Problem", "reminder": "Reminder", "resolved": "Resolved"}
 
 @dataclass
 class Message:
@@ -15,13 +21,22 @@ class Message:
     ``key`` names this notification for receivers that drop repeats: the same
     on every attempt and every redelivery of one node in one run (see
     apps.notify.message.notification_key), "" when it was not sent by a run's
-    node; drivers then send no key."""
+    node; drivers then send no key. ``notice`` is one of NOTICES: drivers
+    show a problem, a reminder or a resolved notice as such, and a plain
+    one ("") as they always have.
+
+    Raises ValueError for a notice not in NOTICES."""
 
     title: str
     body: str
     severity: str
     data: dict = field(default_factory=dict)
     key: str = ""
+    notice: str = ""
+
+    def __post_init__(self) -> None:
+        if self.notice not in NOTICES:
+            raise ValueError(f"unknown notice: {self.notice!r} (one of {', '.join(repr(n) for n in NOTICES)})")
 
 
 @dataclass

@@ -55,6 +55,28 @@ def make_message(
     )
 
 
+# What receivers last heard before a resolved notice or a reminder.
+WARNING_SINCE = {"severity": "warning", "since": "2026-12-07T10:00:00+00:00"}
+RESOLVED_LINE = "Resolved: WARNING since 2026-12-07 10:00:00 UTC is over; now OK."
+
+
+def make_notice(notice: str, *, previous=WARNING_SINCE, status="ok", incident=None, host="web-07", key="") -> Message:
+    """A notice built by message_build from a run of health-check on ``host`` whose
+    memory check is ``status``."""
+    from apps.notify.message import message_build
+
+    return message_build(
+        run_info=dict(RUN),
+        incident=incident,
+        checks=[{"name": "memory", "status": status, "value": 85.0, "unit": "%", "message": f"Memory {status}"}],
+        analysis=None,
+        host=host,
+        key=key,
+        notice=notice,
+        previous=previous,
+    )
+
+
 def assert_not_in(result: dict, *secrets: str) -> None:
     """None of ``secrets`` appears anywhere in ``result`` (as JSON)."""
     text = json.dumps(result)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from apps.notify.message import channel_key, message_build, notification_key
+from apps.notify.message import channel_key, format_since, message_build, notification_key
 
 RUN = {"pipeline": "health-check", "run_id": 42, "trace_id": "abc-123", "environment": "production"}
 
@@ -104,3 +104,97 @@ def test_channel_keys_never_equal_another_nodes_key():
     # Node "a-b" through a driver and node "a" through channel "b" of the same run.
     assert notification_key(run_id=1, node_id="a-b") != channel_key(notification_key(run_id=1, node_id="a"), "b")
     assert notification_key(run_id=1, node_id="a.b") != channel_key(notification_key(run_id=1, node_id="a"), "b")
+
+
+# --- notices ------------------------------------------------------------------
+
+WARNING_SINCE = {"severity": "warning", "since": "2026-12-07T10:00:00+00:00"}
+
+
+def warning_checks():
+    return [check("memory", "warning", "Memory at 85%")]
+
+
+def test_resolved_notice_is_ok_titled_resolved_and_says_what_is_over():
+    msg = message_build(
+        run_info=RUN, incident=None, checks=[check("memory", "ok", "Memory at 40%")], analysis=None,
+        host="web-07", notice="resolved", previous=WARNING_SINCE,
+    )
+    assert msg.title == "[RESOLVED] health-check on web-07"
+    assert msg.severity == "ok"
+    assert msg.notice == "resolved"
+    lines = msg.body.splitlines()
+    assert lines[0] == "Resolved: WARNING since 2026-12-07 10:00:00 UTC is over; now OK."
+    assert lines[1].startswith("Pipeline: health-check (run 42")
+    assert msg.data["notice"] == "resolved"
+    assert msg.data["previous"] == WARNING_SINCE
+    json.dumps(msg.data)
+
+
+def test_resolved_notice_of_a_run_with_an_incident_keeps_the_incident_title():
+    msg = message_build(
+        run_info=RUN, incident=INCIDENT, checks=[], analysis=None, notice="resolved",
+        previous={"severity": "critical", "since": None},
+    )
+    assert msg.title == "[RESOLVED] High CPU on web-01"
+    assert msg.severity == "ok"
+    assert msg.body.splitlines()[0] == "Resolved: CRITICAL is over; now OK."
+
+
+def test_reminder_is_titled_as_the_problem_and_says_since_when():
+    msg = message_build(
+        run_info=RUN, incident=None, checks=warning_checks(), analysis=None, host="web-07",
+        notice="reminder", previous={"severity": "warning", "since": "2026-12-07T12:00:05+02:00"},
+    )
+    assert msg.title == "[WARNING] health-check on web-07"
+    assert msg.severity == "warning"
+    assert msg.body.splitlines()[0] == "Still WARNING since 2026-12-07 12:00:05 +02:00 (reminder)"
+    assert msg.data["notice"] == "reminder"
+
+
+def test_problem_after_another_severity_says_what_changed():
+    msg = message_build(
+        run_info=RUN, incident=None, checks=warning_checks(), analysis=None, host="web-07",
+        notice="problem", previous={"severity": "ok", "since": "2026-12-07T09:00:00Z"},
+    )
+    assert msg.title == "[WARNING] health-check on web-07"
+    assert msg.body.splitlines()[0] == "Changed: OK → WARNING"
+    assert msg.data["previous"] == {"severity": "ok", "since": "2026-12-07T09:00:00Z"}
+
+
+def test_problem_without_previous_is_new():
+    msg = message_build(run_info=RUN, incident=None, checks=warning_checks(), analysis=None, notice="problem")
+    assert msg.body.splitlines()[0] == "New: WARNING"
+    assert msg.data["notice"] == "problem" and msg.data["previous"] is None
+
+
+def test_plain_notification_has_no_notice_line_or_notice_data():
+    plain = message_build(run_info=RUN, incident=INCIDENT, checks=warning_checks(), analysis=ANALYSIS, key="42-n")
+    assert plain.notice == ""
+    assert plain.body.splitlines()[0].startswith("Pipeline: ")
+    assert set(plain.data) == {"run", "host", "incident", "checks", "analysis"}
+    # The notice adds one first line and two keys; everything else is the plain message's.
+    problem = message_build(
+        run_info=RUN, incident=INCIDENT, checks=warning_checks(), analysis=ANALYSIS, key="42-n", notice="problem"
+    )
+    assert problem.title == plain.title and problem.severity == plain.severity and problem.key == plain.key
+    assert problem.body.split("\n", 1)[1] == plain.body
+
+
+def test_unknown_notice_is_refused():
+    with pytest.raises(ValueError, match="unknown notice: 'cleared'"):
+        message_build(run_info=RUN, incident=None, checks=[], analysis=None, notice="cleared")
+
+
+@pytest.mark.parametrize(
+    "since, expected",
+    [
+        ("2026-12-07T10:00:00+00:00", "2026-12-07 10:00:00 UTC"),
+        ("2026-12-07T10:00:00.123456Z", "2026-12-07 10:00:00 UTC"),
+        ("2026-12-07T10:00:00-05:30", "2026-12-07 10:00:00 -05:30"),
+        ("2026-12-07T10:00:00", "2026-12-07 10:00:00"),
+        ("yesterday", "yesterday"),
+    ],
+)
+def test_since_is_shown_with_seconds_and_its_zone(since, expected):
+    assert format_since(since) == expected

@@ -206,6 +206,8 @@ class EmailDriver(Driver):
         run = (message.data or {}).get("run") or {}
         from_email = config.get("from_email") or settings.DEFAULT_FROM_EMAIL
         headers = {"X-Pipeline-Severity": message.severity}
+        if message.notice:
+            headers["X-Pipeline-Notice"] = message.notice
         if run.get("trace_id"):
             headers["X-Pipeline-Trace"] = str(run["trace_id"])
         message_id = stable_message_id(message.key, recipient, from_email)

@@ -4,7 +4,9 @@ The routing key is a secret: it comes from the variable named by
 ``routing_key_env`` or from PAGERDUTY_ROUTING_KEY, and never appears in a
 delivery or an error. Every event carries a dedup key derived from what it
 is about, so sending the same incident twice pages once, and a resolve
-closes the alert its trigger opened.
+closes the alert its trigger opened: a resolved notice (notify_on) sends
+``resolve`` with the key its pipeline's problem notices on that host
+triggered with.
 """
 from __future__ import annotations
 
@@ -59,10 +61,13 @@ def dedup_key(message: Message, source: str) -> str:
 
     An incident is keyed by its id (by a hash of its title when it has none);
     a run without an incident by a hash of its pipeline and source, so each
-    pipeline's health on each host is one PagerDuty alert."""
+    pipeline's health on each host is one PagerDuty alert. A notice (problem,
+    reminder, resolved) is about the state of its pipeline on its host, not
+    about one incident: it is keyed by pipeline and source even with an
+    incident, so the resolve reaches what the trigger of another run opened."""
     data = message.data or {}
     incident = data.get("incident")
-    if incident:
+    if incident and not message.notice:
         if incident.get("id") is not None:
             return f"incident-{incident['id']}"
         return f"incident-{_digest(incident.get('title', ''))}"
@@ -71,8 +76,12 @@ def dedup_key(message: Message, source: str) -> str:
 
 
 def event_action(message: Message) -> str:
-    """"resolve" when the incident is resolved, or a run without an incident is
-    all OK (which closes what an earlier failing run of it opened); else "trigger"."""
+    """"resolve" for a resolved notice, "trigger" for a problem or a reminder; for
+    a plain notification, "resolve" when the incident is resolved, or a run
+    without an incident is all OK (which closes what an earlier failing run of
+    it opened); else "trigger"."""
+    if message.notice:
+        return "resolve" if message.notice == "resolved" else "trigger"
     incident = (message.data or {}).get("incident")
     if incident:
         return "resolve" if incident.get("status") == "resolved" else "trigger"
@@ -107,6 +116,9 @@ def custom_details(message: Message) -> dict:
             "probable_cause": truncate(str(analysis.get("probable_cause") or ""), DETAIL_LIMIT),
             "recommendations": [truncate(str(r), 500) for r in (analysis.get("recommendations") or [])[:LIST_LIMIT]],
         }
+    if message.notice:
+        details["notice"] = message.notice
+        details["previous"] = data.get("previous")
     details["message"] = truncate(message.body, DETAIL_LIMIT)
     return details
 

@@ -4,13 +4,14 @@ The webhook URL is a secret (it is the token): it comes from the variable
 named by ``webhook_url_env`` or from SLACK_WEBHOOK_URL. The message is sent
 as Block Kit blocks (a header with the title, the body in mrkdwn, the run in
 a context line) with a plain ``text`` fallback for notifications, every text
-cut to Slack's limits.
+cut to Slack's limits. A notice names its kind in the header ("Reminder: ...",
+a green check mark before "[RESOLVED] ...") and first in the context line.
 """
 from __future__ import annotations
 
 import re
 
-from apps.notify.base import Delivery, Driver, Message, drivers
+from apps.notify.base import NOTICE_LABELS, Delivery, Driver, Message, drivers
 from apps.notify.drivers.common import (
     DEFAULT_TIMEOUT,
     error_code,
@@ -38,6 +39,8 @@ SEVERITY_EMOJI = {
     "info": ":large_blue_circle:",
     "ok": ":large_green_circle:",
 }
+# A resolved notice's header: the title already says RESOLVED.
+RESOLVED_EMOJI = ":white_check_mark:"
 
 
 def _channel_messages(config: dict) -> list[str]:
@@ -68,20 +71,23 @@ def slack_payload(message: Message, config: dict) -> dict:
     """The JSON body Slack's incoming webhook receives for ``message``."""
     run = (message.data or {}).get("run") or {}
     facts = [f"*Severity:* {message.severity}"]
+    if message.notice:
+        facts.insert(0, f"*Notice:* {NOTICE_LABELS[message.notice]}")
     labels = (("Pipeline", "pipeline"), ("Run", "run_id"), ("Trace", "trace_id"), ("Environment", "environment"))
     for label, key in labels:
         if run.get(key) not in (None, ""):
             facts.append(f"*{label}:* {run[key]}")
-    emoji = SEVERITY_EMOJI.get(message.severity, "")
+    emoji = RESOLVED_EMOJI if message.notice == "resolved" else SEVERITY_EMOJI.get(message.severity, "")
+    heading = f"Reminder: {message.title}" if message.notice == "reminder" else message.title
     payload = {
-        "text": mrkdwn(f"{message.title}\n{message.body}", TEXT_LIMIT),
+        "text": mrkdwn(f"{heading}\n{message.body}", TEXT_LIMIT),
         "blocks": [
             {
                 "type": "header",
                 "text": {
                     "type": "plain_text",
                     "text": truncate(
-                        " ".join(f"{emoji} {message.title}".split()) or "Notification", HEADER_LIMIT
+                        " ".join(f"{emoji} {heading}".split()) or "Notification", HEADER_LIMIT
                     ),
                     "emoji": True,
                 },

@@ -96,8 +96,9 @@ class WebhookDriver(Driver):
         return headers
 
     def send(self, *, message: Message, config: dict) -> list[Delivery]:
-        """POSTs {"title", "body", "severity", "data"}, with an Idempotency-Key
-        header when the message has a key; a 2xx answer is a success.
+        """POSTs {"title", "body", "severity", "data"} (a notice adds "notice"
+        and "previous"), with an Idempotency-Key header when the message has a
+        key; a 2xx answer is a success.
 
         Raises DeliveryError when the URL or a header variable is not set, the
         URL is malformed or refused by apps.outbound, the request times out or
@@ -106,11 +107,15 @@ class WebhookDriver(Driver):
         url = secret(config, "url", default_env=DEFAULT_ENV, what="webhook URL")
         headers = {**self._headers(config), **key_headers(message)}
         timeout = config.get("timeout_seconds", DEFAULT_TIMEOUT)
-        body = {
+        body: dict[str, object] = {
             "title": message.title,
             "body": message.body,
             "severity": message.severity,
             "data": message.data,
         }
+        if message.notice:
+            # Only added keys: receivers of plain notifications see the body they always have.
+            body["notice"] = message.notice
+            body["previous"] = (message.data or {}).get("previous")
         response = post_json(url, body, headers=headers, timeout=timeout)
         return [Delivery(self.name, response.is_success, f"HTTP {response.status_code}")]

@@ -13,7 +13,7 @@ from django.core import mail
 
 from apps.notify.base import DeliveryError, drivers
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import BODY, SmtpServer, assert_not_in, make_message
+from tests.notify.support import BODY, RESOLVED_LINE, SmtpServer, assert_not_in, make_message, make_notice
 
 PASSWORD = "hunter2-smtp-s3cr3t"
 
@@ -439,3 +439,23 @@ def test_email_error_quoting_a_value_is_shown_by_its_class_only(smtp_server):
     result = notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
     assert result["deliveries"][0]["detail"] == f"BadHeaderError talking to 127.0.0.1:{smtp_server.port}"
     assert_not_in(result, "s3cr3t")
+
+
+# --- notices ------------------------------------------------------------------
+
+
+def test_email_resolved_notice_says_resolved_in_subject_and_text(smtp_server):
+    message = make_notice("resolved", key="42-notify")
+    assert notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)["succeeded"] == 1
+    mail = parsed(smtp_server.messages[0])
+    assert mail["Subject"] == "[RESOLVED] health-check on web-07"
+    assert mail["X-Pipeline-Notice"] == "resolved"
+    assert mail["X-Pipeline-Severity"] == "ok"
+    assert mail.get_content().replace("\r\n", "\n").startswith(RESOLVED_LINE + "\n")
+    # The notice changes nothing about the key: the same Message-ID as any message with it.
+    assert mail["Message-ID"] == f"<42-notify.{recipient_hash('alice@example.com')}@example.com>"
+
+
+def test_email_plain_notification_has_no_notice_header(smtp_server, message):
+    notification_send(driver="email", config={"to": ["alice@example.com"]}, message=message)
+    assert "X-Pipeline-Notice" not in parsed(smtp_server.messages[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import BODY, INCIDENT, assert_not_in, make_message
+from tests.notify.support import BODY, INCIDENT, assert_not_in, make_message, make_notice
 
 ROUTING_KEY = "R0UT1NGk3y0123456789abcdef012345"
 ACCEPTED = {"status": "success", "message": "Event processed", "dedup_key": "incident-3"}
@@ -207,3 +207,41 @@ def test_pagerduty_valid_config_has_no_messages():
 )
 def test_pagerduty_bad_config_is_reported(config, expected):
     assert notification_validate(config={"driver": "pagerduty", **config}) == [expected]
+
+
+# --- notices ------------------------------------------------------------------
+
+
+def test_pagerduty_resolved_notice_resolves_with_the_key_its_problem_triggered(pagerduty):
+    send(pagerduty, make_notice("problem", status="warning", previous={"severity": "ok", "since": None}))
+    send(pagerduty, make_notice("reminder", status="warning"))
+    send(pagerduty, make_notice("resolved"))
+    trigger, reminder, resolve = (r["json"] for r in pagerduty.requests)
+    assert trigger["event_action"] == reminder["event_action"] == "trigger"
+    assert trigger["payload"]["source"] == "web-07"
+    assert trigger["payload"]["custom_details"]["notice"] == "problem"
+    assert reminder["dedup_key"] == trigger["dedup_key"]
+    # Events API v2: a resolve carries the routing key, the action and the dedup key, no payload.
+    assert resolve == {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": trigger["dedup_key"]}
+    # The same key a plain notification of the pipeline on that host is triggered with.
+    send(pagerduty, make_message(incident=None, host="web-07"))
+    assert pagerduty.last["json"]["dedup_key"] == trigger["dedup_key"]
+
+
+def test_pagerduty_notices_are_keyed_by_pipeline_and_host_even_with_an_incident(pagerduty):
+    # The problem came with an alert's incident; the run that found it over has none (or another).
+    send(pagerduty, make_notice("problem", status="warning", incident=INCIDENT, host="web-01"))
+    send(pagerduty, make_notice("resolved", host="web-01"))
+    send(pagerduty, make_notice("resolved", incident={**INCIDENT, "id": 9}, host="web-01"))
+    send(pagerduty, make_notice("resolved", host="web-02"))
+    trigger, resolve, resolve_other_incident, elsewhere = (r["json"] for r in pagerduty.requests)
+    assert trigger["event_action"] == "trigger" and trigger["dedup_key"].startswith("pipeline-")
+    assert resolve["event_action"] == resolve_other_incident["event_action"] == "resolve"
+    assert resolve["dedup_key"] == resolve_other_incident["dedup_key"] == trigger["dedup_key"]
+    assert elsewhere["dedup_key"] != trigger["dedup_key"]
+
+
+def test_pagerduty_problem_notice_triggers_whatever_the_incident_status(pagerduty):
+    send(pagerduty, make_notice("problem", status="critical", incident={**INCIDENT, "status": "resolved"}))
+    assert pagerduty.last["json"]["event_action"] == "trigger"
+    assert pagerduty.last["json"]["payload"]["severity"] == "critical"

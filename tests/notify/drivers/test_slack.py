@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import BODY, assert_not_in, make_message
+from tests.notify.support import BODY, RESOLVED_LINE, assert_not_in, make_message, make_notice
 
 TOKEN_PATH = "/services/T000/B000/sl4ck-t0k3n-s3cr3t"
 
@@ -158,3 +158,34 @@ def test_slack_valid_config_has_no_messages():
 )
 def test_slack_bad_config_is_reported(config, expected):
     assert notification_validate(config={"driver": "slack", **config}) == [expected]
+
+
+# --- notices ------------------------------------------------------------------
+
+
+def test_slack_resolved_notice_shows_resolved_with_a_green_check(slack):
+    assert send(make_notice("resolved"))["succeeded"] == 1
+    payload = slack.last["json"]
+    header, section, context = payload["blocks"]
+    assert header["text"]["text"] == ":white_check_mark: [RESOLVED] health-check on web-07"
+    assert section["text"]["text"].startswith(RESOLVED_LINE + "\n")
+    assert context["elements"][0]["text"].startswith("*Notice:* Resolved | *Severity:* ok | ")
+    assert payload["text"].startswith(f"[RESOLVED] health-check on web-07\n{RESOLVED_LINE}")
+
+
+def test_slack_reminder_says_reminder_in_its_header_and_text(slack):
+    send(make_notice("reminder", status="warning"))
+    payload = slack.last["json"]
+    header, section, context = payload["blocks"]
+    assert header["text"]["text"] == ":large_orange_circle: Reminder: [WARNING] health-check on web-07"
+    assert section["text"]["text"].startswith("Still WARNING since 2026-12-07 10:00:00 UTC (reminder)\n")
+    assert context["elements"][0]["text"].startswith("*Notice:* Reminder | *Severity:* warning | ")
+    assert payload["text"].startswith("Reminder: [WARNING] health-check on web-07\n")
+
+
+def test_slack_problem_notice_keeps_the_plain_header(slack):
+    send(make_notice("problem", status="warning", previous={"severity": "ok", "since": None}))
+    header, section, context = slack.last["json"]["blocks"]
+    assert header["text"]["text"] == ":large_orange_circle: [WARNING] health-check on web-07"
+    assert section["text"]["text"].startswith("Changed: OK → WARNING\n")
+    assert context["elements"][0]["text"].startswith("*Notice:* Problem | ")

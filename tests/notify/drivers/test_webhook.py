@@ -5,7 +5,7 @@ import pytest
 
 from apps.notify.base import DeliveryError, drivers
 from apps.notify.services import notification_send, notification_validate
-from tests.notify.support import assert_not_in, make_message
+from tests.notify.support import RESOLVED_LINE, WARNING_SINCE, assert_not_in, make_message, make_notice
 
 # A path shaped like a Slack webhook: the token in it is a secret.
 SECRET_PATH = "/services/T000/B000/s3cr3t-t0k3n"
@@ -256,3 +256,28 @@ def test_invalid_config_is_not_sent(http_server, monkeypatch, message):
         {"channel": "webhook", "ok": False, "detail": "invalid config: timeout_seconds must be a positive number"}
     ]
     assert http_server.requests == []
+
+
+# --- notices ------------------------------------------------------------------
+
+
+def test_webhook_resolved_notice_adds_notice_and_previous_to_the_plain_body(http_server, monkeypatch):
+    message = make_notice("resolved", key="42-notify")
+    assert notification_send(driver="webhook", config=hook(http_server, monkeypatch), message=message)["succeeded"] == 1
+    body = http_server.last["json"]
+    assert body == {
+        "title": "[RESOLVED] health-check on web-07",
+        "body": message.body,
+        "severity": "ok",
+        "data": message.data,
+        "notice": "resolved",
+        "previous": WARNING_SINCE,
+    }
+    assert body["body"].startswith(RESOLVED_LINE + "\n")
+    assert body["data"]["notice"] == "resolved" and body["data"]["previous"] == WARNING_SINCE
+    assert http_server.last["headers"]["idempotency-key"] == "42-notify"
+
+
+def test_webhook_plain_notification_has_no_notice_keys(http_server, monkeypatch, message):
+    notification_send(driver="webhook", config=hook(http_server, monkeypatch), message=message)
+    assert set(http_server.last["json"]) == {"title", "body", "severity", "data"}
