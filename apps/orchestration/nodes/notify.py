@@ -29,6 +29,7 @@ from apps.orchestration.monitoring import (
     RENOTIFY_MAX,
     RENOTIFY_MIN,
     Decision,
+    monitor_key,
     notice_claim,
     notice_release,
     run_severity,
@@ -90,7 +91,8 @@ class NotifyNode(NodeType):
             incident=latest_incident(ctx.results),
             checks=all_checks(ctx.results),
             analysis=latest_analysis(ctx.results),
-            host=measured_host(ctx.results),
+            # A notice names the host its state is kept under: its trigger and its resolve share a dedup key.
+            host=(monitor_key(ctx)[1] or None) if decision is not None else measured_host(ctx.results),
             # At-least-once across a takeover: a repeat of this node in this run has the same key.
             key=notification_key(run_id=ctx.run_id, node_id=ctx.node_id),
             notice=decision.notice or "" if decision is not None else "",
