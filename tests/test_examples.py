@@ -163,3 +163,23 @@ def test_example_scheduled_health_check(manage, tmp_path):
     assert task.enabled and task.task == "orchestration.run_scheduled"
     assert (task.interval.every, task.interval.period) == (300, "seconds")
     assert json.loads(task.kwargs) == {"definition": "scheduled-health-check"}
+
+
+def test_example_host_watch(manage, tmp_path):
+    data = run_example(manage, "host-watch")
+    assert data["status"] == "completed"
+    severity = data["node_results"]["analyze"]["output"]["severity"]
+    notify = data["node_results"]["notify"]["output"]
+    assert notify["notify_on"] == "change"
+    # Nothing was heard before the first run: a problem is told, an ok host stays quiet.
+    if severity in ("warning", "critical"):
+        assert notify["notice"] == "problem" and notify["succeeded"] == 1
+    else:
+        assert notify["notice"] is None and notify["quiet"] == f"{severity}, nothing to tell"
+    states = manage("list_states", "--json", "--definition", "config:host-watch.json")
+    assert states.exit_code == 0, states.stderr
+    assert [(s["severity"], s["last_run_id"]) for s in states.json()] == [(severity, data["run_id"])]
+    (tmp_path / "host-watch.json").write_bytes((EXAMPLES / "host-watch.json").read_bytes())
+    loaded = manage("load_pipelines", "--dir", str(tmp_path))
+    assert loaded.exit_code == 0, loaded.stderr
+    assert "host-watch: schedule: every 60s\n" in loaded.stdout

@@ -159,7 +159,7 @@ def notice_decide(
             return Decision("", f"{was} → {severity}", heard)
         return Decision(None, f"{severity} is not a problem", heard)
     if severity not in PROBLEMS:
-        return Decision(None, f"still {severity}", heard)
+        return Decision(None, f"still {severity}" if previous is not None else f"{severity}, nothing to tell", heard)
     assert previous is not None  # a problem equal to what was heard was heard
     if renotify_after is None:
         if mode == PROBLEM:
