@@ -22,11 +22,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import DatabaseError
+
 from apps.expressions import Expression, ExpressionError, expression_compile, expression_evaluate
-from apps.orchestration.nodes.base import NodeContext
+from apps.orchestration.monitoring import state_variable
+from apps.orchestration.nodes.base import NodeContext, NodeError, NodeType
 from apps.orchestration.nodes.common import all_checks, latest_analysis, latest_incident
 
 WHEN_VARIABLES = frozenset({"payload", "alert", "alerts", "checks", "analysis", "results", "run", "state"})
+# The status of a node whose `when` was false, in the run's result (it has no stage row: it never started).
+SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,39 @@ def when_messages(when: object) -> list[str]:
     except ExpressionError as exc:
         return [f"when: {exc}"]
     return []
+
+
+def node_condition(node: dict, ctx: NodeContext) -> Condition:
+    """What ``node``'s ``when`` gives for the run of ``ctx`` (a node without
+    one runs); reads the monitoring state only when the expression names
+    ``state``. Never raises."""
+    if "when" not in node:
+        return Condition(True)
+    state = None
+    if when_needs_state(node):
+        try:
+            state = state_variable(ctx)
+        except DatabaseError as exc:
+            return Condition(False, error=f"'when' could not read the monitoring state: {exc}")
+    return when_check(node, ctx, state)
+
+
+def skipped_entry(node: dict, reason: str) -> dict:
+    """The run result's entry of ``node``, skipped by its ``when`` for ``reason``."""
+    return {
+        "type": node["type"], "status": SKIPPED, "required": node.get("required", True), "attempts": 0,
+        "duration_ms": None, "output": {}, "error": None, "reason": reason,
+    }
+
+
+class RefusedNode(NodeType):
+    """Stands for a node whose ``when`` could not be evaluated: it fails with why."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def run(self, config: dict, ctx: NodeContext) -> dict:
+        raise NodeError(self.error)
 
 
 def when_check(node: dict, ctx: NodeContext, state: dict | None = None) -> Condition:

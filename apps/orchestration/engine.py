@@ -13,24 +13,18 @@ claim's token, and a run whose lease was lost is left at once.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, TypedDict
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError
 
 from apps import jsondata
 from apps.logcontext import run_context
 from apps.orchestration import dispatch, events, store
-from apps.orchestration.conditions import Condition, when_check, when_needs_state
+from apps.orchestration.conditions import SKIPPED, RefusedNode, node_condition, skipped_entry
 from apps.orchestration.heartbeat import Heartbeat
 from apps.orchestration.lease import (
     CancelRequested,
@@ -42,16 +36,15 @@ from apps.orchestration.lease import (
     same_origin,
 )
 from apps.orchestration.models import PipelineRun, StageExecution
-from apps.orchestration.monitoring import monitor_key, run_severity, state_end_record, state_variable
-from apps.orchestration.nodes import NodeContext, NodeError, NodeType, node_types
+from apps.orchestration.monitoring import state_end_write
+from apps.orchestration.nodes import NodeContext, NodeError, node_types
+from apps.orchestration.timelimit import NodeTimeout, node_time_limit
 from apps.orchestration.validation import node_path
 from apps.secrets import scrub
 
 logger = logging.getLogger("apps.orchestration.engine")
 
 DEFAULT_TIMEOUT_SECONDS = 60
-# The status of a node whose `when` was false, in the run's result (it has no stage row).
-SKIPPED = "skipped"
 
 
 def _log(event: str, run: PipelineRun, **fields) -> None:
@@ -67,36 +60,8 @@ def _log(event: str, run: PipelineRun, **fields) -> None:
     logger.info(text, extra=data)
 
 
-class NodeTimeout(BaseException):
-    """Raised inside a node that ran past its time limit. A BaseException so
-    that a handler's broad ``except Exception`` cannot swallow it."""
-
-
 class RunOutOfTime(Exception):
     """The run reached RUN_TIME_LIMIT_SECONDS (counted from its start, across takeovers)."""
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    """Interrupt the node after ``seconds`` with NodeTimeout.
-
-    Works in the main thread of a process: a prefork or solo worker's pool
-    process, or the CLI. Workers refuse pools where it cannot (workers/celery.py).
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def expire(signum, frame):
-        raise NodeTimeout(f"timed out after {seconds:g}s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_execute(*, run_id: int) -> PipelineRun | None:
@@ -319,12 +284,12 @@ class _Execution:
         handler = node_types.get(node_type)()
         config = node.get("config") or {}
         last = previous_attempts + self.max_retries + 1
-        condition = self._condition(node)
+        condition = node_condition(node, self.ctx)
         if condition.reason:
             self._skip(node, condition.reason)
             return
         if condition.error:  # the node fails with it, once: evaluating again would give the same
-            handler, last = _Refused(condition.error), previous_attempts + 1
+            handler, last = RefusedNode(condition.error), previous_attempts + 1
         for attempt in range(previous_attempts + 1, last + 1):
             stage = StageExecution(
                 run_id=self.run.pk, node_id=node_id, node_type=node_type, attempt=attempt,
@@ -359,27 +324,11 @@ class _Execution:
             if done:
                 return
 
-    def _condition(self, node: dict) -> Condition:
-        """What the node's ``when`` gives (a node without one runs); reads the
-        monitoring state only when the expression names ``state``."""
-        if "when" not in node:
-            return Condition(True)
-        state = None
-        if when_needs_state(node):
-            try:
-                state = state_variable(self.ctx)
-            except DatabaseError as exc:
-                return Condition(False, error=f"'when' could not read the monitoring state: {exc}")
-        return when_check(node, self.ctx, state)
-
     def _skip(self, node: dict, reason: str) -> None:
         """Record ``node`` as skipped by its ``when`` (no stage row: it never started)."""
         node_id, node_type = node["id"], node["type"]
         self.result["executed_nodes"].append(node_id)
-        self.result["node_results"][node_id] = {
-            "type": node_type, "status": SKIPPED, "required": node.get("required", True), "attempts": 0,
-            "duration_ms": None, "output": {}, "error": None, "reason": reason,
-        }
+        self.result["node_results"][node_id] = skipped_entry(node, reason)
         self.recorded += 1
         _log("node.skip", self.run, node=node_id, type=node_type, reason=reason)
         self.events.progress({
@@ -421,7 +370,7 @@ class _Execution:
         run_left = self._time_left()
         started = time.perf_counter()
         try:
-            with _time_limit(min(self.ctx.timeout_seconds, run_left)):
+            with node_time_limit(min(self.ctx.timeout_seconds, run_left)):
                 stage.output = handler.run(config, self.ctx)
             stage.status = StageExecution.Status.SUCCEEDED
         except NodeTimeout as exc:
@@ -481,37 +430,11 @@ class _Execution:
             "finished_at": finished,
             "duration_ms": duration_ms,
         }
-        self.lease.write(run_fields=fields, stages=stages, durable=True, on_end=self._state_end(finished))
+        self.lease.write(run_fields=fields, stages=stages, durable=True, on_end=state_end_write(self.ctx, now=finished))
         self.open_stage = self.ended_stage = None
         for key, value in fields.items():
             setattr(self.run, key, value)
         _log("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
-
-
-    def _state_end(self, finished) -> Callable[[], None] | None:
-        """What the run's end writes of the monitoring state, in its fenced end
-        write (see monitoring.state_end_record); None when the run found no severity."""
-        severity = run_severity(self.ctx.results)
-        if severity is None:
-            return None
-        definition, host = monitor_key(self.ctx)
-        notified = any(
-            entry["type"] == "notify" and entry["output"].get("succeeded") for entry in self.ctx.results.values()
-        )
-        return functools.partial(
-            state_end_record, definition=definition, host=host, severity=severity, run_id=self.run.pk,
-            now=finished, notified=notified,
-        )
-
-
-class _Refused(NodeType):
-    """Stands for a node whose ``when`` could not be evaluated: it fails with why."""
-
-    def __init__(self, error: str):
-        self.error = error
-
-    def run(self, config: dict, ctx: NodeContext) -> dict:
-        raise NodeError(self.error)
 
 
 def _progress_end(

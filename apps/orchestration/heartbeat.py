@@ -152,7 +152,7 @@ class Heartbeat:
 
 
 def _leave_timer_signal_to_main_thread() -> None:
-    """Block SIGALRM in this thread. A node's time limit (engine._time_limit)
+    """Block SIGALRM in this thread. A node's time limit (timelimit.node_time_limit)
     is a SIGALRM timer whose handler must interrupt the node's blocking call
     in the main thread; a signal the kernel hands to another thread would
     only be handled once that call returns on its own."""

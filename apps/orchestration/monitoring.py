@@ -17,6 +17,8 @@ checks; a run that found neither has none and leaves the state alone.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -110,6 +112,21 @@ def state_end_record(
             )
     except IntegrityError:
         rows.update(**changes)
+
+
+def state_end_write(ctx: NodeContext, *, now: datetime) -> Callable[[], None] | None:
+    """What the end of ``ctx``'s run, at ``now``, writes of the monitoring
+    state (state_end_record, to call inside its fenced end write); None when
+    the run found no severity."""
+    severity = run_severity(ctx.results)
+    if severity is None:
+        return None
+    definition, host = monitor_key(ctx)
+    notified = any(entry["type"] == "notify" and entry["output"].get("succeeded") for entry in ctx.results.values())
+    return functools.partial(
+        state_end_record, definition=definition, host=host, severity=severity, run_id=ctx.run_id, now=now,
+        notified=notified,
+    )
 
 
 @dataclass(frozen=True)
