@@ -157,3 +157,11 @@ def test_the_dry_run_shows_a_nodes_when_and_nothing_for_the_others():
                           source="cli", environment="development")
     assert '  1. [transform] a\n     Config: {"mapping": {"seen": "payload.x"}}\n     → next: b\n' in text
     assert '  2. [transform] b\n     Config: {"mapping": {"seen": "payload.x"}}\n     When: payload.x == 1\n     → end' in text
+
+
+def test_follow_shows_a_skipped_node_with_its_reason():
+    from apps.orchestration.rendering import render_progress
+
+    line = render_progress({"phase": "end", "node": "gate", "type": "transform", "attempt": 0, "status": "skipped",
+                            "duration_ms": None, "error": "when payload.x == 2 was false"})
+    assert line.endswith(" ⤼ gate (transform) skipped: when payload.x == 2 was false")

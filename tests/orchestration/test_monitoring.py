@@ -202,3 +202,33 @@ def test_a_worker_that_lost_its_run_cannot_move_the_state():
     with pytest.raises(lease.LeaseLost):
         stale.write(run_fields={"status": "completed"}, durable=True, on_end=lambda: called.append(1))
     assert called == [] and not MonitorState.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_ending_at_once_on_a_new_host_leave_one_state_row():
+    """Both ends find no row and insert: the second insert's conflict turns into an update
+    inside its end transaction, which goes on and commits."""
+    from django.db import transaction
+
+    barrier, errors = threading.Barrier(2, timeout=60), []
+
+    def end(run_id: int, severity: str):
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                state_end_record(definition="watch", host="new-host", severity=severity, run_id=run_id,
+                                 now=T0 + timedelta(seconds=run_id), notified=False)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=end, args=(run_id, severity)) for run_id, severity in ((1, "ok"), (2, "warning"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    state = MonitorState.objects.get(definition="watch", host="new-host")
+    assert state.last_run_id in (1, 2)
+    assert state.severity == {1: "ok", 2: "warning"}[state.last_run_id]
