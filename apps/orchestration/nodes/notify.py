@@ -71,9 +71,9 @@ class NotifyNode(NodeType):
                 return {"notify_on": mode, "notice": None, "quiet": decision.reason}
         try:
             result = self._send(config, ctx, decision)
-        except NodeError:
+        except BaseException:  # a failed delivery, or the node's time limit in the middle of one
             if decision is not None:
-                notice_release(decision)  # not heard: the next run decides as if it had not been claimed
+                notice_release(decision)  # maybe not heard: the next run decides as if it had not been claimed
             raise
         if decision is not None:
             result = {"notify_on": mode, "notice": decision.notice, "reason": decision.reason, **result}
