@@ -18,10 +18,17 @@ from django.utils import timezone
 
 from apps.orchestration import dispatch, engine, rollup
 from apps.orchestration.inputs import definition_check, launch_check
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
+from apps.orchestration.launchrequest import (
+    LaunchError,
+    LaunchRequest,
+    Refusal,
+    RunExists,
+    Targets,
+)
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.storeinserts import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
+from apps.text import printable
 
 logger = logging.getLogger("apps.orchestration.launch")
 
@@ -34,8 +41,9 @@ def pipeline_run_create(*, request: LaunchRequest) -> PipelineRun:
     takes it from there.
 
     Raises LaunchError for bad input and RunExists (creating nothing) when a
-    run has the request's idempotency key already, even when another launch
-    stores it at the same moment."""
+    run of the same definition has the request's idempotency key already,
+    even when another launch stores it at the same moment; LaunchError
+    (CONFLICT) when a run of another definition has it."""
     definition_check(resolved=request.resolved)
     launch_check(request=request)
     target_host_check(request.target_host)
@@ -47,7 +55,8 @@ def pipeline_run_launch(*, request: LaunchRequest) -> PipelineRun:
     committed: for the workers serving its ``target_host``, or any worker.
 
     Raises RunExists when a run has the idempotency key already (nothing is
-    stored or sent), LaunchError for bad input (nothing stored) and, as
+    stored or sent), LaunchError for bad input, or another definition's key
+    (nothing stored; see pipeline_run_create) and, as
     UNAVAILABLE, when the broker cannot take the run (the run is then marked
     failed, so nothing runs later by surprise). Inside an enclosing
     transaction the message is sent when that transaction commits; if the
@@ -127,7 +136,7 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
     if key is not None:
         existing = PipelineRun.objects.filter(idempotency_key=key).first()
         if existing is not None:
-            raise RunExists(existing)
+            raise _key_taken(existing, request)
     # One INSERT needs no transaction of its own; inside an enclosing one, a savepoint
     # lets a refused idempotency key leave that transaction usable.
     guarded = key is not None and transaction.get_connection().in_atomic_block
@@ -138,7 +147,22 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
         existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
         if existing is None:
             raise
-        raise RunExists(existing) from None
+        raise _key_taken(existing, request) from None
+
+
+def _key_taken(existing: PipelineRun, request: LaunchRequest) -> Exception:
+    """What a launch whose idempotency key run ``existing`` holds raises:
+    RunExists when that run is of the request's definition (the same stored
+    definition, config file or built-in pipeline), else LaunchError (CONFLICT)."""
+    resolved = request.resolved
+    if (existing.origin_kind, existing.origin) == (resolved.kind, resolved.origin):
+        return RunExists(existing)
+    of = {"definition": "definition ", "config": "config "}.get(existing.origin_kind)
+    owner = f"{of}{printable(existing.origin)}" if of else "the built-in pipeline"
+    return LaunchError(
+        f"Idempotency key {printable(existing.idempotency_key or '')} belongs to run {existing.pk} of {owner}",
+        Refusal.CONFLICT,
+    )
 
 
 def _run_store(request: LaunchRequest) -> PipelineRun:

@@ -24,6 +24,7 @@ class Refusal(Enum):
     NO_TARGET = "no_target"  # no live worker serves a host to run on
     NOT_FOUND = "not_found"  # the run an action names does not exist
     STATE = "state"  # the run's state does not allow the action (finished, or not yet)
+    CONFLICT = "conflict"  # the request collides with another run (its idempotency key is that run's)
 
 
 class LaunchError(Exception):

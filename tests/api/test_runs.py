@@ -149,6 +149,27 @@ def test_an_idempotency_key_a_run_has_answers_200_with_that_run_and_launches_not
     assert again.json()["idempotency_key"] == "nightly-2026-03-01" and run.payload == {}
 
 
+def test_an_idempotency_key_of_another_definitions_run_answers_409_and_launches_nothing(writer, tiny):
+    PipelineDefinition.objects.create(name="other", config=TINY)
+    first = writer.post("/api/v1/runs", {"definition": "tiny", "idempotency_key": "nightly-2026-03-01"})
+    assert first.status_code == 201
+    message = f"Idempotency key nightly-2026-03-01 belongs to run {first.json()['run_id']} of definition tiny"
+    for body in ({"definition": "other"}, {"config": TINY}):
+        refused = writer.post("/api/v1/runs", {**body, "idempotency_key": "nightly-2026-03-01"})
+        assert refused.status_code == 409
+        assert refused.json() == {"error": message, "errors": [message]}
+    assert PipelineRun.objects.count() == 1
+    # A definition given inline owns its keys too: another inline definition is another origin.
+    inline = writer.post("/api/v1/runs", {"config": TINY, "idempotency_key": "inline-1"})
+    assert inline.status_code == 201
+    same = writer.post("/api/v1/runs", {"config": TINY, "idempotency_key": "inline-1"})
+    assert same.status_code == 200 and same.json()["run_id"] == inline.json()["run_id"]
+    changed = {**TINY, "description": "another"}
+    refused = writer.post("/api/v1/runs", {"config": changed, "idempotency_key": "inline-1"})
+    assert refused.status_code == 409
+    assert refused.json()["error"].startswith(f"Idempotency key inline-1 belongs to run {inline.json()['run_id']} of config api:")
+
+
 def test_a_definitions_hosts_fan_out_to_one_run_each_sharing_a_group(writer):
     PipelineDefinition.objects.create(name="fleet", config={**TINY, "hosts": ["web-01", "web-02"]})
     response = writer.post("/api/v1/runs", {"definition": "fleet"})

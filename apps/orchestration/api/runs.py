@@ -39,6 +39,7 @@ REFUSAL_STATUS = {
     Refusal.BAD_INPUT: 400,
     Refusal.NOT_FOUND: 404,
     Refusal.STATE: 409,
+    Refusal.CONFLICT: 409,
     Refusal.NO_TARGET: 409,
     Refusal.UNAVAILABLE: 503,
 }
@@ -175,7 +176,8 @@ def runs_create(request: HttpRequest, body: RunCreateIn) -> Status:
     workers. ``host`` is a host name, ``auto`` (the host the payload's alert names) or ``all``
     (one run per host a live worker serves; also a definition's ``hosts``): then 201 lists
     every run in ``runs``/``run_ids``, the top-level fields being the first run's.
-    An ``idempotency_key`` a run has already: 200 with that run's record, nothing launched.
+    An ``idempotency_key`` a run of the same definition has already: 200 with that run's
+    record, nothing launched; one a run of another definition (or another config) has: 409.
     400 with each validation message in ``errors``; 409 when no live worker serves a host
     (``all``); 503 when the broker cannot take the run. Scope: runs:write."""
     try:
