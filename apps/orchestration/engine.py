@@ -204,6 +204,7 @@ class _Execution:
             payload=self.run.payload,
             timeout_seconds=defaults.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
             trigger=self.run.trigger,
+            key_run_id=self.run.retry_root or self.run.pk,
         )
         self.result: _RunResult = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
         self.status: str = PipelineRun.Status.COMPLETED

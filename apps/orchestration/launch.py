@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.orchestration import dispatch, engine, rollup
 from apps.orchestration.inputs import definition_check, launch_check
 from apps.orchestration.launchrequest import (
+    AlreadyRetried,
     LaunchError,
     LaunchRequest,
     Refusal,
@@ -43,7 +44,9 @@ def pipeline_run_create(*, request: LaunchRequest) -> PipelineRun:
     Raises LaunchError for bad input and RunExists (creating nothing) when a
     run of the same definition has the request's idempotency key already,
     even when another launch stores it at the same moment; LaunchError
-    (CONFLICT) when a run of another definition has it."""
+    (CONFLICT) when a run of another definition has it. A retry of a run that
+    has a retry already raises AlreadyRetried unless ``retry_again``: the check
+    and the INSERT are one transaction holding the retried run's row."""
     definition_check(resolved=request.resolved)
     launch_check(request=request)
     target_host_check(request.target_host)
@@ -55,8 +58,8 @@ def pipeline_run_launch(*, request: LaunchRequest) -> PipelineRun:
     committed: for the workers serving its ``target_host``, or any worker.
 
     Raises RunExists when a run has the idempotency key already (nothing is
-    stored or sent), LaunchError for bad input, or another definition's key
-    (nothing stored; see pipeline_run_create) and, as
+    stored or sent), LaunchError for bad input, another definition's key or a
+    run retried already (nothing stored; see pipeline_run_create) and, as
     UNAVAILABLE, when the broker cannot take the run (the run is then marked
     failed, so nothing runs later by surprise). Inside an enclosing
     transaction the message is sent when that transaction commits; if the
@@ -137,11 +140,15 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
         existing = PipelineRun.objects.filter(idempotency_key=key).first()
         if existing is not None:
             raise _key_taken(existing, request)
+    checked_retry = None if request.retry_again else request.retry_of
     # One INSERT needs no transaction of its own; inside an enclosing one, a savepoint
-    # lets a refused idempotency key leave that transaction usable.
-    guarded = key is not None and transaction.get_connection().in_atomic_block
+    # lets a refused idempotency key leave that transaction usable. A retry's check and
+    # its INSERT go together, so two retries of one run at once cannot both pass it.
+    guarded = checked_retry is not None or (key is not None and transaction.get_connection().in_atomic_block)
     try:
         with transaction.atomic() if guarded else nullcontext():
+            if checked_retry is not None:
+                _retry_check(checked_retry)
             return _run_store(request)
     except IntegrityError:
         existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
@@ -165,6 +172,20 @@ def _key_taken(existing: PipelineRun, request: LaunchRequest) -> Exception:
     )
 
 
+def _retry_check(original: PipelineRun) -> None:
+    """Inside the launch's transaction: lock the row of ``original``, the run
+    retried, until it commits (on SQLite the transaction holds the database's
+    write lock from its start) and raise AlreadyRetried when that run has a
+    retry already, LaunchError (NOT_FOUND) when it is gone."""
+    locked = PipelineRun.objects.select_for_update(no_key=True).filter(pk=original.pk).values_list("pk", flat=True)
+    if locked.first() is None:
+        raise LaunchError(f"Pipeline run not found: {original.pk}", Refusal.NOT_FOUND)
+    # Served by the index of the retry_of foreign key.
+    newest = PipelineRun.objects.filter(retry_of=original.pk).order_by("-pk").values_list("pk", flat=True).first()
+    if newest is not None:
+        raise AlreadyRetried(original.pk, newest)
+
+
 def _run_store(request: LaunchRequest) -> PipelineRun:
     run = run_row(request)
     # published_at: counted from here, a run whose message never reaches the broker is re-sent by the sweep.
@@ -182,6 +203,8 @@ def run_row(request: LaunchRequest) -> PipelineRun:
         trigger=request.trigger,
         idempotency_key=request.idempotency_key,
         retry_of=request.retry_of,
+        # The first run of the retry chain, from the run retried as read: no query.
+        retry_root=(request.retry_of.retry_root or request.retry_of.pk) if request.retry_of is not None else None,
         reused_results=request.reused_results or {},
         definition=resolved.definition,
         definition_name=resolved.origin if resolved.kind != "config" else "",

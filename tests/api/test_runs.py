@@ -338,7 +338,14 @@ def test_retry_launches_a_linked_run_with_or_without_a_body(writer, tiny):
     original = failed_run()
     plain = writer.post(f"/api/v1/runs/{original.pk}/retry", check=True)
     assert plain.status_code == 201, plain.json()
-    from_failed = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True})
+    # A second retry of the run is refused, naming the first, unless forced.
+    before = PipelineRun.objects.count()
+    again = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True})
+    assert again.status_code == 409
+    message = f'Run {original.pk} was already retried as run {plain.json()["run_id"]}: pass "force": true to retry it again'
+    assert again.json() == {"error": message, "errors": [message]}
+    assert PipelineRun.objects.count() == before
+    from_failed = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True, "force": True})
     assert from_failed.status_code == 201
     retries = list(PipelineRun.objects.filter(retry_of=original).order_by("pk"))
     assert [r.pk for r in retries] == [plain.json()["run_id"], from_failed.json()["run_id"]]
@@ -360,7 +367,7 @@ def test_retry_refusals_store_nothing(writer, tiny):
         response = writer.post(f"/api/v1/runs/{run_id}/retry", body)
         assert response.status_code == status
         assert response.json()["error"] == message
-    for body in ({"from_failed": "yes"}, {"from_failed": 1}, {"again": True}, [True]):
+    for body in ({"from_failed": "yes"}, {"from_failed": 1}, {"force": "yes"}, {"again": True}, [True]):
         assert writer.post(f"/api/v1/runs/{done.pk}/retry", body).status_code == 400
     assert PipelineRun.objects.count() == before
 

@@ -21,7 +21,7 @@ from apps.api.schemas import AUTH_ERRORS, BODY_ERRORS, NOT_FOUND, ErrorOut
 from apps.orchestration import listings, rendering, waiting
 from apps.orchestration.inputs import config_resolve, definition_resolve
 from apps.orchestration.launch import pipeline_runs_launch_to
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists
+from apps.orchestration.launchrequest import AlreadyRetried, LaunchError, LaunchRequest, Refusal, RunExists
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.runqueries import FilterError, limit_read, pipeline_runs_page, run_filters_read
@@ -67,6 +67,7 @@ class RetryIn(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     from_failed: bool = False
+    force: bool = False
 
 
 class RunQueuedOut(Schema):
@@ -133,6 +134,7 @@ class RunListedOut(Schema):
     target_host: str | None
     group_id: str | None
     trigger: str
+    retry_of: int | None
     idempotency_key: str | None
     status: str
     created_at: str | None
@@ -279,10 +281,15 @@ def run_retry(request: HttpRequest, run_id: int, body: RetryIn = Body(None)) -> 
     """Launch a new run (trigger ``retry``) of a finished run's snapshot and payload, as
     ``retry_run`` does; ``from_failed`` reuses the outputs of the nodes that succeeded before
     its first failed node and starts there. The body may be left out. 404 for an unknown
-    run, 409 for one not finished (or, with ``from_failed``, one that failed at no node),
-    503 when the broker cannot take it. Scope: runs:write."""
+    run, 409 for one not finished (or, with ``from_failed``, one that failed at no node) and
+    for one retried already unless ``force`` (the message names its newest retry), 503 when
+    the broker cannot take it. Scope: runs:write."""
+    body = body if body is not None else RetryIn()
     try:
-        run = pipeline_run_retry(run_id=run_id, from_failed=body.from_failed if body is not None else False)
+        run = pipeline_run_retry(run_id=run_id, from_failed=body.from_failed, force=body.force)
+    except AlreadyRetried as exc:
+        message = f'{exc}: pass "force": true to retry it again'
+        raise ApiError(REFUSAL_STATUS[exc.refusal], message, [message]) from None
     except LaunchError as exc:
         raise _refused(exc) from None
     return Status(201, _launched([run], None))

@@ -33,6 +33,9 @@ class NodeContext:
     node_id: str = ""
     # What launched the run (a PipelineRun.Trigger value): an alert's run finds its alerts recorded already.
     trigger: str = "cli"
+    # The run id side effects are keyed with: the first run of a retry chain (so a retry's
+    # notifications repeat that run's keys and receivers drop them), else run_id; 0: run_id.
+    key_run_id: int = 0
 
     def outputs_of_type(self, node_type: str) -> list[dict]:
         return [r["output"] for r in self.results.values() if r["type"] == node_type]

@@ -61,8 +61,8 @@ class NotifyNode(NodeType):
             checks=all_checks(ctx.results),
             analysis=latest_analysis(ctx.results),
             host=_measured_host(ctx.results),
-            # At-least-once across a takeover: a repeat of this node in this run has the same key.
-            key=notification_key(run_id=ctx.run_id, node_id=ctx.node_id),
+            # At-least-once across a takeover: a repeat of this node in this run, or in a retry of it, has the same key.
+            key=notification_key(run_id=ctx.key_run_id or ctx.run_id, node_id=ctx.node_id),
         )
         options = node_options(config)
         if uses_channels(config) and "channel" in config:
