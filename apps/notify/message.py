@@ -25,7 +25,8 @@ def _key_part(text: str) -> str:
 
 def notification_key(*, run_id: int | None, node_id: str) -> str:
     """The key of what node ``node_id`` of run ``run_id`` sends: ``<run id>-<node id>``,
-    the same on every attempt and every redelivery of the node in the run.
+    the same on every attempt and every redelivery of the node in the run. A retry's
+    nodes pass the first run of its retry chain as ``run_id``, so they repeat its keys.
 
     The node id is percent-encoded beyond ASCII letters, digits, ``-`` and ``_``,
     so the key is valid in an HTTP header and in a Message-ID. "" without a run

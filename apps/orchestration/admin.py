@@ -20,7 +20,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from apps import jsondata
-from apps.orchestration.launchrequest import LaunchError
+from apps.orchestration.launchrequest import AlreadyRetried, LaunchError
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
@@ -232,7 +232,11 @@ class HostFilter(IndexedValueFilter):
 
 @admin.register(PipelineRun)
 class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "origin_shown", "target_host", "trigger", "status", "created_at", "duration", "short_error")
+    # A new column goes after created_at: a sort in a link (?o=5 for created_at) names a column by position.
+    list_display = (
+        "id", "origin_shown", "target_host", "trigger", "status", "created_at", "duration", "retry_of_shown",
+        "short_error",
+    )
     list_display_links = ("id",)
     list_filter = ("status", DefinitionFilter, HostFilter, "trigger", ("created_at", admin.DateFieldListFilter))
     search_fields = ("trace_id",)
@@ -250,8 +254,8 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         (
             None,
             {"fields": (
-                "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id", "target_host",
-                "group_id",
+                "id", "status", "trigger", "retry_of", "retry_root", "origin_shown", "origin_kind", "definition",
+                "trace_id", "target_host", "group_id",
             )},
         ),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration", "current_node")}),
@@ -269,8 +273,8 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     )
     readonly_fields = (
-        "id", "status", "trigger", "origin_shown", "origin_kind", "definition", "trace_id", "target_host", "group_id",
-        "created_at", "started_at", "finished_at", "duration", "current_node",
+        "id", "status", "trigger", "retry_of", "retry_root", "origin_shown", "origin_kind", "definition", "trace_id",
+        "target_host", "group_id", "created_at", "started_at", "finished_at", "duration", "current_node",
         "error_shown", "result_shown", "source", "environment", "payload_shown", "config_snapshot_shown",
         "claimed_by", "heartbeat_at", "lease_expires_at", "published_at", "cancel_requested_at", "idempotency_key",
     )
@@ -292,6 +296,11 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Definition / origin", ordering="origin")
     def origin_shown(self, obj: PipelineRun) -> str:
         return shown_text(obj.origin)
+
+    @admin.display(description="Retry of")
+    def retry_of_shown(self, obj: PipelineRun) -> str:
+        # The column's value, not the run it names: no query per listed run.
+        return str(obj.retry_of_id) if obj.retry_of_id is not None else ""
 
     @admin.display(description="Duration", ordering="duration_ms")
     def duration(self, obj: PipelineRun) -> str:
@@ -351,6 +360,14 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         for run_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
                 retry = pipeline_run_retry(run_id=run_id, from_failed=from_failed)
+            except AlreadyRetried as exc:
+                self.message_user(
+                    request,
+                    f"Run {run_id} not retried: it was already retried as run {exc.retry_id} "
+                    "(retry_run --force retries it again).",
+                    messages.ERROR,
+                )
+                continue
             except LaunchError as exc:
                 self.message_user(request, f"Run {run_id} not retried: {exc}", messages.ERROR)
                 continue

@@ -179,6 +179,7 @@ class _Execution:
             origin_kind=self.run.origin_kind,
             target_host=self.run.target_host,
             now=self.lease.clock.now,
+            key_run_id=self.run.retry_root or self.run.pk,
         )
         self.result: _RunResult = {"executed_nodes": [], "skipped_nodes": [], "node_results": {}}
         self.status: str = PipelineRun.Status.COMPLETED

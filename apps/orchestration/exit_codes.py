@@ -9,12 +9,13 @@ from apps.orchestration.models import PipelineRun
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAIT_GAVE_UP, EXIT_CANCELLED = 0, 1, 2, 3, 4
 
-# A refused launch: bad input (an unknown run, or one in the wrong state, too); the broker
+# A refused launch: bad input (an unknown run, one in the wrong state, another run's key, too); the broker
 # unusable (the launch failed); no host to wait for.
 _REFUSALS = {
     Refusal.BAD_INPUT: EXIT_BAD_INPUT,
     Refusal.NOT_FOUND: EXIT_BAD_INPUT,
     Refusal.STATE: EXIT_BAD_INPUT,
+    Refusal.CONFLICT: EXIT_BAD_INPUT,
     Refusal.UNAVAILABLE: EXIT_FAILED,
     Refusal.NO_TARGET: EXIT_WAIT_GAVE_UP,
 }

@@ -18,10 +18,18 @@ from django.utils import timezone
 
 from apps.orchestration import dispatch, engine, rollup
 from apps.orchestration.inputs import definition_check, launch_check
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists, Targets
+from apps.orchestration.launchrequest import (
+    AlreadyRetried,
+    LaunchError,
+    LaunchRequest,
+    Refusal,
+    RunExists,
+    Targets,
+)
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.storeinserts import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
+from apps.text import printable
 
 logger = logging.getLogger("apps.orchestration.launch")
 
@@ -34,8 +42,11 @@ def pipeline_run_create(*, request: LaunchRequest) -> PipelineRun:
     takes it from there.
 
     Raises LaunchError for bad input and RunExists (creating nothing) when a
-    run has the request's idempotency key already, even when another launch
-    stores it at the same moment."""
+    run of the same definition has the request's idempotency key already,
+    even when another launch stores it at the same moment; LaunchError
+    (CONFLICT) when a run of another definition has it. A retry of a run that
+    has a retry already raises AlreadyRetried unless ``retry_again``: the check
+    and the INSERT are one transaction holding the retried run's row."""
     definition_check(resolved=request.resolved)
     launch_check(request=request)
     target_host_check(request.target_host)
@@ -47,7 +58,8 @@ def pipeline_run_launch(*, request: LaunchRequest) -> PipelineRun:
     committed: for the workers serving its ``target_host``, or any worker.
 
     Raises RunExists when a run has the idempotency key already (nothing is
-    stored or sent), LaunchError for bad input (nothing stored) and, as
+    stored or sent), LaunchError for bad input, another definition's key or a
+    run retried already (nothing stored; see pipeline_run_create) and, as
     UNAVAILABLE, when the broker cannot take the run (the run is then marked
     failed, so nothing runs later by surprise). Inside an enclosing
     transaction the message is sent when that transaction commits; if the
@@ -127,18 +139,51 @@ def _run_create(request: LaunchRequest) -> PipelineRun:
     if key is not None:
         existing = PipelineRun.objects.filter(idempotency_key=key).first()
         if existing is not None:
-            raise RunExists(existing)
+            raise _key_taken(existing, request)
+    checked_retry = None if request.retry_again else request.retry_of
     # One INSERT needs no transaction of its own; inside an enclosing one, a savepoint
-    # lets a refused idempotency key leave that transaction usable.
-    guarded = key is not None and transaction.get_connection().in_atomic_block
+    # lets a refused idempotency key leave that transaction usable. A retry's check and
+    # its INSERT go together, so two retries of one run at once cannot both pass it.
+    guarded = checked_retry is not None or (key is not None and transaction.get_connection().in_atomic_block)
     try:
         with transaction.atomic() if guarded else nullcontext():
+            if checked_retry is not None:
+                _retry_check(checked_retry)
             return _run_store(request)
     except IntegrityError:
         existing = PipelineRun.objects.filter(idempotency_key=key).first() if key else None
         if existing is None:
             raise
-        raise RunExists(existing) from None
+        raise _key_taken(existing, request) from None
+
+
+def _key_taken(existing: PipelineRun, request: LaunchRequest) -> Exception:
+    """What a launch whose idempotency key run ``existing`` holds raises:
+    RunExists when that run is of the request's definition (the same stored
+    definition, config file or built-in pipeline), else LaunchError (CONFLICT)."""
+    resolved = request.resolved
+    if (existing.origin_kind, existing.origin) == (resolved.kind, resolved.origin):
+        return RunExists(existing)
+    of = {"definition": "definition ", "config": "config "}.get(existing.origin_kind)
+    owner = f"{of}{printable(existing.origin)}" if of else "the built-in pipeline"
+    return LaunchError(
+        f"Idempotency key {printable(existing.idempotency_key or '')} belongs to run {existing.pk} of {owner}",
+        Refusal.CONFLICT,
+    )
+
+
+def _retry_check(original: PipelineRun) -> None:
+    """Inside the launch's transaction: lock the row of ``original``, the run
+    retried, until it commits (on SQLite the transaction holds the database's
+    write lock from its start) and raise AlreadyRetried when that run has a
+    retry already, LaunchError (NOT_FOUND) when it is gone."""
+    locked = PipelineRun.objects.select_for_update(no_key=True).filter(pk=original.pk).values_list("pk", flat=True)
+    if locked.first() is None:
+        raise LaunchError(f"Pipeline run not found: {original.pk}", Refusal.NOT_FOUND)
+    # Served by the index of the retry_of foreign key.
+    newest = PipelineRun.objects.filter(retry_of=original.pk).order_by("-pk").values_list("pk", flat=True).first()
+    if newest is not None:
+        raise AlreadyRetried(original.pk, newest)
 
 
 def _run_store(request: LaunchRequest) -> PipelineRun:
@@ -158,6 +203,8 @@ def run_row(request: LaunchRequest) -> PipelineRun:
         trigger=request.trigger,
         idempotency_key=request.idempotency_key,
         retry_of=request.retry_of,
+        # The first run of the retry chain, from the run retried as read: no query.
+        retry_root=(request.retry_of.retry_root or request.retry_of.pk) if request.retry_of is not None else None,
         reused_results=request.reused_results or {},
         definition=resolved.definition,
         definition_name=resolved.origin if resolved.kind != "config" else "",

@@ -23,7 +23,8 @@ class Refusal(Enum):
     UNAVAILABLE = "unavailable"  # the broker could not be used
     NO_TARGET = "no_target"  # no live worker serves a host to run on
     NOT_FOUND = "not_found"  # the run an action names does not exist
-    STATE = "state"  # the run's state does not allow the action (finished, or not yet)
+    STATE = "state"  # the run's state does not allow the action (finished, or not yet; retried already)
+    CONFLICT = "conflict"  # the request collides with another run (its idempotency key is that run's)
 
 
 class LaunchError(Exception):
@@ -35,6 +36,15 @@ class LaunchError(Exception):
         super().__init__(message)
         self.refusal = refusal
         self.messages = messages if messages is not None else [message]
+
+
+class AlreadyRetried(LaunchError):
+    """A retry refused because the run has a retry already (``retry_id``, the
+    newest): each entry point says how to retry it again all the same."""
+
+    def __init__(self, run_id: int, retry_id: int):
+        super().__init__(f"Run {run_id} was already retried as run {retry_id}", Refusal.STATE)
+        self.run_id, self.retry_id = run_id, retry_id
 
 
 class RunExists(Exception):
@@ -83,6 +93,7 @@ class LaunchRequest:
     trigger: str = "cli"  # a PipelineRun.Trigger value
     idempotency_key: str | None = None
     retry_of: PipelineRun | None = None
+    retry_again: bool = False  # a retry of a run that has a retry already (--force)
     reused_results: dict[str, Any] = field(default_factory=dict)
     target_host: str = ""
     group_id: uuid.UUID | None = None

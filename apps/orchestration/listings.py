@@ -95,6 +95,7 @@ def run_listing_dict(row: dict) -> dict:
         "target_host": row["target_host"] or None,
         "group_id": str(row["group_id"]) if row["group_id"] else None,
         "trigger": row["trigger"],
+        "retry_of": row["retry_of"],
         "idempotency_key": row["idempotency_key"],
         "status": row["status"],
         "created_at": iso(row["created_at"]),

@@ -84,6 +84,13 @@ class PipelineRun(models.Model):
         related_name="retries",
         help_text="The run this one retries (retry_run), if any.",
     )
+    retry_root = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="For a retry: the id of the first run of its retry chain (for a retry of a retry of run 7: 7). "
+        "Its notify nodes key their deliveries with it, so a receiver drops what that run sent already. "
+        "A number, not a link: pruning that run changes no key.",
+    )
     reused_results = models.JSONField(
         default=dict,
         blank=True,

@@ -60,13 +60,15 @@ def _queued_run_cancel(*, run_id: int, fields: dict) -> bool:
     return True
 
 
-def retry_request(*, run_id: int, from_failed: bool = False) -> LaunchRequest:
+def retry_request(*, run_id: int, from_failed: bool = False, force: bool = False) -> LaunchRequest:
     """The launch request of a retry of run ``run_id``: its snapshot,
     payload, origin, source, environment and host, a new trace id,
     ``trigger`` retry and the link to it; with ``from_failed``, the node
     results of the nodes that succeeded before its first failed node, to be
-    reused. Reads only; raises LaunchError for an unknown run, a run still
-    queued or running, and ``from_failed`` for a run with no failed node."""
+    reused; with ``force``, launched even when the run has a retry already
+    (the launcher refuses that otherwise). Reads only; raises LaunchError for
+    an unknown run, a run still queued or running, and ``from_failed`` for a
+    run with no failed node."""
     original = PipelineRun.objects.filter(pk=run_id).first() if 0 < run_id <= RUN_ID_MAX else None
     if original is None:
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
@@ -85,7 +87,8 @@ def retry_request(*, run_id: int, from_failed: bool = False) -> LaunchRequest:
     resolved = ResolvedDefinition(original.config_snapshot, original.origin_kind, original.origin, original.definition)
     return LaunchRequest(
         resolved=resolved, payload=original.payload, source=original.source, environment=original.environment,
-        trigger=PipelineRun.Trigger.RETRY, retry_of=original, reused_results=reused, target_host=original.target_host,
+        trigger=PipelineRun.Trigger.RETRY, retry_of=original, retry_again=force, reused_results=reused,
+        target_host=original.target_host,
     )
 
 
@@ -105,11 +108,12 @@ def _reused_before_failure(run: PipelineRun) -> dict | None:
     return None
 
 
-def pipeline_run_retry(*, run_id: int, from_failed: bool = False) -> PipelineRun:
+def pipeline_run_retry(*, run_id: int, from_failed: bool = False, force: bool = False) -> PipelineRun:
     """Launch a new run retrying run ``run_id`` (see retry_request), through
     pipeline_run_launch: stored as queued and enqueued for a worker once
     committed. With ``from_failed`` the nodes before the original's first
     failed node are not executed again: the engine reuses their recorded
     outputs. Raises LaunchError (nothing stored) for a run that cannot be
-    retried, and as pipeline_run_launch does."""
-    return pipeline_run_launch(request=retry_request(run_id=run_id, from_failed=from_failed))
+    retried, AlreadyRetried for one retried already (without ``force``; of
+    two retries at once, one is refused so), and as pipeline_run_launch does."""
+    return pipeline_run_launch(request=retry_request(run_id=run_id, from_failed=from_failed, force=force))

@@ -32,6 +32,7 @@ RUN_LIST_FIELDS = (
     "target_host",
     "group_id",
     "trigger",
+    "retry_of",
     "idempotency_key",
     "status",
     "error",

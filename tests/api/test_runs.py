@@ -149,6 +149,27 @@ def test_an_idempotency_key_a_run_has_answers_200_with_that_run_and_launches_not
     assert again.json()["idempotency_key"] == "nightly-2026-03-01" and run.payload == {}
 
 
+def test_an_idempotency_key_of_another_definitions_run_answers_409_and_launches_nothing(writer, tiny):
+    PipelineDefinition.objects.create(name="other", config=TINY)
+    first = writer.post("/api/v1/runs", {"definition": "tiny", "idempotency_key": "nightly-2026-03-01"})
+    assert first.status_code == 201
+    message = f"Idempotency key nightly-2026-03-01 belongs to run {first.json()['run_id']} of definition tiny"
+    for body in ({"definition": "other"}, {"config": TINY}):
+        refused = writer.post("/api/v1/runs", {**body, "idempotency_key": "nightly-2026-03-01"})
+        assert refused.status_code == 409
+        assert refused.json() == {"error": message, "errors": [message]}
+    assert PipelineRun.objects.count() == 1
+    # A definition given inline owns its keys too: another inline definition is another origin.
+    inline = writer.post("/api/v1/runs", {"config": TINY, "idempotency_key": "inline-1"})
+    assert inline.status_code == 201
+    same = writer.post("/api/v1/runs", {"config": TINY, "idempotency_key": "inline-1"})
+    assert same.status_code == 200 and same.json()["run_id"] == inline.json()["run_id"]
+    changed = {**TINY, "description": "another"}
+    refused = writer.post("/api/v1/runs", {"config": changed, "idempotency_key": "inline-1"})
+    assert refused.status_code == 409
+    assert refused.json()["error"].startswith(f"Idempotency key inline-1 belongs to run {inline.json()['run_id']} of config api:")
+
+
 def test_a_definitions_hosts_fan_out_to_one_run_each_sharing_a_group(writer):
     PipelineDefinition.objects.create(name="fleet", config={**TINY, "hosts": ["web-01", "web-02"]})
     response = writer.post("/api/v1/runs", {"definition": "fleet"})
@@ -317,7 +338,14 @@ def test_retry_launches_a_linked_run_with_or_without_a_body(writer, tiny):
     original = failed_run()
     plain = writer.post(f"/api/v1/runs/{original.pk}/retry", check=True)
     assert plain.status_code == 201, plain.json()
-    from_failed = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True})
+    # A second retry of the run is refused, naming the first, unless forced.
+    before = PipelineRun.objects.count()
+    again = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True})
+    assert again.status_code == 409
+    message = f'Run {original.pk} was already retried as run {plain.json()["run_id"]}: pass "force": true to retry it again'
+    assert again.json() == {"error": message, "errors": [message]}
+    assert PipelineRun.objects.count() == before
+    from_failed = writer.post(f"/api/v1/runs/{original.pk}/retry", {"from_failed": True, "force": True})
     assert from_failed.status_code == 201
     retries = list(PipelineRun.objects.filter(retry_of=original).order_by("pk"))
     assert [r.pk for r in retries] == [plain.json()["run_id"], from_failed.json()["run_id"]]
@@ -339,7 +367,7 @@ def test_retry_refusals_store_nothing(writer, tiny):
         response = writer.post(f"/api/v1/runs/{run_id}/retry", body)
         assert response.status_code == status
         assert response.json()["error"] == message
-    for body in ({"from_failed": "yes"}, {"from_failed": 1}, {"again": True}, [True]):
+    for body in ({"from_failed": "yes"}, {"from_failed": 1}, {"force": "yes"}, {"again": True}, [True]):
         assert writer.post(f"/api/v1/runs/{done.pk}/retry", body).status_code == 400
     assert PipelineRun.objects.count() == before
 

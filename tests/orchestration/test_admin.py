@@ -188,6 +188,31 @@ def test_retry_actions_launch_new_runs_through_the_retry_service(admin_client, s
     assert PipelineRun.objects.filter(retry_of=finished).count() == 1
 
 
+def test_retry_actions_refuse_a_run_retried_already_naming_its_retry(admin_client, settings):
+    settings.CELERY_BROKER_IS_EMBEDDED = False  # the test's transaction never commits: nothing is sent
+    finished = engine.run_execute(run_id=make_run(NODES).pk)
+    other = engine.run_execute(run_id=make_run(NODES).pk)
+    admin_client.post(RUNS, {"action": "retry_runs", "_selected_action": [finished.pk], "index": 0})
+    retry = PipelineRun.objects.get(retry_of=finished)
+    response = admin_client.post(
+        RUNS, {"action": "retry_runs", "_selected_action": [finished.pk, other.pk], "index": 0}, follow=True
+    )
+    page = html.unescape(response.content.decode())
+    assert re.search(
+        rf'class="error">Run {finished.pk} not retried: it was already retried as run {retry.pk} '
+        r"\(retry_run --force retries it again\)\.<", page
+    )
+    # Refused per run: the other selected run is retried.
+    assert f"Run {other.pk} retried as run {PipelineRun.objects.get(retry_of=other).pk} (queued)." in page
+    assert PipelineRun.objects.filter(retry_of=finished).count() == 1
+    # The list shows what each run retries (its column, no look-up of that run), and so does the run's page.
+    listing = html.unescape(admin_client.get(RUNS).content.decode())
+    assert "Retry of" in listing
+    assert re.search(rf'<td class="field-retry_of_shown">{finished.pk}</td>', listing)
+    shown = html.unescape(admin_client.get(f"{RUNS}{retry.pk}/change/").content.decode())
+    assert f"/admin/orchestration/pipelinerun/{finished.pk}/change/" in shown
+
+
 def test_a_user_who_may_only_view_runs_sees_them_but_cannot_cancel_them(client, django_user_model):
     queued = make_run(NODES)
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)

@@ -19,7 +19,7 @@ from tests.support import make_run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LISTED_FIELDS = {
-    "run_id", "trace_id", "definition", "config", "origin", "origin_kind", "trigger", "idempotency_key",
+    "run_id", "trace_id", "definition", "config", "origin", "origin_kind", "trigger", "retry_of", "idempotency_key",
     "status", "created_at", "started_at", "finished_at", "duration_ms", "error",
 }
 
@@ -123,6 +123,7 @@ def test_json_has_every_field_of_the_run(tmp_path):
         "target_host": None,
         "group_id": None,
         "trigger": "cli",
+        "retry_of": None,
         "idempotency_key": "k-1",
         "status": "completed",
         "created_at": run.created_at.isoformat(),

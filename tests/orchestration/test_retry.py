@@ -4,12 +4,23 @@ node that reuses what the nodes before it produced. Real engine, real webhook
 deliveries to local HTTP servers."""
 from __future__ import annotations
 
+import email
+import importlib
+import threading
+import time
+
 import pytest
+from django.apps import apps as django_apps
+from django.db import connection, transaction
 
 from apps.orchestration import engine, inputs, launch, launchrequest, run_actions
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from tests.httpserver import start_server
+from tests.notify.conftest import smtp_server  # noqa: F401 - the fixture receivers asks for
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, rows
+from tests.support import make_run
+
+retry_root_migration = importlib.import_module("apps.orchestration.migrations.0015_run_retry_root")
 
 pytestmark = pytest.mark.django_db
 
@@ -147,7 +158,7 @@ def test_unknown_runs_are_refused_with_nothing_stored(run_command, db):
 
 def test_from_failed_is_refused_for_a_run_with_no_failed_node(failed_run, hooks, run_command):
     completed = run_command("retry_run", str(failed_run.pk), "--inline", "--json").json()
-    cancelled = launch.pipeline_run_create(request=run_actions.retry_request(run_id=failed_run.pk))
+    cancelled = launch.pipeline_run_create(request=run_actions.retry_request(run_id=failed_run.pk, force=True))
     run_actions.pipeline_run_cancel(run_id=cancelled.pk)
     before = rows()
     for run_id, status in ((completed["run_id"], "completed"), (cancelled.pk, "cancelled")):
@@ -182,7 +193,7 @@ def test_retry_of_a_retry_from_failed_reuses_the_same_output(failed_run, hooks, 
     first = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json").json()
     # Make the retry fail at 'check' too, then retry that one from its failed node.
     hooks[1].queue_json({"error": "down"}, status=500)
-    again = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json")
+    again = run_command("retry_run", str(failed_run.pk), "--from-failed", "--force", "--inline", "--json")
     assert again.exit_code == 1
     last = run_command("retry_run", str(again.json()["run_id"]), "--from-failed", "--inline", "--json")
     assert last.exit_code == 0, last.stderr
@@ -191,3 +202,190 @@ def test_retry_of_a_retry_from_failed_reuses_the_same_output(failed_run, hooks, 
     assert data["node_results"]["announce"]["output"] == first["node_results"]["announce"]["output"]
     assert len(hooks[0].requests) == 1
     assert data["retry_of"] == again.json()["run_id"]
+
+
+# --- a run retried once; the keys of a retry's notifications ---------------------------------------
+
+
+def test_a_second_retry_is_refused_naming_the_newest_retry_unless_forced(failed_run, hooks, run_command):
+    first = run_command("retry_run", str(failed_run.pk), "--inline", "--json")
+    assert first.exit_code == 0, first.stderr
+    first_id = first.json()["run_id"]
+    before = rows()
+    for args in (["--inline"], ["--from-failed", "--inline"], ["--wait"], []):
+        refused = run_command("retry_run", str(failed_run.pk), *args)
+        assert refused.exit_code == 2, args
+        assert refused.stderr == (
+            f"CommandError: Run {failed_run.pk} was already retried as run {first_id}: pass --force to retry it again\n"
+        )
+        assert refused.stdout == ""
+    assert rows() == before
+    forced = run_command("retry_run", str(failed_run.pk), "--force", "--inline", "--json")
+    assert forced.exit_code == 0, forced.stderr
+    assert forced.json()["retry_of"] == failed_run.pk
+    # The newest earlier retry is the one named.
+    again = run_command("retry_run", str(failed_run.pk), "--inline")
+    assert again.exit_code == 2
+    assert f"already retried as run {forced.json()['run_id']}:" in again.stderr
+    # A retry can be retried in turn: it has no retry of its own.
+    chained = run_command("retry_run", str(first_id), "--inline", "--json")
+    assert chained.exit_code == 0, chained.stderr
+    assert list(PipelineRun.objects.filter(retry_of=failed_run).values_list("pk", flat=True).order_by("pk")) == [
+        first_id, forced.json()["run_id"]
+    ]
+
+
+def test_a_run_retried_and_pruned_in_between_is_not_found(failed_run, hooks):
+    request = run_actions.retry_request(run_id=failed_run.pk)
+    PipelineRun.objects.filter(pk=failed_run.pk).delete()
+    with pytest.raises(launchrequest.LaunchError, match=f"^Pipeline run not found: {failed_run.pk}$") as caught:
+        launch.pipeline_run_create(request=request)
+    assert caught.value.refusal == launchrequest.Refusal.NOT_FOUND
+    assert PipelineRun.objects.count() == 0
+
+
+def test_list_runs_json_shows_what_each_run_retries(failed_run, hooks, run_command):
+    retry = run_command("retry_run", str(failed_run.pk), "--from-failed", "--inline", "--json").json()
+    listed = run_command("list_runs", "--json").json()
+    assert [(row["run_id"], row["retry_of"]) for row in listed] == [(retry["run_id"], failed_run.pk), (failed_run.pk, None)]
+
+
+@pytest.fixture
+def receivers(request, settings, monkeypatch):
+    """A webhook receiver, a PagerDuty stand-in and a real SMTP server, and a stored definition
+    'keyed' that notifies through all three."""
+    smtp = request.getfixturevalue("smtp_server")
+    settings.OUTBOUND_ALLOW_HOSTS = ["127.0.0.1"]
+    hook, stop_hook = start_server()
+    pagerduty, stop_pagerduty = start_server()
+    pagerduty.answer_json({"status": "success", "message": "Event processed"}, status=202)
+    monkeypatch.setenv("HOOK_URL", hook.url("/hook"))
+    monkeypatch.setenv("OPS_PD_KEY", "R0UT1NGk3y0123456789abcdef012345")
+    PipelineDefinition.objects.create(name="keyed", config={"version": "1.0", "nodes": [
+        {"id": "hook", "type": "notify", "config": {"driver": "webhook", "url_env": "HOOK_URL"}, "next": "mail"},
+        {"id": "mail", "type": "notify", "config": {"driver": "email", "to": ["ops@example.com"]}, "next": "page"},
+        {"id": "page", "type": "notify", "config": {
+            "driver": "pagerduty", "routing_key_env": "OPS_PD_KEY", "events_url": pagerduty.url("/v2/enqueue"),
+        }},
+    ]})
+    try:
+        yield hook, smtp, pagerduty
+    finally:
+        stop_hook()
+        stop_pagerduty()
+
+
+def _sent_keys(receivers) -> list[tuple[str, str, str]]:
+    """(Idempotency-Key, Message-ID, PagerDuty dedup key) of each run's notifications, in order."""
+    hook, smtp, pagerduty = receivers
+    message_ids = [email.message_from_bytes(m["content"])["Message-ID"] for m in smtp.messages]
+    return list(zip(
+        [r["headers"]["idempotency-key"] for r in hook.requests], message_ids,
+        [r["json"]["dedup_key"] for r in pagerduty.requests], strict=True,
+    ))
+
+
+def test_every_retry_in_a_chain_notifies_with_the_keys_of_the_first_run(receivers, run_command):
+    original = run_command("run_pipeline", "--definition", "keyed", "--inline", "--json").json()
+    assert original["status"] == "completed", original["error"]
+    root = original["run_id"]
+    retry = run_command("retry_run", str(root), "--inline", "--json").json()
+    # A retry of the retry, and a second retry of the first run: still the first run's keys.
+    chained = run_command("retry_run", str(retry["run_id"]), "--inline", "--json").json()
+    forced = run_command("retry_run", str(root), "--force", "--inline", "--json").json()
+    assert [run["status"] for run in (retry, chained, forced)] == ["completed"] * 3
+    assert [run["retry_of"] for run in (retry, chained, forced)] == [root, retry["run_id"], root]
+    assert set(PipelineRun.objects.filter(retry_of__isnull=False).values_list("retry_root", flat=True)) == {root}
+    keys = _sent_keys(receivers)
+    assert len(keys) == 4 and len(set(keys)) == 1
+    assert keys[0][0] == f"{root}-hook" and keys[0][1].startswith(f"<{root}-mail.")
+    # A run that is no retry has keys of its own (PagerDuty's is per pipeline and host, by design).
+    fresh = run_command("run_pipeline", "--definition", "keyed", "--inline", "--json").json()
+    last = _sent_keys(receivers)[-1]
+    assert last[0] == f"{fresh['run_id']}-hook" and last[1].startswith(f"<{fresh['run_id']}-mail.")
+    assert last[2] == keys[0][2]
+    # The message itself still names the run that sent it.
+    assert receivers[0].requests[1]["json"]["data"]["run"]["run_id"] == retry["run_id"]
+
+
+def test_the_retry_chains_of_runs_stored_before_the_retry_root_are_filled_in(db):
+    first, second, third, other = (make_run(FLAKY["nodes"], name="flaky") for _ in range(4))
+    PipelineRun.objects.filter(pk=second.pk).update(retry_of=first, trigger="retry")
+    PipelineRun.objects.filter(pk=third.pk).update(retry_of=second, trigger="retry")
+    retry_root_migration.retry_roots_fill(django_apps, None)
+    roots = dict(PipelineRun.objects.values_list("pk", "retry_root"))
+    assert roots == {first.pk: None, second.pk: first.pk, third.pk: first.pk, other.pk: None}
+
+
+# --- two retries of one run at once ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_of_two_retries_of_one_run_at_once_one_is_launched_and_the_other_refused(hooks):
+    PipelineDefinition.objects.create(name="flaky", config=FLAKY)
+    original = engine.run_execute(run_id=make_run(FLAKY["nodes"], name="flaky").pk)
+    assert original.is_terminal
+    first_stored, release, second_waits = threading.Event(), threading.Event(), threading.Event()
+    outcome: dict = {}
+
+    def first():
+        # Stores its retry and keeps its transaction open until the second retry waits on it.
+        try:
+            with transaction.atomic():
+                outcome["first"] = launch.pipeline_run_create(request=run_actions.retry_request(run_id=original.pk))
+                first_stored.set()
+                release.wait(30)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            outcome["first"] = exc
+            first_stored.set()
+        finally:
+            connection.close()
+
+    def blocking_statement(execute, sql, params, many, context):
+        # The statement that waits for the first retry's transaction: SQLite's BEGIN IMMEDIATE
+        # (the database's write lock), PostgreSQL's lock of the original's row.
+        if sql.startswith("BEGIN") or "FOR NO KEY UPDATE" in sql:
+            second_waits.set()
+        return execute(sql, params, many, context)
+
+    def second():
+        try:
+            with connection.execute_wrapper(blocking_statement):
+                outcome["second"] = launch.pipeline_run_create(request=run_actions.retry_request(run_id=original.pk))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            outcome["second"] = exc
+        finally:
+            second_waits.set()
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_stored.wait(30)
+    threads[1].start()
+    try:
+        assert second_waits.wait(30)
+        if connection.vendor == "postgresql":
+            # Seen from the server: the second launch waits on a lock the first one holds.
+            deadline = time.monotonic() + 30
+            while not _lock_waiters() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _lock_waiters() == 1
+        assert threads[1].is_alive()
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    launched = outcome["first"]
+    assert isinstance(launched, PipelineRun), launched
+    refused = outcome["second"]
+    assert isinstance(refused, launchrequest.AlreadyRetried), refused
+    assert str(refused) == f"Run {original.pk} was already retried as run {launched.pk}"
+    assert list(PipelineRun.objects.filter(retry_of=original).values_list("pk", flat=True)) == [launched.pk]
+
+
+def _lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]

@@ -8,8 +8,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from apps.alerts.models import Alert, Incident
-from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from tests.support import HEALTH_CHECK_NODES as SPEC_NODES
+from tests.support import TINY_NODES
 
 pytestmark = pytest.mark.django_db
 
@@ -310,3 +311,37 @@ def test_dry_run_of_a_definition_with_triggers_prints_the_usual_layout(run_comma
     result = run_command("run_pipeline", "--inline", "--config", path, "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == plain.stdout
+
+
+def test_an_idempotency_key_of_another_definitions_run_is_refused(run_command, health_check, config_file):
+    PipelineDefinition.objects.create(name="tiny", config={"version": "1.0", "nodes": TINY_NODES})
+    path = config_file({"version": "1.0", "nodes": TINY_NODES})
+    other_path = config_file({"version": "1.0", "nodes": TINY_NODES}, name="other.json")
+    tiny = run_command("run_pipeline", "--definition", "tiny", "--inline", "--idempotency-key", "k1", "--json")
+    from_file = run_command("run_pipeline", "--config", path, "--inline", "--idempotency-key", "k2", "--json")
+    builtin = run_command("run_pipeline", "--inline", "--idempotency-key", "k3", "--json")
+    # The built-in pipeline fails without an alert in the payload: its run holds the key all the same.
+    assert [result.exit_code for result in (tiny, from_file, builtin)] == [0, 0, 1]
+    owners = {
+        "k1": f"run {tiny.json()['run_id']} of definition tiny",
+        "k2": f"run {from_file.json()['run_id']} of config {path}",
+        "k3": f"run {builtin.json()['run_id']} of the built-in pipeline",
+    }
+    before = PipelineRun.objects.count()
+    others = {
+        "k1": [["--definition", "health-check"], ["--config", path], []],
+        "k2": [["--definition", "tiny"], ["--config", other_path], []],
+        "k3": [["--definition", "tiny"], ["--config", path]],
+    }
+    for key, launches in others.items():
+        for which in launches:
+            for how in ([], ["--inline"], ["--wait", "--json"]):
+                refused = run_command("run_pipeline", *which, *how, "--idempotency-key", key)
+                assert refused.exit_code == 2, (key, which, how)
+                assert refused.stderr == f"CommandError: Idempotency key {key} belongs to {owners[key]}\n"
+                assert refused.stdout == ""
+    assert PipelineRun.objects.count() == before
+    # The key's own definition still finds its run, as before.
+    again = run_command("run_pipeline", "--definition", "tiny", "--idempotency-key", "k1", "--json")
+    assert again.exit_code == 0 and again.json()["run_id"] == tiny.json()["run_id"]
+    assert f"Run {tiny.json()['run_id']} already exists for idempotency key k1" in again.stderr

@@ -21,7 +21,7 @@ from apps.api.schemas import AUTH_ERRORS, BODY_ERRORS, NOT_FOUND, ErrorOut
 from apps.orchestration import listings, rendering, waiting
 from apps.orchestration.inputs import config_resolve, definition_resolve
 from apps.orchestration.launch import pipeline_runs_launch_to
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, RunExists
+from apps.orchestration.launchrequest import AlreadyRetried, LaunchError, LaunchRequest, Refusal, RunExists
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.runqueries import FilterError, limit_read, pipeline_runs_page, run_filters_read
@@ -39,6 +39,7 @@ REFUSAL_STATUS = {
     Refusal.BAD_INPUT: 400,
     Refusal.NOT_FOUND: 404,
     Refusal.STATE: 409,
+    Refusal.CONFLICT: 409,
     Refusal.NO_TARGET: 409,
     Refusal.UNAVAILABLE: 503,
 }
@@ -66,6 +67,7 @@ class RetryIn(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     from_failed: bool = False
+    force: bool = False
 
 
 class RunQueuedOut(Schema):
@@ -132,6 +134,7 @@ class RunListedOut(Schema):
     target_host: str | None
     group_id: str | None
     trigger: str
+    retry_of: int | None
     idempotency_key: str | None
     status: str
     created_at: str | None
@@ -175,7 +178,8 @@ def runs_create(request: HttpRequest, body: RunCreateIn) -> Status:
     workers. ``host`` is a host name, ``auto`` (the host the payload's alert names) or ``all``
     (one run per host a live worker serves; also a definition's ``hosts``): then 201 lists
     every run in ``runs``/``run_ids``, the top-level fields being the first run's.
-    An ``idempotency_key`` a run has already: 200 with that run's record, nothing launched.
+    An ``idempotency_key`` a run of the same definition has already: 200 with that run's
+    record, nothing launched; one a run of another definition (or another config) has: 409.
     400 with each validation message in ``errors``; 409 when no live worker serves a host
     (``all``); 503 when the broker cannot take the run. Scope: runs:write."""
     try:
@@ -277,10 +281,15 @@ def run_retry(request: HttpRequest, run_id: int, body: RetryIn = Body(None)) -> 
     """Launch a new run (trigger ``retry``) of a finished run's snapshot and payload, as
     ``retry_run`` does; ``from_failed`` reuses the outputs of the nodes that succeeded before
     its first failed node and starts there. The body may be left out. 404 for an unknown
-    run, 409 for one not finished (or, with ``from_failed``, one that failed at no node),
-    503 when the broker cannot take it. Scope: runs:write."""
+    run, 409 for one not finished (or, with ``from_failed``, one that failed at no node) and
+    for one retried already unless ``force`` (the message names its newest retry), 503 when
+    the broker cannot take it. Scope: runs:write."""
+    body = body if body is not None else RetryIn()
     try:
-        run = pipeline_run_retry(run_id=run_id, from_failed=body.from_failed if body is not None else False)
+        run = pipeline_run_retry(run_id=run_id, from_failed=body.from_failed, force=body.force)
+    except AlreadyRetried as exc:
+        message = f'{exc}: pass "force": true to retry it again'
+        raise ApiError(REFUSAL_STATUS[exc.refusal], message, [message]) from None
     except LaunchError as exc:
         raise _refused(exc) from None
     return Status(201, _launched([run], None))

@@ -43,6 +43,9 @@ class NodeContext:
     target_host: str = ""
     # The time as the run records it (the database's, carried on this process' clock by the engine).
     now: Callable[[], datetime] = timezone.now
+    # The run id side effects are keyed with: the first run of a retry chain (so a retry's
+    # notifications repeat that run's keys and receivers drop them), else run_id; 0: run_id.
+    key_run_id: int = 0
 
     def outputs_of_type(self, node_type: str) -> list[dict]:
         return [r["output"] for r in self.results.values() if r["type"] == node_type]

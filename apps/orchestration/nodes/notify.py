@@ -93,8 +93,8 @@ class NotifyNode(NodeType):
             analysis=latest_analysis(ctx.results),
             # A notice names the host its state is kept under: its trigger and its resolve share a dedup key.
             host=(monitor_key(ctx)[1] or None) if decision is not None else measured_host(ctx.results),
-            # At-least-once across a takeover: a repeat of this node in this run has the same key.
-            key=notification_key(run_id=ctx.run_id, node_id=ctx.node_id),
+            # At-least-once across a takeover: a repeat of this node in this run, or in a retry of it, has the same key.
+            key=notification_key(run_id=ctx.key_run_id or ctx.run_id, node_id=ctx.node_id),
             notice=decision.notice or "" if decision is not None else "",
             previous=decision.previous if decision is not None else None,
         )

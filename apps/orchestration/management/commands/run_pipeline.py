@@ -50,7 +50,8 @@ class Command(RunOutputMixin, PipelineCommand):
         parser.add_argument("--trace-id", help="Trace id for the run (default: a new UUID).")
         parser.add_argument(
             "--idempotency-key",
-            help="Launch at most one run with this key: when a run has it already, show (or wait for) that one.",
+            help="Launch at most one run with this key: when a run of the same definition has it already, show "
+            "(or wait for) that one; a key another definition's run has is refused (exit 2).",
         )
         parser.add_argument(
             "--host",
