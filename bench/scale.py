@@ -640,9 +640,10 @@ def measure_main(args) -> int:
     # The web process serves static files from var/static once collectstatic ran; the admin's pages need none.
     warnings.filterwarnings("ignore", message="No directory at")
     PipelineRun.objects.filter(trace_id__startswith=TRACE_PREFIX).delete()  # left by a run that was stopped
-    # The backlog's messages: one per queued run, in its host's queue or the shared one, as the launcher sends them.
+    # The backlog's messages: one per queued run, in its host's queue or the shared one, as the launcher sends them:
+    # each right after its run is created, so a queue holds them in the order of created_at.
     started = time.monotonic()
-    queued = list(PipelineRun.objects.filter(status=PipelineRun.Status.QUEUED)
+    queued = list(PipelineRun.objects.filter(status=PipelineRun.Status.QUEUED).order_by("created_at", "pk")
                   .values_list("pk", "origin", "trace_id", "target_host"))
     for pk, origin, trace_id, host in queued:
         dispatch.run_publish(run_id=pk, definition=origin, trace_id=trace_id, host=host or None)
