@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,42 @@ class Worker(CollectedProcess):
     def seen(self, line: str) -> None:
         if " ready." in line:
             self._ready.set()
+
+    def freeze(self) -> None:
+        """Stop the worker's whole process group (SIGSTOP) at a moment none of its
+        processes holds SQLite's write lock: a worker frozen inside a write (its
+        start-up sweep, its presence rows) would hold every other writer, the
+        command under test included, until it is thawed. On PostgreSQL the first
+        stop is kept."""
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while True:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            if _sqlite_writable() or time.monotonic() > deadline:
+                return
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+
+    def thaw(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+def _sqlite_writable() -> bool:
+    """Whether a write transaction can start on the tests' database now (always, off SQLite)."""
+    import sqlite3
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        return True
+    probe = sqlite3.connect(connection.settings_dict["NAME"], timeout=0)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
 
 
 # The brokers worker tests run on (TEST_BROKERS, comma-separated: embedded, redis, rabbitmq;

@@ -6,8 +6,6 @@ then lasts as long as the test needs, on an idle machine or a loaded one."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 
@@ -43,18 +41,18 @@ def config_path(tmp_path, module_gate):
 def test_follow_prints_each_node_as_it_ends_before_the_run_does(cli, broker, worker, gate, config_path):
     # The command listens to its run's events only once it has launched it: the worker is held
     # until it does, or a loaded machine could run the first node before anyone listens.
-    os.killpg(worker.proc.pid, signal.SIGSTOP)
+    worker.freeze()
     try:
         followed = StderrLines(cli.popen("run_pipeline", "--config", config_path, "--follow"))
     except BaseException:
-        os.killpg(worker.proc.pid, signal.SIGCONT)
+        worker.thaw()
         raise
     try:
         try:
             wait_for(lambda: (run := PipelineRun.objects.first()) is not None and broker.subscribers(run.pk),
                      what="the command to listen to its run's events")
         finally:
-            os.killpg(worker.proc.pid, signal.SIGCONT)
+            worker.thaw()
         followed.wait_for("✓ quick (context) succeeded")
         # The first node's line came while the slow node was still held, not at the end.
         assert not any("✓ slow" in line for _, line in followed.lines), followed.text()
