@@ -12,6 +12,10 @@ class PipelineDefinition(models.Model):
     config = models.JSONField(help_text="The definition itself: version, defaults and nodes.")
     tags = models.JSONField(default=list, blank=True, help_text="Free-form labels.")
     is_active = models.BooleanField(default=True, help_text="Inactive definitions cannot be run.")
+    schedule_paused = models.BooleanField(
+        default=False,
+        help_text="Its schedule is paused (pause_schedule): load_pipelines keeps its PeriodicTask disabled.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -127,7 +127,7 @@ def _wanted(definition) -> dict | None:
 
 def schedule_sync(*, definition) -> str | None:
     """Make the definition's PeriodicTask match its ``schedule``: create or
-    update it (enabled), or disable it when the definition has no schedule
+    update it (enabled, unless the definition's schedule is paused), or disable it when the definition has no schedule
     any more (or is inactive). Returns what changed ("schedule: every 300s",
     "unscheduled") or None when nothing did."""
     from django_celery_beat.models import PeriodicTask
@@ -145,7 +145,7 @@ def schedule_sync(*, definition) -> str | None:
         **wanted,
         "task": RUN_SCHEDULED_TASK,
         "kwargs": json.dumps({"definition": definition.name}),
-        "enabled": True,
+        "enabled": not definition.schedule_paused,
         "description": (
             f"Runs the pipeline definition '{definition.name}' ({schedule_describe(definition.config['schedule'])})."
         ),
