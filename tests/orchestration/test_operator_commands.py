@@ -10,7 +10,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from apps.orchestration import beatstate
-from apps.orchestration.models import PipelineDefinition, ScheduleState
+from apps.orchestration.models import PipelineDefinition, PipelineRun, ScheduleState
 from apps.orchestration.schedules import schedule_sync, task_name
 
 pytestmark = pytest.mark.django_db
@@ -99,3 +99,63 @@ def test_bad_names_exit_2_with_one_line_and_change_nothing(run_command, command)
     assert enabled()
     assert not PipelineDefinition.objects.filter(schedule_paused=True).exists()
     assert not PeriodicTask.objects.filter(name=task_name("plain")).exists()
+
+
+# -- run_schedule ------------------------------------------------------------------------
+
+
+def test_run_schedule_queues_one_scheduled_run_with_the_schedules_payload(run_command):
+    scheduled(schedule={"every": 60, "payload": {"server": "web-01"}})
+    run_command("pause_schedule", "tick")  # a paused schedule can still be run by hand
+    result = run_command("run_schedule", "tick")
+    run = PipelineRun.objects.get()
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"Run {run.pk} queued (trace id {run.trace_id}).\n")
+    assert (run.trigger, run.status, run.payload, run.definition_name) == ("schedule", "queued", {"server": "web-01"}, "tick")
+
+
+def test_run_schedule_json_prints_the_queued_run(run_command):
+    scheduled()
+    result = run_command("run_schedule", "tick", "--json")
+    run = PipelineRun.objects.get()
+    assert result.exit_code == 0
+    assert (result.json()["run_id"], result.json()["status"]) == (run.pk, "queued")
+
+
+def test_run_schedule_skips_while_a_scheduled_run_is_active_with_overlap_skip(run_command):
+    scheduled()
+    first = run_command("run_schedule", "tick")
+    assert first.exit_code == 0
+    run = PipelineRun.objects.get()
+    PipelineRun.objects.filter(pk=run.pk).update(status="running")
+    result = run_command("run_schedule", "tick")
+    assert (result.exit_code, result.stdout.strip()) == (0, f"skipped: run {run.pk} is still running (overlap: skip)")
+    assert PipelineRun.objects.count() == 1
+
+
+def test_run_schedule_with_overlap_allow_launches_beside_an_active_run(run_command):
+    scheduled(schedule={"every": 60, "overlap": "allow"})
+    run_command("run_schedule", "tick")
+    assert run_command("run_schedule", "tick").exit_code == 0
+    assert PipelineRun.objects.filter(trigger="schedule", status="queued").count() == 2
+
+
+def test_run_schedule_of_an_invalid_definition_records_a_failed_run_and_exits_1(run_command):
+    tick = scheduled()
+    PipelineDefinition.objects.filter(pk=tick.pk).update(config={**tick.config, "nodes": [{"id": "x", "type": "nope"}]})
+    result = run_command("run_schedule", "tick")
+    run = PipelineRun.objects.get()
+    assert (result.exit_code, run.status, run.trigger) == (1, "failed", "schedule")
+    assert result.stderr.startswith("CommandError: Pipeline failed: Scheduled definition 'tick' cannot run: it is invalid")
+
+
+def test_run_schedule_bad_names_exit_2_with_one_line_and_launch_nothing(run_command):
+    PipelineDefinition.objects.create(name="plain", config={"version": "1.0", "nodes": NODES})
+    for name, message in [
+        ("nope", "CommandError: Pipeline definition not found: nope"),
+        ("plain", "CommandError: Pipeline definition plain has no schedule"),
+    ]:
+        result = run_command("run_schedule", name)
+        assert (result.exit_code, result.stdout, result.stderr.strip()) == (2, "", message)
+    assert not PipelineRun.objects.exists()
+    assert not PeriodicTask.objects.exists()
