@@ -37,6 +37,8 @@ def run_command():
         except CommandError as exc:
             err.write(f"CommandError: {exc}\n")
             code = exc.returncode
+        except SystemExit as exc:  # a command leaving with its exit code and no error line (show_run of a live run)
+            code = exc.code if isinstance(exc.code, int) else 1
         return CommandResult(code, out.getvalue(), err.getvalue())
 
     return _run

@@ -198,6 +198,21 @@ def render_result(run: PipelineRun) -> str:
     return _shown("\n".join(lines))
 
 
+def render_unfinished(run: PipelineRun) -> str:
+    """The display of a queued or running run: the result display as far as
+    it goes (the nodes ended so far), the node being executed, and how to
+    follow the run to its end."""
+    head, last = render_result(run).rsplit("\n", 1)
+    lines = [head]
+    if run.status == PipelineRun.Status.RUNNING and run.current_node:
+        node_type = next(
+            (n.get("type") for n in run.config_snapshot.get("nodes") or [] if n.get("id") == run.current_node), None
+        )
+        lines += [f"Current node: {printable(run.current_node)} ({printable(str(node_type or '?'))})", ""]
+    lines += [last, f"Not finished yet: show_run {run.pk} --wait follows it to its end."]
+    return _shown("\n".join(lines))
+
+
 def final_line(run: PipelineRun) -> str:
     lines: dict[str, str] = {
         PipelineRun.Status.COMPLETED: "✓ Pipeline completed successfully",

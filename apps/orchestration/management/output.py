@@ -148,6 +148,16 @@ class RunOutputMixin:
         if code != EXIT_OK:
             raise CommandError(f"Pipeline failed: {printable(scrub(run.error))}", returncode=code)
 
+    def show_unfinished(self, run, *, as_json: bool) -> None:
+        """Print a queued or running run as far as it has gone and leave with
+        exit 3 (the run goes on), without an error line."""
+        if as_json:
+            self.stdout.write(json.dumps(run_json(run), indent=2))
+        else:
+            self.stdout.write(rendering.render_unfinished(run))
+        self.stdout.flush()
+        raise SystemExit(EXIT_WAIT_GAVE_UP)
+
     def wait_and_show_group(self, runs, *, timeout: float | None, as_json: bool) -> None:
         """Wait for each of the runs one launch made (``timeout`` bounds the
         whole wait), show each in turn (``as_json``: a JSON array of them),

@@ -8,7 +8,10 @@ from apps.orchestration.selectors import pipeline_run_get
 
 
 class Command(RunOutputMixin, PipelineCommand):
-    help = "Show a pipeline run by its id. Exit codes as run_pipeline's."
+    help = (
+        "Show a pipeline run by its id. Exit codes as run_pipeline's; a queued or running run is shown as far "
+        "as it has gone, exit 3."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("run_id", type=int, help="The run's id (the Run ID of run_pipeline).")
@@ -30,4 +33,6 @@ class Command(RunOutputMixin, PipelineCommand):
             )
         if options["follow"]:
             RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
+        if not run.is_terminal:
+            return self.show_unfinished(run, as_json=options["json"])
         self.show(run, as_json=options["json"])
