@@ -63,6 +63,30 @@ def _target_dict(target: TargetChoice) -> dict:
     return {"host": target or None, "hosts": None}
 
 
+def dry_run_node_lines(nodes: list[dict], *, builtin: bool = False) -> list[str]:
+    """The dry run's listing of ``nodes`` (``Nodes (N):``, then each node's
+    lines and a blank line); the built-in pipeline's stages with ``builtin``."""
+    if builtin:
+        lines = [f"Stages ({len(nodes)}):"]
+        for index, node in enumerate(nodes, start=1):
+            lines.append(f"  {index}. {printable(node['id']).upper()} [{printable(node['type'])}]")
+            lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
+            lines.append("")
+        return lines
+    lines = [f"Nodes ({len(nodes)}):"]
+    for index, node in enumerate(nodes, start=1):
+        lines.append(f"  {index}. [{printable(node['type'])}] {printable(node['id'])}")
+        lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
+        if "when" in node:
+            lines.append(f"     When: {printable(str(node['when']))}")
+        if node.get("required") is False:
+            lines.append("     Required: no (a failure does not stop the run)")
+        nxt = node.get("next")
+        lines.append(f"     → next: {printable(nxt)}" if nxt else "     → end")
+        lines.append("")
+    return lines
+
+
 def render_dry_run(
     *, resolved: ResolvedDefinition, payload: dict, source: str, environment: str, target: TargetChoice = ""
 ) -> str:
@@ -79,24 +103,7 @@ def render_dry_run(
         *([where] if where else []),
         "",
     ]
-    if resolved.kind == "builtin":
-        lines.append(f"Stages ({len(nodes)}):")
-        for index, node in enumerate(nodes, start=1):
-            lines.append(f"  {index}. {printable(node['id']).upper()} [{printable(node['type'])}]")
-            lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
-            lines.append("")
-    else:
-        lines.append(f"Nodes ({len(nodes)}):")
-        for index, node in enumerate(nodes, start=1):
-            lines.append(f"  {index}. [{printable(node['type'])}] {printable(node['id'])}")
-            lines.append(f"     Config: {json.dumps(node.get('config') or {})}")
-            if "when" in node:
-                lines.append(f"     When: {printable(str(node['when']))}")
-            if node.get("required") is False:
-                lines.append("     Required: no (a failure does not stop the run)")
-            nxt = node.get("next")
-            lines.append(f"     → next: {printable(nxt)}" if nxt else "     → end")
-            lines.append("")
+    lines += dry_run_node_lines(nodes, builtin=resolved.kind == "builtin")
     if resolved.config.get("schedule"):
         lines += [f"Schedule: {schedule_describe(resolved.config['schedule'])}", ""]
     lines += ["Payload:", json.dumps(payload, indent=2), "", "Use without --dry-run to execute"]

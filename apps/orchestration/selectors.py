@@ -57,6 +57,43 @@ def pipeline_definitions_list() -> list[dict]:
     return [dict(row) for row in rows]
 
 
+def pipeline_definitions_overview(*, name: str | None = None) -> list[dict]:
+    """Every stored definition by name (only ``name``'s, when given), as dicts of
+    name, description, is_active, schedule_paused, ``schedule`` and ``triggers``
+    (those parts of its config), ``nodes`` (its node list) and ``last_run``
+    (run_id, status, created_at, of its newest run of any trigger; None when it
+    never ran). Two queries: the newest run of each definition is one probe of
+    the (definition_name, created_at, id) index. Reads only."""
+    newest = PipelineRun.objects.filter(definition_name=OuterRef("name")).order_by("-created_at", "-pk")
+    definitions = PipelineDefinition.objects.order_by("name")
+    if name is not None:
+        definitions = definitions.filter(name=name)
+    rows = [
+        dict(row) for row in definitions.annotate(last_run_id=Subquery(newest.values("pk")[:1])).values(
+            "name", "description", "is_active", "schedule_paused", "last_run_id",
+            schedule=KeyTransform("schedule", "config"), triggers=KeyTransform("triggers", "config"),
+            nodes=KeyTransform("nodes", "config"),
+        )
+    ]
+    runs = {
+        run["id"]: run
+        for run in PipelineRun.objects.filter(pk__in=[r["last_run_id"] for r in rows if r["last_run_id"]]).values(
+            "id", "status", "created_at"
+        )
+    }
+    for row in rows:
+        run = runs.get(row.pop("last_run_id"))
+        row["last_run"] = (
+            {"run_id": run["id"], "status": run["status"], "created_at": run["created_at"]} if run else None
+        )
+    return rows
+
+
+def pipeline_definition_runs(*, name: str, limit: int = 5) -> list[dict]:
+    """The newest ``limit`` runs of the definition ``name`` (any trigger), as pipeline_runs_list gives them."""
+    return pipeline_runs_list(definition=name, limit=limit)
+
+
 def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
     if not 0 < run_id <= RUN_ID_MAX:
         return None
@@ -154,21 +191,24 @@ class ScheduleListing:
     next_due_at: datetime | None  # None when disabled
 
 
-def pipeline_schedules_list(*, now: datetime | None = None) -> list[ScheduleListing]:
+def pipeline_schedules_list(*, now: datetime | None = None, definition: str | None = None) -> list[ScheduleListing]:
     """Every pipeline schedule in django-celery-beat's table (PeriodicTasks of
     the task ``orchestration.run_scheduled`` named ``pipeline:<definition>``),
     by name, enabled or not, each with its definition's newest run launched by
     a schedule and, when enabled, when beat will next send it as of ``now``
     (default: the current time) — computed by the schedule objects beat uses.
-    Reads only."""
+    Only the schedule of the definition ``definition``, when given. Reads only."""
     now = now or timezone.now()
     newest = PipelineRun.objects.filter(
         definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
     ).order_by("-created_at", "-pk")
     # One query, with one probe of the (definition_name, trigger, created_at, id) index per schedule; plain
     # rows, not model instances (thousands of them). The schedule rows are read once each below.
+    periodic = PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)
+    if definition is not None:
+        periodic = periodic.filter(name=f"{TASK_PREFIX}{definition}")
     tasks = list(
-        PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)
+        periodic
         .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
         .annotate(last_run_id=Subquery(newest.values("pk")[:1]))
         .order_by("name")
