@@ -117,6 +117,23 @@ def fixed_dns(monkeypatch):
     return resolver
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkout_broker_stopped_at_the_end():
+    """The checkout's own embedded broker (EMBEDDED_BROKER_DIR, var/broker), which
+    in-process commands start as they would on a laptop, is stopped when the tests
+    end, unless it was running before they began."""
+    from apps.broker.embedded import EmbeddedBroker, EmbeddedBrokerError
+
+    broker = EmbeddedBroker(Path(settings.EMBEDDED_BROKER_DIR))
+    running_before = broker.is_running()
+    yield
+    if not running_before:
+        try:
+            broker.stop()
+        except EmbeddedBrokerError as exc:
+            print(f"the checkout's embedded broker did not stop: {exc}")
+
+
 @pytest.fixture(scope="session")
 def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for the name tls.example and its key (files); skips without openssl."""
