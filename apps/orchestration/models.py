@@ -137,6 +137,10 @@ class PipelineRun(models.Model):
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="When cancellation of the running run was asked for."
     )
+    cancel_stop_node = models.BooleanField(
+        default=False,
+        help_text="The cancel request asks to interrupt the node being executed too (cancel_run --force).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -144,6 +148,8 @@ class PipelineRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # The console's two levels: view_pipelinerun (Django's own) to look, operate to act.
+        permissions = [("operate_pipelines", "Can cancel, retry and run pipelines and pause schedules")]
         # Declared here rather than with db_index/unique on the fields: on PostgreSQL those also
         # add a second index per text field for LIKE queries, and every index is written again
         # whenever a run's row moves.
