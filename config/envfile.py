@@ -47,8 +47,10 @@ def env_file_values() -> dict[str, str]:
     try:
         with path.open(encoding="utf-8") as stream:
             values = dotenv_values(stream=stream)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise EnvFileError(f"ENV_FILE: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise EnvFileError(f"ENV_FILE: cannot read {path}: not UTF-8 text") from None
     # A bare `NAME` line (no `=`) has no value: compose leaves such a variable unset too.
     return {name: value for name, value in values.items() if value is not None and name not in os.environ}
 
