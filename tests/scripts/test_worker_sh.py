@@ -153,7 +153,7 @@ def test_start_runs_a_worker_a_beat_that_fire_a_loaded_schedule_and_the_web_serv
     assert "config/gunicorn.py" in web.cmdline() and "config.wsgi:application" in web.cmdline()
     assert len(web.children()) == 1
     status, body = get(url + "admin/login/")
-    assert status == 200 and "Django" in body
+    assert status == 200 and "Pipeline launcher admin" in body
     log = (state / "web.log").read_text()
     assert f"Listening at: {url.rstrip('/')}" in log and "Using worker: gthread" in log
     wait_for(lambda: '"GET /admin/login/ HTTP/1.1" 200' in (state / "web.log").read_text(),
