@@ -111,6 +111,13 @@ def secret_get(config: dict, key: str, *, default_env: str | None, what: str) ->
     return value
 
 
+def env_unset(names: list[str]) -> list[str]:
+    """Those of ``names`` that this process's environment leaves unset or blank
+    (secret_get would raise SecretMissing for them), sorted. Reads values only
+    to test them; returns names, never values."""
+    return sorted({name for name in names if not os.environ.get(name, "").strip()})
+
+
 def remember(value: str) -> None:
     """Scrub ``value`` (and its identifying parts) from everything this process writes from now on."""
     global _seen_additions

@@ -3,7 +3,7 @@
 `scripts/worker.sh start` (the laptop set-up) and docker-compose.yml's `web`
 service both run `gunicorn -c config/gunicorn.py config.wsgi:application`.
 Gunicorn executes this file and reads its module-level names; everything comes
-from the environment:
+from the environment (and the project's .env, config/envfile.py, for what it does not set):
 
     WEB_BIND         address to listen on (default 127.0.0.1:8000; compose sets 0.0.0.0:8000
                      inside the container and publishes it on 127.0.0.1 only)
@@ -18,6 +18,14 @@ scripts/worker.sh checks both variables before it starts anything.
 from __future__ import annotations
 
 import os
+
+from config.envfile import EnvFileError, env_file_load
+
+# The project's .env, as the settings read it, before the WEB_* variables below are read.
+try:
+    env_file_load()
+except EnvFileError as exc:
+    raise SystemExit(str(exc)) from None
 
 
 def _positive_int(name: str, default: int) -> int:

@@ -1,7 +1,8 @@
 """Settings for the pipeline launcher.
 
-Every value comes from the environment, read here and nowhere else. The
-defaults need no server: SQLite under ``var/`` and (from the Celery side) an
+Every value comes from the environment, read here and nowhere else, after
+the project's ``.env`` file (config/envfile.py) has filled in what the
+environment does not set. The defaults need no server: SQLite under ``var/`` and (from the Celery side) an
 embedded broker, so a laptop with only Python can run everything.
 """
 import socket
@@ -14,11 +15,18 @@ from limits import parse_many
 
 from apps.broker.names import PRUNE_RUNS_TASK, RECOVER_RUNS_TASK
 from apps.hostnames import HOST_NAME_RULE, host_name
+from config.envfile import EnvFileError, env_file_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 VAR_DIR.mkdir(exist_ok=True)
 
+# The project's .env (ENV_FILE) into os.environ, under what the environment sets already: the
+# drivers' secrets are read from os.environ when a node runs, not only the settings below.
+try:
+    env_file_load()
+except EnvFileError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 env = Env()
 # Checks of numeric settings: a value outside the range stops the process at start with its name.
 POSITIVE = validate.Range(min=0, min_inclusive=False)

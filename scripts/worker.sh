@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Start, stop or show a background Celery worker, Celery beat and the web service for this checkout.
-#   bash scripts/worker.sh start|stop|status|url
+#   bash scripts/worker.sh start|stop|restart|status|url
+# `restart` stops all three, then starts them as `start` does (after a change of code or of .env).
+# Every process reads the project's .env (ENV_FILE chooses another file; config/envfile.py), under
+# what the environment sets; so does this script for WEB_BIND, LOG_FORMAT, WORKER_STATE_DIR,
+# WEB_CONCURRENCY and WEB_THREADS.
 # The worker executes runs; beat (django-celery-beat's database scheduler, set in
 # the settings) fires the definitions' schedules and the built-in periodic tasks;
 # the web service (gunicorn with config/gunicorn.py, as docker-compose.yml's `web`)
@@ -20,12 +24,18 @@
 #
 # Exit codes: 0 done (also "already running" for start, "not running" for stop);
 # 1 the worker, beat or web service exited while starting (the web service: also
-# when its address is in use or it does not answer GET /healthz); 2 usage;
+# when its address is in use or it does not answer GET /healthz); 2 usage, or a
+# bad WEB_CONCURRENCY / WEB_THREADS, or an ENV_FILE that cannot be read;
 # 3 status: the worker, beat or web service (or several) is not running.
 # `url` prints where the web service answers (WEB_BIND as a URL; the bind itself for a
 # unix socket), running or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The variables this script reads itself come from the project's .env too (ENV_FILE), when the
+# environment does not set them; the processes it starts read the whole file themselves.
+from_env_file=$(.venv/bin/python -m config.envfile WORKER_STATE_DIR WEB_BIND LOG_FORMAT WEB_CONCURRENCY WEB_THREADS) \
+    || exit 2
+eval "$from_env_file"
 STATE_DIR="${WORKER_STATE_DIR:-var}"
 WORKER_PID="$STATE_DIR/worker.pid"
 WORKER_LOG="$STATE_DIR/worker.log"
@@ -232,10 +242,7 @@ check_count() {
     fi
 }
 
-case "${1:-status}" in
-start)
-    check_count WEB_CONCURRENCY
-    check_count WEB_THREADS
+start_all() {
     # The worker first: the ticks beat sends then find a worker to run them.
     start_one worker worker "$WORKER_PID" "$WORKER_LOG" " ready\." \
         .venv/bin/celery ${QUIET[@]+"${QUIET[@]}"} -A workers worker -l info || exit 1
@@ -244,14 +251,32 @@ start)
         .venv/bin/celery ${QUIET[@]+"${QUIET[@]}"} -A workers beat -l info -s "$BEAT_SCHEDULE" || exit 1
     # The web service last: the runs it launches find a worker, the ticks beat.
     start_web || exit 1
-    ;;
-stop)
+}
+
+stop_all() {
     # The web service first, so no run is launched while the worker goes away; it gets
     # 70 s, past config/gunicorn.py's graceful_timeout, to finish a request that waits
     # for a run. Then beat, so no tick is sent to a worker that is going away.
     stop_one web web "$WEB_PID" 700
     stop_one beat beat "$BEAT_PID"
     stop_one worker worker "$WORKER_PID"
+}
+
+case "${1:-status}" in
+start)
+    check_count WEB_CONCURRENCY
+    check_count WEB_THREADS
+    start_all
+    ;;
+stop)
+    stop_all
+    ;;
+restart)
+    # Checked before anything stops: a bad value must not leave everything stopped.
+    check_count WEB_CONCURRENCY
+    check_count WEB_THREADS
+    stop_all
+    start_all
     ;;
 status)
     rc=0
@@ -265,6 +290,6 @@ url)
     echo "${url:-$WEB_BIND}"
     ;;
 *)
-    echo "usage: bash scripts/worker.sh start|stop|status|url" >&2; exit 2
+    echo "usage: bash scripts/worker.sh start|stop|restart|status|url" >&2; exit 2
     ;;
 esac

@@ -2,7 +2,8 @@
 tasks, and the worker-side housekeeping: the recovery sweep, the pool
 check, the host queue, the timer compaction, the per-run log context of
 the tasks that execute runs, the presence each worker renews per queue it
-consumes, and the fold of the metrics' rollup."""
+consumes, and the fold of the metrics' rollup. Its remote-control commands
+are in workers/control.py."""
 import heapq
 import logging
 import os
@@ -12,6 +13,7 @@ import threading
 from celery import bootsteps
 from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_ready
 
+import workers.control  # noqa: F401 - registers the worker's remote-control commands
 from apps.broker.app import app
 from apps.broker.names import EXECUTE_RUN_TASK
 

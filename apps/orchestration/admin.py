@@ -31,6 +31,13 @@ from apps.orchestration.validation import validate_definition
 from apps.secrets import scrub
 from apps.text import printable, shorten
 
+PRODUCT_NAME = "Pipeline launcher"
+# The admin is for data fixes; operators work in the console at "/", where "View site" leads.
+admin.site.site_url = "/"
+admin.site.site_header = f"{PRODUCT_NAME} admin"
+admin.site.site_title = f"{PRODUCT_NAME} admin"
+admin.site.index_title = "Data fixes"
+
 # Width of the error column in the run list; the whole error is on the run's page.
 SHORT_ERROR_WIDTH = 80
 # The run list counts its runs up to this many (then says "more than"), and pages through them.

@@ -19,7 +19,7 @@ from django.conf import settings
 from apps.broker import amqp_adapter, redis_adapter
 from apps.broker.app import app
 from apps.broker.embedded import EmbeddedBrokerError, ensure_broker
-from apps.broker.names import EXECUTE_RUN_TASK
+from apps.broker.names import ENV_MISSING_COMMAND, EXECUTE_RUN_TASK
 from apps.hostnames import QUEUE_PREFIX, host_queue
 from apps.orchestration import events
 from apps.orchestration.launchrequest import LaunchError, Refusal
@@ -257,3 +257,57 @@ def live_hosts(*, timeout: float = 2.0) -> list[str] | None:
         if isinstance(queue, str) and queue.startswith(QUEUE_PREFIX)
     })
 
+
+
+# Seconds a question to the broker may take to connect when it is asked, not assumed, to be there.
+BROKER_CONNECT_SECONDS = 3.0
+
+
+def _bounded_connection(timeout: float):
+    """A connection of the app whose connect and socket operations give up after ``timeout`` seconds."""
+    return app.connection_for_write(
+        connect_timeout=timeout,
+        transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+    )
+
+
+def broker_unreachable(*, timeout: float = BROKER_CONNECT_SECONDS) -> str | None:
+    """Why the workers cannot be asked anything now (one phrase), or None when
+    the broker answers within ``timeout`` seconds. Never starts the embedded broker."""
+    if settings.CELERY_BROKER_IS_EMBEDDED:
+        from apps.broker.embedded import embedded_broker
+
+        broker = embedded_broker()
+        if broker.pid() is None:
+            return "the embedded broker is not running"
+        return None if broker.answers(timeout=timeout) else "the embedded broker does not answer"
+    connection = _bounded_connection(timeout)
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for an unreachable broker
+        return f"the broker cannot be reached ({type(exc).__name__})"
+    finally:
+        connection.release()
+    return None
+
+
+def workers_env_missing(*, names: list[str], timeout: float, expected: int | None = None) -> dict[str, object] | None:
+    """Each live worker's answer to ENV_MISSING_COMMAND about ``names``, by
+    worker name: ``{"missing": [names it lacks], "queues": [queues it
+    consumes]}`` (an older worker answers ``{"error": ...}``). Waits up to
+    ``timeout`` seconds, less once ``expected`` workers have answered; None
+    when the broker cannot be asked (it went away after broker_unreachable)."""
+    try:
+        with _bounded_connection(BROKER_CONNECT_SECONDS) as connection:
+            replies = app.control.broadcast(
+                ENV_MISSING_COMMAND, arguments={"names": list(names)}, reply=True, timeout=timeout,
+                limit=expected or None, connection=connection,
+            ) or []
+    except Exception as exc:  # noqa: BLE001 - kombu raises several kinds for a broker that went away
+        logger.warning("could not ask workers for their environment: %s", exc)
+        return None
+    answers: dict[str, object] = {}
+    for reply in replies:
+        if isinstance(reply, dict):
+            answers.update(reply)
+    return answers

@@ -1,6 +1,7 @@
 """`manage.py doctor`: is this deployment able to run pipelines, seen from here?
 
-Each check returns one Finding (ok / warn / FAIL and one line of detail).
+Each check returns one Finding (ok / warn / FAIL and one line of detail,
+with further lines under it where one line cannot say it).
 Every check is bounded in time (connection and reply timeouts), reads only,
 and names environment variables without ever showing their values.
 """
@@ -17,6 +18,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
+from apps.text import printable
+
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # A broker or a worker that has not answered in this long counts as absent.
 BROKER_TIMEOUT_SECONDS = 3
@@ -30,7 +33,6 @@ BEAT_STALE_MIN_SECONDS = 60.0
 _HOST_NAME = re.compile(
     r"(?=.{1,254}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
 )
-WORKERS_NEED_THEM = "the workers need them in their environment too"
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,12 @@ class Finding:
     name: str
     status: str
     detail: str
+    # Further lines of detail (one item each), shown indented under the finding's line.
+    notes: tuple[str, ...] = ()
 
     @property
     def line(self) -> str:
-        return f"{self.status:<6}{self.name}: {self.detail}"
+        return "\n".join([f"{self.status:<6}{self.name}: {self.detail}", *(f"        {note}" for note in self.notes)])
 
 
 # -- database -------------------------------------------------------------------
@@ -213,71 +217,53 @@ def _ago(seconds: float) -> str:
 # -- environment ---------------------------------------------------------------------
 
 
-def node_env_needs(node: dict) -> tuple[list[str], list[str]]:
-    """The environment variables one node needs when it runs, and problems
-    finding them out (an unknown or inactive channel). Reads channels from the database."""
-    from apps.intelligence.base import providers
-    from apps.notify.base import drivers
-    from apps.notify.services import ChannelUnavailable, node_options, notification_channel_resolve, uses_channels
-
-    config = node.get("config")
-    if not isinstance(config, dict):
-        config = {}
-    # Any `<something>_env` naming a variable is needed, whatever reads it.
-    names = [v for k, v in config.items() if k.endswith("_env") and isinstance(v, str) and v]
-    problems: list[str] = []
-    if node.get("type") == "notify":
-        targets = []
-        if uses_channels(config):
-            channel_names = [config["channel"]] if "channel" in config else list(config.get("channels") or [])
-            for name in channel_names:
-                try:
-                    targets.append(notification_channel_resolve(name=name, overrides=node_options(config)))
-                except ChannelUnavailable as exc:
-                    problems.append(str(exc))
-        else:
-            targets.append((config.get("driver", "console"), node_options(config)))
-        for driver, options in targets:
-            if driver in drivers:
-                names += drivers.get(driver)().required_env(options)
-    elif node.get("type") == "intelligence":
-        provider = config.get("provider", "local")
-        if provider in providers:
-            names += providers.get(provider)().required_env(config)
-    return list(dict.fromkeys(names)), problems
-
-
-def environment_check() -> Finding:
-    """Every variable the active definitions' nodes name (``*_env`` options, and
-    the conventional variables of the drivers and providers they use) is set in
-    this process's environment. Names variables, never values."""
+def environment_check(*, broker_ok: bool | None = None) -> Finding:
+    """Asks the live workers (their env_missing remote-control command) which of
+    the variables the active definitions' nodes need (``*_env`` options, and the
+    conventional variables of the drivers, channels and providers they use) they
+    lack; FAIL when a worker that would run a node lacks one. Workers that do not
+    answer are listed. ``broker_ok`` False: not asked (the broker check failed).
+    Names variables, never values."""
     from apps.orchestration.models import PipelineDefinition
+    from apps.orchestration.targeting import target_choice
+    from apps.orchestration.workerenv import definition_env_needs, workers_env_report
 
     try:
         definitions = list(PipelineDefinition.objects.filter(is_active=True).order_by("name"))
+        needs, problems = [], []
+        for definition in definitions:
+            config = definition.config if isinstance(definition.config, dict) else {}
+            found, trouble = definition_env_needs(
+                config=config, target=target_choice(host=None, config=config), prefix=f"{definition.name}."
+            )
+            needs += found
+            problems += trouble
     except Exception as exc:  # noqa: BLE001 - the database check reports the cause
         return Finding("environment", FAIL, f"cannot read the definitions ({type(exc).__name__})")
-    needed: dict[str, list[str]] = {}
-    problems: list[str] = []
-    for definition in definitions:
-        nodes = (definition.config or {}).get("nodes") if isinstance(definition.config, dict) else None
-        for node in nodes if isinstance(nodes, list) else []:
-            if not isinstance(node, dict):
-                continue
-            names, node_problems = node_env_needs(node)
-            where = f"{definition.name}.{node.get('id')}"
-            for name in names:
-                needed.setdefault(name, []).append(where)
-            problems += [f"{where}: {p}" for p in node_problems]
-    missing = sorted(name for name in needed if not os.environ.get(name, "").strip())
-    if missing:
-        listing = "; ".join(f"{name} (for {', '.join(needed[name])})" for name in missing)
-        return Finding("environment", FAIL, f"not set here: {listing}; {WORKERS_NEED_THEM}")
-    if problems:
-        return Finding("environment", WARN, "; ".join(problems))
-    if not needed:
+    names = sorted({name for need in needs for name in need.names})
+    if not names:
+        if problems:
+            return Finding("environment", WARN, problems[0], tuple(problems[1:]))
         return Finding("environment", OK, f"the {len(definitions)} active definitions name no variable")
-    return Finding("environment", OK, f"set here: {', '.join(sorted(needed))}; {WORKERS_NEED_THEM}")
+    if broker_ok is False:
+        return Finding(
+            "environment", WARN,
+            f"no worker was asked about {printable(', '.join(names))}: the broker cannot be reached",
+            tuple(problems),
+        )
+    report = workers_env_report(needs=needs, timeout=WORKER_REPLY_SECONDS)
+    if report.unasked:
+        return Finding("environment", WARN, report.unasked, tuple(problems))
+    notes = tuple(report.gaps + report.unchecked + problems)
+    if report.gaps:
+        return Finding(
+            "environment", FAIL,
+            "variables the active definitions need are not set where their runs execute:", notes,
+        )
+    answered = len(report.answered)
+    workers = f"{answered} live worker{'' if answered == 1 else 's'}"
+    summary = f"{printable(', '.join(names))} set on the {workers} that answered"
+    return Finding("environment", WARN if notes else OK, summary + (";" if notes else ""), notes)
 
 
 # -- outbound ------------------------------------------------------------------------
@@ -317,17 +303,19 @@ def doctor_run(*, only: list[str] | None = None, skip: list[str] | None = None) 
     findings: list[Finding] = []
     broker: Finding | None = None
     for name in chosen:
-        if name == "workers":
+        if name in ("workers", "environment"):
             # Asking workers through a broker that cannot be reached would only wait.
             broker = broker or broker_check()
-            finding = workers_check(broker_ok=broker.status == OK)
+            if name == "workers":
+                finding = workers_check(broker_ok=broker.status == OK)
+            else:
+                finding = environment_check(broker_ok=broker.status == OK)
         elif name == "broker":
             broker = finding = broker_check()
         else:
             finding = {
                 "database": database_check,
                 "beat": beat_check,
-                "environment": environment_check,
                 "outbound": outbound_check,
             }[name]()
         findings.append(finding)

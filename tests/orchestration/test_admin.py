@@ -305,3 +305,11 @@ def test_definition_admin_change_form_refuses_hostile_json_and_keeps_the_stored_
         assert "Invalid JSON: " in response.content.decode()
     stored.refresh_from_db()
     assert stored.config == {"version": "1.0", "nodes": NODES} and stored.tags == []
+
+
+def test_view_site_leads_to_the_console_and_the_admin_is_named_for_the_product(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert re.search(r'<a href="/">View site</a>', page), page
+    assert "<title>Data fixes | Pipeline launcher admin</title>" in page
+    assert '<a href="/admin/">Pipeline launcher admin</a>' in page
+    assert "Django administration" not in page

@@ -7,9 +7,11 @@ the checkout's var/, and the web service (real gunicorn) on a free port of
 """
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -151,7 +153,7 @@ def test_start_runs_a_worker_a_beat_that_fire_a_loaded_schedule_and_the_web_serv
     assert "config/gunicorn.py" in web.cmdline() and "config.wsgi:application" in web.cmdline()
     assert len(web.children()) == 1
     status, body = get(url + "admin/login/")
-    assert status == 200 and "Django" in body
+    assert status == 200 and "Pipeline launcher admin" in body
     log = (state / "web.log").read_text()
     assert f"Listening at: {url.rstrip('/')}" in log and "Using worker: gthread" in log
     wait_for(lambda: '"GET /admin/login/ HTTP/1.1" 200' in (state / "web.log").read_text(),
@@ -252,6 +254,47 @@ def test_web_that_refuses_its_own_address_is_stopped_with_the_reason(worker_sh):
     assert worker_sh("stop").exit_code == 0
     assert worker_sh.alive() == []
 
+
+def test_restart_stops_all_three_and_starts_them_with_what_env_file_says_now(worker_sh, tmp_path):
+    assert worker_sh("start").exit_code == 0
+    before = {name: worker_sh.pid(name) for name in ("worker", "beat", "web")}
+    old = [psutil.Process(pid) for pid in before.values()]
+    # The web service moves to the address .env names (the environment no longer sets one), and the
+    # worker gets a variable from it: a .env edited, then a restart.
+    port = free_port()
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text(f"WEB_BIND=127.0.0.1:{port}\nWORKER_SH_ENV_PROBE=from-the-file\n")
+    del worker_sh.env["WEB_BIND"]
+    worker_sh.env["ENV_FILE"] = str(env_file)
+
+    restarted = worker_sh("restart")
+    assert restarted.exit_code == 0, restarted.stdout + restarted.stderr
+    after = {name: worker_sh.pid(name) for name in ("worker", "beat", "web")}
+    state, url = worker_sh.state, f"http://127.0.0.1:{port}/"
+    assert restarted.stdout == (
+        "web stopped\nbeat stopped\nworker stopped\n"
+        f"worker started (pid {after['worker']}), log: {state}/worker.log\n"
+        f"beat started (pid {after['beat']}), log: {state}/beat.log\n"
+        f"web started (pid {after['web']}), {url}, log: {state}/web.log\n"
+    )
+    assert not any(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in old)
+    assert set(after.values()).isdisjoint(before.values())
+    assert get(url + "healthz")[0] == 200
+    assert [proc.pid for proc in beats_of(state)] == [after["beat"]]
+    # The worker read the file itself: asked over the broker, by a process that reads no .env.
+    asked = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers", "inspect", "env_missing",
+         "WORKER_SH_ENV_PROBE", "WORKER_SH_NOT_SET", "-j", "-t", "10"],
+        cwd=ROOT, env={**worker_sh.env, "ENV_FILE": ""}, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT,
+    )
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    answers = list(json.loads(asked.stdout).values())
+    assert [answer["missing"] for answer in answers] == [["WORKER_SH_NOT_SET"]]
+
+    assert worker_sh("stop").exit_code == 0
+    assert worker_sh.alive() == []
+
+
 @pytest.mark.parametrize(("bind", "url"), [
     ("", "http://127.0.0.1:8000/"),
     ("127.0.0.1:8123", "http://127.0.0.1:8123/"),
@@ -262,7 +305,7 @@ def test_web_that_refuses_its_own_address_is_stopped_with_the_reason(worker_sh):
     ("unix:/run/pipelines/web.sock", "unix:/run/pipelines/web.sock"),
 ])
 def test_url_says_where_the_web_service_answers(tmp_path, bind, url):
-    env = {"PATH": "/usr/bin:/bin", "WORKER_STATE_DIR": str(tmp_path / "state"), "WEB_BIND": bind}
+    env = {"PATH": "/usr/bin:/bin", "ENV_FILE": "", "WORKER_STATE_DIR": str(tmp_path / "state"), "WEB_BIND": bind}
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "worker.sh"), "url"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=SCRIPT_TIMEOUT)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{url}\n", "")
@@ -271,7 +314,7 @@ def test_url_says_where_the_web_service_answers(tmp_path, bind, url):
 @pytest.mark.parametrize(("name", "value"), [("WEB_CONCURRENCY", "two"), ("WEB_CONCURRENCY", "1.5"), ("WEB_THREADS", "0")])
 def test_a_bad_web_process_or_thread_count_starts_nothing(tmp_path, name, value):
     state = tmp_path / "state"
-    env = {"PATH": "/usr/bin:/bin", "WORKER_STATE_DIR": str(state), name: value}
+    env = {"PATH": "/usr/bin:/bin", "ENV_FILE": "", "WORKER_STATE_DIR": str(state), name: value}
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "worker.sh"), "start"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=SCRIPT_TIMEOUT)
     assert (proc.returncode, proc.stdout) == (2, "")

@@ -11,6 +11,7 @@ from apps.orchestration.launchrequest import LaunchError, LaunchRequest, RunExis
 from apps.orchestration.management.base import PipelineCommand, launch_refused, seconds_option
 from apps.orchestration.management.output import RunOutputMixin
 from apps.orchestration.targeting import alert_target, launch_targets, target_choice
+from apps.orchestration.workerenv import workers_env_warnings
 
 
 def _binary(stream):
@@ -127,6 +128,9 @@ class Command(RunOutputMixin, PipelineCommand):
                         resolved=resolved, payload=payload, source=request.source, environment=request.environment,
                         target=choice,
                     ))
+                # On stderr, after the plan: the plan on stdout is the same whatever the workers say.
+                for line in workers_env_warnings(config=resolved.config, target=choice):
+                    self.stderr.write(line)
                 return
             if options["inline"]:
                 if options["host"] is not None:
