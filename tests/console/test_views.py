@@ -8,9 +8,9 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.db import connection
 
 from apps.console.security import CONTENT_SECURITY_POLICY
 from apps.orchestration import engine
