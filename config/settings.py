@@ -45,7 +45,10 @@ INSTALLED_APPS = [
     "django_celery_beat",
     # The API's docs page: its Swagger UI files are served from here (WhiteNoise), never from a CDN.
     "ninja",
+    # The console's live parts: htmx's script, served from this package as a static file.
+    "django_htmx",
     "apps.api",
+    "apps.console",
     "apps.orchestration",
     "apps.alerts",
     "apps.checkers",
@@ -67,6 +70,10 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# The operator console's sign-in (Django's auth views at /login/ and /logout/).
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:runs"
+LOGOUT_REDIRECT_URL = "console:login"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [

@@ -12,4 +12,6 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     # Liveness: the process answers; touches no database and no secret.
     path("healthz", api_views.healthz, name="healthz"),
+    # The operator console: runs, definitions and schedules, behind Django's login.
+    path("", include("apps.console.urls")),
 ]

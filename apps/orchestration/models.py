@@ -41,6 +41,7 @@ class PipelineRun(models.Model):
         ADMIN = "admin", "Admin"
         API = "api", "Program"
         ALERT = "alert", "Alert"
+        CONSOLE = "console", "Console"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
     ACTIVE = (Status.QUEUED, Status.RUNNING)

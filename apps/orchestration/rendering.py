@@ -149,8 +149,15 @@ def _section_header(run: PipelineRun, node_id: str, node_type: str) -> str:
 
 
 def _node_lines(entry: dict) -> list[str]:
+    return [f"  {line}" for line in node_display_lines(entry)]
+
+
+def node_display_lines(entry: dict) -> list[str]:
+    """What the result display says of one node (its node_results ``entry``):
+    its type's display lines, its status and error when it did not succeed,
+    its duration; each line printable (the console shows the same lines)."""
     if entry["status"] == "skipped":  # its `when` was false: it never started
-        return [f"  Skipped: {printable(str(entry.get('reason') or 'skipped'))}"]
+        return [f"Skipped: {printable(str(entry.get('reason') or 'skipped'))}"]
     node_type = entry["type"]
     output = entry.get("output") or {}
     lines: list[str] = []
@@ -165,7 +172,7 @@ def _node_lines(entry: dict) -> list[str]:
     if entry.get("duration_ms") is not None:
         lines.append(f"Duration: {entry['duration_ms']:.2f}ms")
     # Outputs hold text from alerts and remote services: one display line each.
-    return [f"  {printable(line)}" for line in lines]
+    return [printable(line) for line in lines]
 
 
 def render_result(run: PipelineRun) -> str:
