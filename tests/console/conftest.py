@@ -125,7 +125,19 @@ def shot(browser, request, tmp_path_factory):
         assert browser.save_screenshot(str(path)), f"no screenshot saved at {path}"
         return path
 
-    return _shot
+    yield _shot
+    report = getattr(request.node, "call_report", None)
+    if report is not None and report.failed:
+        _shot("failed")  # the page as it was when the test failed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each test's report of its call on the test, for ``shot`` to see whether it failed."""
+    report = yield
+    if report.when == "call":
+        item.call_report = report
+    return report
 
 
 def safe(name: str) -> str:
