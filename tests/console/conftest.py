@@ -81,19 +81,26 @@ def console(base_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(console, tmp_path_factory):
+def chromium() -> tuple[str, str]:
+    """The paths of chromium and chromedriver (browser_binaries), found before anything else of
+    the module is started: without them it is skipped (or fails, in CI) at once."""
+    return browser_binaries()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, console, tmp_path_factory):
     """A headless Chromium (1400x1000) on the console, shared by the module's tests.
 
     Selenium is given the system chromedriver and chromium, so Selenium Manager never runs
     (and SE_OFFLINE forbids it any download should it be asked); Chromium's own background
     traffic (updates, sync, metrics) is switched off: no packet leaves the machine."""
-    chromium, chromedriver = browser_binaries()
+    chromium_path, chromedriver = chromium
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = chromium_path
     for argument in (
         "--headless=new", "--window-size=1400,1000", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
         "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
