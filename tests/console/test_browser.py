@@ -315,6 +315,39 @@ def test_a_retry_from_the_failed_node_reuses_the_nodes_before_it(browser, shot, 
     shot("original")
 
 
+def test_a_definition_is_run_from_its_page_with_a_typed_payload(browser, shot, operator, worker, health_check):
+    login(browser, operator)
+    go(browser, "/definitions/")
+    shot("definitions")
+    click(browser, 'tr.definition[data-name="health-check"] a.definition-link')
+    wait_path(browser, "/definitions/health-check/")
+    assert "metrics" in (text(browser, "pre#dry-run") or "")
+    shot("definition")
+
+    # A payload that is not JSON: said so on the page, with what was typed kept, and nothing launched.
+    payload = browser.find_element(By.CSS_SELECTOR, "form#run-form textarea[name=payload]")
+    payload.clear()
+    payload.send_keys('{"service":')
+    click(browser, "button#run-now")
+    wait_path(browser, "/definitions/health-check/run/")
+    assert any("Invalid JSON in payload" in message for message in texts(browser, "ul.messages > li")), texts(
+        browser, "ul.messages > li")
+    assert browser.find_element(By.CSS_SELECTOR, "textarea[name=payload]").get_attribute("value") == '{"service":'
+    assert not PipelineRun.objects.exists()
+    shot("bad-payload")
+
+    payload = browser.find_element(By.CSS_SELECTOR, "form#run-form textarea[name=payload]")
+    payload.clear()
+    payload.send_keys('{"service": "web"}')
+    click(browser, "button#run-now")
+    run_id = int(wait_path(browser, r"/runs/(\d+)/")[1])
+    wait_text(browser, "#run-status", "completed")
+    assert texts(browser, "li.node .node-status") == ["succeeded", "succeeded", "succeeded"]
+    shot("run")
+    run = PipelineRun.objects.get(pk=run_id)
+    assert (run.status, run.trigger, run.payload) == ("completed", "console", {"service": "web"})
+
+
 def scheduled_definition(name: str) -> PipelineDefinition:
     from apps.orchestration.schedules import schedule_sync
 
