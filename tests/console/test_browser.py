@@ -152,6 +152,31 @@ def test_an_anonymous_visitor_logs_in_and_finds_a_run_by_its_trace_id(browser, s
     shot("run")
 
 
+def test_statuses_are_told_apart_by_colour_as_well_as_by_word(browser, shot, operator):
+    from django.utils import timezone
+
+    from tests.support import make_run
+
+    ended = {
+        status: make_run(name="tiny", status=status, started_at=timezone.now(), finished_at=timezone.now())
+        for status in ("completed", "failed", "cancelled")
+    }
+    login(browser, operator)
+    go(browser, "/runs/")
+    colours = {
+        status: browser.execute_script(
+            "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor;",
+            f"{row(run.pk)} td.status span.status.status-{status}",
+        )
+        for status, run in ended.items()
+    }
+    shot("runs")
+    assert {status: text(browser, f"{row(run.pk)} td.status") for status, run in ended.items()} == {
+        status: status for status in ended
+    }
+    assert len(set(colours.values())) == len(colours), f"statuses share a colour: {colours}"
+
+
 def test_a_run_is_watched_from_the_list_to_its_end_without_a_reload(browser, shot, operator, cli, worker, gate):
     # Held at the gate first (so the test sees it queued or running however slow the machine),
     # then a node of 4 s, then a last one.
