@@ -416,11 +416,15 @@ HOSTILE = {
     "link": "<a id=evil href=javascript:window.__xss='link'>click me</a>",
     "url": "javascript:window.__xss='url'",
 }
+# Paths a node looks for and does not find, named in the run's error: markup, and a value that
+# would end an HTML attribute and add one if it were not escaped there.
+HOSTILE_PATH = "payload.<img src=x onerror=window.__xss='error'>"
+ATTRIBUTE_PATH = "payload.x\" onmouseover=\"window.__xss='attribute'\" data-x=\""
 # What a page must not contain however it renders those values: elements that are not the
 # console's own.
 INJECTED = (
     "script:not([src])", "img[src='x']", "img[onerror]", "a#evil", "a[href^='javascript:']",
-    "[onerror]", "[onload]",
+    "[onerror]", "[onload]", "[onmouseover]",
 )
 
 
@@ -432,17 +436,24 @@ def injected_elements(browser) -> dict:
     }
 
 
-def test_hostile_trace_ids_payloads_and_outputs_are_shown_as_text(browser, shot, operator, cli, worker, console):
-    definition("echo", [{"id": "echo", "type": "transform", "config": {
-        "mapping": {key: f"payload.{key}" for key in HOSTILE},
-    }}])
+def test_hostile_trace_ids_payloads_outputs_and_errors_are_shown_as_text(browser, shot, operator, cli, worker, console):
+    definition("echo", [
+        {"id": "echo", "type": "transform", "config": {"mapping": {key: f"payload.{key}" for key in HOSTILE}},
+         "next": "fail"},
+        # Fails naming the paths it did not find: the run's error carries them, into the
+        # list's one-line error and its title attribute.
+        {"id": "fail", "type": "transform", "config": {"mapping": {"a": HOSTILE_PATH, "b": ATTRIBUTE_PATH}}},
+    ])
     run = launch(cli, "echo", "--payload", json.dumps(HOSTILE), "--trace-id", HOSTILE_TRACE_ID, "--wait")
-    assert run.status == "completed", run.error
     assert run.result["node_results"]["echo"]["output"] == HOSTILE
+    error = f"Node 'fail' failed: Path not found: {HOSTILE_PATH}, {ATTRIBUTE_PATH}"
+    assert (run.status, run.error) == ("failed", error)
 
     login(browser, operator)
     go(browser, "/runs/")
     assert browser.find_elements(By.CSS_SELECTOR, row(run.pk))
+    assert text(browser, f"{row(run.pk)} td.error") == error
+    assert browser.find_element(By.CSS_SELECTOR, f"{row(run.pk)} td.error").get_attribute("title") == error
     assert injected_elements(browser) == {}
     assert browser.execute_script("return window.__xss === undefined;")
     shot("list")
@@ -451,6 +462,7 @@ def test_hostile_trace_ids_payloads_and_outputs_are_shown_as_text(browser, shot,
     # Every collapsed part opened, as a reader would, before looking.
     browser.execute_script("document.querySelectorAll('details').forEach(d => { d.open = true; });")
     assert text(browser, "#run-trace-id") == HOSTILE_TRACE_ID
+    assert text(browser, "#run-error") == error
     payload = text(browser, "details#payload") or ""
     output = text(browser, f"{node('echo')} .node-output") or ""
     for value in HOSTILE.values():
