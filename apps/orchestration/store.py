@@ -14,8 +14,8 @@ What lives here:
 - (the INSERTs of new rows, the run's and a herd's, are in storeinserts.py);
 - ``run_read``: a run's row with the database's time, in one SELECT;
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
-- ``run_write``: a fenced write of a run's fields and its stage rows (one
-  statement on PostgreSQL);
+- ``run_write``: a fenced write of a run's fields, its stage rows and its
+  log lines (one statement on PostgreSQL);
 - ``definition_slot_lock``: the lock that serialises max_concurrent claims;
 - ``run_column_values``: the distinct values of an indexed column (the admin's filters);
 - ``planned_for_values``: statements planned for their parameters' values (the admin's run list).
@@ -28,6 +28,7 @@ fails loudly when a Django upgrade changes them): a query's compiler, its
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Model
 from django.db.models.functions import Now
 
-from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.models import PipelineRun, RunLogLine, StageExecution
 
 
 class LeaseLost(Exception):
@@ -204,12 +205,55 @@ def _set_stage_keys(stages: list, written) -> None:
         stage.pk = keys.get((stage.node_id, stage.attempt), stage.pk)
 
 
-def _write_in_one_statement(update: tuple[str, list], stages: list, *, durable: bool) -> bool:
+# A log line's columns, in the order of the tuples the engine's buffer keeps (runlogs.LogLine), after the run.
+_LOG_COLUMNS = ("run", "seq", "logged_at", "level", "logger", "node_id", "message")
+_LOG_INSERTS: dict = {}
+
+
+def _log_lines_insert_sql(run_id: int, lines: list, condition: str, condition_params: list) -> tuple[str, list]:
+    """SQL and parameters inserting the run's log ``lines`` (runlogs.LogLine tuples) while
+    the SQL ``condition`` holds: however many lines, one statement with one parameter
+    holding them all (a JSON array), so a run's logging costs no statement per line. A
+    line whose (run, seq) is stored already (a write repeated after a fault) is skipped."""
+    db = thread_db()
+    plan = _LOG_INSERTS.get(db.alias)
+    if plan is None:
+        quote = db.ops.quote_name
+        fields = [_column(RunLogLine, name) for name in _LOG_COLUMNS]
+        columns = ", ".join(quote(f.column) for f in fields)
+        if db.vendor == "postgresql":
+            values = ", ".join(f"(r ->> {i})::{f.db_type(db)}" for i, f in enumerate(fields))
+            source = "jsonb_array_elements(%s::jsonb) AS r"
+        else:
+            values = ", ".join(f"JSON_EXTRACT(r.value, '$[{i}]')" for i in range(len(fields)))
+            source = "JSON_EACH(%s) AS r"
+        head = f"INSERT INTO {quote(RunLogLine._meta.db_table)} ({columns}) SELECT {values} FROM {source} WHERE "
+        tail = f" ON CONFLICT ({quote('run_id')}, {quote('seq')}) DO NOTHING"
+        plan = _LOG_INSERTS[db.alias] = (head, tail, db.ops.adapt_datetimefield_value)
+    head, tail, adapt_time = plan
+
+    def when(value) -> str:
+        value = adapt_time(value)
+        return value if isinstance(value, str) else value.isoformat()
+
+    rows = [[run_id, seq, when(logged_at), level, name, node_id, message]
+            for seq, logged_at, level, name, node_id, message in lines]
+    return f"{head}{condition}{tail}", [json.dumps(rows), *condition_params]
+
+
+def _write_in_one_statement(
+    update: tuple[str, list], stages: list, *, durable: bool, run_id: int, log_lines: list
+) -> bool:
     """The fenced write as one PostgreSQL statement: the run's UPDATE (which waits
     for a takeover changing the row, then checks the token again) and the
-    stage rows only when it matched. Returns whether it matched."""
+    stage rows and log lines only when it matched. Returns whether it matched."""
     update_sql, update_params = update
     ctes, params = f"WITH held AS ({update_sql} RETURNING 1)", list(update_params)
+    if log_lines:
+        # A data-modifying WITH runs whether or not the query reads it.
+        logged_sql, logged_params = _log_lines_insert_sql(run_id, log_lines, "EXISTS (SELECT 1 FROM held)", [])
+        ctes += f", logged AS ({logged_sql})"
+        params += logged_params
     rows, source = "NULL::bigint, NULL::text, NULL::integer", ""
     if stages:
         upsert_sql, upsert_params = _stages_upsert_sql(stages, "EXISTS (SELECT 1 FROM held)", [])
@@ -254,36 +298,46 @@ def _fenced_update_sql(run_id: int, token: str, fields: dict, *, unless_cancelle
 
 
 def run_write(
-    *, run_id: int, token: str, fields: dict, stages: list, unless_cancelled: bool, durable: bool
+    *, run_id: int, token: str, fields: dict, stages: list, unless_cancelled: bool, durable: bool,
+    log_lines: list | None = None,
 ) -> bool:
-    """Write ``fields`` on run ``run_id`` and upsert ``stages`` (setting their
-    primary keys), fenced by ``token``: only while it holds the run (and,
-    with ``unless_cancelled``, while no cancel was requested). Returns False
+    """Write ``fields`` on run ``run_id``, upsert ``stages`` (setting their
+    primary keys) and insert ``log_lines`` (runlogs.LogLine tuples), fenced
+    by ``token``: only while it holds the run (and, with
+    ``unless_cancelled``, while no cancel was requested). Returns False
     when the fence matched nothing (nothing was written).
 
     On PostgreSQL it is one statement, and only a ``durable`` one waits for
     the disk flush. On SQLite (no UPDATE inside a WITH) the stage rows go
-    first, then the run's row, each fenced; the caller makes a ``durable``
-    write one transaction. Raises LeaseLost when the run was taken over
-    between those two statements (the takeover has recorded the stages)."""
+    first, then the log lines, then the run's row, each fenced; the caller
+    makes a ``durable`` write one transaction. Raises LeaseLost when the run
+    was taken over between those statements (the takeover has recorded the
+    stages)."""
     db = thread_db()
+    log_lines = log_lines or []
     if db.vendor == "postgresql":
         update = _fenced_update_sql(run_id, token, fields, unless_cancelled=unless_cancelled)
-        return _write_in_one_statement(update, stages, durable=durable)
+        return _write_in_one_statement(update, stages, durable=durable, run_id=run_id, log_lines=log_lines)
+    fence, fence_params = _fence_sql(run_id, token, unless_cancelled=unless_cancelled)
+    held = f"EXISTS (SELECT 1 FROM {db.ops.quote_name(PipelineRun._meta.db_table)} WHERE {fence})"
     if stages:
-        fence, fence_params = _fence_sql(run_id, token, unless_cancelled=unless_cancelled)
-        table = db.ops.quote_name(PipelineRun._meta.db_table)
-        sql, params = _stages_upsert_sql(stages, f"EXISTS (SELECT 1 FROM {table} WHERE {fence})", fence_params)
+        sql, params = _stages_upsert_sql(stages, held, fence_params)
         with db.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchall()
         if not written:
             return False
         _set_stage_keys(stages, written)
-        if fields and not _row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=False)):
-            raise LeaseLost(f"run {run_id} is no longer held by {token}")
-        return True
+    if log_lines:
+        # Before the run's row: the end's UPDATE makes the run terminal, which the fence no longer matches.
+        sql, params = _log_lines_insert_sql(run_id, log_lines, held, fence_params)
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
     if not fields:
+        return True
+    if stages:
+        if not _row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=False)):
+            raise LeaseLost(f"run {run_id} is no longer held by {token}")
         return True
     return bool(_row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=unless_cancelled)))
 
