@@ -20,7 +20,6 @@ from typing import Any, TypedDict
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db.models import Max
 
 from apps import jsondata
 from apps.logcontext import run_context
@@ -36,7 +35,7 @@ from apps.orchestration.lease import (
     run_claim,
     same_origin,
 )
-from apps.orchestration.models import PipelineRun, RunLogLine, StageExecution
+from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.monitoring import state_end_write
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
 from apps.orchestration.runlogs import RunLogBuffer, run_logs_captured
@@ -49,26 +48,17 @@ logger = logging.getLogger("apps.orchestration.engine")
 DEFAULT_TIMEOUT_SECONDS = 60
 
 
-def _log(event: str, run: PipelineRun, **fields) -> None:
-    """One log line per event, carrying the run's identity so `grep <trace id>` finds it."""
-    record = _log_record(event, run, **fields)
-    if record is not None:
-        logger.handle(record)
-
-
-def _log_record(event: str, run: PipelineRun, **fields) -> logging.LogRecord | None:
-    """The record ``_log`` emits (None when the engine's logger is off at INFO)."""
+def _log(event: str, run: PipelineRun, *, emit: bool = True, **fields) -> logging.LogRecord | None:
+    """One log line per event, carrying the run's identity so `grep <trace id>` finds it; returns
+    its record (None when the engine's logger is off at INFO), written only with ``emit``."""
     if not logger.isEnabledFor(logging.INFO):
         return None
-    data = {
-        "event": event,
-        "run_id": run.pk,
-        "trace_id": run.trace_id,
-        "definition": run.origin,
-        **fields,
-    }
+    data = {"event": event, "run_id": run.pk, "trace_id": run.trace_id, "definition": run.origin, **fields}
     text = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
-    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None, extra=data)
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None, extra=data)
+    if emit:
+        logger.handle(record)
+    return record
 
 
 class RunOutOfTime(Exception):
@@ -104,10 +94,10 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
             _log("run.waiting", claim.run, reason="max_concurrent", limit=claim.run.config_snapshot["max_concurrent"])
         return claim.run
     run = claim.run
-    # Every line written while this process executes the run carries its ids (apps/logcontext.py),
-    # and is kept with the run (apps/orchestration/runlogs.py), written with the engine's writes.
+    # Every line written while this process executes the run carries its ids (apps/logcontext.py)
+    # and is kept with the run (apps/orchestration/runlogs.py).
     with run_context(run.pk, run.trace_id), run_logs_captured(
-        run_id=run.pk, next_seq=_next_log_seq(claim), limit=settings.RUN_LOG_MAX_LINES, now=claim.lease.clock.now,
+        run_id=run.pk, resumed=claim.resumed, now=claim.lease.clock.now
     ) as run_logs:
         _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
         # Events wait for the write that follows them and go out with the events after it
@@ -129,16 +119,6 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
         if ended and run.config_snapshot.get("max_concurrent"):
             _next_waiting_wake(run)
     return run
-
-
-def _next_log_seq(claim: Claim) -> int:
-    """The seq of the first log line this claim keeps: after the lines of the
-    processes that held the run before (a takeover reads them once); 1 for a
-    run taken from the queue, which has none."""
-    if not claim.resumed:
-        return 1
-    last = RunLogLine.objects.filter(run_id=claim.run.pk).aggregate(last=Max("seq"))["last"]
-    return (last or 0) + 1
 
 
 def _next_waiting_wake(run: PipelineRun) -> None:
@@ -178,8 +158,8 @@ class _Execution:
         if claim.lease is None:
             raise ValueError(f"run {claim.run.pk} is not this process's to execute ({claim.reason})")
         self.run, self.lease = claim.run, claim.lease
-        # The run's log lines, written with each of its writes (no statement of their own).
-        self.logs = logs
+        # The run's log lines go with its writes (each, where that costs no statement: see runlogs).
+        self.logs, self.lines_each_write = logs, store.writes_in_one_statement()
         # Queued events go out after the next fenced write, with the node start it allows,
         # and at the latest when run_execute ends, whatever stopped the run.
         self.events = run_events
@@ -381,7 +361,7 @@ class _Execution:
             # written with its outcome by the next write. One statement per run fewer.
             return
         stages = [opening] if self.ended_stage is None else [self.ended_stage, opening]
-        lines = self.logs.batch()
+        lines = self.logs.batch() if self.lines_each_write or self.logs.due() else []
         self.lease.write(run_fields=fields, stages=stages, before_node=True, log_lines=lines)
         self.logs.written(lines)
         self.ended_stage = None
@@ -463,9 +443,9 @@ class _Execution:
         }
         self.logs.node_id = ""
         # The end's line is kept with the end it reports, and written to the log once that is durable.
-        end = _log_record("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
-        if end is not None:
-            self.logs.keep(end)
+        end = _log("run.end", self.run, emit=False, status=self.status, duration_ms=duration_ms,
+                   error=self.error or None)
+        self.logs.keep(end)
         lines = self.logs.batch(final=True)
         self.lease.write(
             run_fields=fields, stages=stages, durable=True, on_end=state_end_write(self.ctx, now=finished),

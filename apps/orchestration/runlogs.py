@@ -9,6 +9,11 @@ buffered lines to its fenced writes (``Lease.write(log_lines=...)``) at each
 node boundary and at the run's end, so they cost no statement of their own
 and a process that lost the run writes none of them.
 
+Where a write of the lines costs a statement of its own (SQLite), a run
+writes them at its end, and at a node boundary only once it has gone on
+for LIVE_AFTER_SECONDS: a short run costs one statement more, a long one
+(which someone may follow) shows its lines as its nodes end.
+
 Lines from other threads (the heartbeat's, a node's own threads) are not
 kept: they interleave with nothing the run page can place. A run keeps at
 most RUN_LOG_MAX_LINES lines; the ones past it are counted, and the run's
@@ -18,11 +23,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+from django.conf import settings
+from django.db.models import Max
+
 from apps import logcontext
+from apps.orchestration.models import RunLogLine
 from apps.secrets import scrub
 
 logger = logging.getLogger("apps.orchestration.runlogs")
@@ -35,6 +45,19 @@ LINE_MAX_CHARS = 10_000
 LogLine = tuple[int, datetime, str, str, str, str]
 
 _TRACEBACKS = logging.Formatter()
+
+# See the module's docstring.
+LIVE_AFTER_SECONDS = 2.0
+
+
+def run_log_next_seq(*, run_id: int, resumed: bool) -> int:
+    """The seq of the first line a claim of run ``run_id`` keeps: after the lines of
+    the processes that held it before (a takeover, ``resumed``, reads them once);
+    1 for a run taken from the queue, which has none (no query)."""
+    if not resumed:
+        return 1
+    last = RunLogLine.objects.filter(run_id=run_id).aggregate(last=Max("seq"))["last"]
+    return (last or 0) + 1
 
 
 def marker_text(dropped: int, limit: int) -> str:
@@ -71,6 +94,7 @@ class RunLogBuffer(logging.Handler):
         super().__init__()
         self.run_id, self.next_seq, self.limit, self.now = run_id, next_seq, limit, now
         self.thread = threading.get_ident()
+        self.started = time.monotonic()
         self.node_id = ""
         self.pending: list[LogLine] = []
         self.dropped = 0
@@ -96,8 +120,10 @@ class RunLogBuffer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.keep(record)
 
-    def keep(self, record: logging.LogRecord) -> None:
-        """Keep ``record`` as the run's next line (or count it, past the bound)."""
+    def keep(self, record: logging.LogRecord | None) -> None:
+        """Keep ``record`` as the run's next line (or count it, past the bound); None: nothing to keep."""
+        if record is None:
+            return
         self._last = record
         if self.next_seq > self.limit:
             self.dropped += 1
@@ -106,6 +132,10 @@ class RunLogBuffer(logging.Handler):
             (self.next_seq, self.now(), record.levelname, record.name, self.node_id, _message(record))
         )
         self.next_seq += 1
+
+    def due(self) -> bool:
+        """Whether lines wait and the run has gone on for LIVE_AFTER_SECONDS (see there)."""
+        return bool(self.pending) and time.monotonic() - self.started >= LIVE_AFTER_SECONDS
 
     def batch(self, *, final: bool = False) -> list[LogLine]:
         """The lines to write now (``final``: with the marker of the lines not
@@ -132,11 +162,14 @@ def _sink_loggers() -> list[logging.Logger]:
 
 
 @contextmanager
-def run_logs_captured(*, run_id: int, next_seq: int, limit: int, now: Callable[[], datetime]) -> Iterator[RunLogBuffer]:
+def run_logs_captured(*, run_id: int, resumed: bool, now: Callable[[], datetime]) -> Iterator[RunLogBuffer]:
     """Within the block, the lines run ``run_id`` logs on this thread are kept
-    in the buffer it yields (see RunLogBuffer); on leaving, the buffer is
-    detached (lines not written by then are not kept)."""
-    buffer = RunLogBuffer(run_id=run_id, next_seq=next_seq, limit=limit, now=now)
+    in the buffer it yields (see RunLogBuffer), numbered after an earlier
+    holder's when ``resumed`` (a takeover: one read), bounded by
+    RUN_LOG_MAX_LINES; on leaving, the buffer is detached (lines not written
+    by then are not kept)."""
+    next_seq = run_log_next_seq(run_id=run_id, resumed=resumed)
+    buffer = RunLogBuffer(run_id=run_id, next_seq=next_seq, limit=settings.RUN_LOG_MAX_LINES, now=now)
     sinks = _sink_loggers()
     for sink in sinks:
         sink.addHandler(buffer)

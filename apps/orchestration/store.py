@@ -15,7 +15,7 @@ What lives here:
 - ``run_read``: a run's row with the database's time, in one SELECT;
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
 - ``run_write``: a fenced write of a run's fields, its stage rows and its
-  log lines (one statement on PostgreSQL);
+  log lines (one statement on PostgreSQL; the lines' INSERT is in storelines.py);
 - ``definition_slot_lock``: the lock that serialises max_concurrent claims;
 - ``run_column_values``: the distinct values of an indexed column (the admin's filters);
 - ``planned_for_values``: statements planned for their parameters' values (the admin's run list).
@@ -28,7 +28,6 @@ fails loudly when a Django upgrade changes them): a query's compiler, its
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -39,7 +38,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Model
 from django.db.models.functions import Now
 
-from apps.orchestration.models import PipelineRun, RunLogLine, StageExecution
+from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.storelines import log_lines_insert_sql
 
 
 class LeaseLost(Exception):
@@ -205,40 +205,9 @@ def _set_stage_keys(stages: list, written) -> None:
         stage.pk = keys.get((stage.node_id, stage.attempt), stage.pk)
 
 
-# A log line's columns, in the order of the tuples the engine's buffer keeps (runlogs.LogLine), after the run.
-_LOG_COLUMNS = ("run", "seq", "logged_at", "level", "logger", "node_id", "message")
-_LOG_INSERTS: dict = {}
-
-
-def _log_lines_insert_sql(run_id: int, lines: list, condition: str, condition_params: list) -> tuple[str, list]:
-    """SQL and parameters inserting the run's log ``lines`` (runlogs.LogLine tuples) while
-    the SQL ``condition`` holds: however many lines, one statement with one parameter
-    holding them all (a JSON array), so a run's logging costs no statement per line. A
-    line whose (run, seq) is stored already (a write repeated after a fault) is skipped."""
-    db = thread_db()
-    plan = _LOG_INSERTS.get(db.alias)
-    if plan is None:
-        quote = db.ops.quote_name
-        fields = [_column(RunLogLine, name) for name in _LOG_COLUMNS]
-        columns = ", ".join(quote(f.column) for f in fields)
-        if db.vendor == "postgresql":
-            values = ", ".join(f"(r ->> {i})::{f.db_type(db)}" for i, f in enumerate(fields))
-            source = "jsonb_array_elements(%s::jsonb) AS r"
-        else:
-            values = ", ".join(f"JSON_EXTRACT(r.value, '$[{i}]')" for i in range(len(fields)))
-            source = "JSON_EACH(%s) AS r"
-        head = f"INSERT INTO {quote(RunLogLine._meta.db_table)} ({columns}) SELECT {values} FROM {source} WHERE "
-        tail = f" ON CONFLICT ({quote('run_id')}, {quote('seq')}) DO NOTHING"
-        plan = _LOG_INSERTS[db.alias] = (head, tail, db.ops.adapt_datetimefield_value)
-    head, tail, adapt_time = plan
-
-    def when(value) -> str:
-        value = adapt_time(value)
-        return value if isinstance(value, str) else value.isoformat()
-
-    rows = [[run_id, seq, when(logged_at), level, name, node_id, message]
-            for seq, logged_at, level, name, node_id, message in lines]
-    return f"{head}{condition}{tail}", [json.dumps(rows), *condition_params]
+def writes_in_one_statement() -> bool:
+    """Whether a fenced write costs one statement however much it carries (PostgreSQL)."""
+    return thread_db().vendor == "postgresql"
 
 
 def _write_in_one_statement(
@@ -251,7 +220,7 @@ def _write_in_one_statement(
     ctes, params = f"WITH held AS ({update_sql} RETURNING 1)", list(update_params)
     if log_lines:
         # A data-modifying WITH runs whether or not the query reads it.
-        logged_sql, logged_params = _log_lines_insert_sql(run_id, log_lines, "EXISTS (SELECT 1 FROM held)", [])
+        logged_sql, logged_params = log_lines_insert_sql(run_id, log_lines, "EXISTS (SELECT 1 FROM held)", [])
         ctes += f", logged AS ({logged_sql})"
         params += logged_params
     rows, source = "NULL::bigint, NULL::text, NULL::integer", ""
@@ -330,7 +299,7 @@ def run_write(
         _set_stage_keys(stages, written)
     if log_lines:
         # Before the run's row: the end's UPDATE makes the run terminal, which the fence no longer matches.
-        sql, params = _log_lines_insert_sql(run_id, log_lines, held, fence_params)
+        sql, params = log_lines_insert_sql(run_id, log_lines, held, fence_params)
         with db.cursor() as cursor:
             cursor.execute(sql, params)
     if not fields:
