@@ -117,16 +117,18 @@ class RunOutputMixin:
             if host not in live:
                 self.stderr.write(rendering.render_unserved(host))
 
-    def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False) -> None:
+    def show_existing(
+        self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False, logs: bool = False
+    ) -> None:
         """Show the run a launch found under its idempotency key (nothing new was launched)."""
         self.stderr.write(
             f"Run {run.pk} already exists for idempotency key {printable(run.idempotency_key)} "
             f"(status: {run.status}); no new run was launched."
         )
         if wait and not run.is_terminal:
-            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json, follow=follow)
+            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json, follow=follow, logs=logs)
         if run.is_terminal:
-            return self.show(run, as_json=as_json)
+            return self.show(run, as_json=as_json, logs=logs)
         self.show_queued(run, as_json=as_json)
 
     def _wait(
