@@ -265,3 +265,25 @@ def test_show_run_logs_of_a_failed_run_prints_them_before_the_error(capsys):
     out = capsys.readouterr().out
     assert "✗ Pipeline failed" in out and out.index("✗ Pipeline failed") < out.index("Logs (")
     assert "event=run.end " in out.rsplit("Logs (", 1)[1]
+
+
+def test_run_pipeline_inline_logs_prints_the_run_s_lines(tmp_path, capsys):
+    path = tmp_path / "inline.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": [
+        {"id": "talk", "type": "log_lines", "config": {"count": 2, "text": "inline"}},
+    ]}))
+    call_command("run_pipeline", "--config", str(path), "--inline", "--logs")
+    out = capsys.readouterr().out
+    display, block = out.split("\nLogs (", 1)
+    assert display.rstrip().endswith("✓ Pipeline completed successfully")
+    assert " INFO apps.tests.log_lines [talk] inline 1" in block and "event=run.end " in block
+
+
+def test_run_pipeline_logs_without_waiting_is_refused_and_launches_nothing(tmp_path):
+    path = tmp_path / "nowait.json"
+    path.write_text(json.dumps({"version": "1.0", "nodes": [{"id": "talk", "type": "log_lines", "config": {}}]}))
+    with pytest.raises(CommandError) as raised:
+        call_command("run_pipeline", "--config", str(path), "--logs")
+    assert raised.value.returncode == 2
+    assert str(raised.value) == "--logs applies only with --wait, --follow or --inline"
+    assert not PipelineRun.objects.exists()
