@@ -65,6 +65,19 @@ def marker_text(dropped: int, limit: int) -> str:
     return f"… {dropped} more line{'s' if dropped != 1 else ''} not kept (RUN_LOG_MAX_LINES={limit})"
 
 
+def _storable(text: str, limit: int | None = None) -> str:
+    """``text`` as a database's text column takes it: NUL (which PostgreSQL refuses) and
+    lone surrogates (no UTF-8 for them) written as escapes, cut to ``limit`` characters."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if limit is None else text[:limit]
+
+
 def _message(record: logging.LogRecord) -> str:
     """The record's message as a log file shows it, traceback included, scrubbed and cut to size."""
     try:
@@ -77,7 +90,7 @@ def _message(record: logging.LogRecord) -> str:
         text = f"{text}\n{record.exc_text}"
     if record.stack_info:
         text = f"{text}\n{record.stack_info}"
-    text = scrub(text)
+    text = _storable(scrub(text))
     if len(text) > LINE_MAX_CHARS:
         text = text[:LINE_MAX_CHARS] + f"… ({len(text) - LINE_MAX_CHARS} more characters)"
     return text
@@ -128,9 +141,8 @@ class RunLogBuffer(logging.Handler):
         if self.next_seq > self.limit:
             self.dropped += 1
             return
-        self.pending.append(
-            (self.next_seq, self.now(), record.levelname, record.name, self.node_id, _message(record))
-        )
+        level, name = _storable(str(record.levelname), 10), _storable(str(record.name), 200)
+        self.pending.append((self.next_seq, self.now(), level, name, self.node_id[:100], _message(record)))
         self.next_seq += 1
 
     def due(self) -> bool:

@@ -37,10 +37,10 @@ other_logger = logging.getLogger("apps.tests.elsewhere")
 @node_types.register("log_lines")
 class LogLinesNode(NodeType):
     """A node that logs ``count`` lines ``<text> <i>`` (and, with ``thread``, one more from a thread of its own,
-    and with ``other_run``, one naming another run)."""
+    with ``other_run``, one naming another run, and with ``odd``, one holding a NUL and a lone surrogate)."""
 
     name = "log_lines"
-    options = frozenset({"count", "text", "thread", "other_run"})
+    options = frozenset({"count", "text", "thread", "other_run", "odd"})
 
     def run(self, config: dict, ctx: NodeContext) -> dict:
         count = config.get("count", 1)
@@ -50,6 +50,8 @@ class LogLinesNode(NodeType):
             side = threading.Thread(target=lambda: node_logger.info("from a thread of the node"))
             side.start()
             side.join()
+        if config.get("odd"):
+            node_logger.info("nul \x00 and \ud800 here")
         if config.get("other_run"):
             node_logger.info("about another run", extra={"run_id": config["other_run"]})
         return {"logged": count}
@@ -128,6 +130,13 @@ def test_a_secret_in_a_node_log_line_is_scrubbed_in_the_stored_row(monkeypatch):
     stored = [text for text in messages(run) if text.startswith("posting to ")]
     assert stored == [f"posting to {REDACTED} 0"]
     assert not RunLogLine.objects.filter(message__contains="SECRET").exists()
+
+
+def test_text_no_database_column_takes_is_stored_escaped():
+    run = make_run([{"id": "talk", "type": "log_lines", "config": {"count": 0, "odd": True}}], name="odd")
+    done = engine.run_execute(run_id=run.pk)
+    assert done.status == "completed", done.error
+    assert "nul \\x00 and \\ud800 here" in messages(run)
 
 
 def test_logging_adds_no_query_per_line(monkeypatch):
