@@ -296,3 +296,16 @@ def test_run_pipeline_logs_without_waiting_is_refused_and_launches_nothing(tmp_p
     assert raised.value.returncode == 2
     assert str(raised.value) == "--logs applies only with --wait, --follow or --inline"
     assert not PipelineRun.objects.exists()
+
+
+def test_show_run_logs_of_a_running_run_prints_the_lines_stored_so_far(capsys):
+    run = make_run([{"id": "talk", "type": "log_lines", "config": {}}], name="going")
+    claim = lease.run_claim(run_id=run.pk, token="host-a:1:a")
+    line = (1, claim.lease.clock.now(), "WARNING", "apps.tests", "talk", "so far")
+    claim.lease.write(run_fields={"current_node": "talk"}, log_lines=[line])
+    with pytest.raises(SystemExit) as raised:
+        call_command("show_run", str(run.pk), "--logs")
+    assert raised.value.code == 3
+    out = capsys.readouterr().out
+    assert "Current node: talk" in out
+    assert out.rstrip("\n").endswith("Logs (1 line):\n" + f"{line[1]:%Y-%m-%d %H:%M:%S} UTC WARNING apps.tests [talk] so far")
