@@ -14,6 +14,11 @@ Every run finds a severity (the memory check's), so every variant writes the
 state board at its end. The no-severity case (three transforms) is shown too:
 it writes no state. Migrates the database and deletes its runs and state
 first (it must be the bench's own). Prints one JSON object.
+
+With ``--logs`` the log lines are written (to /dev/null, as a worker writes
+them to its log) and each variant runs twice: with its lines kept with the
+run (apps/orchestration/runlogs.py) and with a buffer that keeps none of
+them, so the difference is what keeping them costs.
 """
 from __future__ import annotations
 
@@ -46,9 +51,23 @@ VARIANTS = {
 }
 
 
+def _nothing_kept(**kwargs):
+    """runlogs.run_logs_captured's stand-in for the baseline: a buffer attached to no logger that keeps nothing."""
+    from contextlib import nullcontext
+
+    from apps.orchestration.runlogs import RunLogBuffer
+
+    class Keeping(RunLogBuffer):
+        def keep(self, record) -> None:
+            return None
+
+    return nullcontext(Keeping(run_id=kwargs["run_id"], next_seq=1, limit=0, now=kwargs["now"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="runs per variant (default 200)")
+    parser.add_argument("--logs", action="store_true", help="log, and compare runs keeping their lines with not")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import logging
@@ -56,7 +75,16 @@ def main() -> None:
     import django
 
     django.setup()
-    logging.disable(logging.CRITICAL)  # the console driver's message and the engine's lines are not the bench's
+    if not args.logs:
+        logging.disable(logging.CRITICAL)  # the console driver's message and the engine's lines are not the bench's
+    else:
+        from apps.orchestration import runlogs
+
+        devnull = open(os.devnull, "w")  # open for the whole bench
+        for sink in runlogs._sink_loggers():
+            for handler in sink.handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(devnull)
     from django.core.management import call_command
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -69,7 +97,13 @@ def main() -> None:
     MonitorState.objects.all().delete()
     MonitorNotice.objects.all().delete()
     results: dict = {"database": connection.vendor, "runs_per_variant": args.runs, "variants": {}}
-    for name, nodes in VARIANTS.items():
+    variants = list(VARIANTS.items())
+    if args.logs:
+        variants = [(f"{name}, lines {how}", nodes) for name, nodes in variants for how in ("kept", "not kept")]
+    kept = engine.run_logs_captured
+    for name, nodes in variants:
+        if args.logs:
+            engine.run_logs_captured = _nothing_kept if name.endswith("not kept") else kept
         definition = f"bench-monitoring-{len(results['variants'])}"
         PipelineDefinition.objects.update_or_create(name=definition,
                                                     defaults={"config": {"version": "1.0", "nodes": nodes}})
@@ -77,6 +111,7 @@ def main() -> None:
         for index in range(args.runs + 5):
             run = launch.pipeline_run_create(request=launchrequest.LaunchRequest(
                 resolved=inputs.definition_resolve(name=definition), payload={"x": index}))
+            connection.queries_log.clear()  # a full log (9,000 queries) would count none
             started = time.process_time()
             with CaptureQueriesContext(connection) as captured:
                 done = engine.run_execute(run_id=run.pk)

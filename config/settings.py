@@ -320,6 +320,9 @@ RUN_MAX_PAYLOAD_BYTES = env.int("RUN_MAX_PAYLOAD_BYTES", 1024 * 1024, validate=P
 # A node's output (its compact JSON) larger than this is stored cut, as a marker with a preview
 # (docs/definitions.md): a run's row and its stage hold it, and every write of the run copies it.
 NODE_MAX_OUTPUT_BYTES = env.int("NODE_MAX_OUTPUT_BYTES", 256 * 1024, validate=POSITIVE)
+# Log lines kept with each run (show_run --logs, the console); the lines past it are counted in one
+# marker line instead: a run that logs without end must not fill the database. 0 keeps only the marker.
+RUN_LOG_MAX_LINES = env.int("RUN_LOG_MAX_LINES", 1000, validate=validate.Range(min=0))
 
 # Hosts or networks outbound calls (webhooks, LLM APIs, a node's own SMTP host)
 # may reach even though they are not public addresses, e.g.

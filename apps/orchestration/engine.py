@@ -38,6 +38,7 @@ from apps.orchestration.lease import (
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.monitoring import state_end_write
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
+from apps.orchestration.runlogs import RunLogBuffer, run_logs_captured
 from apps.orchestration.timelimit import NodeTimeout, node_time_limit
 from apps.orchestration.validation import node_path
 from apps.secrets import scrub
@@ -47,17 +48,17 @@ logger = logging.getLogger("apps.orchestration.engine")
 DEFAULT_TIMEOUT_SECONDS = 60
 
 
-def _log(event: str, run: PipelineRun, **fields) -> None:
-    """One log line per event, carrying the run's identity so `grep <trace id>` finds it."""
-    data = {
-        "event": event,
-        "run_id": run.pk,
-        "trace_id": run.trace_id,
-        "definition": run.origin,
-        **fields,
-    }
+def _log(event: str, run: PipelineRun, *, emit: bool = True, **fields) -> logging.LogRecord | None:
+    """One log line per event, carrying the run's identity so `grep <trace id>` finds it; returns
+    its record (None when the engine's logger is off at INFO), written only with ``emit``."""
+    if not logger.isEnabledFor(logging.INFO):
+        return None
+    data = {"event": event, "run_id": run.pk, "trace_id": run.trace_id, "definition": run.origin, **fields}
     text = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
-    logger.info(text, extra=data)
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None, extra=data)
+    if emit:
+        logger.handle(record)
+    return record
 
 
 class RunOutOfTime(Exception):
@@ -93,8 +94,11 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
             _log("run.waiting", claim.run, reason="max_concurrent", limit=claim.run.config_snapshot["max_concurrent"])
         return claim.run
     run = claim.run
-    # Every line written while this process executes the run carries its ids (apps/logcontext.py).
-    with run_context(run.pk, run.trace_id):
+    # Every line written while this process executes the run carries its ids (apps/logcontext.py)
+    # and is kept with the run (apps/orchestration/runlogs.py).
+    with run_context(run.pk, run.trace_id), run_logs_captured(
+        run_id=run.pk, resumed=claim.resumed, now=claim.lease.clock.now
+    ) as run_logs:
         _log("run.start", run, status=run.status, worker=token, takeover=claim.resumed or None)
         # Events wait for the write that follows them and go out with the events after it
         # (see _Execution): one round trip per node boundary instead of two.
@@ -104,7 +108,7 @@ def run_execute(*, run_id: int) -> PipelineRun | None:
             run_events.progress({"phase": "takeover", "worker": token})
         with Heartbeat(claim.lease):
             try:
-                ended = _Execution(claim, run_events).execute()
+                ended = _Execution(claim, run_events, run_logs).execute()
                 if ended:  # its end is durable: now watchers may read it
                     run_events.status(run.status)
             finally:
@@ -150,10 +154,12 @@ class _Execution:
     """One process's execution of a claimed run: the walk along the nodes and
     the run's outcome, recorded through the claim's lease."""
 
-    def __init__(self, claim: Claim, run_events: events.RunEvents):
+    def __init__(self, claim: Claim, run_events: events.RunEvents, logs: RunLogBuffer):
         if claim.lease is None:
             raise ValueError(f"run {claim.run.pk} is not this process's to execute ({claim.reason})")
         self.run, self.lease = claim.run, claim.lease
+        # The run's log lines go with its writes (each, where that costs no statement: see runlogs).
+        self.logs, self.lines_each_write = logs, store.writes_in_one_statement()
         # Queued events go out after the next fenced write, with the node start it allows,
         # and at the latest when run_execute ends, whatever stopped the run.
         self.events = run_events
@@ -233,6 +239,7 @@ class _Execution:
         succeeded, last_attempt = self._earlier_stages()
         for node in self.path:
             node_id = node["id"]
+            self.logs.node_id = node_id
             if self.status != PipelineRun.Status.COMPLETED:
                 self.result["skipped_nodes"].append(node_id)
                 continue
@@ -254,6 +261,7 @@ class _Execution:
                 self._run_node(node, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
                 self.result["skipped_nodes"].append(node_id)
+        self.logs.node_id = ""
 
     def _earlier_stages(self) -> tuple[dict[str, StageExecution], dict[str, int]]:
         """What earlier deliveries did: their successes and attempt numbers per node."""
@@ -353,7 +361,9 @@ class _Execution:
             # written with its outcome by the next write. One statement per run fewer.
             return
         stages = [opening] if self.ended_stage is None else [self.ended_stage, opening]
-        self.lease.write(run_fields=fields, stages=stages, before_node=True)
+        lines = self.logs.batch() if self.lines_each_write or self.logs.due() else []
+        self.lease.write(run_fields=fields, stages=stages, before_node=True, log_lines=lines)
+        self.logs.written(lines)
         self.ended_stage = None
         self.written_node, self.written_recorded = current_node, self.recorded
 
@@ -431,11 +441,22 @@ class _Execution:
             "finished_at": finished,
             "duration_ms": duration_ms,
         }
-        self.lease.write(run_fields=fields, stages=stages, durable=True, on_end=state_end_write(self.ctx, now=finished))
+        self.logs.node_id = ""
+        # The end's line is kept with the end it reports, and written to the log once that is durable.
+        end = _log("run.end", self.run, emit=False, status=self.status, duration_ms=duration_ms,
+                   error=self.error or None)
+        self.logs.keep(end)
+        lines = self.logs.batch(final=True)
+        self.lease.write(
+            run_fields=fields, stages=stages, durable=True, on_end=state_end_write(self.ctx, now=finished),
+            log_lines=lines,
+        )
+        self.logs.written(lines)
         self.open_stage = self.ended_stage = None
         for key, value in fields.items():
             setattr(self.run, key, value)
-        _log("run.end", self.run, status=self.status, duration_ms=duration_ms, error=self.error or None)
+        if end is not None:
+            logger.handle(end)
 
 
 def _progress_end(

@@ -189,9 +189,11 @@ class Lease:
         before_node: bool = False,
         durable: bool = False,
         on_end: Callable[[], None] | None = None,
+        log_lines: Sequence[tuple] = (),
     ) -> None:
-        """Write ``run_fields`` on the run and save ``stages`` (and ``stage``),
-        fenced by this lease's token. A stage row is inserted, or its outcome
+        """Write ``run_fields`` on the run, save ``stages`` (and ``stage``) and
+        insert the run's ``log_lines`` (runlogs.LogLine tuples), fenced by
+        this lease's token. A stage row is inserted, or its outcome
         updated when its run, node and attempt have a row already; the
         stages' primary keys are set. Unless ``durable`` (the run's end), the
         same write renews the lease, so the heartbeat has nothing to do while
@@ -217,6 +219,7 @@ class Lease:
         Raises LeaseLost (nothing written) and DatabaseUnavailable.
         """
         rows = [*stages, stage] if stage is not None else list(stages)
+        lines = list(log_lines)
         for row in rows:
             if row.started_at is None:
                 row.started_at = self.clock.now()
@@ -233,14 +236,14 @@ class Lease:
             # The run's end and its count in the metrics' rollup commit together, or neither does.
             with transaction.atomic() if durable else nullcontext():
                 if not store.run_write(run_id=self.run_id, token=self.token, fields=fields, stages=rows,
-                                       unless_cancelled=True, durable=durable):
+                                       unless_cancelled=True, durable=durable, log_lines=lines):
                     if not self._held.exists():
                         raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
                     self.cancel_requested.set()
                     if before_node:
                         raise CancelRequested()
                     if not store.run_write(run_id=self.run_id, token=self.token, fields=fields, stages=rows,
-                                           unless_cancelled=False, durable=durable):
+                                           unless_cancelled=False, durable=durable, log_lines=lines):
                         raise LeaseLost(f"run {self.run_id} is no longer held by {self.token}")
                 if durable:
                     rollup.run_end_tally(run_id=self.run_id)

@@ -224,6 +224,31 @@ class StageExecution(models.Model):
         return f"{self.node_id}#{self.attempt} ({self.status})"
 
 
+class RunLogLine(models.Model):
+    """One log line written while a run was executed (its engine, nodes and
+    drivers), kept with the run: scrubbed, plain text, at most RUN_LOG_MAX_LINES
+    per run and one marker line saying how many more were not kept."""
+
+    # No index of its own: the unique constraint's index (run, seq) serves "the lines of a run
+    # after seq S, in order" and the cascade when runs are pruned.
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="log_lines", db_index=False)
+    seq = models.PositiveIntegerField(help_text="Order of the line within its run, from 1.")
+    logged_at = models.DateTimeField(
+        help_text="When the line was logged, on the database's clock as the executing process carries it."
+    )
+    level = models.CharField(max_length=10, help_text="INFO, WARNING, ERROR...")
+    logger = models.CharField(max_length=200, help_text="The logger's name.")
+    node_id = models.CharField(max_length=100, blank=True, default="", help_text="The node being executed, if any.")
+    message = models.TextField(help_text="The formatted message (and traceback), secrets scrubbed.")
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="runlogline_unique_run_seq")]
+
+    def __str__(self):
+        return f"{self.run_id}#{self.seq}"
+
+
 # Upper bounds (seconds) of the duration histograms' buckets (+Inf is added); one ``le_<i>``
 # column of the tallies per bound, so changing a bound needs a migration.
 RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from apps.orchestration.models import AlertDelivery, PipelineRun, StageExecution
+from apps.orchestration.models import AlertDelivery, PipelineRun, RunLogLine, StageExecution
 
 logger = logging.getLogger("apps.orchestration.pruning")
 
@@ -22,13 +22,14 @@ class PruneCounts:
     stages: int
     cutoff: datetime  # runs created before this were candidates
     deliveries: int = 0  # expired alert dedup records deleted
+    log_lines: int = 0  # the runs' kept log lines (RunLogLine), deleted with them
 
 
 def pipeline_runs_prune(
     *, older_than: timedelta, statuses=None, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE
 ) -> PruneCounts:
     """Delete finished runs created more than ``older_than`` ago, with their
-    StageExecution rows (the cascade), optionally only those whose status is
+    StageExecution and RunLogLine rows (the cascade), optionally only those whose status is
     one of ``statuses``; queued and running runs are never deleted. Alert
     dedup records (AlertDelivery) whose window has passed are deleted too:
     they dedup nothing any more, whatever age the runs are pruned at.
@@ -53,7 +54,8 @@ def pipeline_runs_prune(
     candidates = PipelineRun.objects.filter(created_at__lt=cutoff, status__in=chosen)
     if dry_run:
         stages = StageExecution.objects.filter(run__in=candidates.values("pk")).count()
-        return PruneCounts(runs=candidates.count(), stages=stages, cutoff=cutoff)
+        log_lines = RunLogLine.objects.filter(run__in=candidates.values("pk")).count()
+        return PruneCounts(runs=candidates.count(), stages=stages, cutoff=cutoff, log_lines=log_lines)
     counts = PruneCounts(runs=0, stages=0, cutoff=cutoff)
     # One statement: the table holds one row per notification and definition within the dedup windows.
     counts.deliveries, _ = AlertDelivery.objects.filter(expires_at__lt=timezone.now()).delete()
@@ -66,8 +68,9 @@ def pipeline_runs_prune(
             _, deleted = candidates.filter(pk__in=ids).only("pk").delete()
         counts.runs += deleted.get(PipelineRun._meta.label, 0)
         counts.stages += deleted.get(StageExecution._meta.label, 0)
+        counts.log_lines += deleted.get(RunLogLine._meta.label, 0)
     logger.info(
-        "event=runs.pruned runs=%s stages=%s cutoff=%s statuses=%s alert_deliveries=%s",
-        counts.runs, counts.stages, cutoff.isoformat(), ",".join(chosen), counts.deliveries,
+        "event=runs.pruned runs=%s stages=%s log_lines=%s cutoff=%s statuses=%s alert_deliveries=%s",
+        counts.runs, counts.stages, counts.log_lines, cutoff.isoformat(), ",".join(chosen), counts.deliveries,
     )
     return counts

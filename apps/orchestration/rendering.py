@@ -14,7 +14,7 @@ from apps.hostnames import ALL
 from apps.orchestration.builtin import BUILTIN_STAGES
 from apps.orchestration.exit_codes import exit_code_for
 from apps.orchestration.launchrequest import ResolvedDefinition, Targets
-from apps.orchestration.models import PipelineRun
+from apps.orchestration.models import PipelineRun, RunLogLine
 from apps.orchestration.nodes import node_types
 from apps.orchestration.schedules import schedule_describe
 from apps.secrets import scrub
@@ -297,6 +297,36 @@ def render_progress(event: dict) -> str:
     took = f" in {event['duration_ms']:.2f}ms" if isinstance(event.get("duration_ms"), (int, float)) else ""
     error = f": {printable(scrub(str(event['error'])))}" if event.get("error") and status != "succeeded" else ""
     return f"{stamp} {_MARKS.get(status, '•')} {node} {status}{took}{attempt}{error}"
+
+
+def render_log_line(line: RunLogLine) -> str:
+    """One kept log line of a run on one line of printable text: the time
+    (seconds and zone), level, logger, ``[node]`` (``[-]`` outside a node)
+    and the message, every control character escaped (a multi-line message
+    shows its newlines as ``\\n``)."""
+    when = timezone.localtime(line.logged_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+    node = printable(line.node_id) if line.node_id else "-"
+    return f"{when} {line.level} {printable(line.logger)} [{node}] {printable(line.message)}"
+
+
+def render_log_lines(lines: list[RunLogLine]) -> str:
+    """The ``--logs`` block printed after a run's display: a heading, then one line each."""
+    if not lines:
+        return "Logs: none kept"
+    return "\n".join([f"Logs ({len(lines)} line{'s' if len(lines) != 1 else ''}):",
+                      *(render_log_line(line) for line in lines)])
+
+
+def log_line_as_dict(line: RunLogLine) -> dict:
+    """A kept log line in ``--json`` (``logs``): its text as stored (scrubbed when kept)."""
+    return {
+        "seq": line.seq,
+        "time": iso(line.logged_at),
+        "level": line.level,
+        "logger": line.logger,
+        "node": line.node_id or None,
+        "message": line.message,
+    }
 
 
 def worker_log_path() -> str | None:

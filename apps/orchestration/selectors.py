@@ -15,7 +15,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from apps.broker.names import RUN_SCHEDULED_TASK
-from apps.orchestration.models import PipelineDefinition, PipelineRun
+from apps.orchestration.models import PipelineDefinition, PipelineRun, RunLogLine
 from apps.orchestration.schedules import TASK_PREFIX
 
 # Run ids are 64-bit; a larger number names no run (and some databases cannot even compare it).
@@ -98,6 +98,16 @@ def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
     if not 0 < run_id <= RUN_ID_MAX:
         return None
     return PipelineRun.objects.filter(pk=run_id).first()
+
+
+def run_log_lines_list(*, run_id: int, after_seq: int = 0, limit: int | None = None) -> list[RunLogLine]:
+    """The log lines kept with run ``run_id`` whose seq is above ``after_seq``,
+    in order, at most ``limit`` (all without one). One read along the
+    (run, seq) index; an unknown run has none. Reads only."""
+    if not 0 <= run_id <= RUN_ID_MAX:
+        return []
+    lines = RunLogLine.objects.filter(run_id=run_id, seq__gt=after_seq).order_by("seq")
+    return list(lines if limit is None else lines[:limit])
 
 
 def pipeline_runs_list(

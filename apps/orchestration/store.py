@@ -14,8 +14,8 @@ What lives here:
 - (the INSERTs of new rows, the run's and a herd's, are in storeinserts.py);
 - ``run_read``: a run's row with the database's time, in one SELECT;
 - ``run_claim_queued`` / ``run_claim_update``: taking a queued run;
-- ``run_write``: a fenced write of a run's fields and its stage rows (one
-  statement on PostgreSQL);
+- ``run_write``: a fenced write of a run's fields, its stage rows and its
+  log lines (one statement on PostgreSQL; the lines' INSERT is in storelines.py);
 - ``definition_slot_lock``: the lock that serialises max_concurrent claims;
 - ``run_column_values``: the distinct values of an indexed column (the admin's filters);
 - ``planned_for_values``: statements planned for their parameters' values (the admin's run list).
@@ -39,6 +39,7 @@ from django.db.models import Model
 from django.db.models.functions import Now
 
 from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.storelines import log_lines_insert_sql
 
 
 class LeaseLost(Exception):
@@ -204,12 +205,24 @@ def _set_stage_keys(stages: list, written) -> None:
         stage.pk = keys.get((stage.node_id, stage.attempt), stage.pk)
 
 
-def _write_in_one_statement(update: tuple[str, list], stages: list, *, durable: bool) -> bool:
+def writes_in_one_statement() -> bool:
+    """Whether a fenced write costs one statement however much it carries (PostgreSQL)."""
+    return thread_db().vendor == "postgresql"
+
+
+def _write_in_one_statement(
+    update: tuple[str, list], stages: list, *, durable: bool, run_id: int, log_lines: list
+) -> bool:
     """The fenced write as one PostgreSQL statement: the run's UPDATE (which waits
     for a takeover changing the row, then checks the token again) and the
-    stage rows only when it matched. Returns whether it matched."""
+    stage rows and log lines only when it matched. Returns whether it matched."""
     update_sql, update_params = update
     ctes, params = f"WITH held AS ({update_sql} RETURNING 1)", list(update_params)
+    if log_lines:
+        # A data-modifying WITH runs whether or not the query reads it.
+        logged_sql, logged_params = log_lines_insert_sql(run_id, log_lines, "EXISTS (SELECT 1 FROM held)", [])
+        ctes += f", logged AS ({logged_sql})"
+        params += logged_params
     rows, source = "NULL::bigint, NULL::text, NULL::integer", ""
     if stages:
         upsert_sql, upsert_params = _stages_upsert_sql(stages, "EXISTS (SELECT 1 FROM held)", [])
@@ -254,36 +267,46 @@ def _fenced_update_sql(run_id: int, token: str, fields: dict, *, unless_cancelle
 
 
 def run_write(
-    *, run_id: int, token: str, fields: dict, stages: list, unless_cancelled: bool, durable: bool
+    *, run_id: int, token: str, fields: dict, stages: list, unless_cancelled: bool, durable: bool,
+    log_lines: list | None = None,
 ) -> bool:
-    """Write ``fields`` on run ``run_id`` and upsert ``stages`` (setting their
-    primary keys), fenced by ``token``: only while it holds the run (and,
-    with ``unless_cancelled``, while no cancel was requested). Returns False
+    """Write ``fields`` on run ``run_id``, upsert ``stages`` (setting their
+    primary keys) and insert ``log_lines`` (runlogs.LogLine tuples), fenced
+    by ``token``: only while it holds the run (and, with
+    ``unless_cancelled``, while no cancel was requested). Returns False
     when the fence matched nothing (nothing was written).
 
     On PostgreSQL it is one statement, and only a ``durable`` one waits for
     the disk flush. On SQLite (no UPDATE inside a WITH) the stage rows go
-    first, then the run's row, each fenced; the caller makes a ``durable``
-    write one transaction. Raises LeaseLost when the run was taken over
-    between those two statements (the takeover has recorded the stages)."""
+    first, then the log lines, then the run's row, each fenced; the caller
+    makes a ``durable`` write one transaction. Raises LeaseLost when the run
+    was taken over between those statements (the takeover has recorded the
+    stages)."""
     db = thread_db()
+    log_lines = log_lines or []
     if db.vendor == "postgresql":
         update = _fenced_update_sql(run_id, token, fields, unless_cancelled=unless_cancelled)
-        return _write_in_one_statement(update, stages, durable=durable)
+        return _write_in_one_statement(update, stages, durable=durable, run_id=run_id, log_lines=log_lines)
+    fence, fence_params = _fence_sql(run_id, token, unless_cancelled=unless_cancelled)
+    held = f"EXISTS (SELECT 1 FROM {db.ops.quote_name(PipelineRun._meta.db_table)} WHERE {fence})"
     if stages:
-        fence, fence_params = _fence_sql(run_id, token, unless_cancelled=unless_cancelled)
-        table = db.ops.quote_name(PipelineRun._meta.db_table)
-        sql, params = _stages_upsert_sql(stages, f"EXISTS (SELECT 1 FROM {table} WHERE {fence})", fence_params)
+        sql, params = _stages_upsert_sql(stages, held, fence_params)
         with db.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchall()
         if not written:
             return False
         _set_stage_keys(stages, written)
-        if fields and not _row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=False)):
-            raise LeaseLost(f"run {run_id} is no longer held by {token}")
-        return True
+    if log_lines:
+        # Before the run's row: the end's UPDATE makes the run terminal, which the fence no longer matches.
+        sql, params = log_lines_insert_sql(run_id, log_lines, held, fence_params)
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
     if not fields:
+        return True
+    if stages:
+        if not _row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=False)):
+            raise LeaseLost(f"run {run_id} is no longer held by {token}")
         return True
     return bool(_row_count(_fenced_update_sql(run_id, token, fields, unless_cancelled=unless_cancelled)))
 

@@ -16,17 +16,32 @@ from apps.orchestration.exit_codes import (
 )
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.rendering import run_json
+from apps.orchestration.selectors import run_log_lines_list
 from apps.secrets import scrub
 from apps.text import printable
 
 
 class RunProgress:
     """The lines ``--follow`` prints: each node's start and end once, whether
-    heard as a progress event or found in the row, in the order they come."""
+    heard as a progress event or found in the row, in the order they come.
+    With ``logs_of`` (a run id: ``--logs``), also the run's log lines as they
+    are stored: read when a node's end is heard and whenever the row is read
+    (the engine writes them with those boundaries), each printed once, before
+    the node line that follows them."""
 
-    def __init__(self, say: Callable[[str], None]):
+    def __init__(self, say: Callable[[str], None], *, logs_of: int | None = None):
         self.say = say
         self.shown: set[tuple] = set()
+        self.logs_of = logs_of
+        self.after_seq = 0
+
+    def logs(self) -> None:
+        """Print the run's log lines stored since the last read (none without ``logs_of``)."""
+        if self.logs_of is None:
+            return
+        for line in run_log_lines_list(run_id=self.logs_of, after_seq=self.after_seq):
+            self.after_seq = line.seq
+            self.say(rendering.render_log_line(line))
 
     def _once(self, key: tuple, line: str) -> None:
         if key not in self.shown:
@@ -41,10 +56,13 @@ class RunProgress:
         elif phase == "start":
             self._once(("start", node) if attempt == 1 else ("start", node, attempt), rendering.render_progress(event))
         elif phase == "end":
+            if ("end", node, attempt) not in self.shown:
+                self.logs()  # the node's lines are stored by the write its end was sent after
             self._once(("end", node, attempt), rendering.render_progress(event))
 
     def row(self, run: PipelineRun) -> None:
         """Report what the row shows: nodes ended, and the node being executed."""
+        self.logs()
         result = run.result or {}
         entries = result.get("node_results") or {}
         for node_id in result.get("executed_nodes") or []:
@@ -99,20 +117,24 @@ class RunOutputMixin:
             if host not in live:
                 self.stderr.write(rendering.render_unserved(host))
 
-    def show_existing(self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False) -> None:
+    def show_existing(
+        self, run, *, wait: bool, timeout: float | None, as_json: bool, follow: bool = False, logs: bool = False
+    ) -> None:
         """Show the run a launch found under its idempotency key (nothing new was launched)."""
         self.stderr.write(
             f"Run {run.pk} already exists for idempotency key {printable(run.idempotency_key)} "
             f"(status: {run.status}); no new run was launched."
         )
         if wait and not run.is_terminal:
-            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json, follow=follow)
+            return self.wait_and_show(run.pk, timeout=timeout, as_json=as_json, follow=follow, logs=logs)
         if run.is_terminal:
-            return self.show(run, as_json=as_json)
+            return self.show(run, as_json=as_json, logs=logs)
         self.show_queued(run, as_json=as_json)
 
-    def _wait(self, run_id: int, *, timeout: float | None, follow: bool = False) -> waiting.WaitOutcome:
-        progress = RunProgress(self.stderr.write) if follow else None
+    def _wait(
+        self, run_id: int, *, timeout: float | None, follow: bool = False, logs: bool = False
+    ) -> waiting.WaitOutcome:
+        progress = RunProgress(self.stderr.write, logs_of=run_id if logs else None) if follow else None
         try:
             return waiting.pipeline_run_wait(
                 run_id=run_id, timeout=timeout, notice=self.stderr.write, progress=progress
@@ -120,27 +142,45 @@ class RunOutputMixin:
         except KeyboardInterrupt:
             raise CommandError(rendering.render_detached(run_id), returncode=EXIT_WAIT_GAVE_UP) from None
 
-    def wait_and_show(self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False) -> None:
+    def wait_and_show(
+        self, run_id: int, *, timeout: float | None, as_json: bool, follow: bool = False, logs: bool = False
+    ) -> None:
         """Wait for the run, then show it; leaves with the exit code of the contract.
-        With ``follow``, a line on stderr as each node starts and ends."""
-        outcome = self._wait(run_id, timeout=timeout, follow=follow)
+        With ``follow``, a line on stderr as each node starts and ends; with
+        ``logs`` too, the run's log lines among them (and not again after the
+        display); with ``logs`` alone, the lines after the display."""
+        outcome = self._wait(run_id, timeout=timeout, follow=follow, logs=logs)
         if outcome.reason == "finished":
-            return self.show(outcome.run, as_json=as_json)
+            return self.show(outcome.run, as_json=as_json, logs=logs, logs_shown=follow)
         if as_json:
-            self.stdout.write(json.dumps(run_json(outcome.run), indent=2))
+            self.stdout.write(json.dumps(self._run_json(outcome.run, logs=logs), indent=2))
+        elif logs and not follow:
+            self.stdout.write(rendering.render_log_lines(run_log_lines_list(run_id=run_id)))
         text = rendering.render_gave_up(outcome.run, reason=outcome.reason, timeout=timeout)
         raise CommandError(text, returncode=EXIT_WAIT_GAVE_UP)
 
-    def show(self, run, *, as_json: bool) -> None:
-        """Print the run and leave with its exit code."""
+    @staticmethod
+    def _run_json(run, *, logs: bool) -> dict:
+        """``run_json``, with the run's kept log lines as ``logs`` when asked for."""
+        data = run_json(run)
+        if logs:
+            data["logs"] = [rendering.log_line_as_dict(line) for line in run_log_lines_list(run_id=run.pk)]
+        return data
+
+    def show(self, run, *, as_json: bool, logs: bool = False, logs_shown: bool = False) -> None:
+        """Print the run (with ``logs``, its kept log lines after the display,
+        unless ``logs_shown`` already on stderr; in the JSON always) and leave
+        with its exit code."""
         code = exit_code_for(run)
         if as_json:
-            self.stdout.write(json.dumps(run_json(run), indent=2))
+            self.stdout.write(json.dumps(self._run_json(run, logs=logs), indent=2))
         else:
             head, last = rendering.render_result(run).rsplit("\n", 1)
             self.stdout.write(head + "\n")
             style = self.style.SUCCESS if code == EXIT_OK else self.style.ERROR
             self.stdout.write(style(last))
+            if logs and not logs_shown:
+                self.stdout.write("\n" + rendering.render_log_lines(run_log_lines_list(run_id=run.pk)))
         if code == EXIT_WAIT_GAVE_UP:
             raise CommandError(f"Run {run.pk} has not finished (status: {run.status})", returncode=code)
         if code == EXIT_CANCELLED:
@@ -148,13 +188,16 @@ class RunOutputMixin:
         if code != EXIT_OK:
             raise CommandError(f"Pipeline failed: {printable(scrub(run.error))}", returncode=code)
 
-    def show_unfinished(self, run, *, as_json: bool) -> None:
-        """Print a queued or running run as far as it has gone and leave with
-        exit 3 (the run goes on), without an error line."""
+    def show_unfinished(self, run, *, as_json: bool, logs: bool = False) -> None:
+        """Print a queued or running run as far as it has gone (with ``logs``,
+        the log lines stored so far) and leave with exit 3 (the run goes on),
+        without an error line."""
         if as_json:
-            self.stdout.write(json.dumps(run_json(run), indent=2))
+            self.stdout.write(json.dumps(self._run_json(run, logs=logs), indent=2))
         else:
             self.stdout.write(rendering.render_unfinished(run))
+            if logs:
+                self.stdout.write("\n" + rendering.render_log_lines(run_log_lines_list(run_id=run.pk)))
         self.stdout.flush()
         raise SystemExit(EXIT_WAIT_GAVE_UP)
 

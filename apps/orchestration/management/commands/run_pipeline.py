@@ -73,6 +73,12 @@ class Command(RunOutputMixin, PipelineCommand):
             "--timeout", type=float, help="With --wait: give up after this many seconds (exit 3; the run goes on)."
         )
         how.add_argument("--inline", action="store_true", help="Run in this process, without a broker or worker.")
+        how.add_argument(
+            "--logs",
+            action="store_true",
+            help="With --wait or --inline: also print the run's log lines after the display (with --follow: live, "
+            "on stderr; with --json: as its 'logs' list).",
+        )
 
     def handle(self, *args, **options):
         options["wait"] = options["wait"] or options["follow"]
@@ -82,6 +88,8 @@ class Command(RunOutputMixin, PipelineCommand):
             seconds_option(options["timeout"], "--timeout")
             if options["inline"] and options["wait"]:
                 raise LaunchError("Cannot specify --inline with --wait or --follow (an inline run always waits)")
+            if options["logs"] and not (options["wait"] or options["inline"]):
+                raise LaunchError("--logs applies only with --wait, --follow or --inline")
             # An empty value given on purpose is an error, not "use the built-in pipeline".
             if options["definition"] is not None and options["config"] is not None:
                 raise LaunchError("Cannot specify both --definition and --config")
@@ -135,7 +143,9 @@ class Command(RunOutputMixin, PipelineCommand):
             if options["inline"]:
                 if options["host"] is not None:
                     raise LaunchError("Cannot specify --inline with a target host (an inline run measures this host)")
-                return self.show(pipeline_run_launch_inline(request=request), as_json=options["json"])
+                return self.show(
+                    pipeline_run_launch_inline(request=request), as_json=options["json"], logs=options["logs"]
+                )
             targets = launch_targets(
                 host=options["host"], resolved=resolved, payload=payload, source=options["source"]
             )
@@ -143,11 +153,14 @@ class Command(RunOutputMixin, PipelineCommand):
                 self.stderr.write(targets.note)
             if targets.fan_out and options["follow"]:
                 raise LaunchError("--follow follows one run; with several hosts use --wait")
+            if targets.fan_out and options["logs"]:
+                raise LaunchError("--logs shows one run's lines; with several hosts use show_run ID --logs")
             runs = pipeline_runs_launch(request=request, targets=targets)
         except RunExists as exc:
             return self.show_existing(
                 exc.run,
                 wait=options["wait"], timeout=options["timeout"], as_json=options["json"], follow=options["follow"],
+                logs=options["logs"],
             )
         except LaunchError as exc:
             raise launch_refused(exc) from exc
@@ -160,4 +173,7 @@ class Command(RunOutputMixin, PipelineCommand):
             return self.show_queued(runs[0], as_json=options["json"])
         if targets.fan_out:
             return self.wait_and_show_group(runs, timeout=options["timeout"], as_json=options["json"])
-        self.wait_and_show(runs[0].pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"])
+        self.wait_and_show(
+            runs[0].pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"],
+            logs=options["logs"],
+        )

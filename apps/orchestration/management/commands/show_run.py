@@ -21,18 +21,26 @@ class Command(RunOutputMixin, PipelineCommand):
         )
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds (exit 3).")
         parser.add_argument("--json", action="store_true", help="Print the run record as JSON.")
+        parser.add_argument(
+            "--logs",
+            action="store_true",
+            help="Also print the log lines kept with the run, after the display (with --follow: live, on stderr; "
+            "with --json: as its 'logs' list).",
+        )
 
     def handle(self, *args, **options):
         seconds_option(options["timeout"], "--timeout")
         run = pipeline_run_get(run_id=options["run_id"])
         if run is None:
             raise CommandError(f"Pipeline run not found: {options['run_id']}", returncode=EXIT_BAD_INPUT)
+        logs = options["logs"]
         if (options["wait"] or options["follow"]) and not run.is_terminal:
             return self.wait_and_show(
-                run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"]
+                run.pk, timeout=options["timeout"], as_json=options["json"], follow=options["follow"], logs=logs
             )
         if options["follow"]:
-            RunProgress(self.stderr.write).row(run)  # a finished run: what each node did
+            # A finished run: what each node did (and, with --logs, its lines).
+            RunProgress(self.stderr.write, logs_of=run.pk if logs else None).row(run)
         if not run.is_terminal:
-            return self.show_unfinished(run, as_json=options["json"])
-        self.show(run, as_json=options["json"])
+            return self.show_unfinished(run, as_json=options["json"], logs=logs)
+        self.show(run, as_json=options["json"], logs=logs, logs_shown=options["follow"])
