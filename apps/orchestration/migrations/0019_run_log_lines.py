@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0017_run_cancel_stop_node_and_operate_permission'),
+        ('orchestration', '0018_run_trigger_console'),
     ]
 
     operations = [
