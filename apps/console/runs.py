@@ -19,7 +19,7 @@ from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.runqueries import FilterError
-from apps.orchestration.selectors import pipeline_definitions_list, pipeline_run_get
+from apps.orchestration.selectors import pipeline_definitions_list, pipeline_run_get, run_log_lines_list
 
 
 def _version(html: str) -> str:
@@ -113,9 +113,11 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     while the run goes on; the payload and definition snapshot at the end."""
     run = _run_or_404(run_id)
     live = _live_part(request, run)
+    lines = run_log_lines_list(run_id=run.pk)
     return render(request, "console/run.html", {
         "section": "runs",
         "run": run, "live_html": live, "version": _version(live),
+        "lines": lines, "after": lines[-1].seq if lines else 0, "poll": not run.is_terminal,
         "payload": pages.pretty(run.payload), "snapshot": pages.pretty(run.config_snapshot),
     })
 
@@ -128,6 +130,21 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     if _unchanged(request, live):
         return HttpResponse(status=204)
     return render(request, "console/run_live_wrap.html", {"run": run, "live_html": live, "version": _version(live)})
+
+
+@console_page()
+def run_logs(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run page's log lines after ``after`` (a seq), to append below those
+    it shows, with the poll for the next ones while the run goes on: 204 when
+    there is nothing new yet; once the run has ended, its last lines and no poll."""
+    run = _run_or_404(run_id)  # read before the lines: a run seen ended has all its lines stored
+    after = request.GET.get("after", "0")
+    lines = run_log_lines_list(run_id=run.pk, after_seq=int(after) if after.isdigit() and len(after) < 10 else 0)
+    if not lines and not run.is_terminal:
+        return HttpResponse(status=204)
+    return render(request, "console/log_lines.html", {
+        "run": run, "lines": lines, "after": lines[-1].seq if lines else after, "poll": not run.is_terminal,
+    })
 
 
 @console_page(operate=True)

@@ -26,6 +26,7 @@ urlpatterns = [
     path("runs/rows/", runs.run_rows, name="run_rows"),
     path("runs/<int:run_id>/", runs.run_detail, name="run"),
     path("runs/<int:run_id>/live/", runs.run_live, name="run_live"),
+    path("runs/<int:run_id>/logs/", runs.run_logs, name="run_logs"),
     path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/retry/", runs.run_retry, name="run_retry"),
     path("definitions/", definitions.definitions_list, name="definitions"),

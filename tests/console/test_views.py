@@ -208,3 +208,19 @@ def test_schedules_pause_resume_and_run_now(operator):
     assert run.trigger == "schedule" and answer["Location"] == f"/runs/{run.pk}/"
     unknown = operator.post("/schedules/nope/pause/", follow=True)
     assert b"Pipeline definition not found: nope" in unknown.content
+
+
+def test_a_runs_kept_log_lines_are_on_its_page_and_new_ones_are_appended_while_it_goes_on(operator):
+    nodes = [{"id": "tell", "type": "notify", "config": {"driver": "console"}}]
+    done = engine.run_execute(run_id=make_run(nodes, name="tell").pk)
+    page = operator.get(f"/runs/{done.pk}/").content.decode()
+    lines = re.findall(r'<div class="log-line" data-seq="(\d+)">(.*?)</div>', page, re.S)
+    assert lines and any("apps.notify.console [tell]" in text and "Pipeline: tell (run" in text for _, text in lines)
+    assert 'id="log-poll"' not in page  # an ended run's lines are all there
+    last = lines[-1][0]
+    ended = operator.get(f"/runs/{done.pk}/logs/?after={last}")
+    assert ended.status_code == 200 and b"log-line" not in ended.content and b"log-poll" not in ended.content
+    running = make_run(status="running", current_node="tell")
+    poll = re.search(r'id="log-poll" hx-get="([^"]+)"', operator.get(f"/runs/{running.pk}/").content.decode())[1]
+    assert operator.get(poll).status_code == 204
+    assert operator.get(f"/runs/{done.pk}/logs/?after=0").content.count(b'class="log-line"') == len(lines)
