@@ -6,7 +6,7 @@
 
 For each database kind it prepares two databases: "empty" (migrated; the 2,003
 definitions and 2,000 schedules, no run) and "grown" (the same, plus
-``--runs-*`` finished runs with three stages each, built with set-based SQL,
+``--runs-*`` finished runs with a stage per node reached, built with set-based SQL,
 and a backlog of queued runs). PostgreSQL databases are ``bench_scale_empty`` /
 ``bench_scale_grown`` (names from ``--pg-prefix``), SQLite files live in
 ``var/scale/``. The grown database is slow to build (minutes for a million
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TITLE = "## Scale"
-BUILD_FORMAT = 2  # bumped when what the grown database holds changes: an older build is not reused
+BUILD_FORMAT = 3  # bumped when what the grown database holds changes: an older build is not reused
 DEFINITIONS_WITH_RUNS = 200
 SCHEDULES = 2000
 EVERY_MINUTE = 1000  # of the schedules, this many are due every 60 s
@@ -218,6 +218,12 @@ class _Sql:
         return (f"(strftime('%%Y-%%m-%%d %%H:%%M:%%S', CAST({epoch} AS INTEGER), 'unixepoch') || '.' || "
                 f"printf('%%06d', CAST((({epoch}) - CAST({epoch} AS INTEGER)) * 1000000 AS INTEGER)))")
 
+    def epoch(self, column: str) -> str:
+        """Seconds since the epoch of a stored timestamp ``column`` (the inverse of ``ts``)."""
+        if self.pg:
+            return f"extract(epoch FROM {column})"
+        return f"(julianday({column}) - 2440587.5) * 86400.0"
+
     def trunc(self, expr: str) -> str:
         return f"CAST(floor({expr}) AS INTEGER)" if self.pg else f"CAST({expr} AS INTEGER)"
 
@@ -312,8 +318,8 @@ def insert_runs(n: int, *, queued: bool, sql: _Sql, def_ids: dict[int, int], now
         exprs.update({
             "result": (f"CASE WHEN s.b_status < 90 THEN {sql.json()} WHEN s.b_status < 98 THEN {sql.json()} "
                        f"ELSE {sql.json()} END"),
-            "error": (f"CASE WHEN s.b_status < 90 THEN '' WHEN s.b_status < 98 THEN 'Node analyze failed: {FAILURE}' "
-                      "ELSE 'Cancelled by an operator' END"),
+            "error": (f"CASE WHEN s.b_status < 90 THEN '' WHEN s.b_status < 98 "
+                      f"THEN 'Node ''analyze'' failed: {FAILURE}' ELSE 'Cancelled by an operator' END"),
             "claimed_by": f"'worker-' || {sql.pad3('s.host_n')} || ':4242:0c1d2e3f'",
             "cancel_requested_at": f"CASE WHEN s.b_status >= 98 THEN {sql.ts('s.ce + 0.5')} ELSE NULL END",
             "started_at": sql.ts(started),
@@ -328,8 +334,9 @@ def insert_runs(n: int, *, queued: bool, sql: _Sql, def_ids: dict[int, int], now
 
 
 def insert_stages(after_id: int, *, sql: _Sql, connection) -> None:
-    """Three stages for every finished run with an id above ``after_id``: the analysis failed in a
-    failed run, everything else succeeded."""
+    """The stages of every finished run with an id above ``after_id``, one per node its result
+    records, one after the other over its duration: three in a completed run; two in a failed
+    one (the analysis failed, the notification never started); one in a cancelled one."""
     from apps.orchestration.models import PipelineRun, StageExecution
 
     runs = connection.ops.quote_name(PipelineRun._meta.db_table)
@@ -340,12 +347,15 @@ def insert_stages(after_id: int, *, sql: _Sql, connection) -> None:
         "attempt": "1",
         "output": f"CASE WHEN n.k = 1 THEN {sql.json()} WHEN n.k = 2 THEN {sql.json()} ELSE {sql.json()} END",
         "errors": f"CASE WHEN r.status = 'failed' AND n.k = 2 THEN {sql.json()} ELSE {sql.json()} END",
-        "started_at": "r.started_at", "finished_at": "r.finished_at", "duration_ms": "r.duration_ms / 3",
+        "started_at": sql.ts(f"{sql.epoch('r.started_at')} + (n.k - 1) * r.duration_ms / 3000.0"),
+        "finished_at": sql.ts(f"{sql.epoch('r.started_at')} + n.k * r.duration_ms / 3000.0"),
+        "duration_ms": "r.duration_ms / 3",
     }
     params_of = {"output": [json.dumps(out) for _, _, out in NODES], "errors": [json.dumps([FAILURE]), "[]"]}
     statement, params = _insert_select(
         StageExecution, exprs, params_of, f"WITH n(k, node_id, node_type) AS (VALUES {nodes}) ",
-        f"{runs} AS r CROSS JOIN n WHERE r.id > {int(after_id)} AND r.status <> 'queued'", connection)
+        f"{runs} AS r CROSS JOIN n WHERE r.id > {int(after_id)} AND (r.status = 'completed' OR "
+        "(r.status = 'failed' AND n.k <= 2) OR (r.status = 'cancelled' AND n.k = 1))", connection)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
 
@@ -441,7 +451,7 @@ def build_main(args) -> int:
         for what, fn in (
             (f"{args.runs} finished runs", lambda: insert_runs(args.runs, queued=False, sql=sql, def_ids=def_ids,
                                                                now=now, connection=connection)),
-            (f"{args.runs * STAGES_PER_RUN} stages", lambda: insert_stages(0, sql=sql, connection=connection)),
+            ("their stages", lambda: insert_stages(0, sql=sql, connection=connection)),
             (f"{args.backlog} queued runs", lambda: insert_runs(args.backlog, queued=True, sql=sql, def_ids=def_ids,
                                                                 now=now, connection=connection)),
             ("the metrics' rollup of the finished runs", lambda: fill_rollup(connection=connection)),
@@ -749,8 +759,9 @@ def pg_drop(database: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
-def environments(args) -> list[dict]:
-    """One entry per database measured: its label, kind, size, URL, Redis database and runs to build."""
+def environments(args, sqlite_dir: Path = ROOT / "var" / "scale") -> list[dict]:
+    """One entry per database measured: its label, kind, size, URL, Redis database and runs to build
+    (SQLite files in ``sqlite_dir``)."""
     envs = []
     for vendor in args.databases:
         for grown, redis_db in ((False, args.redis_dbs[0]), (True, args.redis_dbs[1])):
@@ -760,7 +771,7 @@ def environments(args) -> list[dict]:
                 url = f"postgres://postgres@127.0.0.1:5432/{name}"
                 runs, backlog = (args.runs_postgresql, args.backlog) if grown else (0, 0)
             else:
-                name = str(ROOT / "var" / "scale" / f"{size}.sqlite3")
+                name = str(sqlite_dir / f"{size}.sqlite3")
                 url = f"sqlite:///{name}"
                 runs, backlog = (args.runs_sqlite, SQLITE_BACKLOG) if grown else (0, 0)
             envs.append({"label": f"{vendor} {size}", "vendor": vendor, "grown": grown, "name": name, "url": url,
@@ -991,14 +1002,16 @@ Two databases per kind, measured in the same run: **empty** (migrated, with
 {definitions} definitions loaded by `load_pipelines`, {schedules} of them
 scheduled — {every_minute} every 60 s, the rest every 5 minutes by cron or
 hourly — and no run) and **grown** (the same, plus the runs). The grown
-PostgreSQL database holds {runs_pg} finished runs with {stages_pg} stages,
-the SQLite one {runs_sqlite} runs; both built with one `INSERT ... SELECT`
+PostgreSQL database holds {runs_pg} finished runs, the SQLite one
+{runs_sqlite}, each with a stage per node it reached (three in a completed
+run, two in a failed one, one in a cancelled one); both built with one `INSERT ... SELECT`
 per table over `generate_series` (a recursive CTE on SQLite), every column
 the model has filled (a new column gets its default). The runs are spread
 over {span} days, {with_runs} definitions (the busiest has about a sixth of
 them), 90 / 8 / 2 % completed / failed / cancelled, 60 % launched by a
 schedule, 15 % by an alert, 30 % aimed at one of {hosts} hosts, each with the
-result and stage outputs of a real health-check run (about 2 KB and 1.5 KB).
+result and stage outputs of a real health-check run (about 2 KB and 1.5 KB),
+its stages one after the other over its duration.
 On PostgreSQL {backlog} more runs are queued (a backlog: a message each,
 sent by `dispatch.run_publish` to the shared queue or one of the host
 queues, on Redis); on SQLite {sqlite_backlog}. After the build, `VACUUM
@@ -1048,7 +1061,7 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
     verdict = ("Targets missed at the grown size: " + "; ".join(missed) + ".") if missed else "All targets met."
     how = HOW_MEASURED.format(
         definitions=SCHEDULES + len(extra_definitions()), schedules=SCHEDULES, every_minute=EVERY_MINUTE,
-        runs_pg=f"{args.runs_postgresql:,}", stages_pg=f"{args.runs_postgresql * STAGES_PER_RUN:,}",
+        runs_pg=f"{args.runs_postgresql:,}",
         runs_sqlite=f"{args.runs_sqlite:,}", span=SPAN_DAYS, with_runs=DEFINITIONS_WITH_RUNS, hosts=HOSTS,
         backlog=f"{args.backlog:,}", sqlite_backlog=SQLITE_BACKLOG, tries=args.tries, budget=args.budget,
         limit=args.limit, launch=LAUNCH, output=OUTPUT, idle=IDLE, scrapes=args.scrapes,
