@@ -82,7 +82,9 @@ def _stage_starts(run: PipelineRun) -> dict[str, tuple[int, datetime]]:
 
 def run_retries(run: PipelineRun) -> list[int]:
     """The ids of the runs retrying ``run``, newest first (a few at most)."""
-    retries = PipelineRun.objects.filter(retry_of_id=run.pk).order_by("-created_at", "-pk")
+    # By id alone, which the retry_of index holds: ordered by created_at, SQLite walks the created_at
+    # index through every run instead (to it, nearly all NULL, retry_of looks as if it chose nothing).
+    retries = PipelineRun.objects.filter(retry_of_id=run.pk).order_by("-pk")
     return list(retries.values_list("pk", flat=True)[:5])
 
 
