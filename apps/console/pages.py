@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.rendering import node_display_lines
@@ -133,6 +136,17 @@ def run_search_page(search: RunSearch) -> tuple[list[dict], str | None]:
         runs = PipelineRun.objects.filter(pk=int(search.query)) | runs
     rows = list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:PAGE_SIZE])
     return rows, None
+
+
+def definition_options(*, names: list[str], chosen: str) -> SafeString:
+    """The run list's definition filter choices as ``<option>`` elements, one
+    per name in ``names`` (``chosen`` selected), every name escaped."""
+    # Joined here rather than by a template loop: with a production's thousands of definitions
+    # the loop alone took tens of milliseconds of every list page, this a few.
+    return mark_safe("".join(  # every name is escaped just below
+        f'<option value="{text}"{" selected" if name == chosen else ""}>{text}</option>'
+        for name in names for text in (escape(name),)
+    ))
 
 
 def pretty(value) -> str:

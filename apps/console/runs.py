@@ -19,7 +19,7 @@ from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.runqueries import FilterError
-from apps.orchestration.selectors import pipeline_definitions_list, pipeline_run_get, run_log_lines_list
+from apps.orchestration.selectors import pipeline_definition_names, pipeline_run_get, run_log_lines_list
 
 
 def _version(html: str) -> str:
@@ -71,7 +71,8 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "problem": search.problem,
         "statuses": PipelineRun.Status.choices,
         "triggers": PipelineRun.Trigger.choices,
-        "definitions": [row["name"] for row in pipeline_definitions_list()],
+        "definition_options": pages.definition_options(
+            names=pipeline_definition_names(), chosen=request.GET.get("definition", "")),
         "chosen": {key: request.GET.get(key, "") for key in ("status", "definition", "trigger", "since", "host", "q")},
     })
 

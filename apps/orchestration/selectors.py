@@ -57,6 +57,11 @@ def pipeline_definitions_list() -> list[dict]:
     return [dict(row) for row in rows]
 
 
+def pipeline_definition_names() -> list[str]:
+    """The name of every stored definition, in order: one column of one query (a filter's choices)."""
+    return list(PipelineDefinition.objects.order_by("name").values_list("name", flat=True))
+
+
 def pipeline_definitions_overview(*, name: str | None = None) -> list[dict]:
     """Every stored definition by name (only ``name``'s, when given), as dicts of
     name, description, is_active, schedule_paused, ``schedule`` and ``triggers``
