@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/console.py [--databases postgresql,sqlite] [--runs-postgresql 100000]
                                       [--runs-sqlite 100000] [--backlog 10] [--tries 30] [--reuse] [--drop]
-                                      [--pg-prefix bench_console] [--redis-dbs 12,13] [--no-doc] [--json PATH]
+                                      [--pg-prefix bench_console] [--redis-dbs 12,13] [--title Console]
+                                      [--no-doc] [--json PATH]
 
 The databases are bench/scale.py's, built by its build child (``scale.prepare``):
 per database kind an "empty" one (the 2,003 definitions and 2,000 schedules, no
@@ -23,7 +24,7 @@ polls them (unchanged: 204), a completed and a failed run's page and their
 live part. On the empty database the run pages are of one run inserted for
 the purpose (the grown build's SQL, one row) and deleted afterwards. Each
 answer is checked (status, the nodes of the timeline). The parent prints the
-table and rewrites the "Console" section of docs/benchmarks.md. The Redis
+table and rewrites the "Console" section of docs/benchmarks.md (``--title``). The Redis
 databases of ``--redis-dbs`` are flushed at the end (no message is sent).
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import scale  # noqa: E402 - after the path is set
 
-TITLE = "## Console"
+TITLE = "Console"  # the section of docs/benchmarks.md it rewrites, unless --title
 TARGET_MS = 100  # p95 of every page at the grown size
 SQLITE_DIR = ROOT / "var" / "console"
 MEASURE_TIMEOUT = 1800
@@ -102,13 +103,14 @@ def _sample_run_insert(connection) -> int:
     return PipelineRun.objects.filter(pk__gt=newest).values_list("pk", flat=True).get()
 
 
-def _queries(connection, fn) -> int:
-    """How many SQL statements one call of ``fn`` makes."""
+def _queries(connection, fn) -> dict:
+    """The SQL statements one call of ``fn`` makes: how many, and their time (ms, as Django logs it)."""
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as captured:
         fn()
-    return len(captured.captured_queries)
+    return {"count": len(captured.captured_queries),
+            "ms": sum(float(query["time"]) for query in captured.captured_queries) * 1000}
 
 
 def measure_main(args) -> int:
@@ -196,7 +198,8 @@ def _cell(op: dict | None) -> str:
     if op is None:
         return "—"
     text = scale._cell(op, "")
-    return f"{text}, {op['queries']} queries" if op.get("queries") is not None else text
+    queries = op.get("queries")
+    return f"{text}, {queries['count']} queries ({queries['ms']:.0f} ms)" if queries else text
 
 
 def _within(op: dict | None) -> str:
@@ -236,7 +239,8 @@ process signs in as a superuser and GETs each page in-process with Django's
 test client (the whole view: session, permission check, queries, templates,
 the policy headers; no network, no static files), {tries} times (fewer once
 {budget:g} s have gone) after one left out; p50 / p95 of the wall clock of
-each call, and how many SQL statements one call makes. The list rows are
+each call, and the SQL statements of one more call: how many, and their
+time as Django logs it (in milliseconds). The list rows are
 what the open list page polls every 2 s (its `hx-get` with the version of
 the rows it shows: unchanged, 204); the older page is the first page's
 "Older runs" link (a keyset cursor); the search is by the full trace id of
@@ -252,15 +256,16 @@ the purpose and deleted afterwards (the list was measured before).
 def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) -> tuple[str, str, list[str]]:
     table, missed = build_table(results)
     sizes = "; ".join(f"{label}: {r['runs']} runs, {r['stages']} stages" for label, r in results.items())
+    title = f" --title '{args.title}'" if args.title != TITLE else ""
     command = (f".venv/bin/python bench/console.py --databases {','.join(args.databases)} --runs-postgresql "
                f"{args.runs_postgresql} --runs-sqlite {args.runs_sqlite} --backlog {args.backlog} --tries {args.tries}"
-               f" --budget {args.budget:g} --limit {args.limit:g} [--reuse]")
+               f" --budget {args.budget:g} --limit {args.limit:g}{title} [--reuse]")
     verdict = ("Targets missed at the grown size: " + "; ".join(missed) + ".") if missed else "All targets met."
     how = HOW_MEASURED.format(definitions=scale.SCHEDULES + len(scale.extra_definitions()),
                               schedules=scale.SCHEDULES, backlog=f"{args.backlog:,}", tries=args.tries,
                               budget=args.budget)
     built = f"reused from an earlier build: {', '.join(reused)}" if reused else "every database built in this run"
-    section = (f"{TITLE}\n\nMeasured on {facts['date']} by `bench/console.py` (took {elapsed:.0f} s; {built}); "
+    section = (f"## {args.title}\n\nMeasured on {facts['date']} by `bench/console.py` (took {elapsed:.0f} s; {built}); "
                f"re-run:\n\n    {command}\n\n"
                f"Load average before / after: {facts['load_before']} / {facts['load_after']}. "
                f"Databases as measured: {sizes}.\n\n{table}\n\n{verdict}\n\n{how}")
@@ -305,7 +310,7 @@ def parent_main(args) -> int:
         Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
     if not args.no_doc:
         replace_section(section)
-        log(f"wrote the {TITLE[3:]} section of docs/benchmarks.md ({elapsed:.0f} s)")
+        log(f"wrote the {args.title} section of docs/benchmarks.md ({elapsed:.0f} s)")
     return 0
 
 
@@ -334,6 +339,8 @@ def main() -> int:
     parser.add_argument("--pg-prefix", default="bench_console",
                         help="PostgreSQL databases <prefix>_empty and <prefix>_grown (default bench_console)")
     parser.add_argument("--redis-dbs", default="12,13", help="two spare Redis databases, flushed (default 12,13)")
+    parser.add_argument("--title", default=TITLE,
+                        help=f"the section of docs/benchmarks.md to rewrite (default {TITLE})")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     parser.add_argument("--json", help="also write every sample to this file")
     args = parser.parse_args()
