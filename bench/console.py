@@ -142,7 +142,19 @@ def measure_main(args) -> int:
 
     def run(key: str, label: str, url: str, expect: int = 200) -> None:
         log(f"{args.label}: {label}")
-        op = scale.repeat(f"{args.label} {label}", lambda: _get(client, url, expect)[0], **kw)
+        cpu: list[float] = []
+
+        def once() -> dict:
+            # This process's CPU time besides the wall clock: on a busy machine the wall clock is
+            # mostly waiting for a CPU, the CPU time is what the page costs (the SQL server's aside).
+            began = time.process_time()
+            try:
+                return _get(client, url, expect)[0]
+            finally:
+                cpu.append((time.process_time() - began) * 1000)
+
+        op = scale.repeat(f"{args.label} {label}", once, **kw)
+        op["cpu_ms"] = cpu[1:] if op["first_ms"] is not None else cpu  # the same tries as samples_ms
         op["queries"] = _queries(connection, lambda: _get(client, url, expect)) if not op["stopped"] else None
         result["ops"][key] = {"label": label, "url": url, **op}
 
@@ -198,6 +210,8 @@ def _cell(op: dict | None) -> str:
     if op is None:
         return "—"
     text = scale._cell(op, "")
+    if op.get("cpu_ms") and op["samples_ms"]:
+        text += f" (CPU {scale._pct(op['cpu_ms'], 50):.0f} / {scale._pct(op['cpu_ms'], 95):.0f})"
     queries = op.get("queries")
     return f"{text}, {queries['count']} queries ({queries['ms']:.0f} ms)" if queries else text
 
@@ -239,8 +253,10 @@ process signs in as a superuser and GETs each page in-process with Django's
 test client (the whole view: session, permission check, queries, templates,
 the policy headers; no network, no static files), {tries} times (fewer once
 {budget:g} s have gone) after one left out; p50 / p95 of the wall clock of
-each call, and the SQL statements of one more call: how many, and their
-time as Django logs it (in milliseconds). The list rows are
+each call, then in brackets the same of the measuring process's CPU time
+(its own work, without the waits for a CPU a busy machine adds to the wall
+clock, and without the PostgreSQL server's), and the SQL statements of one
+more call: how many, and their time as Django logs it (in milliseconds). The list rows are
 what the open list page polls every 2 s (its `hx-get` with the version of
 the rows it shows: unchanged, 204); the older page is the first page's
 "Older runs" link (a keyset cursor); the search is by the full trace id of
