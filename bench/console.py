@@ -277,8 +277,8 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
                f"{args.runs_postgresql} --runs-sqlite {args.runs_sqlite} --backlog {args.backlog} --tries {args.tries}"
                f" --budget {args.budget:g} --limit {args.limit:g}{title} [--reuse]")
     verdict = ("Targets missed at the grown size: " + "; ".join(missed) + ".") if missed else "All targets met."
-    how = HOW_MEASURED.format(definitions=scale.SCHEDULES + len(scale.extra_definitions()),
-                              schedules=scale.SCHEDULES, backlog=f"{args.backlog:,}", tries=args.tries,
+    how = HOW_MEASURED.format(definitions=f"{scale.SCHEDULES + len(scale.extra_definitions()):,}",
+                              schedules=f"{scale.SCHEDULES:,}", backlog=f"{args.backlog:,}", tries=args.tries,
                               budget=args.budget)
     built = f"reused from an earlier build: {', '.join(reused)}" if reused else "every database built in this run"
     section = (f"## {args.title}\n\nMeasured on {facts['date']} by `bench/console.py` (took {elapsed:.0f} s; {built}); "
