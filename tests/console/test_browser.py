@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 from selenium.webdriver.common.by import By
 
-from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
+from apps.orchestration.models import PipelineDefinition, PipelineRun, RunLogLine, StageExecution
 from tests.console.conftest import (
     go,
     login,
@@ -366,11 +366,19 @@ def test_a_definition_is_run_from_its_page_with_a_typed_payload(browser, shot, o
     payload.send_keys('{"service": "web"}')
     click(browser, "button#run-now")
     run_id = int(wait_path(browser, r"/runs/(\d+)/")[1])
+    marker = mark_window(browser)
     wait_text(browser, "#run-status", "completed")
     assert texts(browser, "li.node .node-status") == ["succeeded", "succeeded", "succeeded"]
-    shot("run")
     run = PipelineRun.objects.get(pk=run_id)
     assert (run.status, run.trigger, run.payload) == ("completed", "console", {"service": "web"})
+    # Its logs, as show_run --logs has them, arrive on the same page without a reload.
+    kept = [line.message for line in RunLogLine.objects.filter(run_id=run_id).order_by("seq")]
+    assert kept, "the run kept no log line"
+    wait_for(lambda: len(texts(browser, "section#logs div.log-line")) == len(kept), what="the run's log lines")
+    shown = texts(browser, "section#logs div.log-line")
+    assert all(message.splitlines()[0] in line for message, line in zip(kept, shown, strict=True)), (kept, shown)
+    assert window_kept(browser, marker), "the run page was reloaded"
+    shot("run")
 
 
 def scheduled_definition(name: str) -> PipelineDefinition:
