@@ -395,11 +395,11 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
 def render_cancelled(run: PipelineRun) -> str:
     """What a cancel says of the run it was asked for (pipeline_run_cancel's answer)."""
     if run.status == PipelineRun.Status.CANCELLED:
-        return f"Run {run.pk} cancelled."
-    return (
-        f"Cancellation of run {run.pk} requested: node '{printable(run.current_node)}' is not interrupted, "
-        "and no node after it starts."
-    )
+        return f"Run {run.pk} is already cancelled." if run.already_cancelled else f"Run {run.pk} cancelled."
+    node = printable(run.current_node)
+    if run.cancel_stop_node:
+        return f"Cancellation of run {run.pk} requested: node '{node}' is being stopped, and no node after it starts."
+    return f"Cancellation of run {run.pk} requested: node '{node}' is not interrupted, and no node after it starts."
 
 
 def render_detached(run_id: int) -> str:
