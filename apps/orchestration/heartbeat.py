@@ -23,7 +23,7 @@ from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 
 from apps.orchestration import events
-from apps.orchestration.lease import CANCEL_EVENT, Lease, lease_end
+from apps.orchestration.lease import CANCEL_EVENTS, Lease, lease_end
 from apps.orchestration.models import PipelineRun
 
 logger = logging.getLogger("apps.orchestration.heartbeat")
@@ -104,7 +104,7 @@ class Heartbeat:
                 message = subscription.wait(remaining, stop=self._stop)
                 if message in PipelineRun.TERMINAL:
                     return  # the run ended
-                if message == CANCEL_EVENT:
+                if message in CANCEL_EVENTS:
                     self._cancel_check()
         finally:
             self._events.close()

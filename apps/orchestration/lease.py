@@ -41,7 +41,11 @@ from apps.orchestration.store import DbTime, LeaseLost, thread_db
 
 logger = logging.getLogger("apps.orchestration.lease")
 
+# Published on a run's wake-up channel when someone asks to cancel it; the second asks to
+# stop the node being executed too (cancel_run --force). Either makes the holder read the row.
 CANCEL_EVENT = "cancel-requested"
+CANCEL_STOP_NODE_EVENT = "cancel-requested-stop-node"
+CANCEL_EVENTS = (CANCEL_EVENT, CANCEL_STOP_NODE_EVENT)
 
 
 class CancelRequested(Exception):

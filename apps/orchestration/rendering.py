@@ -279,6 +279,8 @@ def render_progress(event: dict) -> str:
     if phase == "takeover":
         return f"{stamp} ↻ run taken over by worker {printable(str(event.get('worker') or 'unknown'))}"
     if phase == "cancel":
+        if event.get("stop_node"):
+            return f"{stamp} ■ cancellation requested: the node being executed is stopped and no later node starts"
         return f"{stamp} ■ cancellation requested: the node being executed finishes and no later node starts"
     node = f"{printable(str(event.get('node')))} ({printable(str(event.get('type') or '?'))})"
     attempt = f", attempt {event['attempt']}" if event.get("attempt") else ""

@@ -43,7 +43,8 @@ def pipeline_run_cancel(*, run_id: int, stop_node: bool = False) -> PipelineRun:
     elif lease.run_end_abandoned(run_id=run_id, fields=cancelled, reason="Cancelled on request"):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
     elif _running_run_cancel_request(run_id=run_id, stop_node=stop_node):
-        events.run_event_publish(run_id=run_id, status=lease.CANCEL_EVENT)
+        event = lease.CANCEL_STOP_NODE_EVENT if stop_node else lease.CANCEL_EVENT
+        events.run_event_publish(run_id=run_id, status=event)
     else:
         already_cancelled = True  # unless the read below finds it running (a request made before) or not cancelled
     run = runs.first()

@@ -105,20 +105,30 @@ def test_force_after_a_plain_cancel_stops_a_node_waiting_on_a_socket(cli, start_
         "version": "1.0", "defaults": Gate.DEFAULTS, "nodes": [gate.node("slow", "after"), AFTER],
     })
     worker = start_worker(concurrency=1, **gate.env)
-    launched = cli("run_pipeline", "--definition", "gated", "--json")
-    assert launched.exit_code == 0, launched.stderr
-    run = PipelineRun.objects.get(pk=json.loads(launched.stdout)["run_id"])
-    wait_for(gate.reached, what="the node at the gate")
-    plain = cli("cancel_run", str(run.pk))
-    assert plain.stdout == (
-        f"Cancellation of run {run.pk} requested: node 'slow' is not interrupted, and no node after it starts.\n"
-    )
-    assert worker.wait_for_log(f"event=run.cancel_requested run_id={run.pk}"), worker.log()
-    forced = cli("cancel_run", str(run.pk), "--force")
-    assert forced.exit_code == 0, forced.stderr
-    assert "node 'slow' is being stopped" in forced.stdout
-    wait_for(lambda: PipelineRun.objects.filter(pk=run.pk, status="cancelled").exists(),
-             timeout=Gate.HOLD_SECONDS / 10, what="the run to end cancelled")
+    followed = StderrLines(cli.popen("run_pipeline", "--definition", "gated", "--follow"))
+    try:
+        followed.wait_for("▶ slow (notify) started")
+        wait_for(gate.reached, what="the node at the gate")
+        run = PipelineRun.objects.get(definition__name="gated")
+        plain = cli("cancel_run", str(run.pk))
+        assert plain.stdout == (
+            f"Cancellation of run {run.pk} requested: node 'slow' is not interrupted, and no node after it starts.\n"
+        )
+        assert worker.wait_for_log(f"event=run.cancel_requested run_id={run.pk}"), worker.log()
+        followed.wait_for("■ cancellation requested: the node being executed finishes")
+        forced = cli("cancel_run", str(run.pk), "--force")
+        assert forced.exit_code == 0, forced.stderr
+        assert "node 'slow' is being stopped" in forced.stdout
+        followed.wait_for("■ cancellation requested: the node being executed is stopped and no later node starts")
+        code, _, _ = followed.finish()
+    finally:
+        followed.stop()
+    # Followers see the node end as interrupted, and the run's end.
+    assert code == 4, followed.text()
+    assert "✗ slow (notify) failed in " in followed.text()
+    assert f"attempt 1: {INTERRUPTED_ERROR}" in followed.text()
+    assert followed.text().endswith("CommandError: Pipeline cancelled: Cancelled on request: node 'slow' was interrupted")
+    assert "▶ after" not in followed.text()
     assert_interrupted(run, worker)
     assert len(gate.server.requests) == 1  # not retried
     # Cancelling it again says so, with or without --force, and changes nothing.
