@@ -7,6 +7,7 @@ import time
 import pytest
 
 from apps.orchestration.interrupt import INTERRUPT_SIGNAL, INTERRUPTED_ERROR, NodeInterrupt, NodeInterrupted
+from apps.orchestration.timelimit import node_time_limit
 
 # Far beyond any wait of these tests: a node that ends by itself fails them.
 NODE_SECONDS = 60
@@ -77,3 +78,18 @@ def test_a_node_outside_the_main_thread_runs_to_its_end():
     thread.start()
     thread.join(10)
     assert outcome == ["ended"]
+
+
+def test_a_node_interrupted_inside_its_time_limit_leaves_no_timer_or_handler_behind():
+    alarm_before, interrupt_before = signal.getsignal(signal.SIGALRM), signal.getsignal(INTERRUPT_SIGNAL)
+    interrupt, sent = NodeInterrupt(), []
+    asker = request_once_running(interrupt, sent)
+    # As the engine nests them: the stop request inside the node's time limit.
+    with pytest.raises(NodeInterrupted):
+        with node_time_limit(NODE_SECONDS), interrupt.node():
+            time.sleep(NODE_SECONDS)
+    asker.join(10)
+    assert sent == [True]
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == alarm_before
+    assert signal.getsignal(INTERRUPT_SIGNAL) == interrupt_before
