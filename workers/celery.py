@@ -22,7 +22,8 @@ app.autodiscover_tasks(["workers"])
 logger = logging.getLogger("workers.celery")
 
 # Pools whose tasks run in the main thread of a process, where a node's time
-# limit can interrupt it (a SIGALRM timer). Threads and green pools cannot.
+# limit can interrupt it (a SIGALRM timer), and so can cancel_run --force (a
+# SIGUSR2 to that thread). Threads and green pools cannot.
 POOLS_WITH_NODE_TIME_LIMITS = ("prefork", "solo")
 
 

@@ -350,12 +350,14 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 self.message_user(request, f"Run {run_id} not cancelled: {exc}", messages.ERROR)
                 continue
             if run.status == PipelineRun.Status.CANCELLED:
-                self.message_user(request, f"Run {run_id} cancelled.", messages.SUCCESS)
+                done = f"Run {run_id} is already cancelled." if run.already_cancelled else f"Run {run_id} cancelled."
+                self.message_user(request, done, messages.SUCCESS)
             else:
+                node = "is being stopped" if run.cancel_stop_node else "is not interrupted"
                 self.message_user(
                     request,
                     f"Cancellation of run {run_id} requested: node '{shown_text(run.current_node)}' "
-                    "is not interrupted, and no node after it starts.",
+                    f"{node}, and no node after it starts.",
                     messages.INFO,
                 )
 

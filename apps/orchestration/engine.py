@@ -26,6 +26,7 @@ from apps.logcontext import run_context
 from apps.orchestration import dispatch, events, store
 from apps.orchestration.conditions import SKIPPED, RefusedNode, node_condition, skipped_entry
 from apps.orchestration.heartbeat import Heartbeat
+from apps.orchestration.interrupt import INTERRUPTED_ERROR, NodeInterrupted
 from apps.orchestration.lease import (
     CancelRequested,
     Claim,
@@ -191,6 +192,7 @@ class _Execution:
         self.status: str = PipelineRun.Status.COMPLETED
         self.error = ""
         self.open_stage: StageExecution | None = None  # written as running, outcome not yet recorded
+        self.interrupted = False  # the open stage's node was stopped on request (cancel_run --force)
         # An attempt that has ended and whose outcome goes with the next write: the one that
         # opens the next attempt (with the run's current node), or the run's end.
         self.ended_stage: StageExecution | None = None
@@ -209,11 +211,20 @@ class _Execution:
                 self._walk()
             except (RunOutOfTime, SoftTimeLimitExceeded):
                 self._stop(PipelineRun.Status.FAILED, self._time_limit_error())
+            except NodeInterrupted:
+                # A cancel that stops the node being executed (cancel_run --force): it ends here.
+                self.interrupted = True
+                node = self.open_stage.node_id if self.open_stage is not None else None
+                self._stop(
+                    PipelineRun.Status.CANCELLED,
+                    f"Cancelled on request: node '{node}' was interrupted" if node else "Cancelled on request",
+                )
             except (LeaseLost, DatabaseUnavailable):
                 raise
             except Exception as exc:  # anything unexpected still ends the run as failed
                 logger.exception("run %s crashed", self.run.pk)
                 self._stop(PipelineRun.Status.FAILED, scrub(f"Internal error: {type(exc).__name__}: {exc}"))
+            self.lease.node_interrupt.close()  # no node runs any more: a stop request now sends nothing
             self._finish()
             return True
         except LeaseLost:
@@ -376,12 +387,15 @@ class _Execution:
 
     def _attempt(self, handler, config: dict, stage: StageExecution) -> None:
         """Execute the node once and put its outcome on ``stage`` (not saved).
-        Raises RunOutOfTime when the run time limit stopped it."""
+        Raises RunOutOfTime when the run time limit stopped it, NodeInterrupted
+        when a cancel request stopped it."""
         self.ctx.node_id = stage.node_id
         run_left = self._time_left()
         started = time.perf_counter()
         try:
-            with node_time_limit(min(self.ctx.timeout_seconds, run_left)):
+            # A stop request is heard inside the time limit: once the node has returned it raises
+            # nothing, so it can never cut short the disarming of the node's timer.
+            with node_time_limit(min(self.ctx.timeout_seconds, run_left)), self.lease.node_interrupt.node():
                 stage.output = handler.run(config, self.ctx)
             stage.status = StageExecution.Status.SUCCEEDED
         except NodeTimeout as exc:
@@ -426,13 +440,15 @@ class _Execution:
         duration_ms = round((finished - started).total_seconds() * 1000, 2)
         stages = [self.ended_stage] if self.ended_stage is not None else []
         stage = self.open_stage
-        if stage is not None:  # stopped inside a node (the run time limit)
+        if stage is not None:  # stopped inside a node (the run time limit, a cancel that stops the node)
             stages.append(stage)
-            stage.status, stage.errors = StageExecution.Status.FAILED, [self.error]
+            stage.status = StageExecution.Status.FAILED
+            stage.errors = [INTERRUPTED_ERROR if self.interrupted else self.error]
             stage.finished_at, stage.output = finished, stage.output or {}
             node = next(node for node in self.path if node["id"] == stage.node_id)
             self.result["executed_nodes"].append(stage.node_id)
             self.result["node_results"][stage.node_id] = _entry(node["type"], node.get("required", True), stage)
+            _progress_end(self.events, node, stage)  # followers see the node end, sent with the run's end
         fields = {
             "status": self.status,
             "current_node": "",

@@ -1,6 +1,7 @@
 """The heartbeat of a held run: renews its lease from a background thread
 while a node takes longer than the lease's renewal interval, and hears
-cancel requests on the run's wake-up channel.
+cancel requests on the run's wake-up channel (one that asks to stop the
+node being executed interrupts it: apps/orchestration/interrupt.py).
 
 One starter thread per process starts each run's heartbeat thread only once
 the run has gone on for a while: most runs end sooner, renewing their lease
@@ -22,7 +23,7 @@ from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 
 from apps.orchestration import events
-from apps.orchestration.lease import CANCEL_EVENT, Lease, lease_end
+from apps.orchestration.lease import CANCEL_EVENTS, Lease, lease_end
 from apps.orchestration.models import PipelineRun
 
 logger = logging.getLogger("apps.orchestration.heartbeat")
@@ -31,7 +32,8 @@ logger = logging.getLogger("apps.orchestration.heartbeat")
 class Heartbeat:
     """Renews a lease from a background thread while its run executes (when no
     write has renewed it for an interval), and listens on the run's wake-up
-    channel for cancel requests.
+    channel for cancel requests; one that asks to stop the node being
+    executed (``cancel_stop_node``) interrupts it (``lease.node_interrupt``).
 
     The thread starts once the run has gone on for ``start_after`` seconds
     (a second, or half an interval when that is shorter): a run that ends
@@ -88,8 +90,8 @@ class Heartbeat:
             # Subscribed before the row is read, so a cancel request is either in the row or heard;
             # the run's final status, published as it ends, reaches the thread and ends it at once.
             subscription = self._events.enter_context(events.run_events(run_id=self.lease.run_id))
-            if not self._stop.is_set() and self._cancel_stored():
-                self._cancel_seen()
+            if not self._stop.is_set():
+                self._cancel_check()
             next_beat = self.lease.renewed_at + self.interval
             while not self._stop.is_set():
                 remaining = next_beat - time.monotonic()
@@ -102,26 +104,42 @@ class Heartbeat:
                 message = subscription.wait(remaining, stop=self._stop)
                 if message in PipelineRun.TERMINAL:
                     return  # the run ended
-                if message == CANCEL_EVENT and self._cancel_stored():
-                    self._cancel_seen()
+                if message in CANCEL_EVENTS:
+                    self._cancel_check()
         finally:
             self._events.close()
             connection.close()
 
-    def _cancel_stored(self) -> bool:
-        """Whether the run's row holds a cancel request: a wake-up is only a hint."""
+    def _cancel_check(self) -> None:
+        """Act on a cancel request the run's row holds: a wake-up is only a hint."""
+        stop_node = self._cancel_stored()
+        if stop_node is not None:
+            self._cancel_seen(stop_node=stop_node)
+
+    def _cancel_stored(self) -> bool | None:
+        """The run's cancel request as stored: None when there is none, else
+        whether it asks to stop the node being executed too."""
         try:
-            return PipelineRun.objects.filter(pk=self.lease.run_id, cancel_requested_at__isnull=False).exists()
+            return (
+                PipelineRun.objects.filter(pk=self.lease.run_id, cancel_requested_at__isnull=False)
+                .values_list("cancel_stop_node", flat=True).first()
+            )
         except DatabaseError:
             connection.close()
-            return False  # the next renewal, or the next node boundary, reads it again
+            return None  # the next renewal, or the next node boundary, reads it again
 
-    def _cancel_seen(self) -> None:
+    def _cancel_seen(self, *, stop_node: bool) -> None:
         if not self.lease.cancel_requested.is_set():
             self.lease.cancel_requested.set()
             logger.info(
                 "event=run.cancel_requested run_id=%s trace_id=%s", self.lease.run_id, self.lease.trace_id,
                 extra=self._ids,
+            )
+        if stop_node and not self.lease.node_interrupt.requested.is_set():
+            signalled = self.lease.node_interrupt.request()
+            logger.info(
+                "event=run.stop_node_requested run_id=%s trace_id=%s node_signalled=%s",
+                self.lease.run_id, self.lease.trace_id, signalled, extra=self._ids,
             )
 
     def _renew(self) -> bool:
@@ -131,7 +149,8 @@ class Heartbeat:
             if self.lease.held(unless_cancelled=True).update(**renew):
                 return True
             if self.lease.held(unless_cancelled=False).update(**renew):
-                self._cancel_seen()
+                # A request whose wake-up was not heard: does it stop the node being executed too?
+                self._cancel_seen(stop_node=bool(self._cancel_stored()))
                 return True
         except DatabaseError as exc:
             logger.warning(

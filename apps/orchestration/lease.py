@@ -35,12 +35,17 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from apps.orchestration import rollup, store
+from apps.orchestration.interrupt import NodeInterrupt
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.store import DbTime, LeaseLost, thread_db
 
 logger = logging.getLogger("apps.orchestration.lease")
 
+# Published on a run's wake-up channel when someone asks to cancel it; the second asks to
+# stop the node being executed too (cancel_run --force). Either makes the holder read the row.
 CANCEL_EVENT = "cancel-requested"
+CANCEL_STOP_NODE_EVENT = "cancel-requested-stop-node"
+CANCEL_EVENTS = (CANCEL_EVENT, CANCEL_STOP_NODE_EVENT)
 
 
 class CancelRequested(Exception):
@@ -162,6 +167,8 @@ class Lease:
         self.run_id, self.trace_id, self.token, self.clock = run_id, trace_id, token, clock
         self.lost = threading.Event()  # set by the heartbeat when a renewal matched nothing
         self.cancel_requested = threading.Event()
+        # A cancel that also stops the node being executed (cancel_run --force), heard by the heartbeat.
+        self.node_interrupt = NodeInterrupt()
         self.ending = threading.Event()  # set when the run's end is being written
         # When a write last renewed the lease (this process's monotonic clock; the claim
         # took it just now): the heartbeat renews only after a whole interval without one.

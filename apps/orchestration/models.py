@@ -52,6 +52,8 @@ class PipelineRun(models.Model):
     # Set by engine.run_execute on a run it executed: True when that call recorded the run's end,
     # False when it lost the run on the way; None on a run it did not execute.
     ended_here: bool | None = None
+    # Set by run_actions.pipeline_run_cancel: True when the run had been cancelled before that call.
+    already_cancelled: bool | None = None
 
     trace_id = models.CharField(max_length=64, help_text="Correlates logs of one run.")
     definition = models.ForeignKey(

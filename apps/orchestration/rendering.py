@@ -286,6 +286,8 @@ def render_progress(event: dict) -> str:
     if phase == "takeover":
         return f"{stamp} ↻ run taken over by worker {printable(str(event.get('worker') or 'unknown'))}"
     if phase == "cancel":
+        if event.get("stop_node"):
+            return f"{stamp} ■ cancellation requested: the node being executed is stopped and no later node starts"
         return f"{stamp} ■ cancellation requested: the node being executed finishes and no later node starts"
     node = f"{printable(str(event.get('node')))} ({printable(str(event.get('type') or '?'))})"
     attempt = f", attempt {event['attempt']}" if event.get("attempt") else ""
@@ -432,11 +434,11 @@ def render_gave_up(run: PipelineRun, *, reason: str, timeout: float | None) -> s
 def render_cancelled(run: PipelineRun) -> str:
     """What a cancel says of the run it was asked for (pipeline_run_cancel's answer)."""
     if run.status == PipelineRun.Status.CANCELLED:
-        return f"Run {run.pk} cancelled."
-    return (
-        f"Cancellation of run {run.pk} requested: node '{printable(run.current_node)}' is not interrupted, "
-        "and no node after it starts."
-    )
+        return f"Run {run.pk} is already cancelled." if run.already_cancelled else f"Run {run.pk} cancelled."
+    node = printable(run.current_node)
+    if run.cancel_stop_node:
+        return f"Cancellation of run {run.pk} requested: node '{node}' is being stopped, and no node after it starts."
+    return f"Cancellation of run {run.pk} requested: node '{node}' is not interrupted, and no node after it starts."
 
 
 def render_detached(run_id: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
 from apps.orchestration import events, lease, rollup
 from apps.orchestration.launch import pipeline_run_launch
@@ -13,15 +13,20 @@ from apps.orchestration.selectors import RUN_ID_MAX
 from apps.orchestration.validation import node_path
 
 
-def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
+def pipeline_run_cancel(*, run_id: int, stop_node: bool = False) -> PipelineRun:
     """Cancel run ``run_id``.
 
     A queued run is cancelled at once (a worker that receives it later
     leaves it alone), and so is a running run whose holder is gone (its lease
     ran out). A live run is asked to stop: the request is published to its
-    worker at once and also read at every node boundary, so the node being
-    executed finishes and no later node starts. Raises LaunchError for an
-    unknown or finished run.
+    worker at once and also read at every node boundary, so no later node
+    starts; the node being executed finishes, or with ``stop_node`` is
+    interrupted (``cancel_stop_node``; its worker process goes on), and the
+    run ends cancelled. A request to stop the node may follow a plain one.
+
+    The run is returned as read afterwards, with ``already_cancelled`` set:
+    True when it had been cancelled before this call. Raises LaunchError for
+    an unknown run or one that finished otherwise.
     """
     cancelled = {
         "status": PipelineRun.Status.CANCELLED,
@@ -32,20 +37,35 @@ def pipeline_run_cancel(*, run_id: int) -> PipelineRun:
     if not 0 < run_id <= RUN_ID_MAX:
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     runs = PipelineRun.objects.filter(pk=run_id)
+    already_cancelled = False
     if _queued_run_cancel(run_id=run_id, fields=cancelled):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
     elif lease.run_end_abandoned(run_id=run_id, fields=cancelled, reason="Cancelled on request"):
         events.run_event_publish(run_id=run_id, status=PipelineRun.Status.CANCELLED)
-    elif runs.filter(status=PipelineRun.Status.RUNNING, cancel_requested_at__isnull=True).update(
-        cancel_requested_at=Now()
-    ):
-        events.run_event_publish(run_id=run_id, status=lease.CANCEL_EVENT)
+    elif _running_run_cancel_request(run_id=run_id, stop_node=stop_node):
+        event = lease.CANCEL_STOP_NODE_EVENT if stop_node else lease.CANCEL_EVENT
+        events.run_event_publish(run_id=run_id, status=event)
+    else:
+        already_cancelled = True  # unless the read below finds it running (a request made before) or not cancelled
     run = runs.first()
     if run is None:
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     if run.is_terminal and run.status != PipelineRun.Status.CANCELLED:
         raise LaunchError(f"Run {run_id} has already finished ({run.status})", Refusal.STATE)
+    run.already_cancelled = already_cancelled and run.status == PipelineRun.Status.CANCELLED
     return run
+
+
+def _running_run_cancel_request(*, run_id: int, stop_node: bool) -> bool:
+    """Record a cancel request on run ``run_id`` when it is running and has
+    none yet (with ``stop_node``: none that stops the node); whether it did."""
+    running = PipelineRun.objects.filter(pk=run_id, status=PipelineRun.Status.RUNNING)
+    if stop_node:
+        # A plain request made earlier keeps its time; the node is stopped now.
+        return bool(running.filter(cancel_stop_node=False).update(
+            cancel_stop_node=True, cancel_requested_at=Coalesce("cancel_requested_at", Now())
+        ))
+    return bool(running.filter(cancel_requested_at__isnull=True).update(cancel_requested_at=Now()))
 
 
 def _queued_run_cancel(*, run_id: int, fields: dict) -> bool:

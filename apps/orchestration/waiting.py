@@ -18,7 +18,7 @@ from typing import Protocol
 from django.conf import settings
 
 from apps.orchestration import dispatch, events
-from apps.orchestration.lease import CANCEL_EVENT, same_origin
+from apps.orchestration.lease import CANCEL_EVENTS, CANCEL_STOP_NODE_EVENT, same_origin
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.store import run_db_now, run_read
 from apps.text import printable
@@ -34,7 +34,7 @@ class Progress(Protocol):
 
     def row(self, run: PipelineRun) -> None: ...
 
-    def cancel_requested(self) -> None: ...
+    def cancel_requested(self, *, stop_node: bool = False) -> None: ...
 
 
 @dataclass
@@ -123,8 +123,8 @@ def pipeline_run_wait(
                 if progress is not None:
                     progress.event(step)
                 continue  # progress only: the row has nothing new worth a read
-            if event == CANCEL_EVENT and progress is not None:
-                progress.cancel_requested()
+            if event in CANCEL_EVENTS and progress is not None:
+                progress.cancel_requested(stop_node=event == CANCEL_STOP_NODE_EVENT)
             if event == PipelineRun.Status.RUNNING:
                 pickup_deadline = None  # taken by a worker: only its end is worth a read
                 continue

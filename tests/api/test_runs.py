@@ -325,6 +325,33 @@ def test_cancel_of_a_running_run_asks_it_to_stop(writer, tiny):
     assert PipelineRun.objects.get(pk=run.pk).cancel_requested_at is not None
 
 
+def test_cancel_with_stop_node_asks_to_stop_the_running_node(writer, tiny):
+    run = make_run(TINY_NODES, name="tiny", status="running", current_node="shape", claimed_by="w:1:t",
+                   lease_expires_at=timezone.now() + timedelta(minutes=5), started_at=timezone.now())
+    response = writer.post(f"/api/v1/runs/{run.pk}/cancel", {"stop_node": True}, check=True)
+    assert response.status_code == 200
+    assert response.json()["message"] == (
+        f"Cancellation of run {run.pk} requested: node 'shape' is being stopped, and no node after it starts."
+    )
+    assert PipelineRun.objects.get(pk=run.pk).cancel_stop_node
+
+
+def test_cancel_of_a_cancelled_run_says_so(writer, tiny):
+    run = make_run(TINY_NODES, name="tiny")
+    assert writer.post(f"/api/v1/runs/{run.pk}/cancel").json()["message"] == f"Run {run.pk} cancelled."
+    again = writer.post(f"/api/v1/runs/{run.pk}/cancel", {"stop_node": True}, check=True)
+    assert again.status_code == 200 and again.json()["message"] == f"Run {run.pk} is already cancelled."
+
+
+@pytest.mark.parametrize("body", [{"stop_node": "yes"}, {"stop_node": 1}, {"force": True}])
+def test_a_cancel_body_that_is_not_understood_is_refused_and_nothing_changes(writer, tiny, body):
+    run = make_run(TINY_NODES, name="tiny")
+    response = writer.post(f"/api/v1/runs/{run.pk}/cancel", body)
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]
+    assert PipelineRun.objects.get(pk=run.pk).status == "queued"
+
+
 def test_cancel_refusals(writer, tiny):
     done = engine.run_execute(run_id=make_run(TINY_NODES, name="tiny").pk)
     finished = writer.post(f"/api/v1/runs/{done.pk}/cancel")

@@ -165,6 +165,8 @@ def test_cancel_action_cancels_a_queued_run_asks_a_running_one_and_refuses_a_fin
     assert queued.status == "cancelled" and queued.error == "Cancelled on request before it started"
     assert finished.status == "completed"
     assert running.status == "running" and running.cancel_requested_at is not None
+    again = admin_client.post(RUNS, {"action": "cancel_runs", "_selected_action": [queued.pk], "index": 0}, follow=True)
+    assert f"Run {queued.pk} is already cancelled." in html.unescape(again.content.decode())
 
 
 def test_retry_actions_launch_new_runs_through_the_retry_service(admin_client, settings):

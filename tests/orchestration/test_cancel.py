@@ -1,4 +1,7 @@
-"""Cancelling runs: queued ones at once, running ones before their next node."""
+"""Cancelling runs: queued ones at once, running ones before their next node (or, with
+--force, with their node stopped: the worker's side is in tests/workers/test_cancel.py)."""
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -44,3 +47,56 @@ def test_cancelling_a_finished_or_unknown_run_is_bad_input(run_command):
     assert finished.stderr == f"CommandError: Run {run.pk} has already finished (completed)\n"
     missing = run_command("cancel_run", "999999")
     assert missing.exit_code == 2 and missing.stderr == "CommandError: Pipeline run not found: 999999\n"
+
+
+def live_running_run(**fields) -> PipelineRun:
+    """A run a live worker holds, executing node 'first'."""
+    return make_run(NODES, status="running", current_node="first", claimed_by="w:1:t", started_at=timezone.now(),
+                    lease_expires_at=timezone.now() + timedelta(minutes=5), **fields)
+
+
+def test_force_on_a_running_run_asks_to_stop_its_node(run_command):
+    run = live_running_run()
+    result = run_command("cancel_run", str(run.pk), "--force")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == (
+        f"Cancellation of run {run.pk} requested: node 'first' is being stopped, and no node after it starts.\n"
+    )
+    row = PipelineRun.objects.get(pk=run.pk)
+    assert (row.status, row.cancel_stop_node) == ("running", True) and row.cancel_requested_at is not None
+
+
+def test_force_after_a_plain_cancel_keeps_the_first_request_time(run_command):
+    run = live_running_run()
+    assert "is not interrupted" in run_command("cancel_run", str(run.pk)).stdout
+    first = PipelineRun.objects.get(pk=run.pk).cancel_requested_at
+    assert "is being stopped" in run_command("cancel_run", str(run.pk), "--force").stdout
+    row = PipelineRun.objects.get(pk=run.pk)
+    assert row.cancel_stop_node and row.cancel_requested_at == first
+    # Asked again: it says what is under way.
+    assert "is being stopped" in run_command("cancel_run", str(run.pk)).stdout
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["queued", "holder_gone"])
+def test_force_on_a_queued_run_or_one_whose_worker_is_gone_is_the_plain_cancel(run_command, gone):
+    fields = {"status": "running", "current_node": "first", "claimed_by": "w:1:t",
+              "lease_expires_at": timezone.now() - timedelta(minutes=5)} if gone else {}
+    run = make_run(NODES, **fields)
+    result = run_command("cancel_run", str(run.pk), "--force")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"Run {run.pk} cancelled.\n", "")
+    row = PipelineRun.objects.get(pk=run.pk)
+    assert row.status == "cancelled" and not row.cancel_stop_node
+    expected = "Cancelled on request; its worker was gone (at node 'first')" if gone else (
+        "Cancelled on request before it started"
+    )
+    assert row.error == expected
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+def test_cancelling_a_cancelled_run_says_so_and_changes_nothing(run_command, force):
+    run = make_run(NODES)
+    assert run_command("cancel_run", str(run.pk)).stdout == f"Run {run.pk} cancelled.\n"
+    before = PipelineRun.objects.values().get(pk=run.pk)
+    again = run_command("cancel_run", str(run.pk), *force)
+    assert (again.exit_code, again.stdout, again.stderr) == (0, f"Run {run.pk} is already cancelled.\n", "")
+    assert PipelineRun.objects.values().get(pk=run.pk) == before

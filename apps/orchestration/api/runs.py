@@ -70,6 +70,13 @@ class RetryIn(Schema):
     force: bool = False
 
 
+class CancelIn(Schema):
+    # Strict: "yes" or 1 is not taken for true.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    stop_node: bool = False
+
+
 class RunQueuedOut(Schema):
     """A run just launched (what ``run_pipeline --json`` prints for it)."""
 
@@ -256,16 +263,19 @@ def run_get(request: HttpRequest, run_id: int, wait: float | None = None) -> dic
 @router.post(
     "/{int:run_id}/cancel",
     auth=WRITE,
-    response={200: RunCancelOut, **AUTH_ERRORS, **REFUSALS},
+    response={200: RunCancelOut, **AUTH_ERRORS, **BODY_ERRORS, **REFUSALS},
     summary="Cancel a run",
 )
-def run_cancel(request: HttpRequest, run_id: int) -> dict:
+def run_cancel(request: HttpRequest, run_id: int, body: CancelIn = Body(None)) -> dict:  # noqa: B008
     """Cancel the run as ``cancel_run`` does: a queued run (or one whose worker is gone) is
     cancelled at once; a running one finishes its current node and starts no other
-    (``status`` stays running until then). 404 for an unknown run, 409 for one already
-    ended. Scope: runs:write."""
+    (``status`` stays running until then), or with ``stop_node`` (``cancel_run --force``)
+    has its current node interrupted, recorded as failed, and ends cancelled within about a
+    second. The body may be left out. A run cancelled already: 200, ``message`` says so.
+    404 for an unknown run, 409 for one that ended otherwise. Scope: runs:write."""
+    body = body if body is not None else CancelIn()
     try:
-        run = pipeline_run_cancel(run_id=run_id)
+        run = pipeline_run_cancel(run_id=run_id, stop_node=body.stop_node)
     except LaunchError as exc:
         raise _refused(exc) from None
     return rendering.run_json(run) | {"message": rendering.render_cancelled(run)}

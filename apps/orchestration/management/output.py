@@ -80,8 +80,8 @@ class RunProgress:
                 {"phase": "start", "node": run.current_node, "type": node_type}
             ))
 
-    def cancel_requested(self) -> None:
-        self._once(("cancel",), rendering.render_progress({"phase": "cancel"}))
+    def cancel_requested(self, *, stop_node: bool = False) -> None:
+        self._once(("cancel", stop_node), rendering.render_progress({"phase": "cancel", "stop_node": stop_node}))
 
 
 
