@@ -10,6 +10,7 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from apps.orchestration.interrupt import INTERRUPTED_ERROR
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.rendering import node_display_lines
@@ -57,6 +58,8 @@ def run_nodes(run: PipelineRun) -> list[NodeView]:
         view.started_at = start
         if entry is not None:
             view.status = "reused" if entry.get("reused") else str(entry.get("status"))
+            if entry.get("error") == INTERRUPTED_ERROR:
+                view.status = "interrupted"  # stopped by a cancel (cancel_run --force), not by its own failure
             view.attempt = entry.get("attempts") or attempt
             view.duration = format_duration(entry.get("duration_ms")) if entry.get("duration_ms") is not None else ""
             view.lines = "\n".join(node_display_lines(entry))

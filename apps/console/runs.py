@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from apps.console import pages
 from apps.console.security import can_operate, console_page
+from apps.orchestration import rendering
 from apps.orchestration.launchrequest import AlreadyRetried, LaunchError
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun
@@ -168,24 +169,14 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
     if request.method == "GET":
         return render(request, "console/confirm.html", {
-        "section": "runs",
-            "run": run, "action": "cancel", "title": f"Cancel run {run.pk}?",
+            "section": "runs", "run": run, "action": "cancel", "title": f"Cancel run {run.pk}?",
         })
-    stop_node = request.POST.get("stop_node") == "on"
-    if run.status == PipelineRun.Status.CANCELLED:
-        messages.info(request, f"Run {run.pk} is already cancelled.")
-        return redirect("console:run", run_id=run.pk)
     try:
-        run = pipeline_run_cancel(run_id=run.pk)  # stop_node: wired with cancel_run --force
+        run = pipeline_run_cancel(run_id=run.pk, stop_node=request.POST.get("stop_node") == "on")
     except LaunchError as exc:
         messages.error(request, str(exc))
         return redirect("console:run", run_id=run_id)
-    if run.status == PipelineRun.Status.CANCELLED:
-        messages.success(request, f"Run {run.pk} is cancelled.")
-    elif stop_node:
-        messages.success(request, f"Run {run.pk}: cancel asked; the running node is being stopped.")
-    else:
-        messages.success(request, f"Run {run.pk}: cancel asked; it stops once the running node ends.")
+    messages.success(request, rendering.render_cancelled(run))
     return redirect("console:run", run_id=run.pk)
 
 
@@ -200,8 +191,7 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
     retries = pages.run_retries(run)
     if request.method == "GET":
         return render(request, "console/confirm.html", {
-        "section": "runs",
-            "run": run, "action": "retry", "from_failed": from_failed, "retries": retries,
+            "section": "runs", "run": run, "action": "retry", "from_failed": from_failed, "retries": retries,
             "title": f"Retry run {run.pk}{' from its failed node' if from_failed else ''}?",
         })
     try:
