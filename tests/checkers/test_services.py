@@ -142,7 +142,7 @@ def test_thresholds_are_validated(thresholds, messages):
         ({"gpu": {}}, ["options given for unknown check: gpu"]),
         ({"disk": {"paths": ["/"]}}, ["options given for check not in include: disk"]),
         ({"cpu": [0.5]}, ["options for cpu must be an object"]),
-        ({"cpu": {"interval": 0}}, ["option interval for check cpu must be a number of seconds above 0 and at most 10 (got 0)"]),
+        ({"cpu": {"interval": 0}}, ["option interval for check cpu must be a number of seconds above 0 and at most 60 (got 0)"]),
         ({"cpu": {"samples": 3}}, ["unknown option for check cpu: samples"]),
         ({"memory": {"paths": ["/"]}}, ["unknown option for check memory: paths"]),
     ],
@@ -155,10 +155,10 @@ def test_every_problem_is_reported_at_once():
     assert checks_validate(
         include=["cpu", "nope"],
         thresholds={"cpu": {"warning": 99}, "nope": {"warning": 1}},
-        options={"cpu": {"interval": 30}},
+        options={"cpu": {"interval": 90}},
     ) == [
         "unknown check: nope",
         "threshold cpu.warning (99) must not be above cpu.critical (95)",
         "thresholds given for unknown check: nope",
-        "option interval for check cpu must be a number of seconds above 0 and at most 10 (got 30)",
+        "option interval for check cpu must be a number of seconds above 0 and at most 60 (got 90)",
     ]
