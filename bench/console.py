@@ -30,12 +30,10 @@ databases of ``--redis-dbs`` are flushed at the end (no message is sent).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -289,7 +287,7 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
 
 
 def parent_main(args) -> int:
-    from bench.run import machine_facts, redis_client, replace_section
+    from bench.run import machine_facts
 
     started = time.monotonic()
     facts = machine_facts([])
@@ -304,29 +302,11 @@ def parent_main(args) -> int:
             log(f"{env['label']}: measuring")
             results[env["label"]] = measure(env, args)
     finally:
-        for db in args.redis_dbs:
-            with contextlib.suppress(Exception):
-                redis_client(db).flushdb()
-        if args.drop:
-            for env in envs:
-                if env["vendor"] == "postgresql":
-                    scale.pg_drop(env["name"])
-                else:
-                    for suffix in ("", "-wal", "-shm", "-journal"):
-                        Path(env["name"] + suffix).unlink(missing_ok=True)
-            shutil.rmtree(ROOT / "var" / "scale" / "broker", ignore_errors=True)
-            log("databases dropped")
+        scale.tidy_up(envs, args)
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    table, section, missed = report(results, args, facts, elapsed, reused)
-    print(table)
-    print()
-    print(("Targets missed at the grown size:\n  " + "\n  ".join(missed)) if missed else "All targets met.")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
-    if not args.no_doc:
-        replace_section(section)
-        log(f"wrote the {args.title} section of docs/benchmarks.md ({elapsed:.0f} s)")
+    scale.publish(report(results, args, facts, elapsed, reused), args, facts, results, title=args.title,
+                  elapsed=elapsed)
     return 0
 
 

@@ -1076,7 +1076,7 @@ def report(results: dict, args, facts: dict, elapsed: float, reused: list[str]) 
 
 def parent_main(args) -> int:
     from bench import prometheus_scrape
-    from bench.run import machine_facts, redis_client, replace_section
+    from bench.run import machine_facts
 
     started = time.monotonic()
     facts = machine_facts(["redis"] if "postgresql" in args.databases else [])
@@ -1101,21 +1101,37 @@ def parent_main(args) -> int:
                     except RuntimeError as exc:  # the table is still written, without this row
                         log(f"{env['label']}: beat herd: {exc}")
     finally:
-        for db in args.redis_dbs:
-            with contextlib.suppress(Exception):
-                redis_client(db).flushdb()
-        if args.drop:
-            for env in envs:
-                if env["vendor"] == "postgresql":
-                    pg_drop(env["name"])
-                else:
-                    for suffix in ("", "-wal", "-shm", "-journal"):
-                        Path(env["name"] + suffix).unlink(missing_ok=True)
-            shutil.rmtree(ROOT / "var" / "scale" / "broker", ignore_errors=True)
-            log("databases dropped")
+        tidy_up(envs, args)
     elapsed = time.monotonic() - started
     facts["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    table, section, missed = report(results, args, facts, elapsed, reused)
+    publish(report(results, args, facts, elapsed, reused), args, facts, results, title=TITLE[3:], elapsed=elapsed)
+    return 0
+
+
+def tidy_up(envs: list[dict], args) -> None:
+    """After measuring: flush the Redis databases used and, with ``--drop``, drop the databases."""
+    from bench.run import redis_client
+
+    for db in args.redis_dbs:
+        with contextlib.suppress(Exception):
+            redis_client(db).flushdb()
+    if args.drop:
+        for env in envs:
+            if env["vendor"] == "postgresql":
+                pg_drop(env["name"])
+            else:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(env["name"] + suffix).unlink(missing_ok=True)
+        shutil.rmtree(ROOT / "var" / "scale" / "broker", ignore_errors=True)
+        log("databases dropped")
+
+
+def publish(reported: tuple[str, str, list[str]], args, facts: dict, results: dict, *, title: str,
+            elapsed: float) -> None:
+    """Print the table and the verdict, write ``--json``, and (unless ``--no-doc``) the docs section."""
+    from bench.run import replace_section
+
+    table, section, missed = reported
     print(table)
     print()
     print(("Targets missed at the grown size:\n  " + "\n  ".join(missed)) if missed else "All targets met.")
@@ -1123,8 +1139,7 @@ def parent_main(args) -> int:
         Path(args.json).write_text(json.dumps({"facts": facts, "results": results}, indent=1))
     if not args.no_doc:
         replace_section(section)
-        log(f"wrote the {TITLE[3:]} section of docs/benchmarks.md ({elapsed:.0f} s)")
-    return 0
+        log(f"wrote the {title} section of docs/benchmarks.md ({elapsed:.0f} s)")
 
 
 def _on_signal(signum, frame):
