@@ -38,6 +38,7 @@ from apps.orchestration.lease import (
 )
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.monitoring import state_end_write
+from apps.orchestration.noderecords import node_entry, progress_end, reused_stage
 from apps.orchestration.nodes import NodeContext, NodeError, node_types
 from apps.orchestration.runlogs import RunLogBuffer, run_logs_captured
 from apps.orchestration.timelimit import NodeTimeout, node_time_limit
@@ -262,12 +263,12 @@ class _Execution:
             elif node_id in succeeded:
                 # Executed by an earlier delivery: reuse what it produced.
                 self._record(node, succeeded[node_id], reused=True)
-                _progress_end(self.events, node, succeeded[node_id], reused=True)
+                progress_end(self.events, node, succeeded[node_id], reused=True)
             elif node_id in self.reused_results:
                 # A retry from the failed node: the original run executed it.
-                stage = _reused_stage(self.run, node, self.reused_results[node_id])
+                stage = reused_stage(self.run, node, self.reused_results[node_id])
                 self._record(node, stage, reused=True)
-                _progress_end(self.events, node, stage, reused=True)
+                progress_end(self.events, node, stage, reused=True)
             else:
                 self._run_node(node, previous_attempts=last_attempt.get(node_id, 0))
             if self.status == PipelineRun.Status.CANCELLED:
@@ -326,7 +327,7 @@ class _Execution:
             self.events.send()  # with what ended before the write
             self._attempt(handler, config, stage)
             # Sent with the next write's outcome, whatever it is: the node has ended either way.
-            _progress_end(self.events, node, stage)
+            progress_end(self.events, node, stage)
             done = stage.status == StageExecution.Status.SUCCEEDED or attempt == last
             if done:
                 self._record(node, stage)
@@ -423,7 +424,7 @@ class _Execution:
         """Add the node's outcome to the run's result (written with the next
         write: the next attempt's, or the run's end)."""
         node_id, required = node["id"], node.get("required", True)
-        entry = _entry(node["type"], required, stage, reused=reused)
+        entry = node_entry(node["type"], required, stage, reused=reused)
         self.result["executed_nodes"].append(node_id)
         self.result["node_results"][node_id] = entry
         self.recorded += 1
@@ -447,8 +448,8 @@ class _Execution:
             stage.finished_at, stage.output = finished, stage.output or {}
             node = next(node for node in self.path if node["id"] == stage.node_id)
             self.result["executed_nodes"].append(stage.node_id)
-            self.result["node_results"][stage.node_id] = _entry(node["type"], node.get("required", True), stage)
-            _progress_end(self.events, node, stage)  # followers see the node end, sent with the run's end
+            self.result["node_results"][stage.node_id] = node_entry(node["type"], node.get("required", True), stage)
+            progress_end(self.events, node, stage)  # followers see the node end, sent with the run's end
         fields = {
             "status": self.status,
             "current_node": "",
@@ -473,44 +474,3 @@ class _Execution:
             setattr(self.run, key, value)
         if end is not None:
             logger.handle(end)
-
-
-def _progress_end(
-    run_events: events.RunEvents, node: dict, stage: StageExecution, *, reused: bool = False
-) -> None:
-    """Queue the event telling followers a node's attempt ended (errors are scrubbed already; cut short here)."""
-    error = stage.errors[-1] if stage.errors else None
-    run_events.progress({
-        "phase": "end", "node": node["id"], "type": node["type"], "attempt": stage.attempt,
-        "status": stage.status, "duration_ms": stage.duration_ms, "reused": reused,
-        "error": error[:300] if isinstance(error, str) else None,
-    })
-
-
-def _reused_stage(run: PipelineRun, node: dict, entry: dict) -> StageExecution:
-    """An unsaved stage standing for a node another run executed and succeeded
-    at (``entry``: that run's node_results entry), for the walk to reuse."""
-    return StageExecution(
-        run_id=run.pk,
-        node_id=node["id"],
-        node_type=node["type"],
-        status=StageExecution.Status.SUCCEEDED,
-        attempt=entry.get("attempts") or 1,
-        output=entry.get("output") or {},
-        duration_ms=entry.get("duration_ms"),
-    )
-
-
-def _entry(node_type: str, required: bool, stage: StageExecution, reused: bool = False) -> dict:
-    entry = {
-        "type": node_type,
-        "status": stage.status,
-        "required": required,
-        "attempts": stage.attempt,
-        "duration_ms": stage.duration_ms,
-        "output": stage.output,
-        "error": stage.errors[-1] if stage.errors else None,
-    }
-    if reused:
-        entry["reused"] = True
-    return entry
