@@ -49,7 +49,7 @@ def subprocess_env(transactional_db) -> dict:
     """Environment for a child process that shares this test's (committed) database."""
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url()
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env.pop("PYTHONPATH", None)
     return env
 
