@@ -29,7 +29,13 @@ _COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 # Longest reason an evaluation failure is reported with.
 _REASON_MAX = 200
 
-_environment = celpy.Environment()
+
+@functools.cache
+def _environment() -> celpy.Environment:
+    """The one CEL environment, made on first use: building its parser takes 0.3-0.6 s of CPU,
+    which every process (each CLI command, worker and web server) paid at import, though
+    most never compile an expression."""
+    return celpy.Environment()
 
 
 class ExpressionError(ValueError):
@@ -84,7 +90,7 @@ def expression_compile(text: str, *, variables: Collection[str] | None = None) -
 def _compiled(text: str) -> tuple[Expression, tuple[tuple[str, int, int], ...]]:
     """The compiled expression of ``text`` and its free names with their positions. Raises ExpressionError."""
     try:
-        tree = _environment.compile(text)
+        tree = _environment().compile(text)
     except celpy.CELParseError as exc:
         raise ExpressionError(_parse_error(exc)) from None
     except RecursionError:
@@ -94,7 +100,7 @@ def _compiled(text: str) -> tuple[Expression, tuple[tuple[str, int, int], ...]]:
     _check_comprehensions(tree)
     names = _free_names(tree)
     try:
-        program = _environment.program(tree)
+        program = _environment().program(tree)
     except RecursionError:
         raise ExpressionError("the expression is nested too deeply") from None
     expression = Expression(text=text, variables=frozenset(name for name, _, _ in names), program=program)

@@ -49,7 +49,7 @@ def subprocess_env(transactional_db) -> dict:
     """Environment for a child process that shares this test's (committed) database."""
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url()
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env.pop("PYTHONPATH", None)
     return env
 
@@ -132,6 +132,38 @@ def checkout_broker_stopped_at_the_end():
             broker.stop()
         except EmbeddedBrokerError as exc:
             print(f"the checkout's embedded broker did not stop: {exc}")
+
+
+# Rows migrate writes (post_migrate) and no test changes: the flush after a transactional test keeps
+# them, and post_migrate then finds nothing to add instead of writing about 150 rows again.
+FLUSH_KEEPS = frozenset({"django_content_type", "auth_permission"})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_deletes_rows():
+    """The flush that empties the database after each transactional test deletes the rows of every
+    table but FLUSH_KEEPS, as Django's flush does on SQLite, instead of PostgreSQL's TRUNCATE.
+
+    Why: TRUNCATE gives each of the ~30 tables new files, about 1.3 s a flush on a loaded 2-core
+    machine, against 0.02-0.2 s for deleting the few rows a test leaves; the end state is the same
+    (every table empty, sequences not reset, as Django's own flush leaves them), and the foreign
+    keys, all deferred, are checked when the flush commits. A flush that resets sequences or
+    cascades (available_apps, unused here) is left to Django."""
+    from django.db import connection
+
+    ops_class = type(connection.ops)
+    django_sql_flush = ops_class.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = [table for table in tables if table not in FLUSH_KEEPS]
+        if reset_sequences or allow_cascade:
+            return django_sql_flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        delete_from = f"{style.SQL_KEYWORD('DELETE')} {style.SQL_KEYWORD('FROM')}"
+        return [f"{delete_from} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops_class, "sql_flush", sql_flush)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -161,15 +161,19 @@ def test_a_run_publishes_each_node_start_and_end_in_order_and_its_status_last(br
     subscriber = Subscriber(broker, run.pk)
     try:
         assert engine.run_execute(run_id=run.pk).status == "failed"
+        # Each of the run's publishes was answered before run_execute returned, so a marker published
+        # now comes after all of them: what arrives before it is everything the run published.
+        subscriber.client.publish(events.channel_name(run.pk), "marker")
         assert subscriber.received(9) == [
             "running",
             ("start", "a", 1), ("end", "a", 1),
             ("start", "b", 1), ("end", "b", 1),
             ("start", "b", 2), ("end", "b", 2),
             "failed",
+            "marker",
         ]
-        # One message per node boundary: each carries what ended and what starts there.
-        assert subscriber.messages == 4
+        # One message per node boundary: each carries what ended and what starts there (and the marker's).
+        assert subscriber.messages == 4 + 1
     finally:
         subscriber.close()
 

@@ -275,7 +275,7 @@ def base_env(broker, django_db_setup) -> dict:
     env = dict(os.environ)
     env.update(broker.env)
     env["DATABASE_URL"] = database_url()
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["RUN_PICKUP_TIMEOUT_SECONDS"] = "20"
     return env
 

@@ -7,6 +7,7 @@ database fires nothing, says why, and takes over when the first one stops.
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -50,8 +51,13 @@ def holder_of(beat: Beat) -> str:
 def test_a_herd_of_schedules_due_at_once_fires_each_once(cli, beats, tmp_path):
     beat = beats()
     folder = tmp_path / "defs"
+    folder.mkdir()
+    # The whole herd in one folder, loaded by one command (one load per file cost a child process each).
     for i in range(HERD):
-        load(cli, folder, f"herd-{i:02d}", {"nodes": CHEAP, "schedule": {"every": 3600, "overlap": "allow"}})
+        herd_member = {"version": "1.0", "nodes": CHEAP, "schedule": {"every": 3600, "overlap": "allow"}}
+        (folder / f"herd-{i:02d}.json").write_text(json.dumps(herd_member))
+    loaded = cli("load_pipelines", "--dir", str(folder))
+    assert loaded.exit_code == 0, loaded.stderr
     wait_for(lambda: ScheduleState.objects.count() == HERD, what="beat to read every schedule")
     # One statement: every clock due at the same moment, two seconds from now.
     ScheduleState.objects.update(next_due_at=Now() + timedelta(seconds=2))
