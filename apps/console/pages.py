@@ -31,7 +31,7 @@ class NodeView:
 
     node_id: str
     node_type: str
-    status: str = "pending"  # succeeded, failed, skipped, running, reused, pending (not reached yet), not reached
+    status: str = "pending"  # succeeded, failed, interrupted, skipped, running, reused, pending, not reached
     attempt: int | None = None
     started_at: datetime | None = None
     duration: str = ""
@@ -45,7 +45,7 @@ def run_nodes(run: PipelineRun) -> list[NodeView]:
     """The nodes of ``run``'s snapshot along its path, each with what the run
     recorded of it: the ended ones from its result, the one being executed from
     its stage row (attempt, start), those a stop left out as ``not reached``
-    and, while the run goes on, the rest as ``pending``. Two queries at most."""
+    and, while the run goes on, the rest as ``pending``. One query at most (its stage rows)."""
     result = run.result or {}
     node_results = result.get("node_results") or {}
     started = _stage_starts(run)
