@@ -18,6 +18,7 @@ from apps.orchestration.runqueries import FilterError, RunFilters, pipeline_runs
 from apps.orchestration.selectors import RUN_LIST_FIELDS, trace_id_prefix
 from apps.orchestration.validation import node_path
 from apps.secrets import scrub
+from apps.text import printable
 
 # Runs per page of the run list: a screen or two.
 PAGE_SIZE = 50
@@ -118,6 +119,8 @@ def run_search_read(params) -> RunSearch:
     keys = ("definition", "status", "trigger", "since", "host")
     values = {key: (params.get(key) or "").strip() or None for key in keys}
     query = (params.get("q") or "").strip()[:SEARCH_MAX]
+    if printable(query) != query:  # control characters (NUL among them) are in no run id or trace id
+        return RunSearch(RunFilters(), "", problem="search must be a run id or a trace id (printable text)")
     try:
         filters = run_filters_read(**values)
     except FilterError as exc:

@@ -13,13 +13,15 @@ from apps.orchestration.launchrequest import LaunchError, Refusal
 from apps.orchestration.models import PipelineDefinition, PipelineRun
 from apps.orchestration.schedules import schedule_sync
 from apps.orchestration.ticks import pipeline_run_schedule
+from apps.orchestration.validation import DEFINITION_NAME
 from apps.text import printable
 
 
 def _scheduled_definition(name: str, *, lock: bool = False) -> PipelineDefinition:
     """The stored definition ``name`` that has a schedule; LaunchError (bad input) otherwise."""
     definitions = PipelineDefinition.objects.select_for_update() if lock else PipelineDefinition.objects.all()
-    definition = definitions.filter(name=name).first()
+    # A name no definition can have is not looked up (PostgreSQL refuses text with a NUL in it).
+    definition = definitions.filter(name=name).first() if DEFINITION_NAME.fullmatch(name) else None
     if definition is None:
         raise LaunchError(f"Pipeline definition not found: {printable(name)}", Refusal.NOT_FOUND)
     config = definition.config if isinstance(definition.config, dict) else {}

@@ -17,6 +17,7 @@ from django_celery_beat.tzcrontab import TzAwareCrontab
 from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.orchestration.models import PipelineDefinition, PipelineRun, RunLogLine
 from apps.orchestration.schedules import TASK_PREFIX
+from apps.orchestration.validation import DEFINITION_NAME
 
 # Run ids are 64-bit; a larger number names no run (and some databases cannot even compare it).
 RUN_ID_MAX = 2**63 - 1
@@ -72,6 +73,8 @@ def pipeline_definitions_overview(*, name: str | None = None) -> list[dict]:
     newest = PipelineRun.objects.filter(definition_name=OuterRef("name")).order_by("-created_at", "-pk")
     definitions = PipelineDefinition.objects.order_by("name")
     if name is not None:
+        if not DEFINITION_NAME.fullmatch(name):
+            return []  # a name no definition can have is not looked up (PostgreSQL refuses a NUL in text)
         definitions = definitions.filter(name=name)
     rows = [
         dict(row) for row in definitions.annotate(last_run_id=Subquery(newest.values("pk")[:1])).values(

@@ -224,3 +224,21 @@ def test_a_runs_kept_log_lines_are_on_its_page_and_new_ones_are_appended_while_i
     poll = re.search(r'id="log-poll" hx-get="([^"]+)"', operator.get(f"/runs/{running.pk}/").content.decode())[1]
     assert operator.get(poll).status_code == 204
     assert operator.get(f"/runs/{done.pk}/logs/?after=0").content.count(b'class="log-line"') == len(lines)
+
+
+def test_hostile_names_and_searches_are_refused_in_words_and_change_nothing(operator):
+    PipelineDefinition.objects.create(name="hourly", config=SCHEDULED)
+    client = Client(HTTP_HOST="127.0.0.1", raise_request_exception=False)
+    client.force_login(User.objects.get(username="operator"))
+    for url in ("/runs/?q=%00abc", "/runs/?q=%1b[31m"):
+        page = client.get(url)
+        assert page.status_code == 200 and b"search must be a run id or a trace id" in page.content, url
+    rows = client.get("/runs/rows/?q=ab%00c")
+    assert rows.status_code == 200 and b"No runs match." in rows.content
+    assert client.get("/definitions/a%00b/").status_code == 404
+    for url in ("/schedules/a%00b/pause/", "/schedules/a%00b/run/"):
+        answer = client.post(url, follow=True)
+        assert answer.status_code == 200 and b"Pipeline definition not found: a\\x00b" in answer.content, url
+    refused = client.post("/definitions/a%00b/run/", {"payload": "{}"})
+    assert refused.status_code == 404 and PipelineRun.objects.count() == 0
+    assert not PipelineDefinition.objects.get(name="hourly").schedule_paused
