@@ -26,6 +26,11 @@ MAX_NUMBER_CHARS = 40
 MAX_PROBLEMS = 5
 _INT_LIMIT = 10**MAX_NUMBER_CHARS
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# A JSON string literal (skipped whole), one bracket, or the quote of a string never closed:
+# what the depth check looks at.
+_STRING_OR_BRACKET = r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]'
+_TOKENS = {str: re.compile(_STRING_OR_BRACKET), bytes: re.compile(_STRING_OR_BRACKET.encode())}
+_OPENERS = {str: ("[", "{"), bytes: (b"[", b"{")}
 
 
 class JsonInputError(ValueError):
@@ -56,6 +61,7 @@ def loads(text: str | bytes):
     non-finite numbers, numbers longer than MAX_NUMBER_CHARS, nesting deeper
     than MAX_DEPTH, and strings holding NUL characters or lone surrogates.
     """
+    _refuse_deep_nesting(text)
     try:
         data = json.loads(
             text,
@@ -71,6 +77,31 @@ def loads(text: str | bytes):
     if found:
         raise JsonInputError(found[0])
     return data
+
+
+def _refuse_deep_nesting(text: str | bytes) -> None:
+    """Raise JsonInputError when ``text`` opens more than MAX_DEPTH brackets at once, before
+    the parser recurses into them: json's reader goes as deep as the interpreter's stack, and
+    near that limit the garbage collector's finalizers fail too, printing noise on stderr.
+    Text with no more than MAX_DEPTH opening brackets in all is not scanned."""
+    kind = str if isinstance(text, str) else bytes
+    data = text if kind is str else bytes(text)
+    square, curly = _OPENERS[kind]
+    if data.count(square) + data.count(curly) <= MAX_DEPTH:
+        return
+    depth = 0
+    for match in _TOKENS[kind].finditer(data):
+        token = match.group()
+        if len(token) > 1:
+            continue  # a string: brackets inside it are text
+        if token in ('"', b'"'):
+            return  # a string never closed: json's reader says where
+        if token in (square, curly):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise JsonInputError(f"nested deeper than {MAX_DEPTH} levels")
+        else:
+            depth -= 1
 
 
 def _at(path: str) -> str:

@@ -148,7 +148,12 @@ def flush_deletes_rows():
     machine, against 0.02-0.2 s for deleting the few rows a test leaves; the end state is the same
     (every table empty, sequences not reset, as Django's own flush leaves them), and the foreign
     keys, all deferred, are checked when the flush commits. A flush that resets sequences or
-    cascades (available_apps, unused here) is left to Django."""
+    cascades (available_apps, unused here) is left to Django.
+
+    On PostgreSQL the flush first locks every table it empties, as TRUNCATE would: a worker still
+    finishing a run the test left going (a module's shared worker) then waits for the flush to
+    commit instead of adding a row that points at one the flush deleted, which failed the flush
+    and left the rows for the next test."""
     from django.db import connection
 
     ops_class = type(connection.ops)
@@ -159,7 +164,11 @@ def flush_deletes_rows():
         if reset_sequences or allow_cascade:
             return django_sql_flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
         delete_from = f"{style.SQL_KEYWORD('DELETE')} {style.SQL_KEYWORD('FROM')}"
-        return [f"{delete_from} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+        statements = [f"{delete_from} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+        if tables and self.connection.vendor == "postgresql":
+            names = ", ".join(self.quote_name(table) for table in tables)
+            statements.insert(0, f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE;")
+        return statements
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ops_class, "sql_flush", sql_flush)

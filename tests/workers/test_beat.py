@@ -90,8 +90,12 @@ def test_a_tick_due_while_the_broker_is_down_is_run_once_it_is_back(cli, beats, 
         during = list(scheduled("outage").filter(created_at__gt=stopped_at).values_list("pk", flat=True))
     finally:
         embedded.ensure_running()
-    wait_for(lambda: scheduled("outage").filter(pk__in=during, status="completed").count() == len(during),
-             timeout=150, what="the runs of the ticks fired during the outage, completed")
+    try:
+        wait_for(lambda: scheduled("outage").filter(pk__in=during, status="completed").count() == len(during),
+                 timeout=150, what="the runs of the ticks fired during the outage, completed")
+    except AssertionError as exc:
+        # What the worker and the beat did since the broker came back is the diagnosis.
+        raise AssertionError(f"{exc}\n-- worker --\n{worker.log()[-6000:]}\n-- beat --\n{beat.log()[-3000:]}") from None
     assert "Traceback" not in beat.log()
     keys = list(scheduled("outage").values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
