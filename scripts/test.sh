@@ -10,6 +10,13 @@
 # background, its output shown once the SQLite pass has ended. TEST_PARALLEL=0
 # runs them one after the other.
 #
+# Each pass runs its test files in TEST_PROCESSES processes (pytest-xdist,
+# default 2; 1 runs them in one). A file's tests stay in one process, so a
+# module's worker and broker are started once; each process has a database of
+# its own (test_NAME_gw0, test.sqlite3_gw0...) and an embedded broker directory
+# of its own (var/broker-gw0..., see tests/settings.py). The suite mostly waits
+# on the processes it starts, so two processes per pass fit two cores.
+#
 # The PostgreSQL pass uses TEST_DATABASE_URL (default: the local server's
 # `test` database). When that server is not reachable the pass is skipped
 # with a message, unless REQUIRE_SERVICES=1 (set by CI), which makes it fail.
@@ -63,12 +70,17 @@ PY
 # Worker tests run on the embedded broker here, and on Redis in the PostgreSQL pass,
 # where those marked rabbitmq run on RabbitMQ as well (TEST_BROKERS sets the brokers of
 # both passes: embedded, redis, rabbitmq; TEST_RABBITMQ_ALL=1 runs every worker test on it).
+PROCESSES="${TEST_PROCESSES:-2}"
+XDIST=()
+if [ "$PROCESSES" != "1" ]; then
+    XDIST=(-n "$PROCESSES" --dist loadfile)
+fi
 sqlite_pass() {
     env -u DATABASE_URL TEST_KILL_ROUNDS="${TEST_KILL_ROUNDS:-2}" TEST_BROKERS="${TEST_BROKERS:-embedded}" \
-        .venv/bin/python -m pytest "$@"
+        .venv/bin/python -m pytest "${XDIST[@]}" "$@"
 }
 pg_pass() {
-    DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis,rabbitmq}" .venv/bin/python -m pytest "$@"
+    DATABASE_URL="$PG_URL" TEST_BROKERS="${TEST_BROKERS:-redis,rabbitmq}" .venv/bin/python -m pytest "${XDIST[@]}" "$@"
 }
 
 pg_rc=0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import secrets
 import threading
 import time
@@ -161,14 +160,16 @@ def test_a_broker_that_is_down_still_answers_202_with_the_run_stored_queued(base
 
 STORM_POSTS = 300
 STORM_THREADS = 16
-STORM_RATE = 40  # per second: far below what the storm sends
+# A minute's budget far below the storm: however slowly a loaded machine answers, the storm ends
+# within the minute (asserted), so exactly this many posts are accepted and the rest refused.
+STORM_LIMIT = 100
 
 
 def test_a_storm_of_alert_posts_is_answered_202_or_429_with_exactly_the_runs_answered(base_env, key):
     PipelineDefinition.objects.create(name="every-alert", config={
         "version": "1.0", "nodes": TINY_NODES, "triggers": [{"alert": {"source": "generic"}}],
     })
-    server = WebServer({**base_env, "API_RATE_LIMIT": f"{STORM_RATE}/second"})
+    server = WebServer({**base_env, "API_RATE_LIMIT": f"{STORM_LIMIT}/minute"})
     answers: list[tuple[int, dict, dict]] = []
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -200,15 +201,18 @@ def test_a_storm_of_alert_posts_is_answered_202_or_429_with_exactly_the_runs_ans
     finally:
         server.stop()
     took = time.monotonic() - started
+    assert took < 60, f"the storm took {took:.1f}s"
     assert not failures, failures[:3]
     assert len(answers) == STORM_POSTS
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {202, 429}, sorted(set(statuses))
     accepted = [body for status, _, body in answers if status == 202]
     refused = [(headers, body) for status, headers, body in answers if status == 429]
-    assert accepted and refused, (len(accepted), len(refused))
-    # The limit held: at most its rate for every second the storm lasted (and the one it began in).
-    assert len(accepted) <= STORM_RATE * (math.ceil(took) + 1), (len(accepted), took)
+    # The limit held: the minute's budget was used up and the rest refused. (The in-process
+    # counter, without Redis, makes the lock of a key on its first use, so requests arriving
+    # together at the very start may each pass with a lock of their own: a few over, never more.)
+    assert STORM_LIMIT <= len(accepted) < STORM_LIMIT + STORM_THREADS, (len(accepted), len(refused))
+    assert len(accepted) + len(refused) == STORM_POSTS
     for headers, body in refused:
         assert int(headers["Retry-After"]) >= 1 and body["error"].startswith("Too many requests")
     answered_ids = [run_id for body in accepted for run_id in body["runs"]]
@@ -219,4 +223,3 @@ def test_a_storm_of_alert_posts_is_answered_202_or_429_with_exactly_the_runs_ans
     assert set(answered_ids) == set(stored_ids) and len(stored_ids) == len(accepted)
     # Refused posts recorded nothing: one alert per accepted post.
     assert Alert.objects.count() == len(accepted) == AlertDelivery.objects.count()
-    assert took < 60, f"the storm took {took:.1f}s"

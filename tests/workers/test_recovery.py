@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
-from django.db.models.functions import Now
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun, StageExecution
 from tests.support import CLAIM_KEY, ROOT, Gate, StderrLines, wait_for
@@ -76,21 +75,18 @@ def test_runs_of_whole_workers_killed_again_and_again_are_completed_by_the_next(
         # A watcher of the run is told the holder is gone, and keeps waiting for the recovery
         # (the first one follows it, and sees the takeover as it happens).
         how = "--follow" if round_ == 0 else "--wait"
-        watcher = cli.popen("show_run", str(run.pk), how, "--timeout", "120", "--json")
+        watcher = StderrLines(cli.popen("show_run", str(run.pk), how, "--timeout", "120", "--json"))
         try:
             if round_ == 0:
-                wait_for(
-                    lambda run=run: PipelineRun.objects.filter(pk=run.pk, lease_expires_at__lt=Now()).exists(),
-                    what="the dead worker's lease to run out",
-                )
+                # The follower has told of the dead holder before a worker may take the run over.
+                watcher.wait_for(f"The worker holding run {run.pk} (")
             # The next worker takes the run over, then executes the next round's run.
             worker = start_worker(concurrency=1, **FAST_RECOVERY)
-            out, err = watcher.communicate(timeout=150)
+            code, out, _ = watcher.finish(150)
         finally:
-            if watcher.poll() is None:
-                watcher.kill()
-                watcher.wait(10)
-        assert watcher.returncode == 0, err + worker.log()
+            watcher.stop()
+        err = watcher.text()
+        assert code == 0, err + worker.log()
         assert json.loads(out)["status"] == "completed"
         if round_ == 0:
             assert f"The worker holding run {run.pk} (" in err and "stopped renewing its lease" in err, err
