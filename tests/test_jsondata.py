@@ -32,5 +32,5 @@ def test_many_brackets_side_by_side_are_not_deep():
 
 
 def test_a_string_never_closed_is_reported_by_the_reader_whatever_brackets_follow_it():
-    with pytest.raises(JsonInputError, match="^Unterminated string starting at: line 1 column 2"):
+    with pytest.raises(JsonInputError, match=r"^Unterminated string starting at: line 1 column 2"):
         loads('["' + "[" * (MAX_DEPTH * 2))
