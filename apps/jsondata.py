@@ -28,9 +28,7 @@ _INT_LIMIT = 10**MAX_NUMBER_CHARS
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # A JSON string literal (skipped whole), one bracket, or the quote of a string never closed:
 # what the depth check looks at.
-_STRING_OR_BRACKET = r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]'
-_TOKENS = {str: re.compile(_STRING_OR_BRACKET), bytes: re.compile(_STRING_OR_BRACKET.encode())}
-_OPENERS = {str: ("[", "{"), bytes: (b"[", b"{")}
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]')
 
 
 class JsonInputError(ValueError):
@@ -84,19 +82,19 @@ def _refuse_deep_nesting(text: str | bytes) -> None:
     the parser recurses into them: json's reader goes as deep as the interpreter's stack, and
     near that limit the garbage collector's finalizers fail too, printing noise on stderr.
     Text with no more than MAX_DEPTH opening brackets in all is not scanned."""
-    kind = str if isinstance(text, str) else bytes
-    data = text if kind is str else bytes(text)
-    square, curly = _OPENERS[kind]
-    if data.count(square) + data.count(curly) <= MAX_DEPTH:
+    # Bytes are read as Latin-1: brackets, quotes and backslashes are ASCII, and no byte of a
+    # UTF-8 (or UTF-16) character other than those is one of them.
+    data = text if isinstance(text, str) else bytes(text).decode("latin-1")
+    if data.count("[") + data.count("{") <= MAX_DEPTH:
         return
     depth = 0
-    for match in _TOKENS[kind].finditer(data):
+    for match in _TOKENS.finditer(data):
         token = match.group()
         if len(token) > 1:
             continue  # a string: brackets inside it are text
-        if token in ('"', b'"'):
+        if token == '"':
             return  # a string never closed: json's reader says where
-        if token in (square, curly):
+        if token in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 raise JsonInputError(f"nested deeper than {MAX_DEPTH} levels")
