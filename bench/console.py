@@ -1,4 +1,4 @@
-"""Page timings of the operator console: its run pages' server time, empty and with 100,000 runs.
+"""Page timings of the operator console: its pages' server time, empty and with 100,000 runs.
 
     .venv/bin/python bench/console.py [--databases postgresql,sqlite] [--runs-postgresql 100000]
                                       [--runs-sqlite 100000] [--backlog 10] [--tries 30] [--reuse] [--drop]
@@ -21,7 +21,8 @@ have gone, a call cut at ``--limit`` seconds): the runs list (no filter;
 status failed; the busiest definition; a host; a search by trace id; the next
 page through its "Older runs" link), the list's live rows as the open page
 polls them (unchanged: 204), a completed and a failed run's page and their
-live part. On the empty database the run pages are of one run inserted for
+live part, the definitions list, the busiest definition's page and the
+schedules list. On the empty database the run pages are of one run inserted for
 the purpose (the grown build's SQL, one row) and deleted afterwards. Each
 answer is checked (status, the nodes of the timeline). The parent prints the
 table and rewrites the "Console" section of docs/benchmarks.md (``--title``). The Redis
@@ -40,7 +41,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -186,6 +187,11 @@ def measure_main(args) -> int:
     finally:
         if made is not None:
             PipelineRun.objects.filter(pk=made).delete()
+    # Pages of every definition and every schedule, one list each (no paging).
+    for key, label, url in (("definitions", "definitions list", "/definitions/"),
+                            ("definition", f"definition page, {busiest}", f"/definitions/{quote(busiest)}/"),
+                            ("schedules", "schedules list", "/schedules/")):
+        run(key, label, url)
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 
@@ -263,7 +269,10 @@ pages are of the newest completed and the newest failed run, checked to
 show their timeline (three nodes, each that ended with its display lines);
 the live part is `/runs/<id>/live/` without a version (200, the whole part).
 On the empty database the run pages are of one completed run inserted for
-the purpose and deleted afterwards (the list was measured before).
+the purpose and deleted afterwards (the list was measured before). The
+definitions and schedules lists show every definition and every schedule on
+one page; the definition page is of the busiest definition (its nodes, its
+dry run, its newest runs).
 """
 
 
