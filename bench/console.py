@@ -324,7 +324,7 @@ def _on_signal(signum, frame):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="The console's run pages, timed on an empty and a grown database.")
+    parser = argparse.ArgumentParser(description="The console's pages, timed on an empty and a grown database.")
     parser.add_argument("--child", choices=["measure"], help=argparse.SUPPRESS)
     parser.add_argument("--label", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps import jsondata
+from apps.console import pages
 from apps.console.security import can_operate, console_page
 from apps.orchestration import rendering
 from apps.orchestration.definition_listings import schedule_words, trigger_words
@@ -34,9 +35,16 @@ def _listed(row: dict) -> dict:
 
 @console_page()
 def definitions_list(request: HttpRequest) -> HttpResponse:
-    """/definitions/: every stored definition with its schedule, triggers and last run."""
-    rows = [_listed(row) for row in pipeline_definitions_overview()]
-    return render(request, "console/definitions.html", {"section": "definitions", "definitions": rows})
+    """/definitions/: the stored definitions by name, a page at a time (``?q=`` a part of
+    the name, ``?after=`` the page's cursor), each with its schedule, triggers and last run."""
+    page = pages.name_page_read(request.GET)
+    found = [] if page.problem else pipeline_definitions_overview(
+        after=page.after, contains=page.query, limit=pages.NAME_PAGE_SIZE + 1)
+    rows = [_listed(row) for row in found[:pages.NAME_PAGE_SIZE]]
+    following, first = page.links([row["name"] for row in rows], more=len(found) > len(rows))
+    return render(request, "console/definitions.html", {
+        "section": "definitions", "definitions": rows, "page": page, "next": following, "first": first,
+    })
 
 
 def _definition_page(request: HttpRequest, name: str, *, payload_text: str = "{}", status: int = 200) -> HttpResponse:

@@ -1,11 +1,13 @@
 """What the console's pages show, read from the records: a run's node
-timeline, its links to retries, and the list of runs a search asks for.
+timeline, its links to retries, the list of runs a search asks for, and the
+pages of the lists by definition name.
 Reads only; the templates escape every value."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -16,7 +18,7 @@ from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.rendering import node_display_lines
 from apps.orchestration.runqueries import FilterError, RunFilters, pipeline_runs_page, run_filters_read
 from apps.orchestration.selectors import RUN_LIST_FIELDS, trace_id_prefix
-from apps.orchestration.validation import node_path
+from apps.orchestration.validation import DEFINITION_NAME, node_path
 from apps.secrets import scrub
 from apps.text import printable
 
@@ -24,6 +26,9 @@ from apps.text import printable
 PAGE_SIZE = 50
 # The text a search box takes: a run id or the start of a trace id.
 SEARCH_MAX = 200
+# Definitions or schedules per page of their lists: a production has thousands.
+NAME_PAGE_SIZE = 100
+NAME_FILTER_PROBLEM = "a name filter is part of a definition name: letters, digits, '-' and '_' (at most 100)"
 
 
 @dataclass
@@ -142,6 +147,35 @@ def run_search_page(search: RunSearch) -> tuple[list[dict], str | None]:
         runs = PipelineRun.objects.filter(pk=int(search.query)) | runs
     rows = list(runs.order_by("-created_at", "-pk").values(*RUN_LIST_FIELDS)[:PAGE_SIZE])
     return rows, None
+
+
+@dataclass
+class NamePage:
+    """A page of a list by definition name (definitions, schedules), as the query string asks:
+    the names holding ``query`` (any case), those after ``after``."""
+
+    query: str = ""
+    after: str | None = None
+    problem: str | None = None  # what was wrong with the query; the list is then empty
+
+    def links(self, names: list[str], more: bool) -> tuple[str | None, str | None]:
+        """The query strings of the next page (after the last of ``names``, when ``more``)
+        and of the first one (when this is not it)."""
+        keep = {"q": self.query} if self.query else {}
+        following = f"?{urlencode({**keep, 'after': names[-1]})}" if more and names else None
+        first = f"?{urlencode(keep)}" if self.after is not None else None
+        return following, first
+
+
+def name_page_read(params) -> NamePage:
+    """The name filter and page cursor of a list by definition name from a query string
+    (``params``: a QueryDict); a filter no name can hold is a problem to show, a cursor that
+    is not a name starts the list from its first page."""
+    query = (params.get("q") or "").strip()
+    if query and not DEFINITION_NAME.fullmatch(query):
+        return NamePage(problem=NAME_FILTER_PROBLEM)
+    after = params.get("after")
+    return NamePage(query, after if after and DEFINITION_NAME.fullmatch(after) else None)
 
 
 def definition_options(*, names: list[str], chosen: str) -> SafeString:

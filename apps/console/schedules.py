@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.console import pages
 from apps.console.security import can_operate, console_page
 from apps.orchestration.launchrequest import LaunchError
 from apps.orchestration.models import PipelineDefinition
@@ -20,12 +21,19 @@ from apps.orchestration.selectors import pipeline_schedules_list
 
 @console_page()
 def schedules_list(request: HttpRequest) -> HttpResponse:
-    """/schedules/: each schedule, paused or active, next due and last run."""
-    listings = pipeline_schedules_list()
-    paused = set(PipelineDefinition.objects.filter(schedule_paused=True).values_list("name", flat=True))
+    """/schedules/: the schedules by definition name, a page at a time (``?q=``, ``?after=``
+    as the definitions list), each paused or active, with its next due time and last run."""
+    page = pages.name_page_read(request.GET)
+    found = [] if page.problem else pipeline_schedules_list(
+        after=page.after, contains=page.query, limit=pages.NAME_PAGE_SIZE + 1)
+    listings = found[:pages.NAME_PAGE_SIZE]
+    names = [item.definition for item in listings]
+    paused = set(PipelineDefinition.objects.filter(name__in=names, schedule_paused=True).values_list("name", flat=True))
     rows = [{"item": item, "paused": item.definition in paused or not item.enabled} for item in listings]
+    following, first = page.links(names, more=len(found) > len(listings))
     return render(request, "console/schedules.html", {
         "section": "schedules", "schedules": rows, "can_operate": can_operate(request),
+        "page": page, "next": following, "first": first,
     })
 
 

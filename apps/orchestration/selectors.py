@@ -63,19 +63,29 @@ def pipeline_definition_names() -> list[str]:
     return list(PipelineDefinition.objects.order_by("name").values_list("name", flat=True))
 
 
-def pipeline_definitions_overview(*, name: str | None = None) -> list[dict]:
+def pipeline_definitions_overview(
+    *, name: str | None = None, after: str | None = None, contains: str | None = None, limit: int | None = None
+) -> list[dict]:
     """Every stored definition by name (only ``name``'s, when given), as dicts of
     name, description, is_active, schedule_paused, ``schedule`` and ``triggers``
     (those parts of its config), ``nodes`` (its node list) and ``last_run``
     (run_id, status, created_at, of its newest run of any trigger; None when it
-    never ran). Two queries: the newest run of each definition is one probe of
-    the (definition_name, created_at, id) index. Reads only."""
+    never ran). A page of them: those named after ``after``, whose name holds
+    ``contains`` (any case), the first ``limit``. Two queries: the newest run of
+    each definition is one probe of the (definition_name, created_at, id) index.
+    Reads only."""
     newest = PipelineRun.objects.filter(definition_name=OuterRef("name")).order_by("-created_at", "-pk")
     definitions = PipelineDefinition.objects.order_by("name")
     if name is not None:
         if not DEFINITION_NAME.fullmatch(name):
             return []  # a name no definition can have is not looked up (PostgreSQL refuses a NUL in text)
         definitions = definitions.filter(name=name)
+    if after is not None:
+        definitions = definitions.filter(name__gt=after)
+    if contains:
+        definitions = definitions.filter(name__icontains=contains)
+    if limit is not None:
+        definitions = definitions[:limit]
     rows = [
         dict(row) for row in definitions.annotate(last_run_id=Subquery(newest.values("pk")[:1])).values(
             "name", "description", "is_active", "schedule_paused", "last_run_id",
@@ -209,13 +219,18 @@ class ScheduleListing:
     next_due_at: datetime | None  # None when disabled
 
 
-def pipeline_schedules_list(*, now: datetime | None = None, definition: str | None = None) -> list[ScheduleListing]:
+def pipeline_schedules_list(
+    *, now: datetime | None = None, definition: str | None = None, after: str | None = None,
+    contains: str | None = None, limit: int | None = None,
+) -> list[ScheduleListing]:
     """Every pipeline schedule in django-celery-beat's table (PeriodicTasks of
     the task ``orchestration.run_scheduled`` named ``pipeline:<definition>``),
     by name, enabled or not, each with its definition's newest run launched by
     a schedule and, when enabled, when beat will next send it as of ``now``
     (default: the current time) — computed by the schedule objects beat uses.
-    Only the schedule of the definition ``definition``, when given. Reads only."""
+    Only the schedule of the definition ``definition``, when given; a page of
+    them with ``after`` (definitions named after it), ``contains`` (a part of
+    the definition's name, any case) and ``limit``. Reads only."""
     now = now or timezone.now()
     newest = PipelineRun.objects.filter(
         definition_name=OuterRef("definition_name"), trigger=PipelineRun.Trigger.SCHEDULE
@@ -225,9 +240,13 @@ def pipeline_schedules_list(*, now: datetime | None = None, definition: str | No
     periodic = PeriodicTask.objects.filter(task=RUN_SCHEDULED_TASK, name__startswith=TASK_PREFIX)
     if definition is not None:
         periodic = periodic.filter(name=f"{TASK_PREFIX}{definition}")
-    tasks = list(
+    if after is not None:
+        periodic = periodic.filter(name__gt=f"{TASK_PREFIX}{after}")
+    periodic = periodic.annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
+    if contains:
+        periodic = periodic.filter(definition_name__icontains=contains)  # not the prefix: "line" is in every name
+    chosen_tasks = (
         periodic
-        .annotate(definition_name=Substr("name", len(TASK_PREFIX) + 1))
         .annotate(last_run_id=Subquery(newest.values("pk")[:1]))
         .order_by("name")
         .values(
@@ -235,6 +254,7 @@ def pipeline_schedules_list(*, now: datetime | None = None, definition: str | No
             *SCHEDULE_KINDS,
         )
     )
+    tasks = list(chosen_tasks if limit is None else chosen_tasks[:limit])
     last_runs = {
         row["id"]: row
         for row in PipelineRun.objects.filter(pk__in=[t["last_run_id"] for t in tasks if t["last_run_id"]]).values(

@@ -242,3 +242,61 @@ def test_hostile_names_and_searches_are_refused_in_words_and_change_nothing(oper
     refused = client.post("/definitions/a%00b/run/", {"payload": "{}"})
     assert refused.status_code == 404 and PipelineRun.objects.count() == 0
     assert not PipelineDefinition.objects.get(name="hourly").schedule_paused
+
+
+def _walk(client: Client, path: str, row: str) -> tuple[list[str], list[str]]:
+    """Every page of a list by name from ``path`` through its "Next page" links: the names each
+    row pattern ``row`` finds, and the query strings followed."""
+    names, followed = [], []
+    url = path
+    for _ in range(10):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        html = page.content.decode()
+        names += re.findall(row, html)
+        following = re.search(r'id="next" href="([^"]+)"', html)
+        if not following:
+            return names, followed
+        query = following[1].replace("&amp;", "&")
+        followed.append(query)
+        url = path.split("?")[0] + query
+        assert 'id="first" href="' in client.get(url).content.decode()
+    raise AssertionError("more pages than the rows make")
+
+
+def test_definitions_and_schedules_are_listed_a_page_at_a_time_and_filtered_by_name(operator):
+    from apps.console.pages import NAME_PAGE_SIZE
+    from apps.orchestration.schedules import schedule_sync
+
+    assert NAME_PAGE_SIZE == 100  # the pages below: watch-000..099, 100..199, 200..204
+    names = [f"watch-{i:03d}" for i in range(205)]
+    for name in names:
+        schedule_sync(definition=PipelineDefinition.objects.create(name=name, config=SCHEDULED))
+    PipelineDefinition.objects.create(name="unscheduled", config={**SCHEDULED, "schedule": None})
+
+    listed, followed = _walk(operator, "/definitions/", r'<tr class="definition[^"]*" data-name="([^"]+)"')
+    assert listed == ["unscheduled", *names] and len(followed) == 2
+    assert followed[0] == f"?after=watch-{NAME_PAGE_SIZE - 2:03d}"
+    scheduled, _ = _walk(operator, "/schedules/", r'<tr class="schedule" data-definition="([^"]+)"')
+    assert scheduled == names
+    assert b'id="first"' not in operator.get("/schedules/").content
+
+    # A part of the name, in any case; the filter is kept on the next page's link.
+    listed, followed = _walk(operator, "/definitions/?q=WATCH", r'data-name="([^"]+)"')
+    assert listed == names and followed == ["?q=WATCH&after=watch-099", "?q=WATCH&after=watch-199"]
+    # A page exactly full has no next page.
+    listed, followed = _walk(operator, "/definitions/?q=watch-1", r'data-name="([^"]+)"')
+    assert listed == names[100:200] and followed == []
+    scheduled, _ = _walk(operator, "/schedules/?q=-00", r'data-definition="([^"]+)"')
+    assert scheduled == names[:10]
+    # "pipeline" is in the name of every schedule's task, in no definition's name.
+    assert b"No schedules match." in operator.get("/schedules/?q=pipeline").content
+
+    # A filter no name can hold is said in words; a cursor that is no name starts at the first page.
+    for path in ("/definitions/", "/schedules/"):
+        for bad in ("%00", "a%20b", "%3Cscript%3E", "x" * 101):
+            page = operator.get(f"{path}?q={bad}")
+            assert page.status_code == 200 and b'id="filter-problem"' in page.content, (path, bad)
+            assert b"match." in page.content
+        first = operator.get(f"{path}?after=%00").content.decode()
+        assert 'data-name="watch-000"' in first or 'data-definition="watch-000"' in first
