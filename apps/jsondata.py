@@ -82,9 +82,14 @@ def _refuse_deep_nesting(text: str | bytes) -> None:
     the parser recurses into them: json's reader goes as deep as the interpreter's stack, and
     near that limit the garbage collector's finalizers fail too, printing noise on stderr.
     Text with no more than MAX_DEPTH opening brackets in all is not scanned."""
-    # Bytes are read as Latin-1: brackets, quotes and backslashes are ASCII, and no byte of a
-    # UTF-8 (or UTF-16) character other than those is one of them.
-    data = text if isinstance(text, str) else bytes(text).decode("latin-1")
+    if isinstance(text, str):
+        data = text
+    else:
+        raw = bytes(text)
+        try:
+            data = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json's reader decodes them
+        except UnicodeDecodeError:
+            return  # the reader refuses these bytes itself
     if data.count("[") + data.count("{") <= MAX_DEPTH:
         return
     depth = 0

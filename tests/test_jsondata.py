@@ -34,3 +34,11 @@ def test_many_brackets_side_by_side_are_not_deep():
 def test_a_string_never_closed_is_reported_by_the_reader_whatever_brackets_follow_it():
     with pytest.raises(JsonInputError, match=r"^Unterminated string starting at: line 1 column 2"):
         loads('["' + "[" * (MAX_DEPTH * 2))
+
+
+def test_bytes_are_read_in_the_encoding_json_detects():
+    # In UTF-16 a character's bytes can be a bracket's ("ś" is 5B 01): they are not counted.
+    text = '{"a": "' + "ś" * (MAX_DEPTH * 2) + '"}'
+    assert loads(text.encode("utf-16")) == {"a": "ś" * (MAX_DEPTH * 2)}
+    with pytest.raises(JsonInputError, match=f"^nested deeper than {MAX_DEPTH} levels$"):
+        loads(nested(MAX_DEPTH + 1).encode("utf-16-le"))
