@@ -161,7 +161,7 @@ def test_a_broker_that_is_down_still_answers_202_with_the_run_stored_queued(base
 STORM_POSTS = 300
 STORM_THREADS = 16
 # A minute's budget far below the storm: however slowly a loaded machine answers, the storm ends
-# within the minute (asserted), so exactly this many posts are accepted and the rest refused.
+# within the minute (asserted), so the budget is used up and the rest of the posts are refused.
 STORM_LIMIT = 100
 
 
