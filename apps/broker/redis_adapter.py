@@ -47,6 +47,15 @@ class Channel(kombu_redis.Channel):
 
     # kombu's private _create_client is missing from its stubs, hence the two ignores.
     def _create_client(self, asynchronous=False):
+        if self.connection.client is None:
+            # The transport was closed under this channel (a broker that went away), and kombu
+            # asks for a client to hand unacknowledged messages back while it closes the channel.
+            # Its pool would fail on the missing connection with an AttributeError, which nothing
+            # catches and which stopped the worker; a connection error is what the close ignores,
+            # and the consumer reconnects. The messages stay in kombu's unacked set, which the
+            # transport restores after its visibility timeout; the recovery sweep sends their
+            # runs again sooner (a run is claimed once, whichever message arrives first).
+            raise redis.exceptions.ConnectionError("the connection to the broker is closed")
         if asynchronous:  # the polling connection's client: kombu keeps it already
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
         client = self._shared_client

@@ -2,8 +2,12 @@
 an internal of theirs: an upgrade that changes one fails here, by name,
 before it can fail in a worker."""
 import inspect
+import shutil
+import tempfile
+from pathlib import Path
 
 import kombu
+import pytest
 import redis
 from kombu import connection as kombu_connection
 from kombu.transport import redis as kombu_redis
@@ -47,3 +51,30 @@ def test_client_for_knows_the_broker_urls():
     socket_client = redis_adapter.client_for("redis+socket:///tmp/x/redis.sock?virtual_host=0")
     assert socket_client.connection_pool.connection_kwargs["path"] == "/tmp/x/redis.sock"
     assert redis_adapter.client_db(redis_adapter.client_for("redis://127.0.0.1:6379/7")) == 7
+
+
+def test_a_channel_closed_after_its_transport_gives_back_nothing_and_raises_nothing_a_worker_would_die_of():
+    """A worker whose broker went away closes its connection; when kombu closes a channel whose
+    transport was already closed, with a message delivered and not acknowledged, the adapter says
+    the broker is unreachable (which the close ignores, and the consumer reconnects) instead of
+    kombu's pool failing with an AttributeError, which stopped the worker."""
+    from apps.broker.embedded import EmbeddedBroker
+
+    folder = tempfile.mkdtemp(prefix="eb", dir="/tmp")  # a short socket path
+    broker = EmbeddedBroker(Path(folder))
+    broker.ensure_running()
+    try:
+        connection = redis_adapter.Connection(broker.url)
+        queue = kombu.Queue("held", routing_key="held")
+        with connection.Producer() as producer:
+            producer.publish({"n": 1}, routing_key="held", declare=[queue])
+        channel = connection.default_channel
+        assert channel.basic_get("held", no_ack=False) is not None  # delivered, not acknowledged
+        broker.stop()
+        channel.connection.client = None  # as kombu's Connection leaves a transport it closed
+        with pytest.raises(redis.exceptions.ConnectionError, match="the connection to the broker is closed"):
+            channel._create_client()
+        connection.close()  # kombu's close ignores the connection error: nothing escapes
+    finally:
+        broker.stop()
+        shutil.rmtree(folder, ignore_errors=True)
