@@ -15,7 +15,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from apps.broker.names import RUN_SCHEDULED_TASK
-from apps.orchestration.models import PipelineDefinition, PipelineRun, RunLogLine
+from apps.orchestration.models import PipelineDefinition, PipelineRun, RunLogLine, StageExecution
 from apps.orchestration.schedules import TASK_PREFIX
 from apps.orchestration.validation import DEFINITION_NAME
 
@@ -116,6 +116,13 @@ def pipeline_run_get(*, run_id: int) -> PipelineRun | None:
     if not 0 < run_id <= RUN_ID_MAX:
         return None
     return PipelineRun.objects.filter(pk=run_id).first()
+
+
+def node_attempt_latest(*, run_id: int, node_id: str) -> int | None:
+    """The attempt of node ``node_id``'s newest stage row in run ``run_id`` (None before its
+    first): one read along the (run, node_id, attempt) unique index. Reads only."""
+    return (StageExecution.objects.filter(run_id=run_id, node_id=node_id)
+            .order_by("-attempt").values_list("attempt", flat=True).first())
 
 
 def run_log_lines_list(*, run_id: int, after_seq: int = 0, limit: int | None = None) -> list[RunLogLine]:

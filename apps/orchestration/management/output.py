@@ -16,7 +16,7 @@ from apps.orchestration.exit_codes import (
 )
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.rendering import run_json
-from apps.orchestration.selectors import run_log_lines_list
+from apps.orchestration.selectors import node_attempt_latest, run_log_lines_list
 from apps.secrets import scrub
 from apps.text import printable
 
@@ -76,9 +76,10 @@ class RunProgress:
             node_type = next(
                 (n.get("type") for n in run.config_snapshot.get("nodes") or [] if n.get("id") == run.current_node), None
             )
-            self._once(("start", run.current_node), rendering.render_progress(
-                {"phase": "start", "node": run.current_node, "type": node_type}
-            ))
+            # Its attempt is in its newest stage row (one read, only while catching up on a running
+            # node), so the line reads as the live event's would, and the event is not shown again.
+            attempt = node_attempt_latest(run_id=run.pk, node_id=run.current_node)
+            self.event({"phase": "start", "node": run.current_node, "type": node_type, "attempt": attempt})
 
     def cancel_requested(self, *, stop_node: bool = False) -> None:
         self._once(("cancel", stop_node), rendering.render_progress({"phase": "cancel", "stop_node": stop_node}))
