@@ -17,7 +17,10 @@ once to publish one. Building one costs about 50 µs (redis-py fills in a
 table of some 170 response callbacks each time), a visible part of what a
 worker and a launcher spend per run. A ``redis.Redis`` holds no connection
 of its own, only its pool, and is safe to share between threads, so this
-channel keeps the one it built for as long as its pool lives.
+channel keeps the one it built for as long as its pool lives. Asked for a
+client after its transport was closed (a worker closing the connection to a
+broker that went away), it raises a connection error where kombu would fail
+with an AttributeError that stopped the worker.
 
 Everything else is kombu's. The app (apps/broker/app.py) makes its
 connections through ``AMQP.Connection``, which takes this transport where
