@@ -8,6 +8,7 @@ import logging
 import logging.config
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -137,6 +138,9 @@ def checkout_broker_stopped_at_the_end():
 # Rows migrate writes (post_migrate) and no test changes: the flush after a transactional test keeps
 # them, and post_migrate then finds nothing to add instead of writing about 150 rows again.
 FLUSH_KEEPS = frozenset({"django_content_type", "auth_permission"})
+# A flush a late writer made fail (see flush_deletes_rows) is tried this many times in all.
+FLUSH_TRIES = 5
+FLUSH_RETRY_WAIT = 0.5
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -150,11 +154,12 @@ def flush_deletes_rows():
     keys, all deferred, are checked when the flush commits. A flush that resets sequences or
     cascades (available_apps, unused here) is left to Django.
 
-    On PostgreSQL the flush first locks every table it empties, as TRUNCATE would: a worker still
-    finishing a run the test left going (a module's shared worker) then waits for the flush to
-    commit instead of adding a row that points at one the flush deleted, which failed the flush
-    and left the rows for the next test."""
-    from django.db import connection
+    A worker may still be finishing a run the test left going (a module's shared worker). A row
+    it adds pointing at one the flush deleted fails the flush at commit, and the rows would be
+    left for the next test: a flush that fails on a database error is tried again, up to
+    FLUSH_TRIES times, after a short wait for the writer to be done. (Locking the tables first,
+    as TRUNCATE does, deadlocked with such a writer instead.)"""
+    from django.db import DatabaseError, connection
 
     ops_class = type(connection.ops)
     django_sql_flush = ops_class.sql_flush
@@ -164,14 +169,22 @@ def flush_deletes_rows():
         if reset_sequences or allow_cascade:
             return django_sql_flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
         delete_from = f"{style.SQL_KEYWORD('DELETE')} {style.SQL_KEYWORD('FROM')}"
-        statements = [f"{delete_from} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
-        if tables and self.connection.vendor == "postgresql":
-            names = ", ".join(self.quote_name(table) for table in tables)
-            statements.insert(0, f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE;")
-        return statements
+        return [f"{delete_from} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+
+    django_execute_sql_flush = ops_class.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for tries_left in range(FLUSH_TRIES - 1, -1, -1):
+            try:
+                return django_execute_sql_flush(self, sql_list)
+            except DatabaseError:
+                if not tries_left:
+                    raise
+                time.sleep(FLUSH_RETRY_WAIT)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ops_class, "sql_flush", sql_flush)
+        patch.setattr(ops_class, "execute_sql_flush", execute_sql_flush)
         yield
 
 
