@@ -61,7 +61,8 @@ running() {
     [ -f "$1" ] || return 1
     pid=$(cat "$1")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    args=$(ps -p "$pid" -o args= 2>/dev/null)
+    # -ww: the whole command line, whatever COLUMNS says (ps cuts it to that width otherwise).
+    args=$(ps -ww -p "$pid" -o args= 2>/dev/null)
     case "$2:$args" in
         web:*gunicorn*config.wsgi*) return 0 ;;
         web:*) return 1 ;;

@@ -82,8 +82,10 @@ def worker_sh(subprocess_env, tmp_path):
     state = tmp_path / "state"
     port = free_port()
     # One gunicorn worker process with two threads: what the tests ask of it, at the least cost.
+    # COLUMNS as narrow as a terminal can be: the script must know its processes by their whole
+    # command line, however deep the checkout (ps cuts its columns to COLUMNS, which pytest-xdist sets).
     env = {**subprocess_env, "CELERY_BROKER_URL": "", "EMBEDDED_BROKER_DIR": str(broker_dir),
-           "WORKER_STATE_DIR": str(state), "LOG_FORMAT": "text",
+           "WORKER_STATE_DIR": str(state), "LOG_FORMAT": "text", "COLUMNS": "20",
            "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2"}
     script = WorkerScript(env, state, f"http://127.0.0.1:{port}/")
     try:
