@@ -48,14 +48,23 @@ def pipeline_definition_get(*, name: str) -> PipelineDefinition | None:
     return PipelineDefinition.objects.filter(name=name).first()
 
 
-def pipeline_definitions_list() -> list[dict]:
+def pipeline_definitions_list(
+    *, after: str | None = None, contains: str | None = None, limit: int | None = None
+) -> list[dict]:
     """Every stored definition by name, as dicts of name, description, is_active, updated_at and
-    the two parts of its config a listing shows (``schedule``, ``triggers``); never the whole config."""
-    rows = PipelineDefinition.objects.order_by("name").values(
+    the two parts of its config a listing shows (``schedule``, ``triggers``); never the whole config.
+    A page of them: those named after ``after``, whose name holds ``contains`` (any case), the
+    first ``limit``. One query, along the unique index of names."""
+    definitions = PipelineDefinition.objects.order_by("name")
+    if after is not None:
+        definitions = definitions.filter(name__gt=after)
+    if contains:
+        definitions = definitions.filter(name__icontains=contains)
+    rows = definitions.values(
         "name", "description", "is_active", "updated_at",
         schedule=KeyTransform("schedule", "config"), triggers=KeyTransform("triggers", "config"),
     )
-    return [dict(row) for row in rows]
+    return [dict(row) for row in (rows if limit is None else rows[:limit])]
 
 
 def pipeline_definition_names() -> list[str]:

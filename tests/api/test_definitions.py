@@ -53,7 +53,7 @@ def test_definitions_are_listed_by_name_with_schedule_and_triggers(api_client, d
 
 
 def test_no_definitions_is_an_empty_list(api_client):
-    assert api_client("runs:read").get("/api/v1/definitions").json() == {"definitions": []}
+    assert api_client("runs:read").get("/api/v1/definitions").json() == {"definitions": [], "next_cursor": None}
 
 
 def test_one_definition_has_its_whole_config(api_client, definitions):
@@ -103,4 +103,51 @@ def test_schedules_are_what_list_schedules_json_prints(api_client):
 
 
 def test_no_schedules_is_an_empty_list(api_client):
-    assert api_client("runs:read").get("/api/v1/schedules").json() == {"schedules": []}
+    assert api_client("runs:read").get("/api/v1/schedules").json() == {"schedules": [], "next_cursor": None}
+
+
+def walk(client, path: str, key: str, **params) -> list[list[str]]:
+    """Every page of the list at ``path`` by following next_cursor: the names on each page."""
+    pages, cursor = [], None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor is not None else {})}
+        response = client.get(path, query)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        pages.append([item[key] for item in body[path.rsplit("/", 1)[1]]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert cursor == pages[-1][-1]  # the last name of the page
+
+
+def test_definitions_and_schedules_come_a_page_at_a_time_by_name(api_client):
+    names = [f"host-{number:02d}" for number in range(7)] + ["Disk-Full", "disk_slow"]
+    for name in names:
+        scheduled(name, {"every": 60})
+    client = api_client("runs:read")
+    ordered = sorted(names)
+    for path, key in (("/api/v1/definitions", "name"), ("/api/v1/schedules", "definition")):
+        assert walk(client, path, key, limit=3) == [ordered[0:3], ordered[3:6], ordered[6:9]]  # full: no empty page
+        assert walk(client, path, key, limit=4) == [ordered[0:4], ordered[4:8], ordered[8:9]]
+        assert walk(client, path, key) == [ordered]  # 100 by default
+        # The filter holds across pages, in any case.
+        assert walk(client, path, key, q="DISK", limit=1) == [["Disk-Full"], ["disk_slow"]]
+        assert walk(client, path, key, q="nothing-like-it") == [[]]
+        # A cursor is a name: entries added before it do not shift the pages after it.
+        assert walk(client, path, key, cursor="host-04", limit=2) == [["host-05", "host-06"]]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/definitions", "/api/v1/schedules"])
+@pytest.mark.parametrize(("query", "message"), [
+    ({"limit": 0}, "limit must be from 1 to 1000"),
+    ({"limit": 1001}, "limit must be from 1 to 1000"),
+    ({"q": "disk full"}, "q must be part of a definition name: letters, digits, '-' and '_' (at most 100)"),
+    ({"q": "x" * 101}, "q must be part of a definition name: letters, digits, '-' and '_' (at most 100)"),
+    ({"cursor": "pipeline:disk"}, "cursor is not one this listing gave (use next_cursor as it was returned)"),
+    ({"cursor": "a\x00b"}, "cursor is not one this listing gave (use next_cursor as it was returned)"),
+])
+def test_a_page_no_list_by_name_can_give_is_refused_with_the_reason(api_client, definitions, path, query, message):
+    response = api_client("runs:read").get(path, query)
+    assert response.status_code == 400
+    assert response.json() == {"error": message, "errors": [message]}

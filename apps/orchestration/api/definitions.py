@@ -1,7 +1,6 @@
 """/api/v1/definitions: the stored pipeline definitions (scope runs:read)."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.http import HttpRequest
@@ -10,15 +9,13 @@ from ninja import Router, Schema
 from apps.api.auth import ApiKeyAuth
 from apps.api.errors import ApiError
 from apps.api.schemas import AUTH_ERRORS, NOT_FOUND
+from apps.orchestration.api.namepages import NAME_LIST_DEFAULT, name_page, name_page_query
 from apps.orchestration.rendering import iso
 from apps.orchestration.schedules import schedule_describe
 from apps.orchestration.selectors import pipeline_definition_get, pipeline_definitions_list
+from apps.orchestration.validation import DEFINITION_NAME
 
 router = Router(tags=["definitions"], auth=ApiKeyAuth("runs:read"))
-
-# A definition's name is a slug of at most 100 characters (PipelineDefinition.name).
-_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
-
 
 class TriggerOut(Schema):
     """One entry of a definition's ``triggers``, summarised."""
@@ -47,6 +44,7 @@ class DefinitionDetailOut(DefinitionOut):
 
 class DefinitionListOut(Schema):
     definitions: list[DefinitionOut]
+    next_cursor: str | None
 
 
 def _schedule_text(schedule: object) -> str | None:
@@ -88,16 +86,23 @@ def _summary(row: dict) -> dict:
 
 
 @router.get("", response={200: DefinitionListOut, **AUTH_ERRORS}, summary="List definitions")
-def definitions_list(request: HttpRequest) -> dict:
-    """Every stored definition by name: description, whether it is enabled, its schedule in
-    words and a summary of its triggers. Scope: runs:read."""
-    return {"definitions": [_summary(row) for row in pipeline_definitions_list()]}
+def definitions_list(
+    request: HttpRequest, q: str | None = None, limit: int = NAME_LIST_DEFAULT, cursor: str | None = None
+) -> dict:
+    """The stored definitions by name: description, whether it is enabled, its schedule in
+    words and a summary of its triggers; at most ``limit`` (default 100, at most 1,000) a page,
+    only those whose name holds ``q`` (any case) when given. ``next_cursor``, passed back as
+    ``cursor`` with the same ``q``, gives the next page (null after the last). Scope: runs:read."""
+    query = name_page_query(q=q, cursor=cursor, limit=limit)
+    rows = pipeline_definitions_list(after=query.after, contains=query.contains, limit=query.limit + 1)
+    page, next_cursor = name_page(rows, query, lambda row: row["name"])
+    return {"definitions": [_summary(row) for row in page], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response={200: DefinitionDetailOut, **AUTH_ERRORS, **NOT_FOUND}, summary="Show a definition")
 def definition_get(request: HttpRequest, name: str) -> dict:
     """One definition with its whole config; 404 when no definition has that name. Scope: runs:read."""
-    definition = pipeline_definition_get(name=name) if _NAME.fullmatch(name) else None
+    definition = pipeline_definition_get(name=name) if DEFINITION_NAME.fullmatch(name) else None
     if definition is None:
         raise ApiError(404, "No pipeline definition has that name")
     config = definition.config if isinstance(definition.config, dict) else {}

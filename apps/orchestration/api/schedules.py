@@ -7,6 +7,7 @@ from ninja import Router, Schema
 
 from apps.api.auth import ApiKeyAuth
 from apps.api.schemas import AUTH_ERRORS
+from apps.orchestration.api.namepages import NAME_LIST_DEFAULT, name_page, name_page_query
 from apps.orchestration.listings import schedule_listing_dict
 from apps.orchestration.selectors import pipeline_schedules_list
 
@@ -37,11 +38,21 @@ class ScheduleOut(Schema):
 
 class ScheduleListOut(Schema):
     schedules: list[ScheduleOut]
+    next_cursor: str | None
 
 
 @router.get("", response={200: ScheduleListOut, **AUTH_ERRORS}, summary="List schedules")
-def schedules_list(request: HttpRequest) -> dict:
-    """Every pipeline schedule in beat's table, enabled or not, with the last scheduled run and
-    when the next one is due (ISO 8601, UTC). Scope: runs:read."""
-    listings = pipeline_schedules_list(now=timezone.now())
-    return {"schedules": [schedule_listing_dict(item) for item in listings]}
+def schedules_list(
+    request: HttpRequest, q: str | None = None, limit: int = NAME_LIST_DEFAULT, cursor: str | None = None
+) -> dict:
+    """The pipeline schedules in beat's table by definition name, enabled or not, with the last
+    scheduled run and when the next one is due (ISO 8601, UTC); at most ``limit`` (default 100,
+    at most 1,000) a page, only those whose definition name holds ``q`` (any case) when given.
+    ``next_cursor``, passed back as ``cursor`` with the same ``q``, gives the next page (null
+    after the last). Scope: runs:read."""
+    query = name_page_query(q=q, cursor=cursor, limit=limit)
+    listings = pipeline_schedules_list(
+        now=timezone.now(), after=query.after, contains=query.contains, limit=query.limit + 1
+    )
+    page, next_cursor = name_page(listings, query, lambda item: item.definition)
+    return {"schedules": [schedule_listing_dict(item) for item in page], "next_cursor": next_cursor}
