@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
-
 from apps.orchestration.interrupt import INTERRUPTED_ERROR
 from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun, StageExecution
 from apps.orchestration.rendering import node_display_lines
 from apps.orchestration.runqueries import FilterError, RunFilters, pipeline_runs_page, run_filters_read
-from apps.orchestration.selectors import RUN_LIST_FIELDS, trace_id_prefix
+from apps.orchestration.selectors import RUN_LIST_FIELDS, pipeline_definition_names, trace_id_prefix
 from apps.orchestration.validation import DEFINITION_NAME, node_path
 from apps.secrets import scrub
 from apps.text import printable
@@ -28,6 +25,8 @@ PAGE_SIZE = 50
 SEARCH_MAX = 200
 # Definitions or schedules per page of their lists: a production has thousands.
 NAME_PAGE_SIZE = 100
+# The definition names the run list's filter suggests as one types.
+DEFINITION_CHOICES = 20
 NAME_FILTER_PROBLEM = "a name filter is part of a definition name: letters, digits, '-' and '_' (at most 100)"
 
 
@@ -178,15 +177,13 @@ def name_page_read(params) -> NamePage:
     return NamePage(query, after if after and DEFINITION_NAME.fullmatch(after) else None)
 
 
-def definition_options(*, names: list[str], chosen: str) -> SafeString:
-    """The run list's definition filter choices as ``<option>`` elements, one
-    per name in ``names`` (``chosen`` selected), every name escaped."""
-    # Joined here rather than by a template loop: with a production's thousands of definitions
-    # the loop alone took tens of milliseconds of every list page, this a few.
-    return mark_safe("".join(  # every name is escaped just below
-        f'<option value="{text}"{" selected" if name == chosen else ""}>{text}</option>'
-        for name in names for text in (escape(name),)
-    ))
+def definition_choices(typed: str) -> list[str]:
+    """The run list's definition filter suggestions for the text ``typed`` so far: the first
+    DEFINITION_CHOICES definition names holding it (any case); none for a text no name can hold."""
+    typed = typed.strip()
+    if typed and not DEFINITION_NAME.fullmatch(typed):
+        return []
+    return pipeline_definition_names(contains=typed, limit=DEFINITION_CHOICES)
 
 
 def pretty(value) -> str:

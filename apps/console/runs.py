@@ -20,7 +20,7 @@ from apps.orchestration.listings import format_duration
 from apps.orchestration.models import PipelineRun
 from apps.orchestration.run_actions import pipeline_run_cancel, pipeline_run_retry
 from apps.orchestration.runqueries import FilterError
-from apps.orchestration.selectors import pipeline_definition_names, pipeline_run_get, run_log_lines_list
+from apps.orchestration.selectors import pipeline_run_get, run_log_lines_list
 
 
 def _version(html: str) -> str:
@@ -83,9 +83,16 @@ def runs_list(request: HttpRequest) -> HttpResponse:
         "problem": search.problem,
         "statuses": PipelineRun.Status.choices,
         "triggers": PipelineRun.Trigger.choices,
-        "definition_options": pages.definition_options(
-            names=pipeline_definition_names(), chosen=request.GET.get("definition", "")),
         "chosen": {key: request.GET.get(key, "") for key in ("status", "definition", "trigger", "since", "host", "q")},
+    })
+
+
+@console_page()
+def run_definition_names(request: HttpRequest) -> HttpResponse:
+    """The definition names the run list's filter suggests for what was typed in it
+    (``?definition=``): a datalist's options, fetched as one types."""
+    return render(request, "console/definition_choices.html", {
+        "names": pages.definition_choices(request.GET.get("definition", "")),
     })
 
 

@@ -24,6 +24,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", runs.runs_list, name="runs"),
     path("runs/rows/", runs.run_rows, name="run_rows"),
+    path("runs/definitions/", runs.run_definition_names, name="run_definition_names"),
     path("runs/<int:run_id>/", runs.run_detail, name="run"),
     path("runs/<int:run_id>/live/", runs.run_live, name="run_live"),
     path("runs/<int:run_id>/logs/", runs.run_logs, name="run_logs"),

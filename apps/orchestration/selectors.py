@@ -67,9 +67,14 @@ def pipeline_definitions_list(
     return [dict(row) for row in (rows if limit is None else rows[:limit])]
 
 
-def pipeline_definition_names() -> list[str]:
-    """The name of every stored definition, in order: one column of one query (a filter's choices)."""
-    return list(PipelineDefinition.objects.order_by("name").values_list("name", flat=True))
+def pipeline_definition_names(*, contains: str | None = None, limit: int | None = None) -> list[str]:
+    """The names of the stored definitions, in order (only those holding ``contains``, any case;
+    the first ``limit``): one column of one query (a filter's choices)."""
+    names = PipelineDefinition.objects.order_by("name")
+    if contains:
+        names = names.filter(name__icontains=contains)
+    found = names.values_list("name", flat=True)
+    return list(found if limit is None else found[:limit])
 
 
 def pipeline_definitions_overview(

@@ -177,6 +177,38 @@ def test_statuses_are_told_apart_by_colour_as_well_as_by_word(browser, shot, ope
     assert len(set(colours.values())) == len(colours), f"statuses share a colour: {colours}"
 
 
+def test_the_definition_filter_suggests_names_as_one_types_and_filters_the_list(browser, shot, operator):
+    from tests.support import make_run
+
+    runs = {name: make_run(name=name) for name in ("disk-full", "disk-slow", "memory")}
+    PipelineDefinition.objects.create(name="Disk-Quota", config={})
+    login(browser, operator)
+    go(browser, "/runs/")
+    field = browser.find_element(By.CSS_SELECTOR, "form#filters input[name=definition]")
+    field.send_keys("DISK")
+
+    seen: list[list[str]] = [[]]
+
+    def suggested():
+        seen[0] = browser.execute_script(
+            "return Array.from(document.querySelectorAll('datalist#definition-names option'), o => o.value);")
+        return seen[0] == ["Disk-Quota", "disk-full", "disk-slow"]
+
+    try:
+        wait_for(suggested, interval=0.1, what="the names holding DISK suggested")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the page suggests {seen[0]}") from None
+    shot("definition-suggestions")
+    field.clear()
+    field.send_keys("disk-slow")
+    click(browser, "button#apply")
+    wait_path(browser, r"/runs/\?.*\bdefinition=disk-slow\b.*")
+    assert browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.run'), r => r.dataset.runId);"
+    ) == [str(runs["disk-slow"].pk)]
+    assert browser.find_element(By.CSS_SELECTOR, "form#filters input[name=definition]").get_attribute("value") == "disk-slow"
+
+
 def test_a_run_is_watched_from_the_list_to_its_end_without_a_reload(browser, shot, operator, cli, worker, gate):
     # Held at the gate first (so the test sees it queued or running however slow the machine),
     # then a node of 4 s, then a last one.

@@ -58,7 +58,7 @@ PAGES = ["/runs/", "/definitions/", "/schedules/"]
 def test_an_anonymous_visitor_is_sent_to_the_login_page_from_every_page_and_action():
     run = make_run()
     client = Client(HTTP_HOST="127.0.0.1")
-    for url in [*PAGES, f"/runs/{run.pk}/", f"/runs/{run.pk}/live/", "/runs/rows/", "/definitions/p/"]:
+    for url in [*PAGES, f"/runs/{run.pk}/", f"/runs/{run.pk}/live/", "/runs/rows/", "/runs/definitions/", "/definitions/p/"]:
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/?next="), url
     for url in [f"/runs/{run.pk}/cancel/", f"/runs/{run.pk}/retry/", "/definitions/p/run/"]:
@@ -81,7 +81,7 @@ def test_the_login_page_signs_in_and_carries_the_policy(db):
 def test_a_signed_in_user_without_the_view_permission_is_refused(db):
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(_user("nobody"))
-    for url in PAGES:
+    for url in [*PAGES, "/runs/definitions/"]:
         assert client.get(url).status_code == 403, url
 
 
