@@ -1,4 +1,5 @@
-"""prune_runs: old finished runs and their stages go, in batches; nothing else does."""
+"""prune_runs: old finished runs and their stages go, in batches, and the monitoring state no
+run has refreshed since; nothing else does."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,10 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from apps.orchestration.models import PipelineRun, StageExecution
+from apps.orchestration.models import MonitorNotice, MonitorState, PipelineRun, StageExecution
 from apps.orchestration.pruning import pipeline_runs_prune
 from tests.orchestration.test_hostile_input import HOSTILE_TEXT, Verdicts, cli
 from tests.orchestration.test_list_runs import past_run
@@ -99,6 +101,42 @@ def test_runs_are_deleted_in_batches_each_its_own_statement(history):
     # No statement reads the runs' blobs to delete them.
     for blob in ("config_snapshot", "payload", "result"):
         assert not any(f'"{blob}"' in q["sql"] for q in queries), blob
+
+
+def board(definition: str, host: str, *, ran: timedelta, notified: timedelta | None = None) -> None:
+    """A state of the monitoring board last refreshed ``ran`` ago, with a notice record of its
+    notify node claimed ``notified`` ago when given."""
+    now = timezone.now()
+    MonitorState.objects.create(definition=definition, host=host, severity="critical", since=now - ran,
+                                last_run_id=1, last_run_at=now - ran)
+    if notified is not None:
+        MonitorNotice.objects.create(definition=definition, host=host, node_id="notify", severity="critical",
+                                     since=now - notified, notified_at=now - notified, run_id=1)
+
+
+def test_monitoring_states_no_run_refreshed_since_go_with_the_runs(history):
+    board("renamed", "web-1", ran=OLD, notified=OLD)  # its definition is gone: off the board
+    board("disk", "db-gone", ran=OLD)
+    board("disk", "db-1", ran=NEW, notified=OLD)  # still critical, notified long ago: both stay
+    board("disk", "db-2", ran=NEW, notified=NEW)
+    MonitorNotice.objects.create(definition="mute", host="", node_id="notify", severity="warning",
+                                 since=timezone.now() - OLD, notified_at=timezone.now() - OLD, run_id=1)
+    keys = lambda model: set(model.objects.values_list("definition", "host"))  # noqa: E731
+    before = keys(MonitorState), keys(MonitorNotice)
+
+    assert cli("prune_runs", "--older-than", "30d", "--status", "failed").stdout.count("\n") == 1
+    assert (keys(MonitorState), keys(MonitorNotice)) == before  # runs of one status: the board stays
+    dry = cli("prune_runs", "--older-than", "30d", "--dry-run").stdout.splitlines()
+    assert dry[1] == "Would delete 2 monitoring states and 2 notice records no run has refreshed since then."
+    assert (keys(MonitorState), keys(MonitorNotice)) == before
+
+    pruned = cli("prune_runs", "--older-than", "30d")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert pruned.stdout.splitlines()[1] == (
+        "Deleted 2 monitoring states and 2 notice records no run has refreshed since then.")
+    assert keys(MonitorState) == {("disk", "db-1"), ("disk", "db-2")}
+    assert keys(MonitorNotice) == {("disk", "db-1"), ("disk", "db-2")}
+    assert "renamed" not in cli("list_states").stdout
 
 
 def test_nothing_old_enough_deletes_nothing(history):

@@ -10,7 +10,8 @@ from apps.orchestration.pruning import pipeline_runs_prune
 class Command(PipelineCommand):
     help = (
         "Delete finished runs (completed, failed, cancelled) created longer ago than --older-than, "
-        "with their stages, a batch at a time; queued and running runs are never deleted."
+        "with their stages, a batch at a time; queued and running runs are never deleted. "
+        "Without --status, the monitoring states (list_states) no run has refreshed since then go too."
     )
 
     def add_arguments(self, parser):
@@ -37,3 +38,8 @@ class Command(PipelineCommand):
             f"{verb} {counts.runs} runs and {counts.stages} stages "
             f"(finished runs created before {counts.cutoff.isoformat(timespec='seconds')})."
         )
+        if counts.states is not None:
+            self.stdout.write(
+                f"{verb} {counts.states} monitoring states and {counts.notices} notice records "
+                "no run has refreshed since then."
+            )
