@@ -27,6 +27,7 @@ from apps.orchestration.launchrequest import (
     Targets,
 )
 from apps.orchestration.models import PipelineRun
+from apps.orchestration.selectors import run_newest_retry_id
 from apps.orchestration.storeinserts import row_insert, rows_insert
 from apps.orchestration.targeting import launch_targets, target_host_check
 from apps.text import printable
@@ -180,8 +181,7 @@ def _retry_check(original: PipelineRun) -> None:
     locked = PipelineRun.objects.select_for_update(no_key=True).filter(pk=original.pk).values_list("pk", flat=True)
     if locked.first() is None:
         raise LaunchError(f"Pipeline run not found: {original.pk}", Refusal.NOT_FOUND)
-    # Served by the index of the retry_of foreign key.
-    newest = PipelineRun.objects.filter(retry_of=original.pk).order_by("-pk").values_list("pk", flat=True).first()
+    newest = run_newest_retry_id(run_id=original.pk)
     if newest is not None:
         raise AlreadyRetried(original.pk, newest)
 

@@ -7,9 +7,15 @@ from django.db.models.functions import Coalesce, Now
 
 from apps.orchestration import events, lease, rollup
 from apps.orchestration.launch import pipeline_run_launch
-from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, ResolvedDefinition
+from apps.orchestration.launchrequest import (
+    AlreadyRetried,
+    LaunchError,
+    LaunchRequest,
+    Refusal,
+    ResolvedDefinition,
+)
 from apps.orchestration.models import PipelineRun, StageExecution
-from apps.orchestration.selectors import RUN_ID_MAX
+from apps.orchestration.selectors import RUN_ID_MAX, run_newest_retry_id
 from apps.orchestration.validation import node_path
 
 
@@ -88,12 +94,18 @@ def retry_request(*, run_id: int, from_failed: bool = False, force: bool = False
     reused; with ``force``, launched even when the run has a retry already
     (the launcher refuses that otherwise). Reads only; raises LaunchError for
     an unknown run, a run still queued or running, and ``from_failed`` for a
-    run with no failed node."""
+    run with no failed node; AlreadyRetried (without ``force``) for a run
+    retried already, before anything else is tried (the broker), and checked
+    again as the retry is stored, for two retries at once."""
     original = PipelineRun.objects.filter(pk=run_id).first() if 0 < run_id <= RUN_ID_MAX else None
     if original is None:
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     if not original.is_terminal:
         raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished", Refusal.STATE)
+    if not force:
+        newest = run_newest_retry_id(run_id=original.pk)
+        if newest is not None:
+            raise AlreadyRetried(original.pk, newest)
     reused: dict = {}
     if from_failed:
         before = _reused_before_failure(original)

@@ -77,6 +77,12 @@ def pipeline_definition_names(*, contains: str | None = None, limit: int | None 
     return list(found if limit is None else found[:limit])
 
 
+def run_newest_retry_id(*, run_id: int) -> int | None:
+    """The id of the newest retry of run ``run_id``; None when it has none. One probe of the
+    index of the retry_of foreign key."""
+    return PipelineRun.objects.filter(retry_of=run_id).order_by("-pk").values_list("pk", flat=True).first()
+
+
 def pipeline_definitions_overview(
     *, name: str | None = None, after: str | None = None, contains: str | None = None, limit: int | None = None
 ) -> list[dict]:

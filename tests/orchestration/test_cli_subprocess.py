@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from apps.orchestration.models import PipelineDefinition, PipelineRun
-from tests.support import PROCESS_TIMEOUT, claim_redis_db, manage_py_popen, require_redis
+from tests.support import PROCESS_TIMEOUT, claim_redis_db, make_run, manage_py_popen, require_redis
 
 pytestmark = pytest.mark.subprocess
 
@@ -68,6 +68,24 @@ def test_unreachable_broker_fails_the_run_instead_of_leaving_it_queued(manage, h
     assert result.exit_code == 1
     assert result.stderr.startswith(f"CommandError: Could not enqueue run {run.pk}: the broker did not take it (")
     assert run.status == "failed" and run.error.startswith("Could not enqueue run")
+
+
+def test_a_run_retried_already_is_refused_as_such_whatever_the_broker(manage):
+    from django.utils import timezone
+
+    original = make_run(status="failed", error="boom", finished_at=timezone.now())
+    retry = make_run(retry_of=original, trigger="retry", status="completed", finished_at=timezone.now())
+    # The refusal says what is wrong with the request before the broker is tried.
+    result = manage("retry_run", str(original.pk), env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"CommandError: Run {original.pk} was already retried as run {retry.pk}: pass --force to retry it again\n"
+    )
+    assert PipelineRun.objects.count() == 2
+    # Forced, it gets as far as the broker, which is down: that is what it says then.
+    forced = manage("retry_run", str(original.pk), "--force", env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert forced.exit_code == 1
+    assert "the broker did not take it" in forced.stderr
 
 
 def test_launch_inside_an_outer_transaction_with_no_broker_is_logged_and_later_sent_by_the_sweep(
