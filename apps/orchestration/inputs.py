@@ -18,6 +18,8 @@ from apps.alerts.parsers.base import PayloadError
 from apps.alerts.services import alert_sample
 from apps.orchestration.builtin import BUILTIN_NAME, builtin_definition
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, ResolvedDefinition
+from apps.orchestration.models import PipelineRun
+from apps.orchestration.schedules import SCHEDULE_KEY_PREFIX
 from apps.orchestration.selectors import pipeline_definition_get
 from apps.orchestration.validation import DEFINITION_NAME, validate_definition
 from apps.text import printable
@@ -187,7 +189,8 @@ def payload_resolve(
 def launch_check(*, request: LaunchRequest) -> None:
     """Raise LaunchError when a run could not store the request's values as
     given (payload_check; short printable labels; a trace id and an
-    idempotency key of printable ASCII). The same rule holds on every database."""
+    idempotency key of printable ASCII), or when it takes a key of the
+    scheduler's without being a scheduled run. The same rule holds on every database."""
     payload_check(request.payload)
     for flag, value in (("--source", request.source), ("--environment", request.environment)):
         if not (isinstance(value, str) and 0 < len(value) <= LABEL_MAX and value.isprintable()):
@@ -198,6 +201,12 @@ def launch_check(*, request: LaunchRequest) -> None:
         isinstance(idempotency_key, str) and IDEMPOTENCY_KEY.fullmatch(idempotency_key)
     ):
         raise LaunchError("--idempotency-key must be 1 to 200 printable ASCII characters without spaces")
+    if (idempotency_key is not None and idempotency_key.startswith(SCHEDULE_KEY_PREFIX)
+            and request.trigger != PipelineRun.Trigger.SCHEDULE):
+        # Taken before its tick fires, such a key would make the tick return that run instead.
+        raise LaunchError(
+            f"--idempotency-key must not start with {SCHEDULE_KEY_PREFIX!r}: those keys are the scheduler's"
+        )
 
 
 def payload_check(payload: object, *, what: str = "Payload") -> dict:

@@ -21,6 +21,9 @@ from apps.broker.names import RUN_SCHEDULED_TASK
 from apps.options import is_number
 
 TASK_PREFIX = "pipeline:"
+# A scheduled run's idempotency key: this, the definition's name and the tick's due time
+# (ticks.py), so a tick delivered twice launches once. No other launch may take such a key.
+SCHEDULE_KEY_PREFIX = "schedule:"
 SCHEDULE_FIELDS = {"every", "cron", "timezone", "overlap", "payload"}
 OVERLAP_POLICIES = ("skip", "allow")
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")

@@ -28,7 +28,7 @@ from apps.orchestration.inputs import launch_check
 from apps.orchestration.launch import launch_checked, run_row, runs_store_keyed
 from apps.orchestration.launchrequest import LaunchError, LaunchRequest, Refusal, ResolvedDefinition, RunExists, Targets
 from apps.orchestration.models import PipelineDefinition, PipelineRun, ScheduleState
-from apps.orchestration.schedules import schedule_disable
+from apps.orchestration.schedules import SCHEDULE_KEY_PREFIX, schedule_disable
 from apps.orchestration.targeting import checked_targets, target_choice
 from apps.orchestration.validation import validate_definition
 from apps.text import printable
@@ -51,7 +51,7 @@ def pipeline_run_schedule(*, definition_name: str, due: str | None = None) -> li
     validates, or whose "hosts": "all" finds no live worker host, gives a
     failed run saying why (a deleted one also has its schedule disabled).
     """
-    key = f"schedule:{definition_name}:{due}" if due else None
+    key = f"{SCHEDULE_KEY_PREFIX}{definition_name}:{due}" if due else None
     with transaction.atomic():
         # One tick at a time per definition, so the overlap check and the launch go together.
         definition = PipelineDefinition.objects.select_for_update().filter(name=definition_name).first()
@@ -278,7 +278,7 @@ def schedules_fire(*, holder: str, batch: int = FIRE_BATCH) -> Fired:
         for state in states:
             due, following, due_text = clocks[_clock_key(state)]
             name, definition = state["definition_name"], definitions.get(state["definition_name"])
-            key = f"schedule:{name}:{due_text}"
+            key = f"{SCHEDULE_KEY_PREFIX}{name}:{due_text}"
             plan = _tick_plan(name, definition, key, due_text, active, hosts.targets)
             if isinstance(plan, str):
                 rows.append(_failed_row(name, definition, key, plan, finished_at=now))

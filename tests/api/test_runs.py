@@ -110,6 +110,8 @@ def test_an_invalid_definition_is_400_with_each_validation_message_and_stores_no
      "--trace-id must be 1 to 64 printable ASCII characters without spaces"),
     ({"definition": "tiny", "idempotency_key": "k" * 201},
      "--idempotency-key must be 1 to 200 printable ASCII characters without spaces"),
+    ({"definition": "tiny", "idempotency_key": "schedule:tiny:2026-12-07T09:00:00+00:00"},
+     "--idempotency-key must not start with 'schedule:': those keys are the scheduler's"),
     ({"definition": "tiny", "host": "not a host"},
      "--host must be a host name (letters, digits, '.', '-' and '_', starting with a letter or digit, at most "
      "100), auto or all: not a host"),

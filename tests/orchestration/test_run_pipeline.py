@@ -341,6 +341,14 @@ def test_an_idempotency_key_of_another_definitions_run_is_refused(run_command, h
                 assert refused.stderr == f"CommandError: Idempotency key {key} belongs to {owners[key]}\n"
                 assert refused.stdout == ""
     assert PipelineRun.objects.count() == before
+    # The scheduler's keys are its own: taken by hand, a tick would return that run instead.
+    for how in ([], ["--inline"], ["--wait"]):
+        refused = run_command("run_pipeline", "--definition", "tiny", *how,
+                              "--idempotency-key", "schedule:tiny:2026-12-07T09:00:00+00:00")
+        assert (refused.exit_code, refused.stdout) == (2, "")
+        assert refused.stderr == (
+            "CommandError: --idempotency-key must not start with 'schedule:': those keys are the scheduler's\n")
+    assert PipelineRun.objects.count() == before
     # The key's own definition still finds its run, as before.
     again = run_command("run_pipeline", "--definition", "tiny", "--idempotency-key", "k1", "--json")
     assert again.exit_code == 0 and again.json()["run_id"] == tiny.json()["run_id"]
