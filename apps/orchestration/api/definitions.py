@@ -17,6 +17,7 @@ from apps.orchestration.validation import DEFINITION_NAME
 
 router = Router(tags=["definitions"], auth=ApiKeyAuth("runs:read"))
 
+
 class TriggerOut(Schema):
     """One entry of a definition's ``triggers``, summarised."""
 
