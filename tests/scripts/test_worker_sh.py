@@ -59,8 +59,16 @@ class WorkerScript:
                 continue
 
     def kill_leftovers(self) -> None:
-        """SIGKILL whatever the script started and is still alive (psutil checks each is the same process)."""
+        """SIGKILL whatever the script started and is still alive (psutil checks each is the same
+        process): those it wrote pid files for, and any other process given this test's state
+        directory (one whose pid file the script removed while it still ran)."""
         self._remember()
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("WORKER_STATE_DIR") == str(self.state):
+                    self.started.setdefault(proc.pid, proc)
+            except psutil.Error:
+                continue
         alive = [proc for proc in self.started.values() if proc.is_running()]
         for proc in alive:
             try:
