@@ -10,7 +10,6 @@ from django.views.decorators.http import require_POST
 from apps.console import pages
 from apps.console.security import can_operate, console_page
 from apps.orchestration.launchrequest import LaunchError
-from apps.orchestration.models import PipelineDefinition
 from apps.orchestration.schedule_actions import (
     pipeline_schedule_active_run,
     pipeline_schedule_pause,
@@ -28,8 +27,7 @@ def schedules_list(request: HttpRequest) -> HttpResponse:
         after=page.after, contains=page.query, limit=pages.NAME_PAGE_SIZE + 1)
     listings = found[:pages.NAME_PAGE_SIZE]
     names = [item.definition for item in listings]
-    paused = set(PipelineDefinition.objects.filter(name__in=names, schedule_paused=True).values_list("name", flat=True))
-    rows = [{"item": item, "paused": item.definition in paused or not item.enabled} for item in listings]
+    rows = [{"item": item, "paused": item.paused or not item.enabled} for item in listings]
     following, first = page.links(names, more=len(found) > len(listings))
     return render(request, "console/schedules.html", {
         "section": "schedules", "schedules": rows, "can_operate": can_operate(request),

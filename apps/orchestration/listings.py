@@ -120,7 +120,7 @@ def render_schedules_table(listings: list, *, now) -> str:
             schedule,
             printable(item.timezone or "-"),
             printable(item.overlap or "-"),
-            "yes" if item.enabled else "no",
+            "yes" if item.enabled else "no (paused)" if item.paused else "no",
             f"{last['run_id']} {last['status']} {_local(last['created_at'])}" if last else "-",
             "-" if item.next_due_at is None
             else _local(item.next_due_at) + (" (overdue)" if item.next_due_at < now else ""),
@@ -143,6 +143,7 @@ def schedule_listing_dict(item) -> dict:
         "timezone": item.timezone,
         "overlap": item.overlap,
         "enabled": item.enabled,
+        "paused": item.paused,
         "last_run": {**last, "created_at": iso(last["created_at"])} if last else None,
         "next_due_at": iso(item.next_due_at),
     }

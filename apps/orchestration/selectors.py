@@ -242,6 +242,7 @@ class ScheduleListing:
     timezone: str | None
     overlap: str | None  # None: the definition is gone
     enabled: bool
+    paused: bool  # by pause_schedule (kept on the definition): not enabled until resume_schedule
     last_run: dict | None  # run_id, status, created_at
     next_due_at: datetime | None  # None when disabled
 
@@ -289,11 +290,12 @@ def pipeline_schedules_list(
         )
     }
     # Only the one key of each definition's config that is shown (configs can be large).
-    overlaps = dict(
-        PipelineDefinition.objects.filter(name__in=[t["definition_name"] for t in tasks]).values_list(
-            "name", "config__schedule__overlap"
-        )
-    )
+    definitions = {
+        name: (overlap, paused)
+        for name, overlap, paused in PipelineDefinition.objects.filter(
+            name__in=[t["definition_name"] for t in tasks]
+        ).values_list("name", "config__schedule__overlap", "schedule_paused")
+    }
     # Schedules share their interval and crontab rows, whose words and schedule objects are costly
     # to build (cron parsing, cron_descriptor's translations): each is built once per listing,
     # from one task on that row.
@@ -310,8 +312,9 @@ def pipeline_schedules_list(
                 definition=name,
                 task=task["name"],
                 **fields,
-                overlap=(overlaps[name] or "skip") if name in overlaps else None,
+                overlap=(definitions[name][0] or "skip") if name in definitions else None,
                 enabled=task["enabled"],
+                paused=name in definitions and definitions[name][1],
                 last_run={"run_id": last["id"], "status": last["status"], "created_at": last["created_at"]}
                 if last
                 else None,

@@ -54,6 +54,10 @@ def test_pause_disables_the_periodic_task_moves_beats_change_marker_and_drops_th
     assert PeriodicTasks.last_change() > marker  # beat's schedule_changed() sees it and re-syncs its clocks
     beatstate.schedule_states_sync(now=datetime.now(UTC))
     assert not ScheduleState.objects.filter(definition_name="tick").exists()
+    # The listings say why it is not enabled.
+    listed = json.loads(run_command("list_schedules", "--json").stdout)
+    assert [(item["definition"], item["enabled"], item["paused"]) for item in listed] == [("tick", False, True)]
+    assert "no (paused)" in run_command("list_schedules").stdout.splitlines()[1]
 
 
 def test_pausing_twice_says_it_is_already_paused(run_command):
@@ -72,6 +76,8 @@ def test_resume_enables_it_again_and_beat_gets_its_clock_back(run_command):
     assert enabled() and not PipelineDefinition.objects.get(name="tick").schedule_paused
     beatstate.schedule_states_sync(now=datetime.now(UTC))
     assert ScheduleState.objects.filter(definition_name="tick").exists()
+    listed = json.loads(run_command("list_schedules", "--json").stdout)
+    assert [(item["enabled"], item["paused"]) for item in listed] == [(True, False)]
     again = run_command("resume_schedule", "tick")
     assert (again.exit_code, again.stdout.strip()) == (0, "Schedule of tick is not paused.")
 

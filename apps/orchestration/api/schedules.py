@@ -32,6 +32,7 @@ class ScheduleOut(Schema):
     timezone: str | None
     overlap: str | None
     enabled: bool
+    paused: bool
     last_run: LastRunOut | None
     next_due_at: str | None
 
