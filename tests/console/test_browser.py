@@ -240,10 +240,16 @@ def test_a_run_is_watched_from_the_list_to_its_end_without_a_reload(browser, sho
     seen: list[str] = []
 
     def finished() -> bool:
-        status = text(browser, f"{node('slow')} .node-status")
+        # Both read in one step of the page's script: the live part swapped between two reads
+        # would pair a node status from before the swap with the run's end from after it.
+        status, run_status = browser.execute_script(
+            "const n = document.querySelector(arguments[0]), r = document.querySelector('#run-status');"
+            "return [n ? n.textContent.trim() : null, r ? r.textContent.trim() : null];",
+            f"{node('slow')} .node-status",
+        )
         if status and status != "pending" and (not seen or seen[-1] != status):
             seen.append(status)
-        return text(browser, "#run-status") == "completed"
+        return run_status == "completed"
 
     try:
         wait_for(finished, interval=0.1, what="the run to end on its page")
