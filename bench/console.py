@@ -168,6 +168,9 @@ def measure_main(args) -> int:
         run("list older", "runs list, the older page", "/runs/" + _attribute(first, r'id="older" href="([^"]+)"',
                                                                              "older link"))
     run("rows", "live rows, unchanged (204)", _attribute(first, r'id="run-rows" hx-get="([^"]+)"', "live rows"), 204)
+    typed = busiest[:4]
+    run("suggestions", f"definition suggestions for {typed!r}",
+        "/runs/definitions/?" + urlencode({"definition": typed}))
 
     made = None
     if not finished.filter(status=PipelineRun.Status.COMPLETED).exists():
@@ -187,7 +190,7 @@ def measure_main(args) -> int:
     finally:
         if made is not None:
             PipelineRun.objects.filter(pk=made).delete()
-    # Pages of every definition and every schedule, one list each (no paging).
+    # The first page (100 by name) of the definitions and of the schedules, and one definition's page.
     for key, label, url in (("definitions", "definitions list", "/definitions/"),
                             ("definition", f"definition page, {busiest}", f"/definitions/{quote(busiest)}/"),
                             ("schedules", "schedules list", "/schedules/")):
@@ -270,9 +273,10 @@ show their timeline (three nodes, each that ended with its display lines);
 the live part is `/runs/<id>/live/` without a version (200, the whole part).
 On the empty database the run pages are of one completed run inserted for
 the purpose and deleted afterwards (the list was measured before). The
-definitions and schedules lists show every definition and every schedule on
-one page; the definition page is of the busiest definition (its nodes, its
-dry run, its newest runs).
+definition suggestions are what the run list's definition box fetches as one
+types (the first 20 names holding the text). The definitions and schedules
+lists are their first page (100 by name); the definition page is of the
+busiest definition (its nodes, its dry run, its newest runs).
 """
 
 
