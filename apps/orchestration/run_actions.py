@@ -102,10 +102,6 @@ def retry_request(*, run_id: int, from_failed: bool = False, force: bool = False
         raise LaunchError(f"Pipeline run not found: {run_id}", Refusal.NOT_FOUND)
     if not original.is_terminal:
         raise LaunchError(f"Run {run_id} is still {original.status}: retry it once it has finished", Refusal.STATE)
-    if not force:
-        newest = run_newest_retry_id(run_id=original.pk)
-        if newest is not None:
-            raise AlreadyRetried(original.pk, newest)
     reused: dict = {}
     if from_failed:
         before = _reused_before_failure(original)
@@ -116,6 +112,10 @@ def retry_request(*, run_id: int, from_failed: bool = False, force: bool = False
                 Refusal.STATE,
             )
         reused = before
+    if not force:
+        newest = run_newest_retry_id(run_id=original.pk)
+        if newest is not None:
+            raise AlreadyRetried(original.pk, newest)
     resolved = ResolvedDefinition(original.config_snapshot, original.origin_kind, original.origin, original.definition)
     return LaunchRequest(
         resolved=resolved, payload=original.payload, source=original.source, environment=original.environment,
