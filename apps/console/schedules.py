@@ -2,9 +2,12 @@
 and last run; pause, resume and run now for operators."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.console import pages
@@ -27,12 +30,35 @@ def schedules_list(request: HttpRequest) -> HttpResponse:
         after=page.after, contains=page.query, limit=pages.NAME_PAGE_SIZE + 1)
     listings = found[:pages.NAME_PAGE_SIZE]
     names = [item.definition for item in listings]
-    rows = [{"item": item, "paused": item.paused or not item.enabled} for item in listings]
+    links = _RowLinks()
+    rows = [{"item": item, "paused": item.paused or not item.enabled, **links.of(item)} for item in listings]
     following, first = page.links(names, more=len(found) > len(listings))
     return render(request, "console/schedules.html", {
         "section": "schedules", "schedules": rows, "can_operate": can_operate(request),
         "page": page, "next": following, "first": first,
     })
+
+
+class _RowLinks:
+    """The links of a schedules page's rows. Each URL is reversed once per page, with a mark
+    where the name goes: reversing four URLs for each of a hundred rows was a third of the page."""
+
+    MARK = "0mark0"  # a definition name, so every pattern takes it; it is in none of their fixed parts
+
+    def __init__(self) -> None:
+        self.patterns = {
+            key: reverse(f"console:{view}", args=[self.MARK])
+            for key, view in (("definition_url", "definition"), ("pause_url", "schedule_pause"),
+                              ("resume_url", "schedule_resume"), ("run_url", "schedule_run"))
+        }
+        self.run_pattern = reverse("console:run", args=[0])
+
+    def of(self, item) -> dict:
+        name = quote(item.definition, safe="")
+        links = {key: pattern.replace(self.MARK, name) for key, pattern in self.patterns.items()}
+        last = item.last_run
+        links["last_run_url"] = self.run_pattern.replace("/0/", f"/{int(last['run_id'])}/") if last else ""
+        return links
 
 
 @console_page(operate=True)

@@ -1,6 +1,7 @@
 """Reads of pipeline definitions, runs and schedules."""
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Substr
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from apps.broker.names import RUN_SCHEDULED_TASK
@@ -351,14 +352,24 @@ def _schedule_fields(task: PeriodicTask) -> dict:
     if task.crontab is not None:
         cron = task.crontab
         zone = str(cron.timezone)
-        words = cron.human_readable
-        # django-celery-beat appends the zone, which has a field of its own here.
-        words = words.removesuffix(f" {zone}")
         expression = " ".join([cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week])
-        return {**fields, "kind": "cron", "schedule": words, "cron": expression, "timezone": zone}
+        return {**fields, "kind": "cron", "schedule": _cron_words(expression, zone), "cron": expression,
+                "timezone": zone}
     scheduler = task.scheduler
     kind = type(scheduler).__name__.lower().removesuffix("schedule") if scheduler is not None else "none"
     return {**fields, "kind": kind, "schedule": str(scheduler) if scheduler is not None else "no schedule"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_words(expression: str, zone: str) -> str:
+    """A cron expression (minute hour day-of-month month day-of-week) in words, as
+    django-celery-beat says it, without the zone it appends (which has a field of its own here).
+    Kept per process: the translation (cron_descriptor) is the costly part of a schedules
+    listing, and each load of a page of schedules asks for the same few expressions again."""
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split(" ")
+    cron = CrontabSchedule(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                           day_of_week=day_of_week, timezone=zone)
+    return cron.human_readable.removesuffix(f" {zone}")
 
 
 def _next_due(task: dict, schedule, now: datetime) -> datetime | None:

@@ -197,15 +197,27 @@ def test_schedules_pause_resume_and_run_now(operator):
     definition = PipelineDefinition.objects.create(name="hourly", config=SCHEDULED)
     schedule_sync(definition=definition)
     state = r'data-definition="hourly">.*?class="schedule-state">(\w+)<'
-    assert re.search(state, operator.get("/schedules/").content.decode(), re.S)[1] == "active"
-    operator.post("/schedules/hourly/pause/")
-    assert re.search(state, operator.get("/schedules/").content.decode(), re.S)[1] == "paused"
+
+    def row() -> str:
+        return re.search(r'<tr class="schedule" data-definition="hourly">.*?</tr>',
+                         operator.get("/schedules/").content.decode(), re.S)[0]
+
+    def action(button: str) -> str:
+        return re.search(rf'<form method="post" action="([^"]+)">[^<]*<input[^>]*>\s*<button class="{button}"',
+                         row())[1]
+
+    assert re.search(state, row(), re.S)[1] == "active"
+    assert re.search(r'<a href="([^"]+)">hourly</a>', row())[1] == "/definitions/hourly/"
+    assert action("pause") == "/schedules/hourly/pause/" and action("run-now") == "/schedules/hourly/run/"
+    operator.post(action("pause"))
+    assert re.search(state, row(), re.S)[1] == "paused"
     assert PipelineDefinition.objects.get(name="hourly").schedule_paused
-    operator.post("/schedules/hourly/resume/")
-    assert re.search(state, operator.get("/schedules/").content.decode(), re.S)[1] == "active"
-    answer = operator.post("/schedules/hourly/run/")
+    operator.post(action("resume"))
+    assert re.search(state, row(), re.S)[1] == "active"
+    answer = operator.post(action("run-now"))
     run = PipelineRun.objects.get()
     assert run.trigger == "schedule" and answer["Location"] == f"/runs/{run.pk}/"
+    assert re.search(r'class="last-run"><a href="([^"]+)">', row())[1] == f"/runs/{run.pk}/"
     unknown = operator.post("/schedules/nope/pause/", follow=True)
     assert b"Pipeline definition not found: nope" in unknown.content
 
