@@ -49,6 +49,17 @@ def pipeline_definition_get(*, name: str) -> PipelineDefinition | None:
     return PipelineDefinition.objects.filter(name=name).first()
 
 
+def _definitions_by_name(*, after: str | None = None, contains: str | None = None) -> QuerySet:
+    """The stored definitions in name order: those named after ``after``, whose name holds
+    ``contains`` (any case). Along the unique index of names (the filter scans the names)."""
+    definitions = PipelineDefinition.objects.order_by("name")
+    if after is not None:
+        definitions = definitions.filter(name__gt=after)
+    if contains:
+        definitions = definitions.filter(name__icontains=contains)
+    return definitions
+
+
 def pipeline_definitions_list(
     *, after: str | None = None, contains: str | None = None, limit: int | None = None
 ) -> list[dict]:
@@ -56,12 +67,7 @@ def pipeline_definitions_list(
     the two parts of its config a listing shows (``schedule``, ``triggers``); never the whole config.
     A page of them: those named after ``after``, whose name holds ``contains`` (any case), the
     first ``limit``. One query, along the unique index of names."""
-    definitions = PipelineDefinition.objects.order_by("name")
-    if after is not None:
-        definitions = definitions.filter(name__gt=after)
-    if contains:
-        definitions = definitions.filter(name__icontains=contains)
-    rows = definitions.values(
+    rows = _definitions_by_name(after=after, contains=contains).values(
         "name", "description", "is_active", "updated_at",
         schedule=KeyTransform("schedule", "config"), triggers=KeyTransform("triggers", "config"),
     )
@@ -71,10 +77,7 @@ def pipeline_definitions_list(
 def pipeline_definition_names(*, contains: str | None = None, limit: int | None = None) -> list[str]:
     """The names of the stored definitions, in order (only those holding ``contains``, any case;
     the first ``limit``): one column of one query (a filter's choices)."""
-    names = PipelineDefinition.objects.order_by("name")
-    if contains:
-        names = names.filter(name__icontains=contains)
-    found = names.values_list("name", flat=True)
+    found = _definitions_by_name(contains=contains).values_list("name", flat=True)
     return list(found if limit is None else found[:limit])
 
 
@@ -96,15 +99,11 @@ def pipeline_definitions_overview(
     each definition is one probe of the (definition_name, created_at, id) index.
     Reads only."""
     newest = PipelineRun.objects.filter(definition_name=OuterRef("name")).order_by("-created_at", "-pk")
-    definitions = PipelineDefinition.objects.order_by("name")
+    definitions = _definitions_by_name(after=after, contains=contains)
     if name is not None:
         if not DEFINITION_NAME.fullmatch(name):
             return []  # a name no definition can have is not looked up (PostgreSQL refuses a NUL in text)
         definitions = definitions.filter(name=name)
-    if after is not None:
-        definitions = definitions.filter(name__gt=after)
-    if contains:
-        definitions = definitions.filter(name__icontains=contains)
     if limit is not None:
         definitions = definitions[:limit]
     rows = [

@@ -5,6 +5,7 @@ in Chromium)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -15,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.console.security import CONTENT_SECURITY_POLICY
 from apps.orchestration import engine
 from apps.orchestration.models import PipelineDefinition, PipelineRun
+from tests.hostile import HOSTILE_TEXT
 from tests.orchestration.test_retry import failed_run, hooks  # noqa: F401 - fixtures used below
 from tests.support import make_run
 
@@ -247,6 +249,13 @@ def test_hostile_names_and_searches_are_refused_in_words_and_change_nothing(oper
         assert page.status_code == 200 and b"search must be a run id or a trace id" in page.content, url
     rows = client.get("/runs/rows/?q=ab%00c")
     assert rows.status_code == 200 and b"No runs match." in rows.content
+    # The definition box's suggestions: none for a text no name can hold, and no error (an empty
+    # or blank text is the box before typing: the first names).
+    for text in [text for text in (*HOSTILE_TEXT, "a\x00b", "hour ly", "x" * 101) if text.strip()]:
+        sent = quote(text.encode("utf-8", "surrogatepass"), safe="")  # as a browser would, lone surrogates too
+        suggested = client.get(f"/runs/definitions/?definition={sent}")
+        assert suggested.status_code == 200 and b"<option" not in suggested.content, text
+    assert b'<option value="hourly">' in client.get("/runs/definitions/", {"definition": "OUR"}).content
     assert client.get("/definitions/a%00b/").status_code == 404
     for url in ("/schedules/a%00b/pause/", "/schedules/a%00b/run/"):
         answer = client.post(url, follow=True)
